@@ -1,0 +1,7 @@
+"""`python -m engine`: the TrainLens command line (see engine/cli.py)."""
+
+import sys
+
+from engine.cli import main
+
+sys.exit(main())

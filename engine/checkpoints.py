@@ -1,0 +1,150 @@
+"""Checkpoints as safetensors files plus the run config: writing and loading never unpickles.
+
+Layout under TRAINLENS_HOME/checkpoints/RUN_ID/: `epoch_N.safetensors` after every epoch,
+`best.safetensors` for the best validation epoch so far, and `config.json`. A file holds tensor groups
+by prefix: `model.` (the raw weights), `ema.`/`swa.` (averaged weights), `optim.` (optimizer state, for
+resume) and `rng.` (random state); its metadata holds the config, epoch, step and metrics as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from engine.config import RunConfig
+from engine.paths import checkpoint_dir
+
+_EPOCH_FILE = re.compile(r"^epoch_(\d+)\.safetensors$")
+
+
+@dataclass
+class Checkpoint:
+    config: RunConfig
+    epoch: int  # 0-based epoch this checkpoint closes
+    step: int  # optimizer steps taken so far
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor] | None = None
+    swa: dict[str, torch.Tensor] | None = None
+    optimizer: dict | None = None  # torch optimizer state_dict, rebuilt from tensors + JSON
+    rng: torch.Tensor | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # loop state for resume: best metric, bad epochs, swa count...
+
+
+def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, state in (("model.", ckpt.model), ("ema.", ckpt.ema), ("swa.", ckpt.swa)):
+        for name, tensor in (state or {}).items():
+            tensors[prefix + name] = tensor.detach().to("cpu").contiguous().clone()
+    optim_meta = None
+    if ckpt.optimizer is not None:
+        optim_meta = {"param_groups": ckpt.optimizer["param_groups"], "scalars": {}}
+        for index, state in ckpt.optimizer["state"].items():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    tensors[f"optim.{index}.{key}"] = value.detach().to("cpu").contiguous().clone()
+                else:  # plain numbers (e.g. 'step' in some optimizers) go to metadata
+                    optim_meta["scalars"][f"{index}.{key}"] = value
+    if ckpt.rng is not None:
+        tensors["rng.torch"] = ckpt.rng.contiguous().clone()
+    metadata = {
+        "config": ckpt.config.to_json(),
+        "epoch": str(ckpt.epoch),
+        "step": str(ckpt.step),
+        "metrics": json.dumps(ckpt.metrics),
+        "extra": json.dumps(ckpt.extra),
+        "optimizer": json.dumps(optim_meta),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)  # atomic: a reader never sees a half-written checkpoint
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> Checkpoint:
+    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "swa": {}, "optim": {}, "rng": {}}
+    with safe_open(str(path), framework="pt", device=device) as f:
+        metadata = f.metadata() or {}
+        for key in f.keys():
+            prefix, name = key.split(".", 1)
+            groups[prefix][name] = f.get_tensor(key)
+    optimizer = None
+    optim_meta = json.loads(metadata.get("optimizer", "null"))
+    if optim_meta is not None:
+        state: dict[int, dict] = {}
+        for name, tensor in groups["optim"].items():
+            index, key = name.split(".", 1)
+            state.setdefault(int(index), {})[key] = tensor
+        for name, value in optim_meta["scalars"].items():
+            index, key = name.split(".", 1)
+            state.setdefault(int(index), {})[key] = value
+        optimizer = {"state": state, "param_groups": optim_meta["param_groups"]}
+    return Checkpoint(
+        config=RunConfig.from_json(metadata["config"]),
+        epoch=int(metadata["epoch"]),
+        step=int(metadata["step"]),
+        model=groups["model"],
+        ema=groups["ema"] or None,
+        swa=groups["swa"] or None,
+        optimizer=optimizer,
+        rng=groups["rng"].get("torch"),
+        metrics=json.loads(metadata.get("metrics", "{}")),
+        extra=json.loads(metadata.get("extra", "{}")),
+    )
+
+
+def epoch_path(run_id: str, epoch: int) -> Path:
+    return checkpoint_dir(run_id) / f"epoch_{epoch}.safetensors"
+
+
+def best_path(run_id: str) -> Path:
+    return checkpoint_dir(run_id) / "best.safetensors"
+
+
+def list_epochs(run_id: str) -> list[int]:
+    """Epochs that have a checkpoint on disk, ascending."""
+    epochs = []
+    for path in checkpoint_dir(run_id).iterdir():
+        match = _EPOCH_FILE.match(path.name)
+        if match:
+            epochs.append(int(match.group(1)))
+    return sorted(epochs)
+
+
+def resolve(run_id: str, which: str | int = "best") -> Path:
+    """Path of a run's checkpoint: 'best', 'last', or an epoch number. FileNotFoundError with a readable message."""
+    epochs = list_epochs(run_id)
+    if which == "best" and best_path(run_id).exists():
+        return best_path(run_id)
+    if which in ("best", "last"):
+        if not epochs:
+            raise FileNotFoundError(f"run {run_id} has no checkpoint yet (one is written at the end of each epoch)")
+        return epoch_path(run_id, epochs[-1])
+    epoch = int(which)
+    if epoch not in epochs:
+        raise FileNotFoundError(f"run {run_id} has no checkpoint for epoch {epoch}; available: {epochs or 'none'}")
+    return epoch_path(run_id, epoch)
+
+
+def load_run_model(run_id: str, which: str | int = "best", weights: str = "model", device: str = "cpu"):
+    """Rebuild a run's model from a checkpoint, in eval mode. weights: 'model', 'ema' or 'swa'.
+
+    Returns (model, config, dataset_info, checkpoint).
+    """
+    from engine.data import dataset_info
+    from engine.models import model_from_config
+
+    ckpt = load_checkpoint(resolve(run_id, which), device=device)
+    info = dataset_info(ckpt.config.dataset)
+    model = model_from_config(ckpt.config, info.channels, info.size, len(info.classes))
+    state = {"model": ckpt.model, "ema": ckpt.ema, "swa": ckpt.swa}[weights]
+    if state is None:
+        raise ValueError(f"run {run_id} has no {weights.upper()} weights (the run did not use {weights})")
+    model.load_state_dict(state)
+    return model.to(device).eval(), ckpt.config, info, ckpt

@@ -1,0 +1,395 @@
+"""The run store: SQLite (WAL, busy timeout) holding runs, the queue, metrics, checkpoints and artifacts.
+
+The store is the source of truth shared by the dashboard, the CLI and the workers. Workers write
+metrics in batched transactions; the app only reads and writes intents (enqueue, cancel, resume).
+Reads return pandas DataFrames. The schema is versioned in `meta` so a later change can migrate it.
+Each thread gets its own connection (Streamlit serves sessions from several threads).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from engine.config import RunConfig
+from engine.paths import db_path
+
+SCHEMA_VERSION = 1
+TERMINAL = ("completed", "stopped_early", "cancelled", "diverged", "failed", "interrupted")
+STATUSES = ("queued", "running") + TERMINAL
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL DEFAULT 'train',      -- train | lr_find
+    name TEXT NOT NULL,
+    grp TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',
+    config TEXT NOT NULL,                    -- RunConfig as JSON
+    status TEXT NOT NULL,
+    device TEXT,
+    worker_id TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    heartbeat_at REAL,
+    step INTEGER NOT NULL DEFAULT 0,
+    total_steps INTEGER NOT NULL DEFAULT 0,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    resume_from TEXT                          -- 'last' when a resumed run must continue from its last checkpoint
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status, created_at);
+CREATE TABLE IF NOT EXISTS metrics (
+    id INTEGER PRIMARY KEY,                   -- monotonic: readers fetch only rows newer than the last id they saw
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value REAL,
+    wall_time REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id, id);
+CREATE INDEX IF NOT EXISTS metrics_run_key ON metrics(run_id, key, step);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT NOT NULL, epoch INTEGER NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL,
+    created_at REAL NOT NULL, metrics TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_id, epoch, kind)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, device TEXT NOT NULL,
+    started_at REAL NOT NULL, heartbeat_at REAL NOT NULL,
+    status TEXT NOT NULL,                     -- idle | busy | stopped | dead
+    run_id TEXT, stop_requested INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+METRIC_COLUMNS = ["id", "run_id", "step", "epoch", "key", "value", "wall_time"]
+
+
+class Store:
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else db_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._migrate()
+
+    # ---- connection ----
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.row_factory = sqlite3.Row
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _tx(self):
+        return _Transaction(self.conn)
+
+    def _migrate(self) -> None:
+        # executescript commits implicitly, so it runs outside an explicit transaction
+        self.conn.executescript(_SCHEMA)
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row["value"]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} was written by a newer TrainLens (schema {version} > {SCHEMA_VERSION}); upgrade")
+        # future migrations go here: `if version < 2: ...`
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # ---- runs ----
+    def create_run(self, config: RunConfig, *, kind: str = "train", owner: str = "", name: str | None = None,
+                   group: str | None = None) -> str:
+        """Validate and enqueue a run; returns its run_id."""
+        config.validate()
+        run_id = uuid.uuid4().hex[:12]
+        self.conn.execute(
+            "INSERT INTO runs(run_id, kind, name, grp, owner, config, status, created_at) VALUES (?,?,?,?,?,?,?,?)",
+            (run_id, kind, name or config.display_name(), group if group is not None else config.group, owner,
+             config.to_json(), "queued", time.time()),
+        )
+        return run_id
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        run = dict(row)
+        run["group"] = run.pop("grp")
+        run["config"] = RunConfig.from_json(run["config"])
+        run.update(_progress(run))
+        return run
+
+    def find_run(self, prefix: str) -> str | None:
+        """Resolve a run id or a unique prefix of one (the CLI accepts short ids)."""
+        rows = self.conn.execute("SELECT run_id FROM runs WHERE run_id LIKE ?", (prefix + "%",)).fetchall()
+        return rows[0]["run_id"] if len(rows) == 1 else None
+
+    def list_runs(self, *, status: Iterable[str] | None = None, group: str | None = None,
+                  kind: str | None = None) -> pd.DataFrame:
+        """All runs, newest first, with progress/ETA and one `cfg.<field>` column per config field."""
+        query, args = "SELECT * FROM runs WHERE 1=1", []
+        if status:
+            status = list(status)
+            query += f" AND status IN ({','.join('?' * len(status))})"
+            args += status
+        if group is not None:
+            query += " AND grp=?"
+            args.append(group)
+        if kind is not None:
+            query += " AND kind=?"
+            args.append(kind)
+        rows = [dict(r) for r in self.conn.execute(query + " ORDER BY created_at DESC, rowid DESC", args)]
+        records = []
+        for run in rows:
+            run["group"] = run.pop("grp")
+            config = json.loads(run.pop("config"))
+            run.update(_progress(run))
+            run.update({f"cfg.{k}": v for k, v in config.items()})
+            records.append(run)
+        columns = ["run_id", "kind", "name", "group", "owner", "status", "device", "created_at", "started_at",
+                   "finished_at", "step", "total_steps", "epoch", "progress", "eta_s", "duration_s", "error"]
+        frame = pd.DataFrame.from_records(records)
+        if frame.empty:
+            return pd.DataFrame(columns=columns + [f"cfg.{k}" for k in RunConfig().to_dict()])
+        return frame
+
+    def set_running(self, run_id: str, worker_id: str, device: str) -> None:
+        now = time.time()
+        self.conn.execute("UPDATE runs SET status='running', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
+                          "heartbeat_at=?, error=NULL WHERE run_id=?", (worker_id, device, now, now, run_id))
+
+    def update_status(self, run_id: str, status: str, error: str | None = None) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status={status!r}: allowed values are {', '.join(STATUSES)}")
+        finished = time.time() if status in TERMINAL else None
+        self.conn.execute("UPDATE runs SET status=?, error=?, finished_at=? WHERE run_id=?",
+                          (status, error, finished, run_id))
+
+    def update_progress(self, run_id: str, step: int, total_steps: int, epoch: int) -> None:
+        self.conn.execute("UPDATE runs SET step=?, total_steps=?, epoch=?, heartbeat_at=? WHERE run_id=?",
+                          (step, total_steps, epoch, time.time(), run_id))
+
+    def claim_next(self, worker_id: str, device: str) -> dict[str, Any] | None:
+        """Atomically take the oldest queued run for this worker (None when the queue is empty)."""
+        with self._tx() as c:
+            row = c.execute("SELECT run_id FROM runs WHERE status='queued' ORDER BY created_at, rowid LIMIT 1").fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            c.execute("UPDATE runs SET status='running', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
+                      "heartbeat_at=?, error=NULL, finished_at=NULL WHERE run_id=?",
+                      (worker_id, device, now, now, row["run_id"]))
+        return self.get_run(row["run_id"])
+
+    def request_cancel(self, run_id: str) -> str:
+        """Cancel a queued run at once, or ask a running one to stop; returns the resulting status."""
+        with self._tx() as c:
+            row = c.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no run {run_id}")
+            if row["status"] == "queued":
+                c.execute("UPDATE runs SET status='cancelled', finished_at=? WHERE run_id=?", (time.time(), run_id))
+                return "cancelled"
+            if row["status"] == "running":
+                c.execute("UPDATE runs SET cancel_requested=1 WHERE run_id=?", (run_id,))
+            return row["status"]
+
+    def cancel_requested(self, run_id: str) -> bool:
+        row = self.conn.execute("SELECT cancel_requested FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return bool(row and row["cancel_requested"])
+
+    def resume_run(self, run_id: str) -> None:
+        """Re-queue an interrupted/cancelled/failed run to continue from its last checkpoint."""
+        with self._tx() as c:
+            row = c.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no run {run_id}")
+            if row["status"] not in ("interrupted", "cancelled", "failed"):
+                raise ValueError(f"run {run_id} is {row['status']}; only interrupted, cancelled or failed runs can be resumed")
+            c.execute("UPDATE runs SET status='queued', resume_from='last', cancel_requested=0, error=NULL, "
+                      "finished_at=NULL, worker_id=NULL, created_at=? WHERE run_id=?", (time.time(), run_id))
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run's rows (the caller removes its checkpoint folder). Running runs must be cancelled first."""
+        with self._tx() as c:
+            row = c.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no run {run_id}")
+            if row["status"] in ("running",):
+                raise ValueError(f"run {run_id} is running; cancel it before deleting it")
+            for table in ("metrics", "checkpoints", "artifacts", "runs"):
+                c.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+
+    # ---- metrics ----
+    def log_batch(self, rows: list[tuple[str, int, int, str, float, float]]) -> None:
+        """Insert (run_id, step, epoch, key, value, wall_time) rows in one transaction."""
+        if rows:
+            with self._tx() as c:
+                c.executemany("INSERT INTO metrics(run_id, step, epoch, key, value, wall_time) VALUES (?,?,?,?,?,?)", rows)
+
+    def delete_metrics_after(self, run_id: str, step: int) -> None:
+        """Drop rows logged after a checkpoint's step (a resumed run logs them again)."""
+        self.conn.execute("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, step))
+
+    def get_metrics(self, run_ids: str | Iterable[str], keys: Iterable[str] | None = None,
+                    after_id: int = 0) -> pd.DataFrame:
+        """Metric rows of the given runs (newer than `after_id`), ordered by id; columns METRIC_COLUMNS."""
+        run_ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        if not run_ids:
+            return pd.DataFrame(columns=METRIC_COLUMNS)
+        query = (f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics WHERE run_id IN ({','.join('?' * len(run_ids))}) "
+                 "AND id>?")
+        args: list[Any] = [*run_ids, after_id]
+        if keys is not None:
+            keys = list(keys)
+            query += f" AND key IN ({','.join('?' * len(keys))})"
+            args += keys
+        cursor = self.conn.execute(query + " ORDER BY id", args)
+        frame = pd.DataFrame(cursor.fetchall(), columns=METRIC_COLUMNS)
+        return frame.astype({"id": "int64", "step": "int64", "epoch": "int64", "value": "float64", "wall_time": "float64"})
+
+    def metric_history(self, run_id: str, key: str) -> pd.DataFrame:
+        """One metric of one run as (step, epoch, value, wall_time)."""
+        cursor = self.conn.execute("SELECT step, epoch, value, wall_time FROM metrics WHERE run_id=? AND key=? ORDER BY step",
+                                   (run_id, key))
+        return pd.DataFrame(cursor.fetchall(), columns=["step", "epoch", "value", "wall_time"])
+
+    def last_values(self, run_id: str) -> dict[str, float]:
+        """The latest value of every key of a run (final metrics)."""
+        cursor = self.conn.execute("SELECT key, value FROM metrics WHERE id IN "
+                                   "(SELECT MAX(id) FROM metrics WHERE run_id=? GROUP BY key)", (run_id,))
+        return {row["key"]: row["value"] for row in cursor}
+
+    def count_metrics(self, run_id: str | None = None) -> int:
+        if run_id is None:
+            return self.conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
+        return self.conn.execute("SELECT COUNT(*) FROM metrics WHERE run_id=?", (run_id,)).fetchone()[0]
+
+    # ---- checkpoints and artifacts ----
+    def add_checkpoint(self, run_id: str, epoch: int, kind: str, path: str, metrics: dict[str, float]) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO checkpoints(run_id, epoch, kind, path, created_at, metrics) "
+                          "VALUES (?,?,?,?,?,?)", (run_id, epoch, kind, path, time.time(), json.dumps(metrics)))
+
+    def list_checkpoints(self, run_id: str) -> pd.DataFrame:
+        cursor = self.conn.execute("SELECT epoch, kind, path, created_at, metrics FROM checkpoints WHERE run_id=? "
+                                   "ORDER BY epoch, kind", (run_id,))
+        return pd.DataFrame(cursor.fetchall(), columns=["epoch", "kind", "path", "created_at", "metrics"])
+
+    def put_artifact(self, run_id: str, name: str, value: Any) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO artifacts(run_id, name, value, created_at) VALUES (?,?,?,?)",
+                          (run_id, name, json.dumps(value), time.time()))
+
+    def get_artifact(self, run_id: str, name: str) -> Any | None:
+        row = self.conn.execute("SELECT value FROM artifacts WHERE run_id=? AND name=?", (run_id, name)).fetchone()
+        return json.loads(row["value"]) if row else None
+
+    def list_artifacts(self, run_id: str) -> list[str]:
+        return [r["name"] for r in self.conn.execute("SELECT name FROM artifacts WHERE run_id=? ORDER BY name", (run_id,))]
+
+    # ---- workers ----
+    def register_worker(self, worker_id: str, pid: int, host: str, device: str) -> None:
+        now = time.time()
+        self.conn.execute("INSERT OR REPLACE INTO workers(worker_id, pid, host, device, started_at, heartbeat_at, status) "
+                          "VALUES (?,?,?,?,?,?, 'idle')", (worker_id, pid, host, device, now, now))
+
+    def worker_heartbeat(self, worker_id: str, status: str, run_id: str | None) -> bool:
+        """Refresh a worker's (and its run's) heartbeat; returns True when the worker was asked to stop."""
+        now = time.time()
+        with self._tx() as c:
+            c.execute("UPDATE workers SET heartbeat_at=?, status=?, run_id=? WHERE worker_id=? AND status!='dead'",
+                      (now, status, run_id, worker_id))
+            if run_id:
+                c.execute("UPDATE runs SET heartbeat_at=? WHERE run_id=? AND status='running'", (now, run_id))
+            row = c.execute("SELECT stop_requested, status FROM workers WHERE worker_id=?", (worker_id,)).fetchone()
+        return bool(row is None or row["stop_requested"] or row["status"] == "dead")
+
+    def live_workers(self) -> pd.DataFrame:
+        cursor = self.conn.execute("SELECT * FROM workers WHERE status IN ('idle', 'busy') ORDER BY started_at")
+        return pd.DataFrame([dict(r) for r in cursor],
+                            columns=["worker_id", "pid", "host", "device", "started_at", "heartbeat_at", "status",
+                                     "run_id", "stop_requested"])
+
+    def mark_worker(self, worker_id: str, status: str) -> None:
+        self.conn.execute("UPDATE workers SET status=? WHERE worker_id=?", (status, worker_id))
+
+    def request_worker_stop(self, worker_id: str | None = None) -> None:
+        if worker_id is None:
+            self.conn.execute("UPDATE workers SET stop_requested=1 WHERE status IN ('idle', 'busy')")
+        else:
+            self.conn.execute("UPDATE workers SET stop_requested=1 WHERE worker_id=?", (worker_id,))
+
+    def reap(self, stale_after_s: float = 6.0, is_alive=None) -> list[str]:
+        """Mark workers that stopped heartbeating (or whose process is gone) dead, and their runs interrupted.
+
+        `is_alive(pid, host) -> bool | None` lets the caller check processes on its own host at once
+        instead of waiting for the heartbeat to go stale. Returns the run ids that were interrupted.
+        """
+        now = time.time()
+        interrupted: list[str] = []
+        with self._tx() as c:
+            for worker in c.execute("SELECT * FROM workers WHERE status IN ('idle', 'busy')").fetchall():
+                alive = is_alive(worker["pid"], worker["host"]) if is_alive else None
+                stale = now - worker["heartbeat_at"] > stale_after_s
+                if alive is False or (alive is None and stale) or (stale and now - worker["heartbeat_at"] > 3 * stale_after_s):
+                    c.execute("UPDATE workers SET status='dead' WHERE worker_id=?", (worker["worker_id"],))
+                    for run in c.execute("SELECT run_id, step FROM runs WHERE worker_id=? AND status='running'",
+                                         (worker["worker_id"],)).fetchall():
+                        reason = (f"worker process {worker['pid']} on {worker['host']} stopped responding at step "
+                                  f"{run['step']} (killed or out of memory); resume the run to continue from its last checkpoint")
+                        c.execute("UPDATE runs SET status='interrupted', error=?, finished_at=? WHERE run_id=?",
+                                  (reason, now, run["run_id"]))
+                        interrupted.append(run["run_id"])
+        return interrupted
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front so read-then-write cannot deadlock."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _progress(run: dict[str, Any]) -> dict[str, Any]:
+    """Progress fraction, ETA and duration derived from the stored step counters and timestamps."""
+    total, step = run.get("total_steps") or 0, run.get("step") or 0
+    progress = min(1.0, step / total) if total else 0.0
+    started, finished = run.get("started_at"), run.get("finished_at")
+    now = time.time()
+    duration = ((finished or now) - started) if started else None
+    eta = None
+    if run.get("status") == "running" and started and 0 < step < total:
+        eta = (now - started) / progress * (1 - progress)
+    if run.get("status") in ("completed", "stopped_early"):
+        progress = 1.0 if run.get("status") == "completed" else progress
+    return {"progress": progress, "eta_s": eta, "duration_s": duration}

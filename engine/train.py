@@ -1,0 +1,283 @@
+"""The training loop: `train(config, sink, should_stop)`, read top to bottom.
+
+The same function runs in a local worker process, a Ray task, a test or a benchmark: everything it
+reports goes through `sink` (metrics, progress, checkpoints, artifacts), and `should_stop()` is polled
+every step so a cancel lands within one step. Per step it logs loss, lr, the gradient norm before
+clipping, whether it clipped, and examples seen; per epoch train/validation loss and accuracy, macro
+precision/recall/F1, throughput, and the same validation for EMA/SWA weights when they are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from engine.augment import AugmentSpec
+from engine.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from engine.config import RunConfig
+from engine.data import DatasetSplit, batches_per_epoch, iterate_batches, load_dataset, normalize
+from engine.models import count_parameters, model_from_config
+from engine.optim import lr_at, make_optimizer, set_lr
+
+
+class Sink(Protocol):
+    """Where a run reports to. StoreSink (worker) batches into SQLite; MemorySink keeps lists (tests)."""
+
+    def log(self, step: int, epoch: int, values: dict[str, float]) -> None: ...
+    def progress(self, step: int, total_steps: int, epoch: int) -> None: ...
+    def checkpoint(self, epoch: int, kind: str, path: str, metrics: dict[str, float]) -> None: ...
+    def artifact(self, name: str, value: object) -> None: ...
+
+
+@dataclass
+class MemorySink:
+    """Keeps everything in lists; for tests, benchmarks and notebooks."""
+
+    rows: list[tuple[int, int, str, float]] = field(default_factory=list)
+    checkpoints: list[tuple[int, str, str]] = field(default_factory=list)
+    artifacts: dict[str, object] = field(default_factory=dict)
+    last_progress: tuple[int, int, int] = (0, 0, 0)
+
+    def log(self, step, epoch, values):
+        self.rows.extend((step, epoch, key, float(value)) for key, value in values.items())
+
+    def progress(self, step, total_steps, epoch):
+        self.last_progress = (step, total_steps, epoch)
+
+    def checkpoint(self, epoch, kind, path, metrics):
+        self.checkpoints.append((epoch, kind, path))
+
+    def artifact(self, name, value):
+        self.artifacts[name] = value
+
+    def series(self, key: str) -> list[float]:
+        return [value for _, _, k, value in self.rows if k == key]
+
+
+@dataclass
+class TrainResult:
+    status: str  # completed | stopped_early | cancelled | diverged
+    step: int
+    epoch: int
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    error: str | None = None
+
+
+class EarlyStopping:
+    """Watch one validation metric; stop after `patience` epochs without an improvement of `min_delta`."""
+
+    def __init__(self, metric: str, patience: int, min_delta: float, state: dict | None = None):
+        self.metric, self.patience, self.min_delta = metric, patience, min_delta
+        self.higher_is_better = metric.endswith("acc")
+        state = state or {}
+        self.best: float | None = state.get("best")
+        self.best_epoch: int | None = state.get("best_epoch")
+        self.bad_epochs: int = state.get("bad_epochs", 0)
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record an epoch's value; True when it is the new best."""
+        if self.best is None:
+            improved = True
+        elif self.higher_is_better:
+            improved = value > self.best + self.min_delta
+        else:
+            improved = value < self.best - self.min_delta
+        if improved:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def state(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+
+def clip_gradients(model: nn.Module, config: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip as configured; return (total L2 norm before clipping, 1.0 if clipping changed anything)."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if config.clip == "norm":
+        norm = torch.nn.utils.clip_grad_norm_(params, config.clip_value)
+        return norm, (norm > config.clip_value).float()
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if config.clip == "value":
+        clipped = torch.stack([p.grad.abs().max() for p in params]).max() > config.clip_value
+        torch.nn.utils.clip_grad_value_(params, config.clip_value)
+        return norm, clipped.float()
+    return norm, torch.zeros(())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std, batch_size: int = 1000) -> dict[str, float]:
+    """Validation loss, accuracy and macro precision/recall/F1 under eval mode."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    was_training = model.training
+    model.eval()
+    total_loss, preds = 0.0, []
+    for start in range(0, len(x), batch_size):
+        logits = model(normalize(x[start:start + batch_size], mean, std))
+        total_loss += F.cross_entropy(logits, y[start:start + batch_size], reduction="sum").item()
+        preds.append(logits.argmax(1))
+    model.train(was_training)
+    pred = torch.cat(preds).cpu().numpy()
+    true = y.cpu().numpy()
+    precision, recall, f1, _ = precision_recall_fscore_support(true, pred, average="macro", zero_division=0)
+    return {"loss": total_loss / len(x), "acc": float((pred == true).mean()), "precision": float(precision),
+            "recall": float(recall), "f1": float(f1)}
+
+
+def pick_device(requested: str) -> str:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but this worker has no CUDA device")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambda: False, *,
+          run_id: str | None = None, device: str = "cpu", resume_from: str | None = None,
+          split: DatasetSplit | None = None) -> TrainResult:
+    """Train `config` to the end (or until stopped), reporting through `sink`.
+
+    run_id: when given, checkpoints are written under TRAINLENS_HOME/checkpoints/RUN_ID.
+    resume_from: path of an epoch checkpoint to continue from (model, optimizer, averages, RNG, stopper).
+    """
+    config.validate()
+    torch.manual_seed(config.seed)
+    split = split or load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction,
+                                  data_dir=config.data_dir or None, limit=config.train_limit)
+    info, mean, std = split.info, split.mean, split.std
+    train_x, train_y = split.train_x.to(device), split.train_y.to(device)
+    val_x, val_y = split.val_x.to(device), split.val_y.to(device)
+    augment = AugmentSpec(config.augment_rotate, config.augment_scale, config.augment_translate, config.augment_flip)
+
+    model = model_from_config(config, info.channels, info.size, len(info.classes)).to(device)
+    optimizer = make_optimizer(model.parameters(), config)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) if config.ema else None
+    swa = AveragedModel(model, use_buffers=True) if config.swa else None
+    steps_per_epoch = batches_per_epoch(len(train_x), config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    stopper = EarlyStopping(config.early_stop_metric, config.patience, config.min_delta)
+    best_state: dict[str, torch.Tensor] | None = None
+    start_epoch, step, examples = 0, 0, 0
+
+    if resume_from:
+        ckpt = load_checkpoint(resume_from, device=device)
+        model.load_state_dict(ckpt.model)
+        if ckpt.optimizer:
+            optimizer.load_state_dict(ckpt.optimizer)
+        if ema is not None and ckpt.ema:
+            ema.module.load_state_dict(ckpt.ema)
+            ema.n_averaged.fill_(ckpt.extra.get("ema_n", 1))
+        if swa is not None and ckpt.swa:
+            swa.module.load_state_dict(ckpt.swa)
+            swa.n_averaged.fill_(ckpt.extra.get("swa_n", 0))
+        if ckpt.rng is not None:
+            torch.set_rng_state(ckpt.rng.cpu())
+        stopper = EarlyStopping(config.early_stop_metric, config.patience, config.min_delta, ckpt.extra.get("stopper"))
+        start_epoch, step = ckpt.epoch + 1, ckpt.step
+        examples = ckpt.extra.get("examples", step * config.batch_size)
+    else:
+        sink.artifact("model_summary", {"parameters": count_parameters(model), "repr": str(model),
+                                        "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
+
+    sink.progress(step, total_steps, start_epoch)
+    model.train()
+    status, epoch = "completed", start_epoch
+    for epoch in range(start_epoch, config.epochs):
+        epoch_start, epoch_examples = time.perf_counter(), 0
+        loss_sum = torch.zeros((), device=device)  # accumulate on device: no sync per step for epoch stats
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        batches = iterate_batches(train_x, train_y, config.batch_size, seed=config.seed, epoch=epoch,
+                                  augment=augment if augment.active else None, mean=mean, std=std)
+        for xb, yb in batches:
+            if should_stop():
+                status = "cancelled"
+                break
+            lr = lr_at(config, step, total_steps)
+            set_lr(optimizer, lr)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm, clipped = clip_gradients(model, config)
+            optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            step += 1
+            examples += len(yb)
+            epoch_examples += len(yb)
+            loss_sum += loss.detach() * len(yb)
+            correct += (logits.detach().argmax(1) == yb).sum()
+            loss_value = loss.item()
+            sink.log(step, epoch, {"loss": loss_value, "lr": lr, "grad_norm": grad_norm.item(),
+                                   "clipped": clipped.item(), "examples": examples})
+            if not math.isfinite(loss_value):
+                sink.progress(step, total_steps, epoch)
+                return TrainResult("diverged", step, epoch, error=f"loss became {loss_value} at step {step} (epoch {epoch}); "
+                                   "try a smaller learning rate or gradient clipping")
+            sink.progress(step, total_steps, epoch)
+        if status == "cancelled":
+            break
+
+        seconds = time.perf_counter() - epoch_start
+        epoch_metrics = {"train_loss": (loss_sum / max(1, epoch_examples)).item(),
+                         "train_acc": correct.item() / max(1, epoch_examples),
+                         "examples_per_s": epoch_examples / max(seconds, 1e-9)}
+        val = evaluate(model, val_x, val_y, mean, std)
+        epoch_metrics.update({f"val_{k}": v for k, v in val.items()})
+        if ema is not None:
+            ema_val = evaluate(ema.module, val_x, val_y, mean, std)
+            epoch_metrics.update({"ema_val_loss": ema_val["loss"], "ema_val_acc": ema_val["acc"]})
+        if swa is not None and epoch >= config.swa_start:
+            swa.update_parameters(model)
+            swa_val = evaluate(swa.module, val_x, val_y, mean, std)
+            epoch_metrics.update({"swa_val_loss": swa_val["loss"], "swa_val_acc": swa_val["acc"]})
+        sink.log(step, epoch, epoch_metrics)
+
+        improved = stopper.update(epoch, epoch_metrics[config.early_stop_metric])
+        if improved and config.early_stop and config.restore_best:
+            best_state = copy.deepcopy(model.state_dict())
+        ckpt = Checkpoint(config=config, epoch=epoch, step=step, model=model.state_dict(),
+                          ema=ema.module.state_dict() if ema is not None else None,
+                          swa=swa.module.state_dict() if swa is not None and epoch >= config.swa_start else None,
+                          optimizer=optimizer.state_dict(), rng=torch.get_rng_state(), metrics=epoch_metrics,
+                          extra={"stopper": stopper.state(), "examples": examples,
+                                 "ema_n": int(ema.n_averaged) if ema is not None else 0,
+                                 "swa_n": int(swa.n_averaged) if swa is not None else 0})
+        if run_id is not None:
+            _write_checkpoints(run_id, ckpt, improved, sink)
+        if config.early_stop and stopper.should_stop and epoch < config.epochs - 1:
+            status = "stopped_early"
+            break
+
+    if config.early_stop and stopper.best_epoch is not None:
+        sink.log(step, epoch, {"best_epoch": stopper.best_epoch})
+        if config.restore_best and best_state is not None and status == "stopped_early":
+            model.load_state_dict(best_state)
+    sink.progress(step, total_steps, epoch)
+    return TrainResult(status, step, epoch, stopper.best_epoch, stopper.best)
+
+
+def _write_checkpoints(run_id: str, ckpt: Checkpoint, improved: bool, sink: Sink) -> None:
+    from engine.checkpoints import best_path, epoch_path
+
+    path = epoch_path(run_id, ckpt.epoch)
+    save_checkpoint(path, ckpt)
+    sink.checkpoint(ckpt.epoch, "epoch", str(path), ckpt.metrics)
+    if improved:
+        save_checkpoint(best_path(run_id), ckpt)
+        sink.checkpoint(ckpt.epoch, "best", str(best_path(run_id)), ckpt.metrics)
