@@ -1,0 +1,138 @@
+"""The RunConfig form: one widget per config field, grouped, with the field's comment as help.
+
+Widgets get their bounds from engine.config so most bad values cannot be typed; whatever the
+bounds cannot express is caught by RunConfig.validate and shown inline by the caller. Fields that
+only matter for some settings (momentum for SGD with momentum, clip value when clipping...) are
+shown only then, and keep their value while hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import streamlit as st
+
+from engine import config as cfg
+from engine.config import RunConfig
+
+GROUPS: dict[str, list[str]] = {
+    "Data": ["dataset", "data_dir", "val_fraction", "train_limit", "batch_size", "augment_rotate", "augment_scale",
+             "augment_translate", "augment_flip"],
+    "Model": ["model", "hidden", "depth", "width", "skip", "activation", "dropout"],
+    "Optimizer": ["optimizer", "lr", "momentum", "beta1", "beta2", "weight_decay"],
+    "Schedule": ["schedule", "warmup_steps", "step_every", "gamma", "decay_steps", "min_lr_ratio"],
+    "Regularisation": ["clip", "clip_value"],
+    "Stopping & averaging": ["epochs", "early_stop", "early_stop_metric", "patience", "min_delta", "restore_best",
+                             "ema", "ema_decay", "swa", "swa_start"],
+    "Run": ["seed", "name", "group", "device", "layer_stats_every"],
+}
+
+LABELS = {
+    "data_dir": "data folder", "val_fraction": "validation fraction", "train_limit": "training examples cap",
+    "augment_rotate": "rotation (degrees)", "augment_scale": "scale (± fraction)",
+    "augment_translate": "translation (fraction of side)", "augment_flip": "horizontal flips",
+    "lr": "learning rate", "beta1": "Adam β1", "beta2": "Adam β2", "weight_decay": "weight decay",
+    "warmup_steps": "warmup steps", "step_every": "decay every (steps)", "gamma": "decay factor γ",
+    "decay_steps": "decay steps", "min_lr_ratio": "final lr / lr", "clip": "gradient clipping",
+    "clip_value": "clip threshold", "early_stop": "early stopping", "early_stop_metric": "monitor",
+    "min_delta": "min improvement", "restore_best": "restore best weights", "ema": "EMA of weights",
+    "ema_decay": "EMA decay", "swa": "SWA (stochastic weight averaging)", "swa_start": "SWA from epoch",
+    "layer_stats_every": "layer statistics every K steps (0 = off)", "skip": "skip connections",
+}
+
+
+def _visible(name: str, values: dict[str, Any]) -> bool:
+    """Whether a field matters for the current values (hidden ones keep their value)."""
+    model, optimizer, schedule = values.get("model"), values.get("optimizer"), values.get("schedule")
+    rules = {
+        "data_dir": values.get("dataset") in ("mnist", "fashion_mnist", "cifar10"),
+        "hidden": model in ("mlp", "rnn", "gru", "lstm"),
+        "depth": model in ("mlp", "resnet", "rnn", "gru", "lstm"),
+        "width": model == "resnet",
+        "skip": model == "resnet",
+        "activation": model == "mlp",
+        "momentum": optimizer in ("momentum", "nesterov", "rmsprop"),
+        "beta1": optimizer in ("adam", "adamw"),
+        "beta2": optimizer in ("adam", "adamw"),
+        "step_every": schedule == "step",
+        "gamma": schedule == "step",
+        "decay_steps": schedule == "inverse_time",
+        "min_lr_ratio": schedule == "cosine",
+        "clip_value": values.get("clip") != "none",
+        "early_stop_metric": values.get("early_stop"),
+        "patience": values.get("early_stop"),
+        "min_delta": values.get("early_stop"),
+        "restore_best": values.get("early_stop"),
+        "ema_decay": values.get("ema"),
+        "swa_start": values.get("swa"),
+    }
+    return bool(rules.get(name, True))
+
+
+FORM_KEY = "run_config_values"
+
+
+def widget_key(name: str) -> str:
+    return f"cfg_{name}"
+
+
+def _widget(name: str, current: Any, help_text: str) -> Any:
+    key = widget_key(name)
+    label = LABELS.get(name, name.replace("_", " "))
+    if key not in st.session_state:
+        st.session_state[key] = current
+    choices = cfg._CHOICES.get(name)
+    kind = cfg._TYPES[name]
+    if choices:
+        return st.selectbox(label, choices, key=key, help=help_text)
+    if kind is bool:
+        return st.toggle(label, key=key, help=help_text)
+    if kind is str:
+        return st.text_input(label, key=key, help=help_text)
+    low, high, low_open, _ = cfg._RANGES.get(name, (None, None, False, False))
+    if kind is int:
+        return int(st.number_input(label, min_value=int(low) if low is not None else None,
+                                   max_value=int(high) if high is not None else None, step=1, key=key, help=help_text))
+    # floats: an open lower bound (lr > 0) cannot be a widget bound, validation reports it instead
+    return float(st.number_input(label, min_value=None if low is None or low_open else float(low),
+                                 max_value=float(high) if high is not None else None, format="%g",
+                                 step=_float_step(name), key=key, help=help_text))
+
+
+def _float_step(name: str) -> float:
+    return {"lr": 1e-4, "weight_decay": 1e-4, "augment_rotate": 5.0, "clip_value": 0.1, "min_delta": 1e-3}.get(name, 0.01)
+
+
+def config_form(columns: int = 2) -> tuple[RunConfig | None, str | None]:
+    """Render the grouped form; returns (config, None) when valid, else (None, error message)."""
+    help_text = cfg.field_help()
+    # The plain dict in FORM_KEY is the form's memory: Streamlit forgets the state of widgets that are not
+    # rendered in a run, so hidden fields (momentum while Adam is chosen...) would otherwise reset.
+    values = dict(st.session_state.get(FORM_KEY) or RunConfig().to_dict())
+    for name in values:
+        if widget_key(name) in st.session_state:
+            values[name] = st.session_state[widget_key(name)]
+    tabs = st.tabs(list(GROUPS))
+    for tab, (group, names) in zip(tabs, GROUPS.items()):
+        with tab:
+            cols = st.columns(columns)
+            shown = [n for n in names if _visible(n, values)]
+            for index, name in enumerate(shown):
+                with cols[index % columns]:
+                    values[name] = _widget(name, values[name], help_text.get(name, ""))
+    st.session_state[FORM_KEY] = values
+    try:
+        return RunConfig.from_dict(values), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def set_form_values(config: RunConfig) -> None:
+    """Load a config into the form (e.g. 'use suggested lr' from the LR finder, or a run's config)."""
+    st.session_state[FORM_KEY] = config.to_dict()
+    for name, value in config.to_dict().items():
+        st.session_state[widget_key(name)] = value
+
+
+ALL_FIELDS = [f.name for f in fields(RunConfig)]

@@ -1,0 +1,144 @@
+"""Compare page: overlay any runs' curves live, smooth them, group them by a config field, export them.
+
+The view (runs, grouping, smoothing, x axis, log y) lives in the URL so a teacher can bookmark it.
+Only the charts refresh live (an st.fragment), and they read only the metric rows added since the last tick.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import figures
+from app.series import X_AXES
+from app.state import ACTIVE, run_metrics, runs_frame
+
+CHARTS = [  # (title, keys, default x axis override or None)
+    ("Training loss (per step)", "loss", None),
+    ("Validation accuracy", "val_acc", "epoch"),
+    ("Train vs validation loss", ["train_loss", "val_loss"], "epoch"),
+    ("Learning rate", "lr", None),
+    ("Gradient norm before clipping", "grad_norm", None),
+]
+X_LABELS = {"step": "step", "epoch": "epoch", "examples": "examples seen", "wall_time": "wall time"}
+
+st.title("Compare runs")
+runs = runs_frame()
+if runs.empty:
+    st.info("No runs yet. Start one on the Train page, or start the default run now (MNIST digits, ConvNet, Adam).")
+    if st.button("Start the default run", type="primary", key="compare_default_run"):
+        from app.state import get_runner
+        from engine.config import RunConfig
+
+        handle = get_runner().submit(RunConfig())
+        st.query_params["runs"] = handle.run_id
+        st.rerun()
+    st.stop()
+
+
+# ---- view state: initialised from the URL once per session, written back on every run ----
+def _from_url() -> None:
+    if st.session_state.get("compare_url_loaded"):
+        return
+    params = st.query_params
+    wanted = [r for item in params.get_all("runs") for r in item.split(",") if r]
+    st.session_state["compare_runs"] = [r for r in wanted if r in set(runs["run_id"])]
+    st.session_state["compare_smoothing"] = float(params.get("smooth", 0.6))
+    st.session_state["compare_x"] = params.get("x", "step") if params.get("x") in X_AXES else "step"
+    st.session_state["compare_log"] = params.get("log") == "1"
+    group = params.get("group", "")
+    st.session_state["compare_group"] = group if f"cfg.{group}" in runs.columns else "(none)"
+    st.session_state["compare_band"] = params.get("band", "std") if params.get("band") in ("std", "minmax") else "std"
+    st.session_state["compare_url_loaded"] = True
+
+
+_from_url()
+if not st.session_state["compare_runs"]:
+    # a sensible first view: the most recent group, or the latest runs
+    latest_group = next((g for g in runs["group"] if g), None)
+    st.session_state["compare_runs"] = list(runs[runs["group"] == latest_group]["run_id"] if latest_group
+                                            else runs["run_id"].head(4))
+
+labels = {row.run_id: f"{row.name} · {row.status} · {row.run_id[:6]}" for row in runs.itertuples()}
+select_col, group_col = st.columns([4, 1], vertical_alignment="bottom")
+with group_col:
+    groups = sorted({g for g in runs["group"] if g})
+    add_group = st.selectbox("add a whole group", ["(choose)"] + groups, key="compare_add_group")
+    if add_group != "(choose)":
+        members = list(runs[runs["group"] == add_group]["run_id"])
+        st.session_state["compare_runs"] = list(dict.fromkeys(st.session_state["compare_runs"] + members))
+        st.session_state["compare_add_group"] = "(choose)"
+        st.rerun()
+with select_col:
+    selected_ids = st.multiselect("runs", list(runs["run_id"]), format_func=lambda r: labels.get(r, r), key="compare_runs")
+
+c1, c2, c3, c4, c5 = st.columns([3, 3, 1, 2, 2])
+smoothing = c1.slider("smoothing", 0.0, 0.99, step=0.01, key="compare_smoothing",
+                      help="TensorBoard-style exponential moving average, debiased; the raw curve stays faint behind")
+x_axis = c2.radio("x axis", X_AXES, format_func=X_LABELS.get, horizontal=True, key="compare_x")
+log_y = c3.toggle("log y", key="compare_log")
+config_fields = [c.removeprefix("cfg.") for c in runs.columns if c.startswith("cfg.")]
+group_field = c4.selectbox("group by", ["(none)"] + config_fields, key="compare_group",
+                           help="one line per value of this config field: the mean across its runs (e.g. seeds) with a band")
+band = c5.radio("band", ["std", "minmax"], format_func={"std": "mean ± std", "minmax": "min-max"}.get,
+                horizontal=True, key="compare_band", disabled=group_field == "(none)")
+
+st.query_params.update({"runs": ",".join(selected_ids), "smooth": f"{smoothing:g}", "x": x_axis,
+                        "log": "1" if log_y else "0", "group": "" if group_field == "(none)" else group_field,
+                        "band": band})
+
+if not selected_ids:
+    st.info("Pick runs above to compare them.")
+    st.stop()
+
+group_by = None if group_field == "(none)" else f"cfg.{group_field}"
+options = dict(x_axis=x_axis, smoothing=smoothing, log_y=log_y, group_by=group_by, band=band)
+any_active = runs[runs["run_id"].isin(selected_ids)]["status"].isin(ACTIVE).any()
+
+
+@st.fragment(run_every=1.5 if any_active else None)
+def charts() -> None:
+    runs_now = runs_frame()
+    selected = runs_now[runs_now["run_id"].isin(selected_ids)]
+    metrics = run_metrics(list(selected["run_id"]), runs_now)
+    if metrics.empty:
+        st.info("No points yet: the selected runs are waiting for a worker.")
+        return
+    exported = []
+    keys_present = set(metrics["key"].unique())
+    columns = st.columns(2)
+    for index, (title, keys, forced_x) in enumerate(CHARTS):
+        wanted = keys if isinstance(keys, list) else [keys]
+        if not keys_present.intersection(wanted):
+            continue
+        chart_options = dict(options, x_axis=x_axis if forced_x is None or x_axis != "step" else forced_x)
+        with columns[index % 2]:
+            st.markdown(f"**{title}**")
+            st.plotly_chart(figures.metric_figure(metrics, selected, keys, **chart_options), key=f"chart_{index}")
+        exported.append(figures.plotted_data(metrics, selected, keys, **chart_options).assign(chart=title))
+    if "clipped" in keys_present and metrics.loc[metrics["key"] == "clipped", "value"].max() > 0:
+        with columns[len(CHARTS) % 2]:
+            st.markdown("**Fraction of steps clipped**")
+            st.plotly_chart(figures.clipped_fraction_figure(metrics, selected, 100, **options), key="chart_clipped")
+
+    other_keys = sorted(k for k in keys_present if k not in {"loss", "val_acc", "train_loss", "val_loss", "lr", "grad_norm",
+                                                             "clipped", "examples"})
+    with st.expander("More metrics (precision, recall, F1, throughput, EMA/SWA, layer statistics...)"):
+        extra = st.selectbox("metric", other_keys, key="compare_extra") if other_keys else None
+        if extra:
+            st.plotly_chart(figures.metric_figure(metrics, selected, extra, **options), key="chart_extra")
+            exported.append(figures.plotted_data(metrics, selected, extra, **options).assign(chart=extra))
+
+    st.markdown("**Final metrics**")
+    table = figures.final_metrics_table(metrics, selected)
+    st.dataframe(table.drop(columns=["run_id"]), hide_index=True, key="final_table",
+                 column_config={"best_val_acc": st.column_config.NumberColumn("best val acc", format="%.4f"),
+                                "final_val_acc": st.column_config.NumberColumn("final val acc", format="%.4f"),
+                                "final_train_loss": st.column_config.NumberColumn("final train loss", format="%.4f"),
+                                "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f")})
+    data = pd.concat(exported, ignore_index=True) if exported else pd.DataFrame()
+    st.download_button("Download the plotted data (CSV)", data.to_csv(index=False).encode(), "trainlens_compare.csv",
+                       "text/csv", key="download_csv", on_click="ignore")
+
+
+charts()

@@ -1,0 +1,119 @@
+"""Runs page: a live table of every run, with filters and actions (compare, cancel, resume, delete)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app.live import status_label
+from app.state import ACTIVE, format_duration, get_runner, get_store, runs_frame
+from engine.store import STATUSES
+
+st.title("Runs")
+runs = runs_frame()
+if runs.empty:
+    st.info("No runs yet. Start the default run (MNIST digits, ConvNet, Adam, 3 epochs) or configure one on the Train page.")
+    if st.button("Start the default run", type="primary", key="runs_default_run"):
+        from engine.config import RunConfig
+
+        get_runner().submit(RunConfig())
+        st.rerun()
+    st.page_link("views/train.py", label="Configure a run", icon=":material/tune:")
+    st.stop()
+
+f1, f2, f3 = st.columns(3)
+status_filter = f1.multiselect("status", STATUSES, key="runs_status", format_func=status_label)
+group_filter = f2.multiselect("group", sorted({g for g in runs["group"] if g}), key="runs_group")
+owner_filter = f3.multiselect("owner", sorted({o for o in runs["owner"] if o}), key="runs_owner")
+
+
+def best_val_acc(run_ids: list[str]) -> dict[str, float]:
+    store = get_store()
+    frame = store.get_metrics(run_ids, keys=["val_acc"]) if run_ids else pd.DataFrame(columns=["run_id", "value"])
+    return frame.groupby("run_id")["value"].max().to_dict()
+
+
+def table(runs: pd.DataFrame) -> pd.DataFrame:
+    view = runs.copy()
+    if status_filter:
+        view = view[view["status"].isin(status_filter)]
+    if group_filter:
+        view = view[view["group"].isin(group_filter)]
+    if owner_filter:
+        view = view[view["owner"].isin(owner_filter)]
+    best = best_val_acc(list(view["run_id"]))
+    return pd.DataFrame({
+        "run_id": view["run_id"],
+        "name": view["name"],
+        "group": view["group"],
+        "status": view["status"].map(status_label),
+        "progress": view["progress"].astype(float),
+        "ETA": [format_duration(e) if s == "running" else "" for e, s in zip(view["eta_s"], view["status"])],
+        "device": view["device"].fillna(""),
+        "best val acc": view["run_id"].map(best).astype(float),
+        "duration": view["duration_s"].map(format_duration),
+        "owner": view["owner"],
+        "error": view["error"].fillna(""),
+    })
+
+
+any_active = runs["status"].isin(ACTIVE).any()
+
+
+@st.fragment(run_every=2.0 if any_active else None)
+def runs_table() -> None:
+    view = table(runs_frame())
+    event = st.dataframe(
+        view, hide_index=True, key="runs_table", on_select="rerun", selection_mode="multi-row",
+        column_config={
+            "run_id": st.column_config.TextColumn("run id", width="small"),
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
+            "best val acc": st.column_config.NumberColumn(format="%.4f"),
+            "error": st.column_config.TextColumn("error", width="large"),
+        },
+    )
+    chosen = [view["run_id"].iloc[i] for i in event.selection.rows] if event and event.selection else []
+    st.session_state["runs_selected"] = chosen
+    actions(chosen, view)
+
+
+def actions(chosen: list[str], view: pd.DataFrame) -> None:
+    runner = get_runner()
+    runs_now = runs_frame().set_index("run_id")
+    statuses = {r: runs_now.loc[r, "status"] for r in chosen if r in runs_now.index}
+    b1, b2, b3, b4 = st.columns(4)
+    b1.page_link("views/compare.py", label=f"Compare selected ({len(chosen)})", icon=":material/stacked_line_chart:",
+                 query_params={"runs": ",".join(chosen)}, disabled=not chosen)
+    cancellable = [r for r, s in statuses.items() if s in ACTIVE]
+    if b2.button(f"Cancel ({len(cancellable)})", disabled=not cancellable, key="runs_cancel"):
+        for run_id in cancellable:
+            runner.cancel(run_id)
+        st.toast(f"Cancel requested for {len(cancellable)} run(s)")
+    resumable = [r for r, s in statuses.items() if s in ("interrupted", "cancelled", "failed")]
+    if b3.button(f"Resume ({len(resumable)})", disabled=not resumable, key="runs_resume",
+                 help="continue from the last epoch checkpoint"):
+        for run_id in resumable:
+            runner.resume(run_id)
+        st.toast(f"Resuming {len(resumable)} run(s)")
+    deletable = [r for r, s in statuses.items() if s not in ("running",)]
+    if b4.button(f"Delete ({len(deletable)})", disabled=not deletable, key="runs_delete",
+                 help="delete runs with their metrics and checkpoints (running runs must be cancelled first)"):
+        confirm_delete(deletable)
+
+
+@st.dialog("Delete runs?")
+def confirm_delete(run_ids: list[str]) -> None:
+    names = get_store().list_runs().set_index("run_id")["name"]
+    st.write(f"This deletes {len(run_ids)} run(s) with their metrics and checkpoints. It cannot be undone.")
+    st.write(", ".join(str(names.get(r, r)) for r in run_ids))
+    if st.button("Delete for good", type="primary", key="runs_delete_confirm"):
+        runner = get_runner()
+        from app.state import get_metrics_cache
+
+        for run_id in run_ids:
+            runner.delete(run_id)
+            get_metrics_cache().forget(run_id)
+        st.rerun()
+
+
+runs_table()

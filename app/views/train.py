@@ -1,0 +1,139 @@
+"""Train page: configure a run (every RunConfig field), preview it, launch one run or a race, watch it live."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import streamlit as st
+
+from app import figures
+from app.config_form import config_form
+from app.live import live_runs_panel
+from app.state import get_dataset, get_runner
+from engine.config import OPTIMIZERS, RunConfig
+from engine.race import RECOMMENDED_LR, expand_race, parse_values
+
+LAUNCHED_KEY = "launched_run_ids"
+
+st.title("Train")
+st.caption("Configure a run, check what it will do, then start it. Runs train in background workers: "
+           "closing or reloading this page never stops them.")
+
+form_col, preview_col = st.columns([3, 2], gap="large")
+with form_col:
+    config, error = config_form()
+    if error:
+        st.error(f"Fix this before launching: {error}")
+
+split, data_error = None, None
+if config is not None:
+    try:
+        split = get_dataset(config.dataset, config.seed, config.val_fraction, config.data_dir, config.train_limit)
+    except ValueError as exc:  # DatasetUnavailable and bad data folders carry a readable message
+        data_error = str(exc)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def parameter_count(dataset: str, model: str, hidden: int, depth: int, width: int, skip: bool, activation: str,
+                    dropout: float) -> int:
+    from engine.data import dataset_info
+    from engine.models import build_model, count_parameters
+
+    info = dataset_info(dataset)
+    net = build_model(model, channels=info.channels, size=info.size, num_classes=len(info.classes), hidden=hidden,
+                      depth=depth, width=width, skip=skip, activation=activation, dropout=dropout)
+    return count_parameters(net)
+
+
+def batch_grid(config: RunConfig, count: int = 32) -> tuple[np.ndarray, list[str]]:
+    """The first training batch of epoch 0, augmented exactly as the run will see it, as one image grid."""
+    from engine.augment import AugmentSpec
+    from engine.data import iterate_batches
+
+    spec = AugmentSpec(config.augment_rotate, config.augment_scale, config.augment_translate, config.augment_flip)
+    xb, yb = next(iterate_batches(split.train_x, split.train_y, config.batch_size, seed=config.seed, epoch=0,
+                                  augment=spec if spec.active else None))
+    images = xb[:count].clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()  # [B, H, W, C] in [0, 1]
+    cols = 8
+    rows = -(-len(images) // cols)
+    h, w, c = images.shape[1:]
+    grid = np.ones((rows * (h + 2), cols * (w + 2), c), dtype=np.float32)
+    for i, image in enumerate(images):
+        r, q = divmod(i, cols)
+        grid[r * (h + 2):r * (h + 2) + h, q * (w + 2):q * (w + 2) + w] = image
+    if c == 1:
+        grid = grid[..., 0]
+    return grid, [split.info.classes[int(y)] for y in yb[:count]]
+
+
+with preview_col:
+    st.subheader("Before you launch")
+    if data_error:
+        st.error(data_error)
+    if config is not None and split is not None:
+        from engine.data import batches_per_epoch
+        from engine.optim import schedule_curve
+
+        steps_per_epoch = batches_per_epoch(len(split.train_x), config.batch_size)
+        total = steps_per_epoch * config.epochs
+        params = parameter_count(config.dataset, config.model, config.hidden, config.depth, config.width, config.skip,
+                                 config.activation, config.dropout)
+        a, b, c = st.columns(3)
+        a.metric("parameters", f"{params:,}")
+        b.metric("training examples", f"{len(split.train_x):,}")
+        c.metric("steps", f"{total:,}", help=f"{steps_per_epoch} steps per epoch x {config.epochs} epochs")
+        steps, lrs = schedule_curve(config, total)
+        st.plotly_chart(figures.lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=240),
+                        key="schedule_preview")
+        grid, labels = batch_grid(config)
+        st.image(grid, clamp=True, width="stretch",
+                 caption="first training batch as the model sees it (augmented): " + " ".join(labels[:16]) + " ...")
+
+
+st.divider()
+mode = st.segmented_control("Launch", ["Single run", "Race"], default="Single run", key="launch_mode",
+                            help="A race starts one run per optimizer (and per value of one field, and per seed) on identical data.")
+configs: list[RunConfig] = []
+race_error = None
+if mode == "Race" and config is not None:
+    r1, r2, r3 = st.columns([3, 3, 2])
+    with r1:
+        optimizers = st.multiselect("optimizers", OPTIMIZERS, default=["sgd", "momentum", "adam"], key="race_optimizers")
+        recommended = st.toggle("use each optimizer's recommended learning rate", value=True, key="race_recommended",
+                                help="  ".join(f"{k}: {v:g}" for k, v in RECOMMENDED_LR.items()))
+    with r2:
+        sweep_fields = ["(none)"] + [f for f in RunConfig().to_dict() if f not in ("seed", "optimizer", "name", "group")]
+        field = st.selectbox("also vary one field", sweep_fields, key="race_field")
+        values_text = st.text_input("values (comma-separated)", key="race_values", placeholder="e.g. 0.01, 0.1",
+                                    disabled=field == "(none)")
+    with r3:
+        seeds = st.number_input("seeds per setting", 1, 10, 1, key="race_seeds")
+        group = st.text_input("race name", value=f"race {time.strftime('%H:%M')}", key="race_group")
+    try:
+        values = parse_values(field, values_text) if field != "(none)" else []
+        configs = expand_race(config, optimizers=optimizers, field=None if field == "(none)" else field,
+                              values=values, seeds=int(seeds), recommended_lr=recommended, group=group.strip() or "race")
+    except ValueError as exc:
+        race_error = str(exc)
+        st.error(race_error)
+    if configs:
+        st.caption(f"{len(configs)} runs: " + ", ".join(c.name for c in configs[:12]) + (" ..." if len(configs) > 12 else ""))
+elif config is not None:
+    configs = [config]
+
+start = st.button("Start race" if mode == "Race" else "Start run", type="primary",
+                  disabled=not configs or bool(data_error) or race_error is not None, key="start")
+if start:
+    runner = get_runner()
+    with st.spinner("Queuing..."):
+        ids = [runner.submit(c, name=c.display_name(), group=c.group).run_id for c in configs]
+    st.session_state[LAUNCHED_KEY] = ids
+    st.toast(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''}")
+
+launched = st.session_state.get(LAUNCHED_KEY, [])
+if launched:
+    st.subheader("Launched from this page")
+    st.page_link("views/compare.py", label="Open these runs in Compare", icon=":material/stacked_line_chart:",
+                 query_params={"runs": ",".join(launched)})
+    live_runs_panel(launched, key="train_live")
