@@ -114,8 +114,9 @@ def charts() -> None:
         chart_options = dict(options, x_axis=x_axis if forced_x is None or x_axis != "step" else forced_x)
         with columns[index % 2]:
             st.markdown(f"**{title}**")
-            st.plotly_chart(figures.metric_figure(metrics, selected, keys, **chart_options), key=f"chart_{index}")
-        exported.append(figures.plotted_data(metrics, selected, keys, **chart_options).assign(chart=title))
+            figure, plotted = figures.metric_figure_with_data(metrics, selected, keys, **chart_options)
+            st.plotly_chart(figure, key=f"chart_{index}")
+        exported.append(plotted.assign(chart=title))
     if "clipped" in keys_present and metrics.loc[metrics["key"] == "clipped", "value"].max() > 0:
         with columns[len(CHARTS) % 2]:
             st.markdown("**Fraction of steps clipped**")
@@ -126,8 +127,9 @@ def charts() -> None:
     with st.expander("More metrics (precision, recall, F1, throughput, EMA/SWA, layer statistics...)"):
         extra = st.selectbox("metric", other_keys, key="compare_extra") if other_keys else None
         if extra:
-            st.plotly_chart(figures.metric_figure(metrics, selected, extra, **options), key="chart_extra")
-            exported.append(figures.plotted_data(metrics, selected, extra, **options).assign(chart=extra))
+            figure, plotted = figures.metric_figure_with_data(metrics, selected, extra, **options)
+            st.plotly_chart(figure, key="chart_extra")
+            exported.append(plotted.assign(chart=extra))
 
     st.markdown("**Final metrics**")
     table = figures.final_metrics_table(metrics, selected)

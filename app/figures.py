@@ -1,0 +1,431 @@
+"""Plotly figure builders for the live curves and the run comparison, and the run colours.
+
+Pure functions, DataFrame in and plotly Figure out, so tests check them without a browser; no
+streamlit, no torch. A chart is first described as a list of `Curve`s (exactly the points that
+will be drawn, already smoothed and downsampled); `metric_figure` turns them into traces and
+`plotted_data` into the table offered as a CSV download, so the two always agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from app.series import (
+    AVERAGED_PREFIXES,
+    X_TITLES,
+    band_across,
+    downsample_indices,
+    group_labels,
+    is_epoch_level,
+    ordered_groups,
+    run_series,
+    smooth_ema,
+)
+
+# Tableau 10: distinct hues that stay readable for the common colour-vision deficiencies.
+PALETTE = (
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
+    "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
+)
+# Above this many points in one figure, WebGL (Scattergl) draws faster than SVG paths.
+GL_MIN_POINTS = 4000
+
+METRIC_TITLES = {
+    "loss": "training loss (per batch)",
+    "lr": "learning rate",
+    "grad_norm": "gradient norm (L2, before clipping)",
+    "clipped": "clipped (0/1)",
+    "clipped_fraction": "fraction of steps clipped",
+    "examples": "examples seen",
+    "train_loss": "training loss (epoch mean)",
+    "train_acc": "training accuracy",
+    "val_loss": "validation loss",
+    "val_acc": "validation accuracy",
+    "val_precision": "validation precision",
+    "val_recall": "validation recall",
+    "val_f1": "validation F1",
+    "examples_per_s": "throughput (examples/s)",
+}
+_PRIMARY_DASHES = ("solid", "longdash", "dashdot", "longdashdot")  # one per requested key
+_AVERAGED_DASHES = {"ema_": "dash", "swa_": "dot"}  # EMA/SWA twins drawn dashed beside the raw key
+
+
+def run_colors(ids: Iterable[str]) -> dict[str, str]:
+    """A hex colour per id, the same in every chart and on every re-render.
+
+    Each id prefers the palette slot given by a stable hash of the id (not Python's salted
+    hash()). Within one call, ids are placed in sorted order, so the result does not depend on the
+    order of the list; an id whose slot is taken moves to the next free slot, so up to
+    len(PALETTE) ids are always distinct (beyond that, colours repeat).
+    """
+    colors: dict[str, str] = {}
+    taken: set[int] = set()
+    pending = []
+    for run_id in sorted(set(map(str, ids))):
+        slot = int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=4).digest(), "big") % len(PALETTE)
+        if slot in taken:
+            pending.append((run_id, slot))
+        else:
+            taken.add(slot)
+            colors[run_id] = PALETTE[slot]
+    for run_id, slot in pending:
+        if len(taken) < len(PALETTE):
+            while slot in taken:
+                slot = (slot + 1) % len(PALETTE)
+            taken.add(slot)
+        colors[run_id] = PALETTE[slot]
+    return colors
+
+
+def metric_title(key: str, labels: dict | None = None) -> str:
+    """Display title of a metric key; EMA/SWA twins are named after the key they average."""
+    if labels and key in labels:
+        return str(labels[key])
+    for prefix in AVERAGED_PREFIXES:
+        if key.startswith(prefix):
+            return f"{prefix[:-1].upper()} {metric_title(key.removeprefix(prefix), labels)}"
+    return METRIC_TITLES.get(key, key)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """The points of one drawn series, with how to draw them."""
+
+    series: str  # legend / CSV name
+    run_id: str  # the run, or the group label for a band
+    key: str
+    kind: str  # raw | smoothed | mean (band) | best_epoch
+    x: np.ndarray
+    y: np.ndarray
+    color: str
+    dash: str = "solid"
+    faint: bool = False  # the raw series behind a smoothed one
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+
+
+def _finite_or_nan(values: np.ndarray) -> np.ndarray:
+    # +-inf (a diverged loss) would wreck the axis range: draw it as a gap
+    return np.where(np.isfinite(values), values, np.nan)
+
+
+def _picked(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    keep = downsample_indices([y], max_points)
+    return x[keep], _finite_or_nan(y[keep])
+
+
+def _keys(key: str | Sequence[str]) -> list[str]:
+    return [key] if isinstance(key, str) else list(dict.fromkeys(key))
+
+
+def _curves(
+    metrics_df: pd.DataFrame,
+    runs_df: pd.DataFrame,
+    key: str | Sequence[str],
+    x_axis: str,
+    smoothing: float,
+    group_by: str | None,
+    band: str,
+    max_points: int,
+    averaged: bool,
+) -> list[Curve]:
+    """Everything a chart draws, in drawing order (smoothed after its faint raw series)."""
+    primary = _keys(key)
+    dashes = {k: _PRIMARY_DASHES[i % len(_PRIMARY_DASHES)] for i, k in enumerate(primary)}
+    if averaged:
+        for k in primary:
+            if is_epoch_level(k) and not k.startswith(AVERAGED_PREFIXES):
+                dashes.update({prefix + k: dash for prefix, dash in _AVERAGED_DASHES.items()})
+    marker_key = next((k for k in primary if is_epoch_level(k)), None)
+    wanted = list(dashes) + (["best_epoch"] if marker_key and group_by is None else [])
+    all_series = run_series(metrics_df, wanted, x_axis)
+    series = [s for s in all_series if s.key != "best_epoch"]
+    several = len({s.key for s in series}) > 1
+
+    def label(name: str, k: str) -> str:
+        return f"{name} · {k}" if several else name
+
+    if group_by is not None:
+        return _band_curves(series, runs_df, group_by, dashes, label, smoothing, band, max_points)
+
+    names = {str(r): str(n) for r, n in zip(runs_df["run_id"], runs_df["name"])}
+    colors = run_colors(list(names) + [s.run_id for s in series])
+    position = {run_id: i for i, run_id in enumerate(names)}  # legend follows the runs table
+    curves = []
+    for s in sorted(series, key=lambda s: position.get(s.run_id, len(position))):
+        name, color = label(names.get(s.run_id, s.run_id), s.key), colors[s.run_id]
+        if smoothing > 0:
+            x, y = _picked(s.x, s.y, max_points)
+            curves.append(Curve(f"{name} (raw)", s.run_id, s.key, "raw", x, y, color, dashes[s.key], faint=True))
+            x, y = _picked(s.x, smooth_ema(s.y, smoothing), max_points)
+            curves.append(Curve(name, s.run_id, s.key, "smoothed", x, y, color, dashes[s.key]))
+        else:
+            x, y = _picked(s.x, s.y, max_points)
+            curves.append(Curve(name, s.run_id, s.key, "raw", x, y, color, dashes[s.key]))
+    best = {s.run_id: int(s.y[-1]) for s in all_series if s.key == "best_epoch" and s.y.size}
+    for s in series:
+        if s.key == marker_key and s.run_id in best:
+            at = np.flatnonzero(s.epoch == best[s.run_id])
+            if at.size:
+                # the stored 0-based index: on the epoch axis the point sits at index + 1 (epochs completed)
+                name = f"{names.get(s.run_id, s.run_id)} best (epoch index {best[s.run_id]})"
+                curves.append(
+                    Curve(name, s.run_id, s.key, "best_epoch", s.x[at[-1:]], s.y[at[-1:]], colors[s.run_id])
+                )
+    return curves
+
+
+def _band_curves(series, runs_df, group_by, dashes, label, smoothing, band, max_points) -> list[Curve]:
+    groups = group_labels(runs_df, group_by)
+    order = ordered_groups(runs_df, group_by)
+    colors = run_colors(order)
+    curves = []
+    for group in order:
+        for k in dashes:
+            members = [s for s in series if s.key == k and groups.get(s.run_id) == group]
+            if not members:
+                continue
+            table = band_across([s.x for s in members], [smooth_ema(s.y, smoothing) for s in members], band)
+            mean, lower, upper = (table[c].to_numpy() for c in ("mean", "lower", "upper"))
+            keep = downsample_indices([mean, lower, upper], max_points)
+            curves.append(
+                Curve(
+                    label(f"{group} (n={len(members)})", k), group, k, "mean", table["x"].to_numpy()[keep],
+                    _finite_or_nan(mean[keep]), colors[group], dashes[k],
+                    lower=_finite_or_nan(lower[keep]), upper=_finite_or_nan(upper[keep]),
+                )
+            )
+    return curves
+
+
+def plotted_data(
+    metrics_df: pd.DataFrame,
+    runs_df: pd.DataFrame,
+    key: str | Sequence[str],
+    *,
+    x_axis: str = "step",
+    smoothing: float = 0.0,
+    log_y: bool = False,
+    group_by: str | None = None,
+    band: str = "std",
+    max_points: int = 1000,
+    labels: dict | None = None,
+    averaged: bool = True,
+) -> pd.DataFrame:
+    """Exactly the points metric_figure (same arguments) draws, long format, for the CSV download.
+
+    Columns: series, run_id (or group), key, kind (raw, smoothed, mean, best_epoch), x, y, and the
+    band's lower/upper (NaN outside bands). log_y and labels change only the look, not the data.
+    """
+    curves = _curves(metrics_df, runs_df, key, x_axis, smoothing, group_by, band, max_points, averaged)
+    return _curves_table(curves)
+
+
+def _curves_table(curves: list[Curve]) -> pd.DataFrame:
+    columns = ["series", "run_id", "key", "kind", "x", "y", "lower", "upper"]
+    frames = [
+        pd.DataFrame(
+            {
+                "series": c.series, "run_id": c.run_id, "key": c.key, "kind": c.kind, "x": c.x, "y": c.y,
+                "lower": c.lower if c.lower is not None else np.nan,
+                "upper": c.upper if c.upper is not None else np.nan,
+            }
+        )
+        for c in curves
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def _rgba(color: str, alpha: float) -> str:
+    red, green, blue = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red},{green},{blue},{alpha})"
+
+
+def _traces(curves: list[Curve], x_title: str, labels: dict | None) -> list[dict]:
+    """Plotly trace specs. Plain dicts: go.Figure validates them once, where trace objects are
+    validated, then deep-copied into the figure (about 3x the time for a 24-trace chart)."""
+    total = sum(c.x.size * (3 if c.lower is not None else 1) for c in curves)
+    kind = "scattergl" if total > GL_MIN_POINTS else "scatter"  # one kind per figure: gl draws on top
+    traces = []
+    for c in curves:
+        y_title = metric_title(c.key, labels)
+        hover = f"%{{fullData.name}}<br>{x_title}: %{{x:.6g}}<br>{y_title}: %{{y:.4g}}<extra></extra>"
+        common = dict(type=kind, legendgroup=c.run_id, x=c.x)
+        if c.kind == "best_epoch":
+            marker = dict(color=c.color, symbol="star", size=13, line=dict(color="white", width=1))
+            traces.append(dict(common, y=c.y, name=c.series, mode="markers", showlegend=False, hovertemplate=hover,
+                               marker=marker))
+            continue
+        if c.lower is not None:
+            edge = dict(common, mode="lines", line=dict(width=0, color=c.color), showlegend=False, hoverinfo="skip")
+            traces.append(dict(edge, y=c.lower, name=f"{c.series} (lower)"))
+            traces.append(dict(edge, y=c.upper, name=f"{c.series} (upper)", fill="tonexty",
+                               fillcolor=_rgba(c.color, 0.2)))
+        traces.append(
+            dict(
+                common, y=c.y, name=c.series, mode="lines", showlegend=not c.faint, hovertemplate=hover,
+                opacity=0.25 if c.faint else 1.0, line=dict(color=c.color, dash=c.dash, width=1 if c.faint else 2),
+            )
+        )
+    return traces
+
+
+def _layout(x_title: str, y_title: str, log_y: bool, revision: str, shapes: list | None = None) -> dict:
+    # passed whole to go.Figure: update_layout / add_vline validate property by property (~8 ms each)
+    return dict(
+        xaxis=dict(title=dict(text=x_title)),
+        yaxis=dict(title=dict(text=y_title), type="log" if log_y else "linear"),
+        hovermode="closest",
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+        margin=dict(l=60, r=20, t=40, b=50),
+        shapes=shapes or [],
+        # keep the user's zoom and hidden traces across live refreshes of the same chart
+        uirevision=revision,
+    )
+
+
+def metric_figure(
+    metrics_df: pd.DataFrame,
+    runs_df: pd.DataFrame,
+    key: str | list[str],
+    *,
+    x_axis: str = "step",
+    smoothing: float = 0.0,
+    log_y: bool = False,
+    group_by: str | None = None,
+    band: str = "std",
+    max_points: int = 1000,
+    labels: dict | None = None,
+    averaged: bool = True,
+) -> go.Figure:
+    """Curves of one metric key (or several on one chart) for the runs in metrics_df.
+
+    One line per run, named by the run's name and coloured by run_colors; or with group_by (a
+    config column such as "cfg.optimizer"), one mean line per group with a translucent band (mean
+    ± std with ddof=0, or min-max). smoothing in [0, 1) applies TensorBoard's debiased EMA, drawn
+    solid over the faint raw series; smoothing runs on the full series, then each trace is
+    downsampled to at most max_points (min/max per bucket) so the browser gets what it can draw.
+    For epoch-level keys, the EMA/SWA twins (ema_<key>, swa_<key>) are drawn dashed/dotted when
+    logged and averaged=True, and a run's early-stopping best epoch gets a star and a dashed
+    vertical line. labels overrides titles: metric keys and x-axis names to display text.
+    """
+    return _figure(_curves(metrics_df, runs_df, key, x_axis, smoothing, group_by, band, max_points, averaged),
+                   key, x_axis, log_y, labels)
+
+
+def metric_figure_with_data(
+    metrics_df: pd.DataFrame,
+    runs_df: pd.DataFrame,
+    key: str | list[str],
+    *,
+    x_axis: str = "step",
+    smoothing: float = 0.0,
+    log_y: bool = False,
+    group_by: str | None = None,
+    band: str = "std",
+    max_points: int = 1000,
+    labels: dict | None = None,
+    averaged: bool = True,
+) -> tuple[go.Figure, pd.DataFrame]:
+    """(metric_figure(...), plotted_data(...)) from one pass over the data: a page that shows a
+    chart and offers its CSV computes the curves once per refresh instead of twice."""
+    curves = _curves(metrics_df, runs_df, key, x_axis, smoothing, group_by, band, max_points, averaged)
+    return _figure(curves, key, x_axis, log_y, labels), _curves_table(curves)
+
+
+def _figure(curves: list[Curve], key: str | Sequence[str], x_axis: str, log_y: bool, labels: dict | None) -> go.Figure:
+    x_title = (labels or {}).get(x_axis, X_TITLES.get(x_axis, x_axis))
+    best_epoch_lines = [
+        dict(type="line", xref="x", yref="paper", x0=float(c.x[0]), x1=float(c.x[0]), y0=0, y1=1, opacity=0.7,
+             line=dict(color=c.color, dash="dash", width=1))
+        for c in curves if c.kind == "best_epoch"
+    ]
+    y_title = " / ".join(metric_title(k, labels) for k in _keys(key))
+    layout = _layout(x_title, y_title, log_y, f"{'|'.join(_keys(key))}@{x_axis}", best_epoch_lines)
+    return go.Figure(data=_traces(curves, x_title, labels), layout=layout)
+
+
+def clipped_fraction(metrics_df: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Rolling fraction of steps whose gradient was clipped, per run, over the last `window` steps.
+
+    Returned in the metrics long format (run_id, step, epoch, key="clipped_fraction", value,
+    wall_time) so metric_figure can plot it on any x axis. The first steps average what exists.
+    """
+    if window < 1:
+        raise ValueError(f"window={window!r}: must be >= 1 step")
+    rows = metrics_df[metrics_df["key"] == "clipped"].sort_values(["run_id", "step"], kind="stable")
+    fraction = rows.groupby("run_id", sort=False)["value"].transform(
+        lambda values: values.rolling(window, min_periods=1).mean()
+    )
+    return rows.assign(key="clipped_fraction", value=fraction.astype(np.float64))[
+        ["run_id", "step", "epoch", "key", "value", "wall_time"]
+    ].reset_index(drop=True)
+
+
+def clipped_fraction_figure(
+    metrics_df: pd.DataFrame, runs_df: pd.DataFrame, window: int = 100, **options
+) -> go.Figure:
+    """metric_figure of clipped_fraction (options as metric_figure's), y fixed to [0, 1]."""
+    derived = pd.concat([clipped_fraction(metrics_df, window), metrics_df[metrics_df["key"] == "examples"]])
+    labels = {"clipped_fraction": f"fraction of steps clipped (last {window} steps)"}
+    labels |= options.pop("labels", None) or {}
+    fig = metric_figure(derived, runs_df, "clipped_fraction", labels=labels, **options)
+    return fig.update_yaxes(range=[-0.02, 1.02])
+
+
+def final_metrics_table(metrics_df: pd.DataFrame, runs_df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run (runs_df order): the numbers that sum a run up.
+
+    Columns: run_id, name, status, best_val_acc, final_val_acc, final_train_loss (the last
+    epoch's train_loss, else the last batch loss), best_epoch (0-based index logged by early
+    stopping, else the epoch of the best val_acc), steps (last step logged) and duration_s
+    (finished_at - started_at; while running, up to the last logged row).
+    """
+    wanted = metrics_df[metrics_df["key"].isin(["val_acc", "train_loss", "loss", "best_epoch"])]
+    wanted = wanted[wanted["value"].notna()].sort_values(["run_id", "step"], kind="stable")
+    last = wanted.groupby(["run_id", "key"])["value"].last()
+    val = wanted[wanted["key"] == "val_acc"]
+    best_val = val.groupby("run_id")["value"].max()
+    epoch_of_best = val.loc[val.groupby("run_id")["value"].idxmax()].set_index("run_id")["epoch"]
+    progress = metrics_df.groupby("run_id").agg(steps=("step", "max"), last_time=("wall_time", "max"))
+    run_ids = runs_df["run_id"].astype(str)
+
+    def by_run(per_run: pd.Series) -> pd.Series:
+        return run_ids.map(per_run).astype(np.float64)
+
+    def last_of(key: str) -> pd.Series:
+        return by_run(last.xs(key, level="key") if key in last.index.get_level_values("key") else pd.Series())
+
+    end = runs_df["finished_at"].where(runs_df["finished_at"].notna(), by_run(progress["last_time"]))
+    return pd.DataFrame(
+        {
+            "run_id": run_ids,
+            "name": runs_df["name"],
+            "status": runs_df["status"],
+            "best_val_acc": by_run(best_val),
+            "final_val_acc": last_of("val_acc"),
+            "final_train_loss": last_of("train_loss").fillna(last_of("loss")),
+            "best_epoch": last_of("best_epoch").fillna(by_run(epoch_of_best)).astype("Int64"),
+            "steps": by_run(progress["steps"]).astype("Int64"),
+            "duration_s": (end - runs_df["started_at"]).astype(np.float64),
+        }
+    ).reset_index(drop=True)
+
+
+def lr_schedule_figure(
+    steps: np.ndarray, lrs: np.ndarray, title: str = "learning-rate schedule", *, log_y: bool = False,
+    max_points: int = 1000,
+) -> go.Figure:
+    """The learning rate the schedule will give at each step, previewed before launch."""
+    steps = np.asarray(steps, dtype=np.float64)
+    x, y = _picked(steps, np.asarray(lrs, dtype=np.float64), max_points)
+    trace = dict(type="scatter", x=x, y=y, mode="lines", name="learning rate", line=dict(color=PALETTE[0], width=2),
+                 hovertemplate="step %{x:.0f}<br>lr %{y:.4g}<extra></extra>")
+    layout = _layout(X_TITLES["step"], METRIC_TITLES["lr"], log_y, f"schedule:{title}")
+    return go.Figure(data=[trace], layout=dict(layout, title=dict(text=title), showlegend=False))

@@ -1,0 +1,134 @@
+"""Benchmark: the server-side figure work of one Compare-page refresh.
+
+Synthesises 8 runs x 50,000 steps in the store's long metrics format (loss, lr, grad_norm,
+clipped, examples every step; train/val metrics, EMA twins and best_epoch per epoch), then times
+one refresh tick: building the loss (smoothing 0.6), lr, grad_norm and val_acc figures and
+serialising each with fig.to_json(), as Streamlit does before sending them to the browser.
+Prints the median milliseconds per tick, the split per figure, and the points sent per trace.
+Team target: <= 250 ms per tick for this figure part (reading from the store comes on top).
+
+    python benchmarks/compare_refresh.py [--runs 8] [--steps 50000] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.figures import metric_figure  # noqa: E402
+
+STEPS_PER_EPOCH = 1000
+BATCH = 64
+
+
+def synthetic_runs(n_runs: int, n_steps: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(metrics_df, runs_df) shaped like the store's, with plausible noisy curves."""
+    rng = np.random.default_rng(seed)
+    frames, runs = [], []
+    step = np.arange(1, n_steps + 1)
+    epoch = (step - 1) // STEPS_PER_EPOCH
+    n_epochs = int(epoch[-1]) + 1
+    for r in range(n_runs):
+        run_id = f"run{r:02d}"
+        lr = 1e-3 * (1 + r % 4)
+        wall = 1.7e9 + r * 10 + np.cumsum(rng.uniform(0.01, 0.03, n_steps))
+        loss = 2.3 * np.exp(-step / (5000 * (1 + r % 3))) + 0.05 + rng.normal(0, 0.08, n_steps).clip(-0.04)
+        grad_norm = np.abs(rng.normal(1.0, 0.4, n_steps)) / (1 + step / 20000)
+        lrs = lr * 0.5 * (1 + np.cos(np.pi * step / n_steps))
+        step_values = {
+            "loss": loss, "lr": lrs, "grad_norm": grad_norm,
+            "clipped": (grad_norm > 1.0).astype(np.float64), "examples": step * float(BATCH),
+        }
+        for key, values in step_values.items():
+            frames.append(pd.DataFrame({"run_id": run_id, "step": step, "epoch": epoch, "key": key,
+                                        "value": values, "wall_time": wall}))
+        ends = np.arange(1, n_epochs + 1) * STEPS_PER_EPOCH
+        ends = ends[ends <= n_steps]
+        acc = 0.98 - 0.5 * np.exp(-np.arange(ends.size) / (3 + r % 3)) + rng.normal(0, 0.005, ends.size)
+        epoch_values = {
+            "train_loss": loss[ends - 1], "train_acc": acc + 0.01, "val_loss": loss[ends - 1] + 0.05,
+            "val_acc": acc, "val_precision": acc, "val_recall": acc, "val_f1": acc,
+            "examples_per_s": rng.uniform(2000, 3000, ends.size), "ema_val_acc": acc + 0.003,
+        }
+        for key, values in epoch_values.items():
+            frames.append(pd.DataFrame({"run_id": run_id, "step": ends, "epoch": epoch[ends - 1], "key": key,
+                                        "value": values, "wall_time": wall[ends - 1]}))
+        frames.append(pd.DataFrame({"run_id": [run_id], "step": [ends[-1]], "epoch": [epoch[ends[-1] - 1]],
+                                    "key": ["best_epoch"], "value": [float(np.argmax(acc))],
+                                    "wall_time": [wall[-1]]}))
+        runs.append({"run_id": run_id, "name": f"adam lr={lr:g} seed={r}", "group": "", "status": "completed",
+                     "created_at": wall[0] - 1, "started_at": wall[0], "finished_at": wall[-1],
+                     "cfg.optimizer": "adam", "cfg.lr": lr, "cfg.seed": r, "cfg.batch_size": BATCH})
+    metrics = pd.concat(frames, ignore_index=True).sort_values(["run_id", "step"], kind="stable", ignore_index=True)
+    return metrics, pd.DataFrame(runs)
+
+
+CHARTS = (("loss", 0.6), ("lr", 0.0), ("grad_norm", 0.0), ("val_acc", 0.0))
+
+
+def refresh(metrics: pd.DataFrame, runs: pd.DataFrame, timings: dict[str, list[float]]) -> dict[str, tuple[int, int]]:
+    """One tick: build and serialise each chart; per chart, the largest trace and the JSON bytes."""
+    sent = {}
+    for key, smoothing in CHARTS:
+        start = time.perf_counter()
+        fig = metric_figure(metrics, runs, key, smoothing=smoothing, max_points=1000)
+        payload = fig.to_json()
+        timings[key].append(time.perf_counter() - start)
+        sent[key] = (max(len(trace.x) for trace in fig.data), len(payload))
+    return sent
+
+
+def measure(metrics: pd.DataFrame, runs: pd.DataFrame, repeats: int, title: str) -> float:
+    """Print the per-chart and per-tick medians; returns the tick median in ms."""
+    refresh(metrics, runs, {key: [] for key, _ in CHARTS})  # warm-up: plotly validators, numpy paths
+    timings: dict[str, list[float]] = {key: [] for key, _ in CHARTS}
+    ticks, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        sent = refresh(metrics, runs, timings)
+        ticks.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    print(title)
+    for key, _ in CHARTS:
+        points, size = sent[key]
+        print(f"  {key:<10} {1000 * statistics.median(timings[key]):7.1f} ms   "
+              f"max points per trace {points:5d}   JSON {size / 1024:6.0f} KiB")
+    tick = 1000 * statistics.median(ticks)
+    # on a shared machine the CPU time of this process is the steadier figure
+    print(f"  median per tick: {tick:.1f} ms wall (min {1000 * min(ticks):.1f}), "
+          f"{1000 * statistics.median(cpu):.1f} ms CPU, over {repeats} ticks; target <= 250 ms")
+    return tick
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=50_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    metrics, runs = synthetic_runs(args.runs, args.steps)
+    print(f"{args.runs} runs x {args.steps} steps: {len(metrics):,} metric rows; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    measure(metrics, runs, args.repeats, "run_id/key as str columns (pandas default from SQL):")
+    # the store reader can hand the two repeated string columns over as categoricals: filtering
+    # by key then compares small integer codes instead of millions of strings
+    categorical = metrics.astype({"run_id": "category", "key": "category"})
+    measure(categorical, runs, args.repeats, "run_id/key as category columns:")
+    # store.get_metrics returns rows by insertion id: runs trained side by side interleave in
+    # commit batches (here 100 steps of one run, then the next run's)
+    batch = (metrics["step"].to_numpy() - 1) // 100
+    interleaved = metrics.iloc[np.lexsort((metrics["step"].to_numpy(), metrics["run_id"].to_numpy(), batch))]
+    measure(interleaved.reset_index(drop=True), runs, args.repeats, "str columns, runs interleaved by batch:")
+
+
+if __name__ == "__main__":
+    main()

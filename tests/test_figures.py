@@ -1,0 +1,305 @@
+"""Tests of app.figures: colours, metric figures, the CSV of plotted points, summary table.
+
+Tiny synthetic runs in the store's long format; figures are checked through their trace arrays
+(what the browser receives), against independent computations (loops, pandas, numpy).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.figures import (
+    PALETTE,
+    clipped_fraction,
+    clipped_fraction_figure,
+    final_metrics_table,
+    lr_schedule_figure,
+    metric_figure,
+    metric_figure_with_data,
+    plotted_data,
+    run_colors,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS_PER_EPOCH = 50
+
+
+def make_runs(n_steps=400, seeds=(0, 1, 2), optimizers=("adam", "sgd"), averaged=True):
+    """Runs of 8 epochs x 50 steps: loss, lr, grad_norm, clipped, examples per step; epoch metrics."""
+    rng = np.random.default_rng(7)
+    frames, runs = [], []
+    for optimizer, seed in itertools.product(optimizers, seeds):
+        run_id = f"{optimizer}-{seed}"
+        step = np.arange(1, n_steps + 1)
+        epoch = (step - 1) // STEPS_PER_EPOCH
+        wall = 1000.0 + 0.1 * step + seed
+        grad = rng.uniform(0, 2, n_steps)
+        per_step = {
+            "loss": np.exp(-step / 150) + rng.normal(0, 0.05, n_steps), "lr": 0.1 / np.sqrt(step),
+            "grad_norm": grad, "clipped": (grad > 1.5).astype(float), "examples": 32.0 * step,
+        }
+        for key, values in per_step.items():
+            frames.append(pd.DataFrame({"run_id": run_id, "step": step, "epoch": epoch, "key": key,
+                                        "value": values, "wall_time": wall}))
+        ends = step[step % STEPS_PER_EPOCH == 0]
+        acc = 0.9 - 0.4 * np.exp(-np.arange(ends.size) / 2) + rng.normal(0, 0.01, ends.size)
+        per_epoch = {"val_acc": acc, "val_loss": 1 - acc, "train_loss": 1.1 - acc}
+        if averaged:
+            per_epoch |= {"ema_val_acc": acc + 0.01, "swa_val_acc": acc + 0.02}
+        for key, values in per_epoch.items():
+            frames.append(pd.DataFrame({"run_id": run_id, "step": ends, "epoch": epoch[ends - 1], "key": key,
+                                        "value": values, "wall_time": wall[ends - 1]}))
+        frames.append(pd.DataFrame({"run_id": [run_id], "step": [ends[-1]], "epoch": [epoch[-1]],
+                                    "key": ["best_epoch"], "value": [float(np.argmax(acc))],
+                                    "wall_time": [wall[-1]]}))
+        runs.append({"run_id": run_id, "name": f"{optimizer} seed {seed}", "group": "", "status": "completed",
+                     "created_at": 990.0, "started_at": 1000.0 + seed, "finished_at": wall[-1] + 0.5,
+                     "cfg.optimizer": optimizer, "cfg.seed": seed, "cfg.lr": 0.1})
+    return pd.concat(frames, ignore_index=True), pd.DataFrame(runs)
+
+
+def loop_smoothing(values, weight):
+    """TensorBoard's debiased EMA as a plain loop (independent of app.series)."""
+    last, n, out = 0.0, 0, []
+    for v in values:
+        if not math.isfinite(v):
+            out.append(v)
+            continue
+        last, n = last * weight + (1 - weight) * v, n + 1
+        out.append(last / (1 - weight**n))
+    return np.array(out)
+
+
+def traces_named(fig, name):
+    return [t for t in fig.data if t.name == name]
+
+
+# ---------------------------------------------------------------------------------------------
+# colours
+# ---------------------------------------------------------------------------------------------
+def test_run_colors_stable_distinct_and_order_free():
+    ids = [f"run-{i:03d}" for i in range(10)]
+    colors = run_colors(ids)
+    assert len(set(colors.values())) == 10 and set(colors.values()) <= set(PALETTE)
+    for permutation in (ids[::-1], ids[3:] + ids[:3], sorted(ids, key=hash)):
+        assert run_colors(permutation) == colors
+    assert run_colors(ids + ids) == colors  # duplicates are one run
+    assert run_colors(["only"]) == run_colors(["only"])
+    assert all(len(c) == 7 and c.startswith("#") for c in colors.values())
+
+
+def test_run_colors_same_across_processes():
+    # no salted hash(): a restarted server must paint a run the same colour
+    code = "from app.figures import run_colors; print(run_colors(['a', 'b', 'c']))"
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={"PYTHONHASHSEED": seed, "PATH": ""}, cwd=ROOT).stdout for seed in ("1", "2")}
+    assert len(outputs) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# metric_figure / plotted_data
+# ---------------------------------------------------------------------------------------------
+def test_one_trace_per_run_named_and_coloured():
+    metrics, runs = make_runs()
+    fig = metric_figure(metrics, runs, "loss")
+    assert [t.name for t in fig.data] == runs["name"].tolist()
+    colors = run_colors(runs["run_id"])
+    for trace, run_id in zip(fig.data, runs["run_id"]):
+        assert trace.line.color == colors[run_id]
+        want = metrics[(metrics["run_id"] == run_id) & (metrics["key"] == "loss")]
+        np.testing.assert_array_equal(trace.x, want["step"].to_numpy(float))  # 400 <= max_points: all
+        np.testing.assert_array_equal(trace.y, want["value"].to_numpy())
+    assert fig.layout.xaxis.title.text.startswith("step") and "loss" in fig.layout.yaxis.title.text
+    json.loads(fig.to_json())
+
+
+def test_smoothing_is_applied_before_downsampling():
+    metrics, runs = make_runs(n_steps=3000, seeds=(0,), optimizers=("adam",))
+    fig = metric_figure(metrics, runs, "loss", smoothing=0.9, max_points=200)
+    raw, smoothed = fig.data
+    assert raw.opacity < 0.5 and raw.showlegend is False and smoothed.opacity == 1.0
+    assert len(raw.x) <= 200 and len(smoothed.x) <= 200
+    loss = metrics[metrics["key"] == "loss"].sort_values("step")["value"].to_numpy()
+    reference = loop_smoothing(loss.tolist(), 0.9)
+    np.testing.assert_allclose(smoothed.y, reference[smoothed.x.astype(int) - 1], rtol=1e-10)
+    np.testing.assert_array_equal(raw.y, loss[raw.x.astype(int) - 1])
+    assert raw.y.max() == loss.max() and raw.y.min() == loss.min()  # the extremes reach the browser
+
+
+def test_every_trace_is_downsampled_to_max_points():
+    metrics, runs = make_runs(n_steps=2500)
+    for options in ({}, {"smoothing": 0.5}, {"group_by": "cfg.optimizer"}, {"x_axis": "wall_time"}):
+        fig = metric_figure(metrics, runs, "grad_norm", max_points=150, **options)
+        assert fig.data and all(len(t.x) <= 150 and len(t.y) <= 150 for t in fig.data)
+    assert {t.type for t in fig.data} == {"scatter"}  # 6 runs x 150 points: SVG is fine
+    large = metric_figure(metrics, runs, "grad_norm")  # 6 runs x 1000 points: WebGL
+    assert {t.type for t in large.data} == {"scattergl"}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"smoothing": 0.8, "max_points": 100},
+        {"key": ["train_loss", "val_loss"], "x_axis": "epoch"},
+        {"key": "val_acc", "x_axis": "examples"},
+        {"group_by": "cfg.optimizer", "band": "minmax", "max_points": 90, "smoothing": 0.3},
+    ],
+)
+def test_plotted_data_is_exactly_what_the_figure_draws(options):
+    metrics, runs = make_runs(n_steps=1200)
+    options = {"key": "loss", **options}
+    key = options.pop("key")
+    fig = metric_figure(metrics, runs, key, **options)
+    table = plotted_data(metrics, runs, key, **options)
+    drawn = {t.name: t for t in fig.data}
+    for series, rows in table.groupby("series", sort=False):
+        trace = drawn[series]
+        np.testing.assert_array_equal(trace.x, rows["x"].to_numpy())
+        np.testing.assert_array_equal(trace.y, rows["y"].to_numpy())
+        if rows["kind"].iloc[0] == "mean":
+            np.testing.assert_array_equal(drawn[f"{series} (lower)"].y, rows["lower"].to_numpy())
+            np.testing.assert_array_equal(drawn[f"{series} (upper)"].y, rows["upper"].to_numpy())
+    both_figure, both_table = metric_figure_with_data(metrics, runs, key, **options)
+    assert both_figure.to_json() == fig.to_json()
+    pd.testing.assert_frame_equal(both_table, table)
+    bands = (table["kind"] == "mean").any()
+    assert len(fig.data) == table["series"].nunique() + 2 * table.loc[table["kind"] == "mean", "series"].nunique()
+    assert bands == ("group_by" in options)
+
+
+def test_group_band_traces_are_mean_and_std_of_the_seeds():
+    metrics, runs = make_runs(n_steps=300)
+    fig = metric_figure(metrics, runs, "loss", group_by="cfg.optimizer")
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["optimizer=adam (n=3)", "optimizer=sgd (n=3)"]
+    mean, = traces_named(fig, "optimizer=sgd (n=3)")
+    lower, = traces_named(fig, "optimizer=sgd (n=3) (lower)")
+    upper, = traces_named(fig, "optimizer=sgd (n=3) (upper)")
+    assert upper.fill == "tonexty" and "rgba" in upper.fillcolor
+    assert list(fig.data).index(lower) == list(fig.data).index(upper) - 1  # tonexty fills down to lower
+    loss = metrics[(metrics["key"] == "loss") & metrics["run_id"].str.startswith("sgd")]
+    per_step = loss.pivot(index="step", columns="run_id", values="value").to_numpy()
+    np.testing.assert_allclose(mean.y, per_step.mean(axis=1))
+    np.testing.assert_allclose(upper.y - mean.y, per_step.std(axis=1, ddof=0))
+    np.testing.assert_allclose(mean.y - lower.y, per_step.std(axis=1, ddof=0))
+
+
+def test_log_axis_titles_labels_and_units():
+    metrics, runs = make_runs(n_steps=100, seeds=(0,))
+    fig = metric_figure(metrics, runs, "lr", log_y=True, x_axis="wall_time")
+    assert fig.layout.yaxis.type == "log"
+    assert fig.layout.xaxis.title.text == "time since start (s)"
+    assert fig.layout.yaxis.title.text == "learning rate"
+    fig = metric_figure(metrics, runs, "lr", labels={"lr": "η", "step": "update"})
+    assert fig.layout.yaxis.title.text == "η" and fig.layout.xaxis.title.text == "update"
+    assert fig.layout.yaxis.type == "linear"
+
+
+def test_best_epoch_marker_and_averaged_twins_on_epoch_charts():
+    metrics, runs = make_runs(n_steps=400, seeds=(0,), optimizers=("adam",))
+    best = int(metrics.loc[metrics["key"] == "best_epoch", "value"].iloc[0])
+    fig = metric_figure(metrics, runs, "val_acc", x_axis="epoch")
+    by_name = {t.name: t for t in fig.data}
+    assert by_name["adam seed 0 · ema_val_acc"].line.dash == "dash"
+    assert by_name["adam seed 0 · swa_val_acc"].line.dash == "dot"
+    assert by_name["adam seed 0 · val_acc"].line.dash == "solid"
+    marker = by_name[f"adam seed 0 best (epoch index {best})"]
+    val = metrics[metrics["key"] == "val_acc"]
+    assert marker.mode == "markers" and marker.x[0] == best + 1  # epochs completed
+    assert marker.y[0] == val.loc[val["epoch"] == best, "value"].iloc[0]
+    (line,) = fig.layout.shapes
+    assert line.x0 == line.x1 == best + 1 and line.line.dash == "dash"
+    on_steps = metric_figure(metrics, runs, "val_acc")  # marker at the step the epoch ended
+    assert on_steps.layout.shapes[0].x0 == (best + 1) * STEPS_PER_EPOCH
+    plain = metric_figure(metrics, runs, "val_acc", averaged=False)
+    assert [t.name for t in plain.data] == ["adam seed 0", f"adam seed 0 best (epoch index {best})"]
+    assert not metric_figure(metrics, runs, "loss").layout.shapes  # step-level chart: no marker
+    assert len(metric_figure(*make_runs(n_steps=100, averaged=False), "val_acc").data) == 12
+
+
+def test_diverged_values_become_gaps():
+    metrics, runs = make_runs(n_steps=100, seeds=(0,), optimizers=("adam",))
+    loss = metrics.index[(metrics["key"] == "loss") & (metrics["step"] >= 90)]
+    metrics.loc[loss, "value"] = np.inf
+    (trace,) = metric_figure(metrics, runs, "loss", smoothing=0.5).data[1:]
+    assert np.isnan(trace.y[89:]).all() and np.isfinite(trace.y[:89]).all()
+    json.loads(metric_figure(metrics, runs, "loss").to_json())
+
+
+def test_empty_inputs_give_an_empty_figure():
+    metrics, runs = make_runs(n_steps=100, seeds=(0,))
+    assert len(metric_figure(metrics, runs, "no_such_key").data) == 0
+    assert plotted_data(metrics.iloc[:0], runs, "loss").empty
+
+
+# ---------------------------------------------------------------------------------------------
+# clipping, summary table, schedule preview
+# ---------------------------------------------------------------------------------------------
+def test_clipped_fraction_is_a_rolling_mean_per_run():
+    metrics, runs = make_runs(n_steps=200, seeds=(0, 1), optimizers=("adam",))
+    table = clipped_fraction(metrics, window=20)
+    for run_id, rows in table.groupby("run_id"):
+        flags = metrics[(metrics["run_id"] == run_id) & (metrics["key"] == "clipped")].sort_values("step")
+        flags = flags["value"].tolist()
+        want = [sum(flags[max(0, i - 19) : i + 1]) / min(i + 1, 20) for i in range(len(flags))]
+        np.testing.assert_allclose(rows["value"], want)
+    fig = clipped_fraction_figure(metrics, runs, window=20, x_axis="examples")
+    assert len(fig.data) == 2 and fig.data[0].x[0] == 32.0 and tuple(fig.layout.yaxis.range) == (-0.02, 1.02)
+    with pytest.raises(ValueError, match="window"):
+        clipped_fraction(metrics, 0)
+
+
+def test_final_metrics_table():
+    metrics, runs = make_runs(n_steps=400, seeds=(0,), optimizers=("adam", "sgd"))
+    runs.loc[1, ["status", "finished_at"]] = ["running", np.nan]
+    runs = pd.concat([runs, pd.DataFrame([{"run_id": "queued-1", "name": "waiting", "status": "queued",
+                                           "started_at": np.nan, "finished_at": np.nan}])], ignore_index=True)
+    table = final_metrics_table(metrics, runs)
+    assert table["name"].tolist() == ["adam seed 0", "sgd seed 0", "waiting"]
+    for i, run_id in enumerate(["adam-0", "sgd-0"]):
+        mine = metrics[metrics["run_id"] == run_id]
+        val = mine[mine["key"] == "val_acc"].sort_values("step")["value"]
+        assert table.loc[i, "best_val_acc"] == val.max() and table.loc[i, "final_val_acc"] == val.iloc[-1]
+        train = mine[mine["key"] == "train_loss"].sort_values("step")["value"]
+        assert table.loc[i, "final_train_loss"] == train.iloc[-1]
+        assert table.loc[i, "best_epoch"] == int(np.argmax(val.to_numpy()))
+        assert table.loc[i, "steps"] == 400
+    assert table.loc[0, "duration_s"] == pytest.approx(runs.loc[0, "finished_at"] - 1000.0)
+    assert table.loc[1, "duration_s"] == pytest.approx(1000.0 + 40.0 - 1000.0)  # running: up to last row
+    assert table.loc[2, "status"] == "queued" and pd.isna(table.loc[2, "steps"]) and pd.isna(table.loc[2, "duration_s"])
+
+
+def test_lr_schedule_figure():
+    steps = np.arange(1, 10_001)
+    lrs = np.where(steps < 500, steps / 500, 0.5 * (1 + np.cos(np.pi * (steps - 500) / 9500))) * 0.1
+    fig = lr_schedule_figure(steps, lrs, "cosine with warmup", max_points=300)
+    (trace,) = fig.data
+    assert len(trace.x) <= 300 and trace.x[0] == 1 and trace.x[-1] == 10_000
+    assert trace.y.max() == lrs.max() and fig.layout.title.text == "cosine with warmup"
+    assert fig.layout.yaxis.title.text == "learning rate"
+
+
+def test_modules_stay_light():
+    code = "import sys, app.figures, app.series; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("x_axis", ["step", "epoch", "examples", "wall_time"])
+def test_category_columns_plot_the_same_points(x_axis):
+    # the store may hand run_id/key over as categoricals (much faster filtering): same figure
+    metrics, runs = make_runs(n_steps=200, seeds=(0, 1))
+    categorical = metrics.astype({"run_id": "category", "key": "category"})
+    for group_by in (None, "cfg.optimizer"):
+        options = dict(x_axis=x_axis, group_by=group_by, smoothing=0.5)
+        want = plotted_data(metrics, runs, ["loss", "val_acc"], **options)
+        pd.testing.assert_frame_equal(plotted_data(categorical, runs, ["loss", "val_acc"], **options), want)
