@@ -12,6 +12,7 @@ from app.config_form import config_form
 from app.live import live_runs_panel
 from app.state import get_dataset, get_runner
 from engine.config import OPTIMIZERS, RunConfig
+from engine.data import DATA_SEED
 from engine.race import RECOMMENDED_LR, expand_race, parse_values
 
 LAUNCHED_KEY = "launched_run_ids"
@@ -29,7 +30,7 @@ with form_col:
 split, data_error = None, None
 if config is not None:
     try:
-        split = get_dataset(config.dataset, config.seed, config.val_fraction, config.data_dir, config.train_limit)
+        split = get_dataset(config.dataset, DATA_SEED, config.val_fraction, config.data_dir, config.train_limit)
     except ValueError as exc:  # DatasetUnavailable and bad data folders carry a readable message
         data_error = str(exc)
 
