@@ -58,10 +58,10 @@ class DatasetSplit:
 
 
 _DIGITS = tuple(str(d) for d in range(10))
-SHAPES_COUNT = 6000
+SHAPES_COUNT = 6000  # images generated for the shapes dataset (before the train/validation split)
 # Seed of the train/validation split and of the generated shapes used by runs: fixed, so that runs with
 # different training seeds are still scored on the same validation images.
-DATA_SEED = 0  # images generated for the shapes dataset (before the train/validation split)
+DATA_SEED = 0
 
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
