@@ -52,7 +52,7 @@ def _visible(name: str, values: dict[str, Any]) -> bool:
         "width": model == "resnet",
         "skip": model == "resnet",
         "activation": model == "mlp",
-        "momentum": optimizer in ("momentum", "nesterov", "rmsprop"),
+        "momentum": optimizer in ("momentum", "nesterov"),
         "beta1": optimizer in ("adam", "adamw"),
         "beta2": optimizer in ("adam", "adamw"),
         "step_every": schedule == "step",

@@ -91,6 +91,8 @@ def _reap_now_and_then(runner: Runner) -> None:
         _last_reap[0] = time.time()
         try:
             runner.reap()
+            if not runner.store.list_runs(status=["queued"]).empty and runner.store.live_workers().empty:
+                runner.ensure_workers()  # queued work but no worker (e.g. all were killed): start the pool
         except Exception:  # a busy database must not break the page: the next tick retries
             pass
 

@@ -127,11 +127,21 @@ def cmd_train(args) -> int:
 
 
 def _wait_with_progress(store, handle) -> str:
+    """Progress bar until the run ends; returns its final status."""
     from tqdm import tqdm
 
+    from engine.runner import Runner
+
+    runner = Runner(store)
     bar = tqdm(total=1, unit="step", file=sys.stderr, dynamic_ncols=True, desc="queued")
+    last_check = time.time()
     try:
         while True:
+            if time.time() - last_check > 3.0:  # a killed worker: mark its run, keep the pool alive
+                last_check = time.time()
+                runner.reap()
+                if store.live_workers().empty:
+                    runner.ensure_workers()
             run = store.get_run(handle.run_id)
             if run["total_steps"]:
                 bar.total = run["total_steps"]
@@ -192,7 +202,10 @@ def cmd_metrics(args) -> int:
     if args.csv:
         print(frame.to_csv(index=False), end="")
     elif args.json:
-        print(frame.to_json(orient="records"))
+        # not frame.to_json: it rounds values to 10 digits; a non-finite value (a diverged loss) becomes null
+        records = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+                   for row in frame.to_dict(orient="records")]
+        print(json.dumps(records))
     else:
         wide = frame.pivot_table(index="step", columns="key", values="value", aggfunc="last")
         print(wide.to_string(max_rows=40))

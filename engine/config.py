@@ -49,7 +49,7 @@ class RunConfig:
     # --- optimizer ---
     optimizer: str = "adam"  # one of OPTIMIZERS; momentum = SGD with momentum, nesterov = SGD with Nesterov momentum
     lr: float = 2e-3  # peak learning rate, > 0 and <= 10
-    momentum: float = 0.9  # momentum for momentum/nesterov/rmsprop, 0..<1
+    momentum: float = 0.9  # momentum coefficient for 'momentum' and 'nesterov' SGD, 0..<1
     beta1: float = 0.9  # Adam/AdamW first-moment decay, 0..<1
     beta2: float = 0.999  # Adam/AdamW second-moment decay, 0..<1
     weight_decay: float = 0.0  # L2 penalty (decoupled for AdamW), 0..1

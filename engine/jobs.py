@@ -16,6 +16,8 @@ def run_job(run: dict, sink: Sink, should_stop: Callable[[], bool], device: str,
     """Execute one run; returns (final status, error message or None)."""
     config: RunConfig = run["config"]
     device = pick_device(config.device) if config.device != "auto" else device
+    if device != run.get("device"):  # e.g. device='cpu' on a GPU worker: the run must show where it trains
+        store.set_running(run["run_id"], run["worker_id"], device)
     if run["kind"] == "train":
         return _train_job(run, config, sink, should_stop, device, store)
     raise ValueError(f"unknown run kind {run['kind']!r}")

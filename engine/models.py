@@ -53,7 +53,7 @@ class ConvNet(nn.Module):
         self.pool2 = nn.MaxPool2d(2)
         side = ((size - 4) // 2 - 4) // 2
         if side < 1:
-            raise ValueError(f"convnet needs images of at least 12x12 pixels, got {size}x{size}")
+            raise ValueError(f"convnet needs images of at least 16x16 pixels, got {size}x{size}")
         self.flatten = nn.Flatten()
         self.fc1 = nn.Linear(16 * side * side, 120)
         self.relu3 = nn.ReLU()

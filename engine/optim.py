@@ -29,7 +29,8 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], config: RunConfig, lr: 
     if name == "adagrad":
         return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=config.momentum if config.momentum else 0.0, weight_decay=wd)
+        # plain RMSprop as taught (Hinton's lecture 6e): no momentum term
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=(config.beta1, config.beta2), weight_decay=wd)
     if name == "adamw":

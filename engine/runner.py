@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from engine.config import RunConfig
@@ -113,11 +114,17 @@ class Runner:
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(index % self.gpus)
         log = open(logs_dir() / "workers.log", "ab")
+        worker_id = uuid.uuid4().hex[:8]
         # A fresh interpreter (fork+exec), never a bare fork of this process: forking after torch ran hangs.
         # start_new_session: the worker outlives the dashboard, and Ctrl-C in the terminal does not kill runs.
-        return subprocess.Popen([sys.executable, "-m", "engine.worker", "--threads", str(self.threads)],
+        proc = subprocess.Popen([sys.executable, "-m", "engine.worker", "--threads", str(self.threads),
+                                 "--worker-id", worker_id],
                                 cwd=str(PROJECT_ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        # Register it now (the worker registers again once torch is imported, seconds later): otherwise the
+        # next ensure_workers (every submit calls it) would not count it and would start another pool.
+        self.store.register_worker(worker_id, proc.pid, socket.gethostname(), "starting")
+        return proc
 
     def shutdown(self, timeout: float = 15.0) -> None:
         """Ask every worker on this host to stop after its current step, then kill stragglers."""

@@ -313,8 +313,12 @@ class Store:
     # ---- workers ----
     def register_worker(self, worker_id: str, pid: int, host: str, device: str) -> None:
         now = time.time()
-        self.conn.execute("INSERT OR REPLACE INTO workers(worker_id, pid, host, device, started_at, heartbeat_at, status) "
-                          "VALUES (?,?,?,?,?,?, 'idle')", (worker_id, pid, host, device, now, now))
+        # an upsert, not INSERT OR REPLACE: the runner registers a starting worker first, and a stop requested
+        # while it was starting must survive its own registration
+        self.conn.execute("INSERT INTO workers(worker_id, pid, host, device, started_at, heartbeat_at, status) "
+                          "VALUES (?,?,?,?,?,?, 'idle') ON CONFLICT(worker_id) DO UPDATE SET pid=excluded.pid, "
+                          "host=excluded.host, device=excluded.device, heartbeat_at=excluded.heartbeat_at, status='idle'",
+                          (worker_id, pid, host, device, now, now))
 
     def worker_heartbeat(self, worker_id: str, status: str, run_id: str | None) -> bool:
         """Refresh a worker's (and its run's) heartbeat; returns True when the worker was asked to stop."""

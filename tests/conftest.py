@@ -1,0 +1,110 @@
+"""Shared test fixtures: an isolated TRAINLENS_HOME for every test, a warm Runner, tiny datasets.
+
+Every test gets its own data home (engine.paths reads TRAINLENS_HOME on every call), so no test sees
+another's runs, checkpoints or workers, and nothing is written into the working tree. Any worker process
+a test started (through the Runner or the CLI) is stopped at teardown: none may outlive the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+RUNNER_WORKERS = 2
+WORKER_IDLE_S = "300"  # a worker that escaped teardown still exits on its own after this long without work
+
+
+def stop_workers(home: Path) -> None:
+    """Stop every worker registered in `home`'s store (no-op when the home has no store)."""
+    import sqlite3
+    from contextlib import closing
+
+    path = home / "trainlens.db"
+    if not path.exists():
+        return
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:  # plain read: a test may have broken the schema
+        try:
+            live = conn.execute("SELECT COUNT(*) FROM workers WHERE status IN ('idle', 'busy') AND host=?",
+                                (socket.gethostname(),)).fetchone()[0]
+        except sqlite3.Error:
+            return
+    if not live:
+        return
+    from engine.runner import Runner
+    from engine.store import Store
+
+    store = Store(path)
+    try:
+        if not store.live_workers().empty:
+            Runner(store).shutdown()
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def runner_home(tmp_path_factory) -> Path:
+    """The data home shared by the tests of one module that use `runner`."""
+    return tmp_path_factory.mktemp("runner_home")
+
+
+@pytest.fixture(autouse=True)
+def trainlens_home(request, tmp_path, monkeypatch) -> Path:
+    """An isolated TRAINLENS_HOME for each test (the runner's home for tests that use `runner`)."""
+    uses_runner = "runner" in request.fixturenames
+    home = request.getfixturevalue("runner_home") if uses_runner else tmp_path / "trainlens_home"
+    monkeypatch.setenv("TRAINLENS_HOME", str(home))
+    monkeypatch.setenv("TRAINLENS_WORKER_IDLE_S", WORKER_IDLE_S)
+    yield home
+    if not uses_runner:  # the runner fixture stops its own pool at the end of the module
+        stop_workers(home)
+
+
+@pytest.fixture(scope="module")
+def runner(runner_home):
+    """A Runner with a pool of RUNNER_WORKERS real worker processes on an isolated home; always shut down."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRAINLENS_HOME", str(runner_home))
+        mp.setenv("TRAINLENS_WORKERS", str(RUNNER_WORKERS))
+        mp.setenv("TRAINLENS_WORKER_IDLE_S", WORKER_IDLE_S)
+        from engine.runner import Runner
+
+        runner = Runner()
+        try:
+            yield runner
+        finally:
+            runner.shutdown()
+            runner.store.close()
+
+
+def make_split(n_train: int = 96, n_val: int = 48, channels: int = 1, size: int = 8, classes: int = 3,
+               seed: int = 0):
+    """A tiny learnable DatasetSplit: random images labelled by a fixed random linear 'teacher'."""
+    import torch
+
+    from engine.data import DatasetInfo, DatasetSplit, channel_stats
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(n_train + n_val, channels, size, size, generator=generator)
+    teacher = torch.randn(channels * size * size, classes, generator=generator)
+    y = ((x.flatten(1) - 0.5) @ teacher).argmax(1)
+    info = DatasetInfo("tiny", "Tiny random", channels, size, tuple(f"c{i}" for i in range(classes)), "synthetic",
+                       "random test images", False)
+    train_x, val_x = x[:n_train].contiguous(), x[n_train:].contiguous()
+    mean, std = channel_stats(train_x)
+    return DatasetSplit(info, train_x, y[:n_train].contiguous(), val_x, y[n_train:].contiguous(), mean, std, None, None)
+
+
+@pytest.fixture
+def tiny_split():
+    return make_split()
+
+
+def engine_env(home: Path, **extra: str) -> dict[str, str]:
+    """Environment for a `python -m engine ...` subprocess on `home`."""
+    env = dict(os.environ)
+    env.update({"TRAINLENS_HOME": str(home), "TRAINLENS_WORKER_IDLE_S": WORKER_IDLE_S,
+                "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}, **extra)
+    return env
