@@ -33,7 +33,7 @@ class MetricsCache:
 
     Shared by every session of the server: a Compare page with 8 long runs reads a few new rows per
     tick instead of the whole history. A resumed run drops rows past its checkpoint, so a run whose
-    `created_at` changed (resume re-queues it) is reloaded from scratch.
+    `queued_at` changed (resume re-queues it) is reloaded from scratch.
     """
 
     def __init__(self, store: Store):
@@ -98,7 +98,7 @@ def _reap_now_and_then(runner: Runner) -> None:
 
 
 def run_metrics(run_ids: list[str], runs: pd.DataFrame) -> pd.DataFrame:
-    versions = {r: float(v) for r, v in zip(runs["run_id"], runs["created_at"]) if r in set(run_ids)}
+    versions = {r: float(v) for r, v in zip(runs["run_id"], runs["queued_at"]) if r in set(run_ids)}
     return get_metrics_cache().get(list(run_ids), versions)
 
 

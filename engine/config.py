@@ -55,7 +55,7 @@ class RunConfig:
     weight_decay: float = 0.0  # L2 penalty (decoupled for AdamW), 0..1
     # --- learning-rate schedule ---
     schedule: str = "constant"  # one of SCHEDULES
-    warmup_steps: int = 0  # linear warmup steps from 0 to lr, prepended to any schedule, >= 0
+    warmup_steps: int = 0  # linear warmup steps from 0 to lr, prepended to any schedule but onecycle (which warms up itself), >= 0
     step_every: int = 200  # 'step' schedule: multiply lr by gamma every this many steps, >= 1
     gamma: float = 0.5  # 'step' schedule: decay factor, 0 < gamma <= 1
     decay_steps: int = 100  # 'inverse_time': lr_t = lr / (1 + t / decay_steps), >= 1

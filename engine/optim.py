@@ -46,7 +46,8 @@ ONECYCLE_FINAL_DIV = 1e4
 
 def lr_factor(config: RunConfig, step: int, total_steps: int) -> float:
     """Multiplier of config.lr for optimizer step `step` (0-based: the lr used by the step-th update)."""
-    warmup = config.warmup_steps
+    # one-cycle has its own warm-up phase; a linear warmup in front of it would end in a jump down to lr/25
+    warmup = 0 if config.schedule == "onecycle" else config.warmup_steps
     if config.schedule == "warmup" or (warmup and step < warmup):
         if warmup and step < warmup:
             return (step + 1) / warmup

@@ -9,6 +9,7 @@ defaults to one worker per GPU, else 2 on CPU, each with cores // workers thread
 from __future__ import annotations
 
 import fcntl
+import functools
 import getpass
 import os
 import socket
@@ -63,10 +64,20 @@ class Runner:
     def __init__(self, store: Store | None = None, workers: int | None = None):
         self.store = store or Store()
         env_workers = os.environ.get("TRAINLENS_WORKERS")
-        gpus = gpu_count()
-        self.gpus = gpus
-        self.size = workers or (int(env_workers) if env_workers else (gpus or 2))
-        self.threads = max(1, (os.cpu_count() or 1) // self.size)
+        self._workers, self._env_workers = workers, env_workers
+
+    # pool facts are computed lazily: counting GPUs imports torch (seconds), which `cancel` does not need
+    @functools.cached_property
+    def gpus(self) -> int:
+        return gpu_count()
+
+    @functools.cached_property
+    def size(self) -> int:
+        return self._workers or (int(self._env_workers) if self._env_workers else (self.gpus or 2))
+
+    @property
+    def threads(self) -> int:
+        return max(1, (os.cpu_count() or 1) // self.size)
 
     # ---- runs ----
     def submit(self, config: RunConfig, *, owner: str | None = None, name: str | None = None,
@@ -130,6 +141,7 @@ class Runner:
         """Ask every worker on this host to stop after its current step, then kill stragglers."""
         import signal
 
+        self.reap()  # dead workers' pids may have been reused: only signal workers that are still ours
         live = self.store.live_workers()
         self.store.request_worker_stop()
         deadline = time.time() + timeout

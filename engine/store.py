@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS runs (
     device TEXT,
     worker_id TEXT,
     created_at REAL NOT NULL,
+    queued_at REAL NOT NULL,                  -- queue order; reset when a run is resumed (created_at is kept)
+    parent_id TEXT,                           -- for helper jobs (lr_find, overfit): the run they serve
     started_at REAL,
     finished_at REAL,
     heartbeat_at REAL,
@@ -49,7 +51,7 @@ CREATE TABLE IF NOT EXISTS runs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     resume_from TEXT                          -- 'last' when a resumed run must continue from its last checkpoint
 );
-CREATE INDEX IF NOT EXISTS runs_status ON runs(status, created_at);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status, queued_at);
 CREATE TABLE IF NOT EXISTS metrics (
     id INTEGER PRIMARY KEY,                   -- monotonic: readers fetch only rows newer than the last id they saw
     run_id TEXT NOT NULL,
@@ -122,14 +124,16 @@ class Store:
 
     # ---- runs ----
     def create_run(self, config: RunConfig, *, kind: str = "train", owner: str = "", name: str | None = None,
-                   group: str | None = None) -> str:
+                   group: str | None = None, parent_id: str | None = None) -> str:
         """Validate and enqueue a run; returns its run_id."""
         config.validate()
         run_id = uuid.uuid4().hex[:12]
+        now = time.time()
         self.conn.execute(
-            "INSERT INTO runs(run_id, kind, name, grp, owner, config, status, created_at) VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO runs(run_id, kind, name, grp, owner, config, status, created_at, queued_at, parent_id) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
             (run_id, kind, name or config.display_name(), group if group is not None else config.group, owner,
-             config.to_json(), "queued", time.time()),
+             config.to_json(), "queued", now, now, parent_id),
         )
         return run_id
 
@@ -145,7 +149,9 @@ class Store:
 
     def find_run(self, prefix: str) -> str | None:
         """Resolve a run id or a unique prefix of one (the CLI accepts short ids)."""
-        rows = self.conn.execute("SELECT run_id FROM runs WHERE run_id LIKE ?", (prefix + "%",)).fetchall()
+        if not prefix:
+            return None
+        rows = self.conn.execute("SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ?", (len(prefix), prefix)).fetchall()
         return rows[0]["run_id"] if len(rows) == 1 else None
 
     def list_runs(self, *, status: Iterable[str] | None = None, group: str | None = None,
@@ -170,7 +176,7 @@ class Store:
             run.update(_progress(run))
             run.update({f"cfg.{k}": v for k, v in config.items()})
             records.append(run)
-        columns = ["run_id", "kind", "name", "group", "owner", "status", "device", "created_at", "started_at",
+        columns = ["run_id", "kind", "name", "group", "owner", "status", "device", "created_at", "queued_at", "started_at",
                    "finished_at", "step", "total_steps", "epoch", "progress", "eta_s", "duration_s", "error"]
         frame = pd.DataFrame.from_records(records)
         if frame.empty:
@@ -196,7 +202,7 @@ class Store:
     def claim_next(self, worker_id: str, device: str) -> dict[str, Any] | None:
         """Atomically take the oldest queued run for this worker (None when the queue is empty)."""
         with self._tx() as c:
-            row = c.execute("SELECT run_id FROM runs WHERE status='queued' ORDER BY created_at, rowid LIMIT 1").fetchone()
+            row = c.execute("SELECT run_id FROM runs WHERE status='queued' ORDER BY queued_at, rowid LIMIT 1").fetchone()
             if row is None:
                 return None
             now = time.time()
@@ -231,7 +237,7 @@ class Store:
             if row["status"] not in ("interrupted", "cancelled", "failed"):
                 raise ValueError(f"run {run_id} is {row['status']}; only interrupted, cancelled or failed runs can be resumed")
             c.execute("UPDATE runs SET status='queued', resume_from='last', cancel_requested=0, error=NULL, "
-                      "finished_at=NULL, worker_id=NULL, created_at=? WHERE run_id=?", (time.time(), run_id))
+                      "finished_at=NULL, worker_id=NULL, queued_at=? WHERE run_id=?", (time.time(), run_id))
 
     def delete_run(self, run_id: str) -> None:
         """Delete a run's rows (the caller removes its checkpoint folder). Running runs must be cancelled first."""

@@ -91,7 +91,13 @@ def test_linear_warmup_by_hand():
     assert [lr_at(config, s, 10) for s in range(7)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 0.8, 0.8, 0.8])
 
 
-@pytest.mark.parametrize("schedule", ["step", "cosine", "inverse_time", "onecycle"])
+def test_onecycle_ignores_warmup_steps_it_has_its_own_warmup():
+    plain = RunConfig(schedule="onecycle", lr=0.5)
+    warmed = RunConfig(schedule="onecycle", lr=0.5, warmup_steps=5)
+    assert [lr_at(warmed, s, 60) for s in range(60)] == pytest.approx([lr_at(plain, s, 60) for s in range(60)])
+
+
+@pytest.mark.parametrize("schedule", ["step", "cosine", "inverse_time"])
 def test_warmup_is_prepended_then_the_schedule_starts_from_the_peak(schedule):
     total, warmup = 60, 5
     plain = RunConfig(schedule=schedule, step_every=7, lr=0.5)
