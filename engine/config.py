@@ -76,7 +76,7 @@ class RunConfig:
     swa: bool = False  # stochastic weight averaging: average weights at the end of each epoch from swa_start
     swa_start: int = 1  # first epoch (0-based) averaged by SWA, >= 0
     # --- diagnostics and execution ---
-    layer_stats_every: int = 0  # log per-layer activation/gradient statistics every K steps; 0 = off
+    layer_stats_every: int = 50  # log per-layer activation/gradient statistics every K steps; 0 = off (~2% cost at 50)
     device: str = "auto"  # auto (CUDA when the worker has it, else CPU) | cpu | cuda
     name: str = ""  # display name of the run; "" = generated from the config
     group: str = ""  # group (race) the run belongs to; "" = none

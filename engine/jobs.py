@@ -1,4 +1,8 @@
-"""What a worker does with a claimed run, by kind: 'train' (with resume and the final reports).
+"""What a worker does with a claimed run, by kind: 'train' (with resume), 'lr_find' and 'overfit'.
+
+'lr_find' (the fast.ai learning-rate sweep) and 'overfit' (the recipe's overfit-one-batch check) are helper
+jobs: queued like runs so they never block the page, streaming their points as metrics, and writing their
+result as an artifact on themselves and on the run they serve (`parent_id`), where the run report finds it.
 
 Kept apart from worker.py so that the same job code runs in a local worker process or in a Ray task:
 both hand it a run dict from the store, a sink, a should_stop callable and a device.
@@ -20,7 +24,67 @@ def run_job(run: dict, sink: Sink, should_stop: Callable[[], bool], device: str,
         store.set_running(run["run_id"], run["worker_id"], device)
     if run["kind"] == "train":
         return _train_job(run, config, sink, should_stop, device, store)
+    if run["kind"] in ("lr_find", "overfit"):
+        return _probe_job(run, config, sink, should_stop, device, store)
     raise ValueError(f"unknown run kind {run['kind']!r}")
+
+
+LR_FIND_STEPS = 100
+OVERFIT_BATCH = 16  # Karpathy's recipe: a handful of examples the model must be able to memorise
+OVERFIT_STEPS = 300
+
+
+def _probe_job(run, config, sink, should_stop, device, store) -> tuple[str, str | None]:
+    import torch
+
+    from engine.augment import AugmentSpec
+    from engine.data import DATA_SEED, iterate_batches, load_dataset
+    from engine.models import model_from_config
+    from engine.optim import make_optimizer
+
+    split = load_dataset(config.dataset, seed=DATA_SEED, val_fraction=config.val_fraction,
+                         data_dir=config.data_dir or None, limit=config.train_limit)
+    info = split.info
+    torch.manual_seed(config.seed)
+    model = model_from_config(config, info.channels, info.size, len(info.classes)).to(device)
+    train_x, train_y = split.train_x.to(device), split.train_y.to(device)
+    if run["kind"] == "lr_find":
+        from engine.lr_finder import lr_find
+
+        augment = AugmentSpec(config.augment_rotate, config.augment_scale, config.augment_translate, config.augment_flip)
+
+        def batches():
+            epoch = 0
+            while True:  # as many epochs as the sweep needs
+                yield from iterate_batches(train_x, train_y, config.batch_size, seed=config.seed, epoch=epoch,
+                                           augment=augment if augment.active else None, mean=split.mean, std=split.std)
+                epoch += 1
+
+        def on_step(point):
+            sink.log(point["step"] + 1, 0, {"lr_find_lr": point["lr"], "lr_find_loss": point["loss"],
+                                            "lr_find_smoothed": point["smoothed"]})
+            sink.progress(point["step"] + 1, LR_FIND_STEPS, 0)
+
+        result = lr_find(model, lambda params: make_optimizer(params, config), batches(), num_steps=LR_FIND_STEPS,
+                         on_step=on_step, should_stop=should_stop)
+        name = "lr_find"
+    else:
+        from engine import recipe
+
+        xb, yb = next(iterate_batches(train_x, train_y, OVERFIT_BATCH, seed=config.seed, epoch=0,
+                                      mean=split.mean, std=split.std))
+        result = recipe.overfit_one_batch(model, lambda params: make_optimizer(params, config), xb, yb,
+                                          steps=OVERFIT_STEPS)
+        curve = result["numbers"]["curve"]
+        sink.log(len(curve), 0, {"overfit_final_loss": result["numbers"]["final_loss"]})
+        sink.progress(len(curve), len(curve), 0)
+        name = "overfit_one_batch"
+    sink.artifact(name, result)
+    if run.get("parent_id"):
+        store.put_artifact(run["parent_id"], name, result)
+    if result.get("cancelled"):
+        return "cancelled", None
+    return "completed", None
 
 
 def _train_job(run, config, sink, should_stop, device, store) -> tuple[str, str | None]:

@@ -81,9 +81,10 @@ class Runner:
 
     # ---- runs ----
     def submit(self, config: RunConfig, *, owner: str | None = None, name: str | None = None,
-               group: str | None = None, kind: str = "train") -> RunHandle:
+               group: str | None = None, kind: str = "train", parent_id: str | None = None) -> RunHandle:
+        """Queue a run (kind 'train') or a helper job ('lr_find', 'overfit' for `parent_id`) and make sure workers run."""
         run_id = self.store.create_run(config, kind=kind, owner=owner if owner is not None else _user(), name=name,
-                                       group=group)
+                                       group=group, parent_id=parent_id)
         self.ensure_workers()
         return RunHandle(self.store, run_id)
 

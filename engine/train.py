@@ -24,8 +24,12 @@ from engine.augment import AugmentSpec
 from engine.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from engine.config import RunConfig
 from engine.data import DATA_SEED, DatasetSplit, batches_per_epoch, iterate_batches, load_dataset, normalize
+from engine.layer_stats import LayerStats
 from engine.models import count_parameters, model_from_config
 from engine.optim import lr_at, make_optimizer, set_lr
+from engine import recipe
+
+HISTOGRAMS_PER_RUN = 8  # layer histograms kept per run (at evenly spaced sampled steps)
 
 
 class Sink(Protocol):
@@ -194,6 +198,16 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
     else:
         sink.artifact("model_summary", {"parameters": count_parameters(model), "repr": str(model),
                                         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
+    checks = _Checks(sink, resumed=bool(resume_from))
+    if not resume_from:
+        first_x, first_y = next(iterate_batches(train_x, train_y, config.batch_size, seed=config.seed, epoch=0,
+                                                mean=mean, std=std))
+        checks.add(recipe.loss_at_init_check(model, first_x, first_y, len(info.classes)))
+    stats = LayerStats(model, every=config.layer_stats_every,
+                       hist_every=_histogram_every(config.layer_stats_every, total_steps))
+    grad_norms: list[float] = []
+    clipped_flags: list[bool] = []
+    last_stats: dict[str, float] = {}
 
     sink.progress(step, total_steps, start_epoch)
     model.train()
@@ -210,12 +224,15 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
                 break
             lr = lr_at(config, step, total_steps)
             set_lr(optimizer, lr)
+            stats.begin_step(step)  # arms the layer hooks on sampled steps only
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            stats.after_backward()
             grad_norm, clipped = clip_gradients(model, config)
             optimizer.step()
+            layer_rows = stats.end_step()
             if ema is not None:
                 ema.update_parameters(model)
             step += 1
@@ -223,10 +240,19 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
             epoch_examples += len(yb)
             loss_sum += loss.detach() * len(yb)
             correct += (logits.detach().argmax(1) == yb).sum()
-            loss_value = loss.item()
-            sink.log(step, epoch, {"loss": loss_value, "lr": lr, "grad_norm": grad_norm.item(),
-                                   "clipped": clipped.item(), "examples": examples})
+            loss_value, norm_value, clipped_value = loss.item(), grad_norm.item(), clipped.item()
+            sink.log(step, epoch, {"loss": loss_value, "lr": lr, "grad_norm": norm_value,
+                                   "clipped": clipped_value, "examples": examples})
+            grad_norms.append(norm_value)
+            clipped_flags.append(bool(clipped_value))
+            if layer_rows:
+                sink.log(step, epoch, layer_rows)
+                last_stats = layer_rows
+                histograms = stats.histograms()
+                if histograms.get("step") == step - 1:  # a histogram step: keep it for the run report
+                    sink.artifact(f"hist/{step}", histograms)
             if not math.isfinite(loss_value):
+                stats.close()
                 sink.progress(step, total_steps, epoch)
                 return TrainResult("diverged", step, epoch, error=f"loss became {loss_value} at step {step} (epoch {epoch}); "
                                    "try a smaller learning rate or gradient clipping")
@@ -245,9 +271,12 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
             epoch_metrics.update({"ema_val_loss": ema_val["loss"], "ema_val_acc": ema_val["acc"]})
         if swa is not None and epoch >= config.swa_start:
             swa.update_parameters(model)
+            _update_batchnorm(swa.module, train_x, train_y, config, mean, std)
             swa_val = evaluate(swa.module, val_x, val_y, mean, std)
             epoch_metrics.update({"swa_val_loss": swa_val["loss"], "swa_val_acc": swa_val["acc"]})
         sink.log(step, epoch, epoch_metrics)
+        if epoch == 0:
+            checks.add(recipe.input_independent_check(model, normalize(val_x, mean, std), val_y))
 
         improved = stopper.update(epoch, epoch_metrics[config.early_stop_metric])
         if improved and config.early_stop and config.restore_best:
@@ -269,8 +298,62 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
         sink.log(step, epoch, {"best_epoch": stopper.best_epoch})
         if config.restore_best and best_state is not None and status == "stopped_early":
             model.load_state_dict(best_state)
+    stats.close()
+    checks.add(recipe.clipping_check(grad_norms, clipped_flags, config.clip_value if config.clip == "norm" else None))
+    if last_stats:
+        checks.add_all(recipe.layer_health_checks(last_stats, judged=stats.matrix_params))
+    if status != "cancelled" and step > 0:
+        _final_reports(model, ema, swa, config, run_id, val_x, val_y, mean, std, info.classes, device, sink)
     sink.progress(step, total_steps, epoch)
     return TrainResult(status, step, epoch, stopper.best_epoch, stopper.best)
+
+
+class _Checks:
+    """The run's recipe checks, kept as one artifact that grows as checks complete."""
+
+    def __init__(self, sink: Sink, resumed: bool):
+        self.sink, self.items = sink, []
+        self.resumed = resumed
+
+    def add(self, check: dict) -> None:
+        self.add_all([check])
+
+    def add_all(self, checks: list[dict]) -> None:
+        self.items.extend(checks)
+        # a resumed run keeps the checks of its first life (loss at init...) and adds the later ones
+        self.sink.artifact("recipe_checks" if not self.resumed else "recipe_checks_resumed", self.items)
+
+
+def _histogram_every(every: int, total_steps: int) -> int:
+    """A multiple of `every` giving about HISTOGRAMS_PER_RUN histograms over the run (0 = none)."""
+    if not every:
+        return 0
+    return every * max(1, round(total_steps / every / HISTOGRAMS_PER_RUN))
+
+
+def _update_batchnorm(model: nn.Module, x, y, config: RunConfig, mean, std) -> None:
+    """Recompute batch-norm statistics for averaged (SWA) weights: averaging weights breaks the running stats."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    batches = [xb for xb, _ in iterate_batches(x, y, 256, seed=config.seed, epoch=0, mean=mean, std=std)]
+    torch.optim.swa_utils.update_bn(batches, model)
+
+
+def _final_reports(model, ema, swa, config, run_id, val_x, val_y, mean, std, classes, device, sink) -> None:
+    """Classification reports (sklearn format, confusion matrix, misclassified images) for last/best/EMA/SWA."""
+    from engine.checkpoints import best_path, load_checkpoint
+    from engine.evaluate import evaluate_weights
+
+    weights = {"last": model.state_dict()}
+    if run_id is not None and best_path(run_id).exists():
+        weights["best"] = load_checkpoint(best_path(run_id), device=device).model
+    if ema is not None:
+        weights["ema"] = ema.module.state_dict()
+    if swa is not None and int(swa.n_averaged) > 0:
+        weights["swa"] = swa.module.state_dict()
+    reports = evaluate_weights(model, weights, normalize(val_x, mean, std), val_y, list(classes), device=device)
+    for name, report in reports.items():
+        sink.artifact(f"report/{name}", report)
 
 
 def _write_checkpoints(run_id: str, ckpt: Checkpoint, improved: bool, sink: Sink) -> None:

@@ -13,6 +13,13 @@ from pathlib import Path
 
 import pytest
 
+def pytest_configure(config):
+    # Tiny models run several times faster on one thread than on threads fighting for 2 shared cores.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 RUNNER_WORKERS = 2
 WORKER_IDLE_S = "300"  # a worker that escaped teardown still exits on its own after this long without work
 

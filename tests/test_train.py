@@ -62,7 +62,8 @@ def test_logs_every_step_and_epoch_key(tiny_split, trainlens_home):
     step_rows = [r for r in sink.rows if r[2] in STEP_KEYS]
     assert len(step_rows) == 2 * steps_per_epoch * len(STEP_KEYS)
     assert sorted({r[0] for r in step_rows}) == list(range(1, 2 * steps_per_epoch + 1))
-    assert {r[2] for r in sink.rows} == STEP_KEYS | EPOCH_KEYS  # no EMA/SWA/best_epoch keys unless asked
+    # no EMA/SWA/best_epoch keys unless asked; per-layer statistics ("kind/layer" keys) are on by default
+    assert {r[2] for r in sink.rows if "/" not in r[2]} == STEP_KEYS | EPOCH_KEYS
     for epoch in (0, 1):
         rows = {k: (s, v) for s, e, k, v in sink.rows if e == epoch and k in EPOCH_KEYS}
         assert set(rows) == EPOCH_KEYS
@@ -312,3 +313,22 @@ def test_same_seed_same_curve_different_seed_different_curve(tiny_split):
     first = _loss_curve(0, tiny_split)
     assert _loss_curve(0, tiny_split) == first  # bit for bit on CPU
     assert _loss_curve(1, tiny_split) != first
+
+
+def test_layer_statistics_and_recipe_checks_come_with_every_run(tiny_split):
+    sink = MemorySink()
+    train(tiny_config(layer_stats_every=2), sink, split=tiny_split)
+    sampled = sorted({step for step, _, key, _ in sink.rows if key.startswith("update_ratio/")})
+    assert sampled == [1, 3, 5]  # steps 0, 2, 4 are sampled; rows are logged at the step count after them
+    assert any(key.startswith("act_std/") for _, _, key, _ in sink.rows)
+    names = [check["name"] for check in sink.artifacts["recipe_checks"]]
+    assert names[:3] == ["loss_at_init", "input_independent", "clipping"]
+    assert {"report/last"} <= set(sink.artifacts)
+    report = sink.artifacts["report/last"]
+    assert sum(map(sum, report["confusion"])) == len(tiny_split.val_y)
+
+
+def test_layer_statistics_can_be_turned_off(tiny_split):
+    sink = MemorySink()
+    train(tiny_config(layer_stats_every=0), sink, split=tiny_split)
+    assert not any("/" in key for _, _, key, _ in sink.rows)
