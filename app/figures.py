@@ -348,7 +348,20 @@ def _figure(curves: list[Curve], key: str | Sequence[str], x_axis: str, log_y: b
     ]
     y_title = " / ".join(metric_title(k, labels) for k in _keys(key))
     layout = _layout(x_title, y_title, log_y, f"{'|'.join(_keys(key))}@{x_axis}", best_epoch_lines)
+    flat = _flat_range([c.y for c in curves if c.kind != "best_epoch"], log_y)
+    if flat is not None:
+        layout["yaxis"] = dict(layout["yaxis"], range=flat)
     return go.Figure(data=_traces(curves, x_title, labels), layout=layout)
+
+
+def _flat_range(ys: list[np.ndarray], log_y: bool) -> list[float] | None:
+    """A y range from 0 to just above the value when every curve is one constant (e.g. a constant lr).
+
+    Plotly's autorange centres a flat line in [v - 1, v + 1], which draws lr = 0.002 at "0"."""
+    values = np.concatenate([y[np.isfinite(y)] for y in ys]) if ys else np.array([])
+    if log_y or values.size == 0 or values.min() != values.max() or values.max() <= 0:
+        return None
+    return [0.0, float(values.max()) * 1.1]
 
 
 def clipped_fraction(metrics_df: pd.DataFrame, window: int) -> pd.DataFrame:
@@ -428,4 +441,8 @@ def lr_schedule_figure(
     trace = dict(type="scatter", x=x, y=y, mode="lines", name="learning rate", line=dict(color=PALETTE[0], width=2),
                  hovertemplate="step %{x:.0f}<br>lr %{y:.4g}<extra></extra>")
     layout = _layout(X_TITLES["step"], METRIC_TITLES["lr"], log_y, f"schedule:{title}")
+    finite = y[np.isfinite(y)]
+    if not log_y and finite.size:
+        # from 0 to just above the peak: a constant schedule is a flat line at its value, not at an autoscaled 0
+        layout["yaxis"] = dict(layout["yaxis"], range=[0.0, float(finite.max()) * 1.1 or 1.0])
     return go.Figure(data=[trace], layout=dict(layout, title=dict(text=title), showlegend=False))

@@ -6,11 +6,13 @@ Only the charts refresh live (an st.fragment), and they read only the metric row
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import streamlit as st
 
 from app import figures
-from app.series import X_AXES
+from app.series import X_AXES, is_epoch_level
 from app.state import ACTIVE, run_metrics, runs_frame
 
 CHARTS = [  # (title, keys, default x axis override or None)
@@ -37,13 +39,22 @@ if runs.empty:
 
 
 # ---- view state: initialised from the URL once per session, written back on every run ----
+def _url_smoothing(text: str | None, default: float = 0.6) -> float:
+    """The smoothing weight of a bookmarked URL, clamped to the slider's range (a bad value must not crash the page)."""
+    try:
+        value = float(text) if text is not None else default
+    except ValueError:
+        return default
+    return round(min(0.99, max(0.0, value)), 2) if math.isfinite(value) else default
+
+
 def _from_url() -> None:
     if st.session_state.get("compare_url_loaded"):
         return
     params = st.query_params
     wanted = [r for item in params.get_all("runs") for r in item.split(",") if r]
     st.session_state["compare_runs"] = [r for r in wanted if r in set(runs["run_id"])]
-    st.session_state["compare_smoothing"] = float(params.get("smooth", 0.6))
+    st.session_state["compare_smoothing"] = _url_smoothing(params.get("smooth"))
     st.session_state["compare_x"] = params.get("x", "step") if params.get("x") in X_AXES else "step"
     st.session_state["compare_log"] = params.get("log") == "1"
     group = params.get("group", "")
@@ -112,6 +123,8 @@ def charts() -> None:
         if not keys_present.intersection(wanted):
             continue
         chart_options = dict(options, x_axis=x_axis if forced_x is None or x_axis != "step" else forced_x)
+        if all(is_epoch_level(k) for k in wanted):
+            chart_options["smoothing"] = 0.0  # a handful of epoch points: smoothing would only lag them
         with columns[index % 2]:
             st.markdown(f"**{title}**")
             figure, plotted = figures.metric_figure_with_data(metrics, selected, keys, **chart_options)
@@ -127,7 +140,8 @@ def charts() -> None:
     with st.expander("More metrics (precision, recall, F1, throughput, EMA/SWA, layer statistics...)"):
         extra = st.selectbox("metric", other_keys, key="compare_extra") if other_keys else None
         if extra:
-            figure, plotted = figures.metric_figure_with_data(metrics, selected, extra, **options)
+            extra_options = dict(options, smoothing=0.0) if is_epoch_level(extra) else options
+            figure, plotted = figures.metric_figure_with_data(metrics, selected, extra, **extra_options)
             st.plotly_chart(figure, key="chart_extra")
             exported.append(plotted.assign(chart=extra))
 

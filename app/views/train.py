@@ -88,8 +88,10 @@ with preview_col:
         st.plotly_chart(figures.lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=240),
                         key="schedule_preview")
         grid, labels = batch_grid(config)
+        augmented = config.augment_rotate or config.augment_scale or config.augment_translate or config.augment_flip
         st.image(grid, clamp=True, width="stretch",
-                 caption="first training batch as the model sees it (augmented): " + " ".join(labels[:16]) + " ...")
+                 caption=f"first training batch as the model sees it{' (augmented)' if augmented else ''}: "
+                         + " ".join(labels[:16]) + " ...")
 
 
 st.divider()
