@@ -12,12 +12,20 @@ import streamlit as st
 from app import figures
 from app.state import ACTIVE, format_duration, get_runner, run_metrics, runs_frame
 
-STATUS_ICONS = {"queued": "⏳", "running": "▶️", "completed": "✅", "stopped_early": "⏹️", "cancelled": "🚫",
-                "diverged": "💥", "failed": "❌", "interrupted": "⚠️"}
+# Material icons render everywhere Streamlit does (emoji need a font that kiosk/projector machines may lack)
+STATUS_ICONS = {"queued": ":material/schedule:", "running": ":blue[:material/play_circle:]",
+                "completed": ":green[:material/check_circle:]", "stopped_early": ":green[:material/stop_circle:]",
+                "cancelled": ":gray[:material/cancel:]", "diverged": ":orange[:material/warning:]",
+                "failed": ":red[:material/error:]", "interrupted": ":orange[:material/pause_circle:]"}
+
+
+def status_text(status: str) -> str:
+    return status.replace("_", " ")
 
 
 def status_label(status: str) -> str:
-    return f"{STATUS_ICONS.get(status, '')} {status.replace('_', ' ')}"
+    """Icon and text of a status, for markdown (not for dataframe cells, which show text only)."""
+    return f"{STATUS_ICONS.get(status, '')} {status_text(status)}"
 
 
 def run_status_row(run: pd.Series, key: str) -> None:

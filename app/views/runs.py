@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.live import status_label
+from app.live import status_text
 from app.state import ACTIVE, format_duration, get_runner, get_store, runs_frame
 from engine.store import STATUSES
 
@@ -22,7 +22,7 @@ if runs.empty:
     st.stop()
 
 f1, f2, f3 = st.columns(3)
-status_filter = f1.multiselect("status", STATUSES, key="runs_status", format_func=status_label)
+status_filter = f1.multiselect("status", STATUSES, key="runs_status", format_func=status_text)
 group_filter = f2.multiselect("group", sorted({g for g in runs["group"] if g}), key="runs_group")
 owner_filter = f3.multiselect("owner", sorted({o for o in runs["owner"] if o}), key="runs_owner")
 
@@ -46,7 +46,7 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
         "run_id": view["run_id"],
         "name": view["name"],
         "group": view["group"],
-        "status": view["status"].map(status_label),
+        "status": view["status"].map(status_text),
         "progress": view["progress"].astype(float),
         "ETA": [format_duration(e) if s == "running" else "" for e, s in zip(view["eta_s"], view["status"])],
         "device": view["device"].fillna(""),
