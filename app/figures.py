@@ -416,6 +416,9 @@ def final_metrics_table(metrics_df: pd.DataFrame, runs_df: pd.DataFrame) -> pd.D
         return by_run(last.xs(key, level="key") if key in last.index.get_level_values("key") else pd.Series())
 
     end = runs_df["finished_at"].where(runs_df["finished_at"].notna(), by_run(progress["last_time"]))
+    steps = by_run(progress["steps"])
+    if "step" in runs_df:  # the store's own step counter: the metrics passed may hold epoch rows only
+        steps = runs_df["step"].astype(np.float64).where(runs_df["step"].astype(np.float64) > 0, steps).reset_index(drop=True)
     return pd.DataFrame(
         {
             "run_id": run_ids,
@@ -425,7 +428,7 @@ def final_metrics_table(metrics_df: pd.DataFrame, runs_df: pd.DataFrame) -> pd.D
             "final_val_acc": last_of("val_acc"),
             "final_train_loss": last_of("train_loss").fillna(last_of("loss")),
             "best_epoch": last_of("best_epoch").fillna(by_run(epoch_of_best)).astype("Int64"),
-            "steps": by_run(progress["steps"]).astype("Int64"),
+            "steps": steps.astype("Int64"),
             "duration_s": (end - runs_df["started_at"]).astype(np.float64),
         }
     ).reset_index(drop=True)

@@ -63,7 +63,7 @@ def live_runs_panel(run_ids: list[str], key: str) -> None:
             return
         for _, run in selected.iterrows():
             run_status_row(run, key)
-        metrics = run_metrics(list(selected["run_id"]), runs)
+        metrics = run_metrics(list(selected["run_id"]), runs, ["loss", "val_acc", "ema_val_acc", "swa_val_acc", "best_epoch"])
         if metrics.empty:
             st.caption("The first points appear as soon as a worker takes the run.")
             return

@@ -3,7 +3,8 @@
 Every model takes images [B, C, H, W] and returns logits [B, classes], so datasets, the training loop
 and the explainers never special-case a model. Activations are separate nn.ReLU/nn.Tanh modules, never
 functional calls or reused instances: Captum's DeepLift and GuidedBackprop hook each activation module.
-`model.target_layer` names the layer Grad-CAM should look at (None where no spatial layer exists).
+`model.target_layer` (a property, so the layer is not registered twice) names the layer Grad-CAM should
+look at (None where no spatial layer exists).
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ class MLP(nn.Module):
             width = hidden
         layers += [nn.Dropout(dropout), nn.Linear(width, num_classes)]
         self.net = nn.Sequential(*layers)
-        self.target_layer = None  # no spatial feature map: Grad-CAM does not apply
+
+    @property
+    def target_layer(self) -> nn.Module | None:
+        return None  # no spatial feature map: Grad-CAM does not apply
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -61,7 +65,12 @@ class ConvNet(nn.Module):
         self.relu4 = nn.ReLU()
         self.dropout = nn.Dropout(dropout)
         self.fc3 = nn.Linear(84, num_classes)
-        self.target_layer = self.conv2
+
+    @property
+    def target_layer(self) -> nn.Module:
+        # a property, not an attribute: assigning a module would register it twice (duplicate checkpoint
+        # keys, and Captum hooking the layer twice)
+        return self.conv2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool1(self.relu1(self.conv1(x)))
@@ -114,7 +123,10 @@ class ResNet(nn.Module):
         self.flatten = nn.Flatten()
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(c_in, num_classes)
-        self.target_layer = blocks[-1]  # last block's output: the finest map that still sees the whole object
+
+    @property
+    def target_layer(self) -> nn.Module:
+        return self.blocks[-1]  # last block's output: the finest map that still sees the whole object
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))
@@ -131,7 +143,10 @@ class RowRNN(nn.Module):
         self.rnn = cell(channels * size, hidden, num_layers=depth, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(hidden, num_classes)
-        self.target_layer = None
+
+    @property
+    def target_layer(self) -> nn.Module | None:
+        return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

@@ -285,7 +285,7 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
                           ema=ema.module.state_dict() if ema is not None else None,
                           swa=swa.module.state_dict() if swa is not None and epoch >= config.swa_start else None,
                           optimizer=optimizer.state_dict(), rng=torch.get_rng_state(), metrics=epoch_metrics,
-                          extra={"stopper": stopper.state(), "examples": examples,
+                          extra={"stopper": stopper.state(), "examples": examples, "mean": list(mean), "std": list(std),
                                  "ema_n": int(ema.n_averaged) if ema is not None else 0,
                                  "swa_n": int(swa.n_averaged) if swa is not None else 0})
         if run_id is not None:

@@ -13,7 +13,7 @@ import streamlit as st
 
 from app import figures
 from app.series import X_AXES, is_epoch_level
-from app.state import ACTIVE, run_metrics, runs_frame
+from app.state import ACTIVE, run_metric_keys, run_metrics, runs_frame
 
 CHARTS = [  # (title, keys, default x axis override or None)
     ("Training loss (per step)", "loss", None),
@@ -107,17 +107,42 @@ options = dict(x_axis=x_axis, smoothing=smoothing, log_y=log_y, group_by=group_b
 any_active = runs[runs["run_id"].isin(selected_ids)]["status"].isin(ACTIVE).any()
 
 
+def keys_to_read(keys: list[str], x_axis: str) -> list[str]:
+    """What a chart of `keys` needs from the store: its keys, their EMA/SWA twins and the early-stopping
+    marker for epoch-level keys, and the examples counter when it is the x axis."""
+    needed = list(keys)
+    for key in keys:
+        if is_epoch_level(key):
+            needed += [f"ema_{key}", f"swa_{key}", "best_epoch"]
+    if x_axis == "examples":
+        needed.append("examples")
+    return list(dict.fromkeys(needed))
+
+
 @st.fragment(run_every=1.5 if any_active else None)
 def charts() -> None:
     runs_now = runs_frame()
     selected = runs_now[runs_now["run_id"].isin(selected_ids)]
-    metrics = run_metrics(list(selected["run_id"]), runs_now)
-    if metrics.empty:
+    run_ids = list(selected["run_id"])
+    keys_present = run_metric_keys(run_ids, runs_now)
+    if not keys_present:
         st.info("No points yet: the selected runs are waiting for a worker.")
         return
     exported = []
-    keys_present = set(metrics["key"].unique())
     columns = st.columns(2)
+    shown = 0
+
+    def chart(title: str, keys: list[str], chart_options: dict, chart_key: str) -> None:
+        nonlocal shown
+        metrics = run_metrics(run_ids, runs_now, keys_to_read(keys, chart_options["x_axis"]))
+        with columns[shown % 2]:
+            st.markdown(f"**{title}**")
+            figure, plotted = figures.metric_figure_with_data(metrics, selected, keys if len(keys) > 1 else keys[0],
+                                                              **chart_options)
+            st.plotly_chart(figure, key=chart_key)
+        exported.append(plotted.assign(chart=title))
+        shown += 1
+
     for index, (title, keys, forced_x) in enumerate(CHARTS):
         wanted = keys if isinstance(keys, list) else [keys]
         if not keys_present.intersection(wanted):
@@ -125,15 +150,12 @@ def charts() -> None:
         chart_options = dict(options, x_axis=x_axis if forced_x is None or x_axis != "step" else forced_x)
         if all(is_epoch_level(k) for k in wanted):
             chart_options["smoothing"] = 0.0  # a handful of epoch points: smoothing would only lag them
-        with columns[index % 2]:
-            st.markdown(f"**{title}**")
-            figure, plotted = figures.metric_figure_with_data(metrics, selected, keys, **chart_options)
-            st.plotly_chart(figure, key=f"chart_{index}")
-        exported.append(plotted.assign(chart=title))
-    if "clipped" in keys_present and metrics.loc[metrics["key"] == "clipped", "value"].max() > 0:
-        with columns[len(CHARTS) % 2]:
+        chart(title, wanted, chart_options, f"chart_{index}")
+    clipped = run_metrics(run_ids, runs_now, keys_to_read(["clipped"], x_axis)) if "clipped" in keys_present else None
+    if clipped is not None and clipped.loc[clipped["key"] == "clipped", "value"].max() > 0:
+        with columns[shown % 2]:
             st.markdown("**Fraction of steps clipped**")
-            st.plotly_chart(figures.clipped_fraction_figure(metrics, selected, 100, **options), key="chart_clipped")
+            st.plotly_chart(figures.clipped_fraction_figure(clipped, selected, 100, **options), key="chart_clipped")
 
     other_keys = sorted(k for k in keys_present if k not in {"loss", "val_acc", "train_loss", "val_loss", "lr", "grad_norm",
                                                              "clipped", "examples"})
@@ -141,12 +163,15 @@ def charts() -> None:
         extra = st.selectbox("metric", other_keys, key="compare_extra") if other_keys else None
         if extra:
             extra_options = dict(options, smoothing=0.0) if is_epoch_level(extra) else options
+            metrics = run_metrics(run_ids, runs_now, keys_to_read([extra], x_axis))
             figure, plotted = figures.metric_figure_with_data(metrics, selected, extra, **extra_options)
             st.plotly_chart(figure, key="chart_extra")
             exported.append(plotted.assign(chart=extra))
 
     st.markdown("**Final metrics**")
-    table = figures.final_metrics_table(metrics, selected)
+    # epoch-level rows only: the step count and duration come from the runs table, not 400k loss rows
+    table = figures.final_metrics_table(run_metrics(run_ids, runs_now, ["val_acc", "train_loss", "best_epoch"]),
+                                        selected.reset_index(drop=True))
     st.dataframe(table.drop(columns=["run_id"]), hide_index=True, key="final_table",
                  column_config={"best_val_acc": st.column_config.NumberColumn("best val acc", format="%.4f"),
                                 "final_val_acc": st.column_config.NumberColumn("final val acc", format="%.4f"),

@@ -1,0 +1,382 @@
+"""Explain page: ask a trained model *why*. Attribution maps side by side, their quality, and how they evolve.
+
+Pick a run's checkpoint (or a pretrained ImageNet model) and an image: an upload, a validation sample, one
+the model gets wrong, or an example from assets/. The page shows the input as the model sees it and its top
+predictions; then one map per chosen method (heatmap and overlay, with quality scores and time taken), the
+map across the run's checkpoints, and the model-randomization sanity check.
+
+Light methods run inline; heavy ones (many forward passes) run on a background thread of the server, on a
+copy of the model on the run's device, and a fragment polls their progress, so the page never blocks. Session
+state holds ids and plain values only; models and tensors live in st.cache_resource / st.cache_data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from app.state import get_store
+from engine import pretrained
+from engine.checkpoints import list_epochs, resolve
+from engine.explain import METHODS, SIGNS, copy_model, explain, predict, why_not
+from engine.explain_quality import quality, randomization_check
+from engine.explain_render import (Subject, default_params, enlarge, heatmap, image_rgb, load_subject, overlay,
+                                   pixel_map, run_split)
+from engine.images import ImageDecodeError, PreparedImage, decode_image
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
+INLINE_MAX_VALUES = 4096  # inputs up to 64x64 grey: light methods are computed inline below this size
+SHOW_PX = 168  # side of each map on screen
+
+
+# ---- cached resources: models, data, predictions, maps ----------------------------------------------------------
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the checkpoint...")
+def run_subject(run_id: str, which: str, stamp: int) -> Subject:
+    # `stamp` (the file's mtime) makes 'best' and 'last' reload when training writes a newer checkpoint
+    return load_subject(run_id, int(which) if which.isdigit() else which)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the ImageNet model...")
+def pretrained_subject(name: str, download: bool) -> Subject:
+    loaded = pretrained.load_pretrained(name, download=download)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Subject(f"pretrained:{name}", loaded.model.to(device), None, loaded.spec, loaded.classes, -1, device)
+
+
+@st.cache_resource(show_spinner=False)
+def job_board() -> dict:
+    """One worker thread for heavy maps, shared by every session; jobs keyed by what they compute."""
+    return {"pool": ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain"), "jobs": {}, "progress": {}}
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def prepare_bytes(data: bytes, spec_key: str, invert: bool | None, _subject: Subject) -> PreparedImage:
+    return _subject.spec.prepare(decode_image(data), invert=invert)
+
+
+@st.cache_data(max_entries=8, show_spinner="Finding the misclassified validation images...")
+def misclassified(subject_key: str, _subject: Subject) -> pd.DataFrame:
+    split = run_split(_subject.config)
+    probs = torch.cat([predict(_subject.model, _subject.spec.normalize(split.val_x[i:i + 512]))
+                       for i in range(0, len(split.val_x), 512)])
+    confidence, predicted = probs.max(1)
+    wrong = torch.where(predicted != split.val_y)[0]
+    return pd.DataFrame({"sample": wrong.numpy(), "true": split.val_y[wrong].numpy(),
+                         "predicted": predicted[wrong].numpy(), "confidence": confidence[wrong].numpy()},
+                        ).sort_values("confidence", ascending=False)
+
+
+def compute_map(subject: Subject, model: torch.nn.Module, picture: dict, target: int, method: str, with_quality: bool,
+                with_sensitivity: bool, progress=None) -> dict:
+    """One map and its scores as plain numbers and arrays (no st.* here: it also runs on the worker thread)."""
+    params = default_params(method, subject.spec)
+    start = time.perf_counter()
+    attributions = explain(model, picture["inputs"], target, method, device=subject.device, progress=progress, **params)
+    seconds = time.perf_counter() - start
+    scores = None
+    if with_quality:
+        scores = quality(model, picture["inputs"].to(subject.device), target, method, attributions.to(subject.device),
+                         mask=picture["mask"], sensitivity=with_sensitivity, **params).as_dict()
+    return {"map": pixel_map(attributions), "seconds": seconds, "quality": scores}
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def inline_map(job_key: tuple, _subject: Subject, _picture: dict, target: int, method: str, with_quality: bool,
+               with_sensitivity: bool) -> dict:
+    return compute_map(_subject, _subject.model, _picture, target, method, with_quality, with_sensitivity)
+
+
+def background_map(job_key: tuple, subject: Subject, picture: dict, target: int, method: str, with_quality: bool,
+                   with_sensitivity: bool) -> Future:
+    board = job_board()
+    if job_key not in board["jobs"]:
+        board["progress"][job_key] = 0.0
+
+        def run() -> dict:
+            # a private copy: the shared model stays free for the page's inline maps meanwhile
+            model = copy_model(subject.model)
+            return compute_map(subject, model, picture, target, method, with_quality, with_sensitivity,
+                               progress=lambda f: board["progress"].__setitem__(job_key, f))
+
+        board["jobs"][job_key] = board["pool"].submit(run)
+        for old in list(board["jobs"])[:-64]:  # keep the board bounded
+            board["jobs"].pop(old, None)
+            board["progress"].pop(old, None)
+    return board["jobs"][job_key]
+
+
+@st.cache_data(max_entries=16, show_spinner="Re-initialising layers and recomputing maps...")
+def sanity_steps(key: str, _subject: Subject, _picture: dict, target: int, method: str) -> pd.DataFrame:
+    steps = randomization_check(_subject.model, _picture["inputs"].to(_subject.device), target, method,
+                                **default_params(method, _subject.spec))
+    rows = [{"layer": "(trained)", "spearman": 1.0, "spearman_signed": 1.0}]
+    return pd.DataFrame(rows + [vars(step) for step in steps])
+
+
+@st.cache_data(max_entries=16, show_spinner="Predicting at every epoch...")
+def epoch_history(key: tuple, run_id: str, epochs: tuple[int, ...], target: int, _picture: dict) -> pd.DataFrame:
+    """The prediction at every checkpoint (a forward each: cheap, and it shows when the answer changed)."""
+    rows = []
+    for epoch in epochs:
+        past = load_subject(run_id, epoch, device="cpu")
+        probs = predict(past.model, _picture["inputs"])[0]
+        rows.append({"epoch": epoch, "target_prob": float(probs[target]),
+                     "predicted": past.classes[int(probs.argmax())]})
+    return pd.DataFrame(rows)
+
+
+@st.fragment(run_every=0.5)
+def background_progress(job_key: tuple) -> None:
+    """A live progress bar for one background map; reruns the page once the map is ready."""
+    board = job_board()
+    future = board["jobs"].get(job_key)
+    if future is None or future.done():
+        st.rerun()  # the whole page, which now shows the finished map
+    st.progress(board["progress"].get(job_key, 0.0), text="computing in the background...")
+
+
+# ---- figures (pure) ------------------------------------------------------------------------------------------------
+
+
+def topk_figure(top: pd.DataFrame) -> go.Figure:
+    fig = go.Figure(go.Bar(x=top["probability"], y=top["class"], orientation="h",
+                           text=top["probability"].map("{:.1%}".format)))
+    fig.update_layout(height=40 + 28 * len(top), margin=dict(l=0, r=10, t=10, b=0), xaxis=dict(range=[0, 1]),
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def randomization_figure(steps: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    for column, name in (("spearman", "|map| (rank correlation)"), ("spearman_signed", "signed map")):
+        fig.add_trace(go.Scatter(x=steps["layer"], y=steps[column], mode="lines+markers", name=name))
+    fig.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), yaxis=dict(range=[-0.2, 1.05]),
+                      xaxis_title="layers re-initialised from the top, cumulatively", yaxis_title="Spearman ρ")
+    return fig
+
+
+def epochs_figure(history: pd.DataFrame, epoch: int, target_name: str) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=history["epoch"], y=history["target_prob"], mode="lines+markers",
+                               name=f"p({target_name})"))
+    fig.add_vline(x=epoch, line_dash="dot")
+    fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0), yaxis=dict(range=[0, 1]), xaxis_title="epoch")
+    return fig
+
+
+# ---- the page ------------------------------------------------------------------------------------------------------
+
+st.title("Explain")
+source = st.radio("Model", ["Training run", "Pretrained ImageNet model"], horizontal=True, key="explain_source")
+
+if source == "Training run":
+    runs = get_store().list_runs(kind="train")
+    runs = runs[[bool(list_epochs(r)) for r in runs["run_id"]]] if not runs.empty else runs
+    if runs.empty:
+        st.info("No run has a checkpoint yet: one is written at the end of every epoch. Train a run first.")
+        st.stop()
+    ids = list(runs["run_id"])
+    wanted = st.query_params.get("run")
+    if wanted in ids and "explain_run" not in st.session_state:
+        st.session_state["explain_run"] = wanted
+    labels = {r.run_id: f"{r.name} · {r.status} · {r.run_id[:6]}" for r in runs.itertuples()}
+    run_col, ckpt_col = st.columns([3, 1])
+    run_id = run_col.selectbox("Run", ids, format_func=labels.get, key="explain_run")
+    epochs = list_epochs(run_id)
+    which = ckpt_col.selectbox("Checkpoint", ["best", "last", *map(str, epochs)], key=f"explain_ckpt_{run_id}",
+                               format_func=lambda w: f"epoch {w}" if w.isdigit() else w)
+    checkpoint = resolve(run_id, int(which) if which.isdigit() else which)
+    subject = run_subject(run_id, which, checkpoint.stat().st_mtime_ns)
+    subject_key = f"{run_id}:{which}:{subject.epoch}:{checkpoint.stat().st_mtime_ns}"
+    st.caption(f"{subject.config.model} on {subject.config.dataset}, epoch {subject.epoch} · "
+               f"explained on {subject.device}")
+else:
+    name = st.selectbox("ImageNet model", pretrained.PRETRAINED, key="explain_pretrained")
+    if not pretrained.available(name) and not st.session_state.get(f"explain_download_{name}"):
+        st.info(f"The weights of {name} are not on this machine yet: TrainLens looks for "
+                f"`{pretrained.cache_path(name)}` (torch hub cache).")
+        if st.button("Download them now (needs internet)", key="explain_download"):
+            st.session_state[f"explain_download_{name}"] = True
+            st.rerun()
+        st.stop()
+    try:
+        subject = pretrained_subject(name, download=True)
+    except pretrained.PretrainedUnavailable as exc:
+        st.session_state[f"explain_download_{name}"] = False
+        st.error(str(exc))
+        st.stop()
+    run_id, which, subject_key = None, None, subject.run_id
+
+# ---- the image --------------------------------------------------------------------------------------------------
+choices = ["Upload", "Example image"] + (["Validation sample", "Misclassified"] if subject.config else [])
+if subject.config and st.query_params.get("sample", "").isdigit() and "explain_image_source" not in st.session_state:
+    st.session_state["explain_image_source"] = "Validation sample"
+    st.session_state["explain_sample"] = int(st.query_params["sample"])
+image_source = st.radio("Image", choices, horizontal=True, key="explain_image_source")
+picture: dict | None = None  # inputs [1, C, S, S], pixels [C, S, S], mask, notes, key; rebuilt on every run
+invert_choice = None
+if image_source in ("Upload", "Example image"):
+    if image_source == "Upload":
+        upload = st.file_uploader("Image file", type=UPLOAD_TYPES, key="explain_upload",
+                                  help="PNG, JPEG, BMP, GIF (first frame), WebP or TIFF; kept in memory only.")
+        data, label = (upload.getvalue(), "upload") if upload else (None, None)
+    else:
+        examples = sorted(p.name for p in ASSETS.glob("*.png"))
+        example = st.selectbox("Example", examples, key="explain_example")
+        data, label = (ASSETS / example).read_bytes(), example
+    if subject.spec.invert_light:
+        invert_choice = {"auto": None, "invert": True, "keep": False}[
+            st.radio("Colours", ["auto", "invert", "keep"], horizontal=True, key="explain_invert",
+                     help=f"{subject.spec.dataset} images are light on dark: 'auto' inverts images with a "
+                          "light background.")]
+    if data is not None:
+        try:
+            prepared = prepare_bytes(data, repr(subject.spec), invert_choice, _subject=subject)
+        except ImageDecodeError as exc:
+            st.error(str(exc))
+            st.stop()
+        digest = hashlib.sha1(data).hexdigest()[:16]
+        picture = {"inputs": prepared.inputs, "pixels": prepared.pixels, "mask": None, "notes": prepared.notes,
+                   "key": f"{label}:{digest}:{invert_choice}", "label": None}
+else:
+    split = run_split(subject.config)
+    if image_source == "Misclassified":
+        wrong = misclassified(subject_key, _subject=subject)
+        if wrong.empty:
+            st.success("This checkpoint classifies every validation image correctly.")
+            st.stop()
+        wrong_labels = {int(r.sample): f"#{r.sample} · true {subject.classes[r.true]} → predicted "
+                        f"{subject.classes[r.predicted]} ({r.confidence:.0%})" for r in wrong.itertuples()}
+        index = st.selectbox("Misclassified validation image (most confident first)", list(wrong_labels),
+                             format_func=wrong_labels.get, key="explain_wrong")
+    else:
+        index = st.number_input("Validation index", 0, len(split.val_x) - 1, key="explain_sample", step=1)
+    index = int(index)
+    pixels = split.val_x[index]
+    picture = {"inputs": subject.spec.prepare_pixels(pixels), "pixels": pixels,
+               "mask": split.val_masks[index] if split.val_masks is not None else None,
+               "notes": [f"Validation image #{index}, labelled {subject.classes[int(split.val_y[index])]}."],
+               "key": f"val:{index}", "label": int(split.val_y[index])}
+
+if picture is None:
+    st.info("Upload an image (or pick an example) to explain it.")
+    st.stop()
+
+probs = predict(subject.model, picture["inputs"])[0]
+predicted = int(probs.argmax())
+top = torch.topk(probs, min(5, len(probs)))
+top_frame = pd.DataFrame({"class": [f"{subject.classes[i]} ({i})" for i in top.indices.tolist()],
+                          "probability": top.values.numpy()})
+view_col, prob_col = st.columns([1, 2])
+with view_col:
+    st.image(enlarge(image_rgb(picture["pixels"]), SHOW_PX), caption="as the model sees it")
+    for note in picture["notes"]:
+        st.caption(note)
+with prob_col:
+    st.plotly_chart(topk_figure(top_frame), key="explain_topk")
+    target = st.selectbox("Explain the class", range(len(subject.classes)), index=predicted,
+                          key=f"explain_target_{subject_key}_{picture['key']}",
+                          format_func=lambda i: f"{subject.classes[i]} ({i}) · p = {float(probs[i]):.1%}"
+                          + (" · predicted" if i == predicted else ""))
+target = int(target)
+small = picture["inputs"][0].numel() <= INLINE_MAX_VALUES
+base_key = (subject_key, picture["key"], target)
+
+compare_tab, training_tab, sanity_tab = st.tabs(["Compare methods", "Across training", "Sanity check"])
+
+with compare_tab:
+    method_col, sign_col = st.columns([3, 2])
+    chosen = method_col.multiselect("Methods", list(METHODS), default=["saliency", "integrated_gradients"],
+                                    format_func=lambda m: METHODS[m].title, key="explain_methods")
+    sign = sign_col.radio("Show", ["auto", *SIGNS], horizontal=True, key="explain_sign",
+                          help="auto: each method's natural view (e.g. |saliency|, positive Grad-CAM)")
+    q_col, s_col = st.columns(2)
+    with_quality = q_col.toggle("Quality scores", value=True, key="explain_quality")
+    with_sensitivity = s_col.toggle("Include sensitivity (re-runs each method 8 times)", value=small,
+                                    key="explain_sensitivity", disabled=not with_quality)
+    for row_start in range(0, len(chosen), 3):
+        for col, method in zip(st.columns(3), chosen[row_start:row_start + 3]):
+            with col:
+                st.markdown(f"**{METHODS[method].title}**")
+                reason = why_not(subject.model, method)
+                if reason:
+                    st.info(reason)
+                    continue
+                job_key = (*base_key, method, with_quality, with_quality and with_sensitivity)
+                args = (subject, picture, target, method, with_quality, with_quality and with_sensitivity)
+                if small and not METHODS[method].heavy:
+                    with st.spinner(f"{METHODS[method].title}..."):
+                        result = inline_map(job_key, *args)
+                else:
+                    future = background_map(job_key, *args)
+                    if not future.done():
+                        background_progress(job_key)
+                        continue
+                    if future.exception() is not None:
+                        st.error(f"{type(future.exception()).__name__}: {future.exception()}")
+                        continue
+                    result = future.result()
+                shown = METHODS[method].default_sign if sign == "auto" else sign
+                st.image([enlarge(heatmap(result["map"], shown), SHOW_PX),
+                          enlarge(overlay(picture["pixels"], result["map"], shown), SHOW_PX)],
+                         caption=[f"heatmap ({shown})", "overlay"], width=SHOW_PX)
+                st.caption(f"{result['seconds'] * 1000:.0f} ms")
+                if result["quality"]:
+                    scores = {k: v for k, v in result["quality"].items() if v is not None}
+                    st.dataframe(pd.Series(scores, name="value").map("{:.3g}".format), width="stretch")
+    with st.expander("What do the scores mean?"):
+        st.markdown("- **infidelity** (Captum): error of the map at predicting how the output changes when random "
+                    "squares are removed; **infidelity_relative** divides it by the output's own change: 0 is "
+                    "perfect, about 1 is no better than noise.\n- **sensitivity_max** (Captum): the largest relative "
+                    "change of the map under tiny input noise; lower is steadier.\n- **deletion_auc**: area under the "
+                    "model's confidence as the most-attributed pixels are blurred away (lower is better); compare "
+                    "with **deletion_auc_random**, the same in random order.\n- **mask_share** (shapes): share of "
+                    "the top-attributed pixels on the object; **mask_chance** is what a random map gets.")
+
+with training_tab:
+    if subject.config is None:
+        st.info("A pretrained model has no checkpoints over training.")
+    else:
+        all_epochs = list_epochs(run_id)
+        m_col, e_col = st.columns([1, 2])
+        track = m_col.selectbox("Method", [m for m in METHODS if not why_not(subject.model, m)],
+                                format_func=lambda m: METHODS[m].title, key="explain_track_method")
+        epoch = e_col.select_slider("Epoch", all_epochs, value=all_epochs[-1], key=f"explain_epoch_{run_id}")
+        stamps = tuple(resolve(run_id, e).stat().st_mtime_ns for e in all_epochs)
+        history = epoch_history((picture["key"], stamps), run_id, tuple(all_epochs), target, _picture=picture)
+        at_epoch = run_subject(run_id, str(epoch), resolve(run_id, epoch).stat().st_mtime_ns)
+        with st.spinner(f"{METHODS[track].title} at epoch {epoch}..."):
+            epoch_key = (run_id, epoch, stamps[all_epochs.index(epoch)], picture["key"], target, track, False, False)
+            result = inline_map(epoch_key, at_epoch, picture, target, track, False, False)
+        shown = METHODS[track].default_sign if sign == "auto" else sign
+        map_col, chart_col = st.columns([1, 2])
+        row = history.set_index("epoch").loc[epoch]
+        map_col.image(enlarge(overlay(picture["pixels"], result["map"], shown), SHOW_PX),
+                      caption=f"epoch {epoch}: predicts {row['predicted']}, p({subject.classes[target]}) = "
+                              f"{row['target_prob']:.1%}")
+        chart_col.plotly_chart(epochs_figure(history, epoch, subject.classes[target]), key="explain_epochs")
+
+with sanity_tab:
+    st.markdown("Re-initialise the layers from the top, one by one, and compare each map with the trained model's "
+                "(Adebayo et al., 2018). A method that explains *the model* must lose the resemblance; one that "
+                "stays similar shows the image's edges whatever the weights.")
+    sanity_method = st.selectbox("Method", [m for m in METHODS if not why_not(subject.model, m)],
+                                 format_func=lambda m: METHODS[m].title, key="explain_sanity_method")
+    sanity_key = repr((*base_key, sanity_method))
+    if st.button("Run the sanity check", key="explain_sanity_run"):
+        st.session_state["explain_sanity_done"] = sanity_key
+    if st.session_state.get("explain_sanity_done") == sanity_key:
+        steps = sanity_steps(sanity_key, subject, picture, target, sanity_method)
+        st.plotly_chart(randomization_figure(steps), key="explain_sanity_chart")
+        drop = 1.0 - float(steps["spearman"].iloc[-1])
+        st.caption(f"Rank correlation with every layer random: {steps['spearman'].iloc[-1]:.2f} "
+                   f"({'passes' if drop > 0.3 else 'fails'}: a faithful map changes when the model does).")

@@ -1,0 +1,140 @@
+"""The Explain page under Streamlit's AppTest: runs and checkpoints written here, images uploaded from assets/."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from streamlit.testing.v1 import AppTest
+
+from engine.checkpoints import Checkpoint, epoch_path, save_checkpoint
+from engine.config import RunConfig
+from engine.models import build_model
+from ui_helpers import clear_app_caches
+
+PAGE = str(Path(__file__).resolve().parent.parent / "app" / "views" / "explain.py")
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+MNIST_STATS = {"mean": [0.1307], "std": [0.3081]}  # recorded in the checkpoint: no dataset load needed
+
+
+def make_run(model_name: str = "convnet", epochs: int = 2) -> str:
+    from engine.store import Store
+
+    config = RunConfig(dataset="mnist5k", model=model_name, hidden=16, epochs=epochs)
+    run_id = Store().create_run(config)
+    torch.manual_seed(0)
+    model = build_model(model_name, channels=1, size=28, num_classes=10, hidden=16)
+    for epoch in range(epochs):
+        with torch.no_grad():  # a different model at every epoch, as training would leave
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        save_checkpoint(epoch_path(run_id, epoch), Checkpoint(config=config, epoch=epoch, step=epoch + 1,
+                                                              model=model.state_dict(), extra=MNIST_STATS))
+    return run_id
+
+
+def page() -> AppTest:
+    clear_app_caches()  # the cached Store points at the previous test's TRAINLENS_HOME
+    return AppTest.from_file(PAGE, default_timeout=60)
+
+
+def heatmaps(at: AppTest) -> list[str]:
+    return [c for image in at.image for c in image.captions if c.startswith("heatmap")]
+
+
+def run_until(at: AppTest, done, timeout: float = 40.0) -> AppTest:
+    """Re-run the page (as the polling fragment would) until `done(at)` or the timeout."""
+    deadline = time.monotonic() + timeout
+    while not done(at) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        at.run()
+    return at
+
+
+def test_without_runs_the_page_says_what_to_do():
+    at = page().run()
+    assert not at.exception
+    assert "No run has a checkpoint yet" in at.info[0].value
+
+
+def test_upload_two_methods_then_a_background_one():
+    make_run()
+    at = page().run()
+    assert "Upload an image" in at.info[0].value
+    at.file_uploader(key="explain_upload").upload("my digit.png", (ASSETS / "digit_2_light_paper.png").read_bytes(),
+                                                  "image/png")
+    at.run()
+    at.multiselect(key="explain_methods").set_value(["saliency", "grad_cam"])
+    at.run()
+    assert not at.exception, at.exception
+    assert heatmaps(at) == ["heatmap (absolute)", "heatmap (positive)"]  # each method's natural view
+    assert any("Inverted (light background)" in c.value for c in at.caption)  # shown to the user
+    assert any(image.captions == ["as the model sees it"] for image in at.image)
+    assert len(at.get("plotly_chart")) >= 1  # the top-k probabilities
+    assert any(df.value.index.tolist()[:2] == ["infidelity", "sensitivity_max"] for df in at.dataframe)
+    # a heavy method goes to the background thread and appears when done
+    at.multiselect(key="explain_methods").set_value(["saliency", "grad_cam", "integrated_gradients"])
+    at.radio(key="explain_sign").set_value("all")
+    at.run()
+    run_until(at, lambda a: len(heatmaps(a)) == 3)
+    assert heatmaps(at) == ["heatmap (all)"] * 3
+
+
+def test_a_bad_upload_gets_a_readable_error():
+    make_run()
+    at = page().run()
+    at.file_uploader(key="explain_upload").upload("notes.png", b"this is not an image", "image/png")
+    at.run()
+    assert not at.exception
+    assert "not an image that can be read" in at.error[0].value
+
+
+def test_links_open_a_validation_sample_of_a_run():
+    make_run()
+    run_id = make_run()  # the newer run is not the default: the link must select it
+    at = page()
+    at.query_params["run"] = run_id
+    at.query_params["sample"] = "3"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="explain_run").value == run_id
+    assert at.radio(key="explain_image_source").value == "Validation sample"
+    assert any("Validation image #3, labelled" in c.value for c in at.caption)
+    assert len(heatmaps(at)) == 1  # saliency inline; integrated gradients in the background
+    run_until(at, lambda a: len(heatmaps(a)) == 2)
+    assert len(heatmaps(at)) == 2
+
+
+def test_grad_cam_on_an_mlp_says_it_does_not_apply():
+    make_run("mlp")
+    at = page().run()
+    at.radio(key="explain_image_source").set_value("Example image").run()
+    at.multiselect(key="explain_methods").set_value(["grad_cam", "saliency"]).run()
+    assert not at.exception
+    assert "does not apply to this model" in at.info[0].value
+    assert heatmaps(at) == ["heatmap (absolute)"]
+
+
+def test_across_training_and_sanity_check_tabs():
+    run_id = make_run(epochs=3)
+    at = page().run()
+    at.radio(key="explain_image_source").set_value("Example image").run()
+    at.multiselect(key="explain_methods").set_value(["saliency"]).run()
+    slider = at.select_slider(key=f"explain_epoch_{run_id}")
+    assert list(slider.options) == ["0", "1", "2"] and slider.value == 2
+    assert any(c.startswith("epoch 2: predicts") for image in at.image for c in image.captions)
+    slider.set_value(0).run()
+    assert any(c.startswith("epoch 0: predicts") for image in at.image for c in image.captions)
+    at.button(key="explain_sanity_run").click().run()
+    assert not at.exception, at.exception
+    assert any("Rank correlation with every layer random" in c.value for c in at.caption)
+
+
+def test_pretrained_model_without_weights_says_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    at = page()
+    at.run()
+    at.radio(key="explain_source").set_value("Pretrained ImageNet model").run()
+    assert not at.exception
+    assert "resnet18-f37072fd.pth" in at.info[0].value
