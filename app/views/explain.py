@@ -195,7 +195,11 @@ if source == "Training run":
     which = ckpt_col.selectbox("Checkpoint", ["best", "last", *map(str, epochs)], key=f"explain_ckpt_{run_id}",
                                format_func=lambda w: f"epoch {w}" if w.isdigit() else w)
     checkpoint = resolve(run_id, int(which) if which.isdigit() else which)
-    subject = run_subject(run_id, which, checkpoint.stat().st_mtime_ns)
+    try:
+        subject = run_subject(run_id, which, checkpoint.stat().st_mtime_ns)
+    except (OSError, RuntimeError, ValueError) as exc:  # unreadable or mismatched checkpoint: say so, don't crash
+        st.error(f"This checkpoint could not be loaded: {exc}")
+        st.stop()
     subject_key = f"{run_id}:{which}:{subject.epoch}:{checkpoint.stat().st_mtime_ns}"
     st.caption(f"{subject.config.model} on {subject.config.dataset}, epoch {subject.epoch} · "
                f"explained on {subject.device}")
