@@ -278,7 +278,13 @@ if picture is None:
 probs = predict(subject.model, picture["inputs"])[0]
 predicted = int(probs.argmax())
 top = torch.topk(probs, min(5, len(probs)))
-top_frame = pd.DataFrame({"class": [f"{subject.classes[i]} ({i})" for i in top.indices.tolist()],
+def class_label(index: int) -> str:
+    """A class name with its index, unless the name is the index (digits)."""
+    name = subject.classes[index]
+    return name if name == str(index) else f"{name} ({index})"
+
+
+top_frame = pd.DataFrame({"class": [class_label(i) for i in top.indices.tolist()],
                           "probability": top.values.numpy()})
 view_col, prob_col = st.columns([1, 2])
 with view_col:
@@ -289,7 +295,7 @@ with prob_col:
     st.plotly_chart(topk_figure(top_frame), key="explain_topk")
     target = st.selectbox("Explain the class", range(len(subject.classes)), index=predicted,
                           key=f"explain_target_{subject_key}_{picture['key']}",
-                          format_func=lambda i: f"{subject.classes[i]} ({i}) · p = {float(probs[i]):.1%}"
+                          format_func=lambda i: f"{class_label(i)} · p = {float(probs[i]):.1%}"
                           + (" · predicted" if i == predicted else ""))
 target = int(target)
 small = picture["inputs"][0].numel() <= INLINE_MAX_VALUES
