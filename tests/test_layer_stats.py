@@ -15,13 +15,6 @@ from engine.layer_stats import LayerStats
 from engine.models import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core box extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _step(model: nn.Module, stats: LayerStats, optimizer: torch.optim.Optimizer, step: int, x, y) -> dict:

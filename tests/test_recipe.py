@@ -20,13 +20,6 @@ from engine.recipe import (clipping_check, input_independent_check, layer_health
 KEYS = {"name", "title", "status", "value", "numbers", "message", "why"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core box extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
