@@ -34,7 +34,7 @@ def run_status_row(run: pd.Series, key: str) -> None:
     name_col.markdown(f"**{run['name']}**  \n{status_label(run['status'])}")
     progress = float(run["progress"] or 0.0)
     if run["status"] == "running":
-        eta = f", ETA {format_duration(run['eta_s'])}" if run["eta_s"] == run["eta_s"] and run["eta_s"] is not None else ""
+        eta = f", ETA {format_duration(run['eta_s'])}" if not pd.isna(run["eta_s"]) else ""
         text = f"step {int(run['step'])}/{int(run['total_steps'])} · epoch {int(run['epoch']) + 1}{eta}"
     elif run["status"] == "queued":
         text = "waiting for a free worker"

@@ -22,8 +22,8 @@ PAGES = [
     st.Page("views/train.py", title="Train", icon=":material/play_circle:", default=True),
     st.Page("views/runs.py", title="Runs", icon=":material/table_rows:"),
     st.Page("views/compare.py", title="Compare", icon=":material/stacked_line_chart:"),
-    # st.Page("views/run_detail.py", title="Run report", icon=":material/fact_check:"),
-    # st.Page("views/explain.py", title="Explain", icon=":material/visibility:"),
+    st.Page("views/run_detail.py", title="Run report", icon=":material/fact_check:"),
+    st.Page("views/explain.py", title="Explain", icon=":material/visibility:"),
 ]
 
 page = st.navigation(PAGES)

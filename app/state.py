@@ -148,7 +148,8 @@ def get_dataset(name: str, seed: int, val_fraction: float, data_dir: str, limit:
 
 
 def format_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds:
+    """'42s', '3m 05s', '1h 02m'; '-' when unknown (None or NaN)."""
+    if seconds is None or pd.isna(seconds):
         return "-"
     seconds = int(seconds)
     if seconds < 60:

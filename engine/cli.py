@@ -168,7 +168,7 @@ def cmd_runs(args) -> int:
         print("no runs yet: start one with `python -m engine train --wait`")
         return 0
     for row in frame.itertuples():
-        eta = f" eta {row.eta_s:.0f}s" if row.eta_s == row.eta_s and row.eta_s is not None else ""
+        eta = f" eta {row.eta_s:.0f}s" if row.eta_s is not None and not math.isnan(row.eta_s) else ""
         print(f"{row.run_id}  {row.status:<13} {row.progress:6.1%}{eta}  {row.name}" + (f"  [{row.group}]" if row.group else ""))
     return 0
 

@@ -174,7 +174,7 @@ def _write_log(run_id: str, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.worker", description="TrainLens training worker")
     parser.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
-    parser.add_argument("--idle-exit", type=float, default=float(os.environ.get("TRAINLENS_WORKER_IDLE_S", 1800)),
+    parser.add_argument("--idle-exit", type=float, default=float(os.environ.get("TRAINLENS_WORKER_IDLE_S", "1800")),
                         help="exit after this many seconds without work")
     parser.add_argument("--worker-id", default=None)
     args = parser.parse_args(argv)

@@ -70,7 +70,9 @@ if not st.session_state["compare_runs"]:
     st.session_state["compare_runs"] = list(runs[runs["group"] == latest_group]["run_id"] if latest_group
                                             else runs["run_id"].head(4))
 
-labels = {row.run_id: f"{row.name} · {row.status} · {row.run_id[:6]}" for row in runs.itertuples()}
+# no status in the labels: the browser keeps a selected tag's first text, so "queued" would stay on a finished run
+# (the final metrics table below shows the live status)
+labels = {row.run_id: f"{row.name} · {row.run_id[:6]}" for row in runs.itertuples()}
 select_col, group_col = st.columns([4, 1], vertical_alignment="bottom")
 with group_col:
     groups = sorted({g for g in runs["group"] if g})
@@ -123,6 +125,10 @@ def keys_to_read(keys: list[str], x_axis: str) -> list[str]:
 def charts() -> None:
     runs_now = runs_frame()
     selected = runs_now[runs_now["run_id"].isin(selected_ids)]
+    if any_active and not selected["status"].isin(ACTIVE).any():
+        # the last selected run just ended: rerun the whole page once so this fragment stops refreshing
+        # (otherwise it rebuilds every chart every 1.5 s for as long as the tab stays open)
+        st.rerun()
     run_ids = list(selected["run_id"])
     keys_present = run_metric_keys(run_ids, runs_now)
     if not keys_present:
