@@ -38,7 +38,7 @@ def run_main(capsys, *args: str) -> tuple[int, str, str]:
 def test_train_wait_then_inspect_the_run(trainlens_home, tmp_path, capsys):
     lesson = tmp_path / "lesson.toml"
     lesson.write_text('[run]\nmodel = "mlp"\nhidden = 16\ndepth = 1\nepochs = 1\ntrain_limit = 500\n'
-                      'batch_size = 32\nval_fraction = 0.05\n')
+                      'batch_size = 32\nval_fraction = 0.05\nlayer_stats_every = 0\n')
     done = engine_cli(trainlens_home, "train", "--config", str(lesson), "--set", "train_limit=64",
                       "--set", "device=cpu", "--name", "cli run", "--wait", timeout=200)
     assert done.returncode == 0, done.stderr
