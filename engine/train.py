@@ -250,7 +250,8 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
                 last_stats = layer_rows
                 histograms = stats.histograms()
                 if histograms.get("step") == step - 1:  # a histogram step: keep it for the run report
-                    sink.artifact(f"hist/{step}", histograms)
+                    # named and stamped with the step count the metrics use (the collector counts from 0)
+                    sink.artifact(f"hist/{step}", {**histograms, "step": step})
             if not math.isfinite(loss_value):
                 stats.close()
                 sink.progress(step, total_steps, epoch)
