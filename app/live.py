@@ -28,12 +28,30 @@ def status_label(status: str) -> str:
     return f"{STATUS_ICONS.get(status, '')} {status_text(status)}"
 
 
+def settle_when_done(key: str, active_now: bool) -> None:
+    """Call first thing in a live fragment: once its runs have ended, rerun the whole page so the fragment is
+    rebuilt without `run_every` and stops redrawing every second for as long as the tab stays open.
+
+    Waits for a second tick that still sees them ended, so the tick that first saw the end has drawn the
+    final points (a worker writes its last rows before it marks the run finished)."""
+    flag = f"{key}_ended_ticks"
+    if active_now:
+        st.session_state[flag] = 0
+        return
+    st.session_state[flag] = st.session_state.get(flag, 0) + 1
+    if st.session_state[flag] >= 2:
+        st.session_state[flag] = 0
+        st.rerun()
+
+
 def run_status_row(run: pd.Series, key: str) -> None:
     """Name, status, progress bar with ETA, and a cancel button for one run."""
     name_col, bar_col, button_col = st.columns([3, 5, 1], vertical_alignment="center")
     name_col.markdown(f"**{run['name']}**  \n{status_label(run['status'])}")
     progress = float(run["progress"] or 0.0)
-    if run["status"] == "running":
+    if run["status"] == "running" and not run["total_steps"]:
+        text = "starting: loading the data and building the model"
+    elif run["status"] == "running":
         eta = f", ETA {format_duration(run['eta_s'])}" if not pd.isna(run["eta_s"]) else ""
         text = f"step {int(run['step'])}/{int(run['total_steps'])} · epoch {int(run['epoch']) + 1}{eta}"
     elif run["status"] == "queued":
@@ -58,6 +76,8 @@ def live_runs_panel(run_ids: list[str], key: str) -> None:
     def panel() -> None:
         runs = runs_frame()
         selected = runs[runs["run_id"].isin(run_ids)]
+        if active:
+            settle_when_done(key, selected["status"].isin(ACTIVE).any())
         if selected.empty:
             st.info("These runs were deleted.")
             return

@@ -73,7 +73,10 @@ class Runner:
 
     @functools.cached_property
     def size(self) -> int:
-        return self._workers or (int(self._env_workers) if self._env_workers else (self.gpus or 2))
+        size = self._workers or (int(self._env_workers) if self._env_workers else (self.gpus or 2))
+        if size < 1:
+            raise ValueError(f"TRAINLENS_WORKERS={size}: the worker pool needs at least 1 worker")
+        return size
 
     @property
     def threads(self) -> int:

@@ -13,6 +13,7 @@ import streamlit as st
 
 from app import figures
 from app.series import X_AXES, is_epoch_level
+from app.live import settle_when_done
 from app.state import ACTIVE, run_metric_keys, run_metrics, runs_frame
 
 CHARTS = [  # (title, keys, default x axis override or None)
@@ -125,10 +126,8 @@ def keys_to_read(keys: list[str], x_axis: str) -> list[str]:
 def charts() -> None:
     runs_now = runs_frame()
     selected = runs_now[runs_now["run_id"].isin(selected_ids)]
-    if any_active and not selected["status"].isin(ACTIVE).any():
-        # the last selected run just ended: rerun the whole page once so this fragment stops refreshing
-        # (otherwise it rebuilds every chart every 1.5 s for as long as the tab stays open)
-        st.rerun()
+    if any_active:
+        settle_when_done("compare_charts", selected["status"].isin(ACTIVE).any())
     run_ids = list(selected["run_id"])
     keys_present = run_metric_keys(run_ids, runs_now)
     if not keys_present:
@@ -182,7 +181,9 @@ def charts() -> None:
                  column_config={"best_val_acc": st.column_config.NumberColumn("best val acc", format="%.4f"),
                                 "final_val_acc": st.column_config.NumberColumn("final val acc", format="%.4f"),
                                 "final_train_loss": st.column_config.NumberColumn("final train loss", format="%.4f"),
-                                "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f")})
+                                "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f"),
+                                "best_epoch": st.column_config.NumberColumn("best epoch", help="0-based epoch index"),
+                                "steps": st.column_config.NumberColumn("steps")})
     data = pd.concat(exported, ignore_index=True) if exported else pd.DataFrame()
     st.download_button("Download the plotted data (CSV)", data.to_csv(index=False).encode(), "trainlens_compare.csv",
                        "text/csv", key="download_csv", on_click="ignore")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.live import status_text
+from app.live import settle_when_done, status_text
 from app.state import ACTIVE, format_duration, get_runner, get_store, runs_frame
 from engine.store import STATUSES
 
@@ -62,7 +62,10 @@ any_active = runs["status"].isin(ACTIVE).any()
 
 @st.fragment(run_every=2.0 if any_active else None)
 def runs_table() -> None:
-    view = table(runs_frame())
+    runs_now = runs_frame()
+    if any_active:
+        settle_when_done("runs_table", runs_now["status"].isin(ACTIVE).any())
+    view = table(runs_now)
     event = st.dataframe(
         view, hide_index=True, key="runs_table", on_select="rerun", selection_mode="multi-row",
         column_config={
