@@ -24,6 +24,7 @@ from engine.augment import AugmentSpec
 from engine.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from engine.config import RunConfig
 from engine.data import DATA_SEED, DatasetSplit, batches_per_epoch, iterate_batches, load_dataset, normalize
+from engine.grads import FlatGradients
 from engine.layer_stats import LayerStats
 from engine.models import count_parameters, model_from_config
 from engine.optim import lr_at, make_optimizer, set_lr
@@ -109,20 +110,6 @@ class EarlyStopping:
         return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
 
 
-def clip_gradients(model: nn.Module, config: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clip as configured; return (total L2 norm before clipping, 1.0 if clipping changed anything)."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    if config.clip == "norm":
-        norm = torch.nn.utils.clip_grad_norm_(params, config.clip_value)
-        return norm, (norm > config.clip_value).float()
-    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    if config.clip == "value":
-        clipped = torch.stack([p.grad.abs().max() for p in params]).max() > config.clip_value
-        torch.nn.utils.clip_grad_value_(params, config.clip_value)
-        return norm, clipped.float()
-    return norm, torch.zeros(())
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std, batch_size: int = 1000) -> dict[str, float]:
     """Validation loss, accuracy and macro precision/recall/F1 under eval mode."""
@@ -205,6 +192,7 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
         checks.add(recipe.loss_at_init_check(model, first_x, first_y, len(info.classes)))
     stats = LayerStats(model, every=config.layer_stats_every,
                        hist_every=_histogram_every(config.layer_stats_every, total_steps))
+    grads = FlatGradients(model)  # after the checks above: they deep-copy the model, gradients need not follow
     grad_norms: list[float] = []
     clipped_flags: list[bool] = []
     last_stats: dict[str, float] = {}
@@ -214,8 +202,9 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
     status, epoch = "completed", start_epoch
     for epoch in range(start_epoch, config.epochs):
         epoch_start, epoch_examples = time.perf_counter(), 0
-        loss_sum = torch.zeros((), device=device)  # accumulate on device: no sync per step for epoch stats
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        loss_sum = 0.0
+        predictions: list[torch.Tensor] = []  # compared with the labels once per epoch, not per step
+        targets: list[torch.Tensor] = []
         batches = iterate_batches(train_x, train_y, config.batch_size, seed=config.seed, epoch=epoch,
                                   augment=augment if augment.active else None, mean=mean, std=std)
         for xb, yb in batches:
@@ -225,12 +214,12 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
             lr = lr_at(config, step, total_steps)
             set_lr(optimizer, lr)
             stats.begin_step(step)  # arms the layer hooks on sampled steps only
+            grads.zero()
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             stats.after_backward()
-            grad_norm, clipped = clip_gradients(model, config)
+            grad_norm, clipped = grads.clip(config)
             optimizer.step()
             layer_rows = stats.end_step()
             if ema is not None:
@@ -238,9 +227,10 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
             step += 1
             examples += len(yb)
             epoch_examples += len(yb)
-            loss_sum += loss.detach() * len(yb)
-            correct += (logits.detach().argmax(1) == yb).sum()
+            predictions.append(logits.detach().argmax(1))
+            targets.append(yb)
             loss_value, norm_value, clipped_value = loss.item(), grad_norm.item(), clipped.item()
+            loss_sum += loss_value * len(yb)
             sink.log(step, epoch, {"loss": loss_value, "lr": lr, "grad_norm": norm_value,
                                    "clipped": clipped_value, "examples": examples})
             grad_norms.append(norm_value)
@@ -262,8 +252,8 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
             break
 
         seconds = time.perf_counter() - epoch_start
-        epoch_metrics = {"train_loss": (loss_sum / max(1, epoch_examples)).item(),
-                         "train_acc": correct.item() / max(1, epoch_examples),
+        epoch_metrics = {"train_loss": loss_sum / max(1, epoch_examples),
+                         "train_acc": _accuracy(predictions, targets),
                          "examples_per_s": epoch_examples / max(seconds, 1e-9)}
         val = evaluate(model, val_x, val_y, mean, std)
         epoch_metrics.update({f"val_{k}": v for k, v in val.items()})
@@ -323,6 +313,12 @@ class _Checks:
         self.items.extend(checks)
         # a resumed run keeps the checks of its first life (loss at init...) and adds the later ones
         self.sink.artifact("recipe_checks" if not self.resumed else "recipe_checks_resumed", self.items)
+
+
+def _accuracy(predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> float:
+    if not predictions:
+        return 0.0
+    return (torch.cat(predictions) == torch.cat(targets)).float().mean().item()
 
 
 def _histogram_every(every: int, total_steps: int) -> int:

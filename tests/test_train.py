@@ -21,7 +21,8 @@ from engine.checkpoints import epoch_path, load_checkpoint
 from engine.config import RunConfig
 from engine.data import normalize
 from engine.models import model_from_config
-from engine.train import EarlyStopping, MemorySink, clip_gradients, evaluate, train
+from engine.grads import FlatGradients, clip_tensors
+from engine.train import EarlyStopping, MemorySink, evaluate, train
 
 STEP_KEYS = {"loss", "lr", "grad_norm", "clipped", "examples"}
 EPOCH_KEYS = {"train_loss", "train_acc", "examples_per_s", "val_loss", "val_acc", "val_precision", "val_recall",
@@ -121,12 +122,27 @@ def _model_with_gradients(scale: float) -> nn.Module:
     return model
 
 
+def clip_flat(model, config):
+    """The training loop's path: gradients bound into one flat buffer, then clipped there."""
+    values = [p.grad.clone() for p in model.parameters()]
+    grads = FlatGradients(model)
+    for p, value in zip(model.parameters(), values):
+        p.grad.copy_(value)
+    return grads.clip(config)
+
+
+def clip_separate(model, config):
+    """The fallback for models whose gradients cannot share one buffer."""
+    return clip_tensors(list(model.parameters()), config)
+
+
+@pytest.mark.parametrize("clip_fn", [clip_flat, clip_separate])
 @pytest.mark.parametrize("mode, clip_value, should_clip", [
     ("none", 0.1, False),
     ("norm", 0.5, True), ("norm", 1e3, False),
     ("value", 0.25, True), ("value", 1e3, False),
 ])
-def test_clip_gradients_against_torch(mode, clip_value, should_clip):
+def test_clip_gradients_against_torch(mode, clip_value, should_clip, clip_fn):
     model = _model_with_gradients(scale=1.0)
     before = [p.grad.clone() for p in model.parameters()]
     copies = [nn.Parameter(p.detach().clone()) for p in model.parameters()]
@@ -135,7 +151,7 @@ def test_clip_gradients_against_torch(mode, clip_value, should_clip):
     reference = torch.nn.utils.clip_grad_norm_(copies, max_norm=float("inf"))  # torch's total norm, on a copy
     assert reference == pytest.approx(torch.nn.utils.get_total_norm(before).item())
 
-    norm, clipped = clip_gradients(model, RunConfig(clip=mode, clip_value=clip_value))
+    norm, clipped = clip_fn(model, RunConfig(clip=mode, clip_value=clip_value))
     after = [p.grad for p in model.parameters()]
 
     assert norm.item() == pytest.approx(reference.item(), rel=1e-6)  # the logged norm is the norm before clipping
@@ -159,18 +175,18 @@ def test_clip_gradients_against_torch(mode, clip_value, should_clip):
 def test_training_logs_the_pre_clip_norm_and_steps_with_clipped_gradients(monkeypatch, tiny_split, mode):
     clip_value = 0.0625  # exact in float32, so "<= clip_value" needs no tolerance for value clipping
     norms_before, norms_at_step, max_at_step = [], [], []
-    original = train_module.clip_gradients
+    original = FlatGradients.clip
 
-    def recording_clip(model, config):
-        norms_before.append(torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item())
-        return original(model, config)
+    def recording_clip(self, config):
+        norms_before.append(torch.nn.utils.get_total_norm([p.grad for p in self.params]).item())
+        return original(self, config)
 
     def at_step(optimizer):
         grads = [p.grad for p in params_of(optimizer)]
         norms_at_step.append(torch.nn.utils.get_total_norm(grads).item())
         max_at_step.append(max(g.abs().max().item() for g in grads))
 
-    monkeypatch.setattr(train_module, "clip_gradients", recording_clip)
+    monkeypatch.setattr(FlatGradients, "clip", recording_clip)
     spy_optimizer(monkeypatch, pre=at_step)
     sink = MemorySink()
     train(tiny_config(clip=mode, clip_value=clip_value, epochs=1), sink, split=tiny_split)
@@ -332,3 +348,24 @@ def test_layer_statistics_can_be_turned_off(tiny_split):
     sink = MemorySink()
     train(tiny_config(layer_stats_every=0), sink, split=tiny_split)
     assert not any("/" in key for _, _, key, _ in sink.rows)
+
+
+def test_flat_gradients_are_views_that_backward_fills_and_zero_clears():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    reference = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    reference.load_state_dict(model.state_dict())
+    grads = FlatGradients(model)
+    x = torch.randn(5, 4)
+    for _ in range(2):  # twice: zero() must clear the first backward's gradients
+        grads.zero()
+        model(x).pow(2).sum().backward()
+    reference(x).pow(2).sum().backward()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.allclose(p.grad, q.grad)
+        assert p.grad.data_ptr() >= grads.flat.data_ptr()  # still a view into the buffer
+    assert torch.equal(grads.flat, torch.cat([q.grad.reshape(-1) for q in reference.parameters()]))
+    for p in model.parameters():  # something resets gradients to None: zero() binds the views again
+        p.grad = None
+    grads.zero()
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
