@@ -148,7 +148,7 @@ def expect_text(locator, text: str, timeout_ms: int = 30_000) -> None:
 def test_single_run_loss_curve_appears_and_grows(page, server):
     url, home = server
     open_dashboard(page, url)
-    small_training(page, cap=3000, epochs=3)  # 94 steps x 3 epochs: a few seconds of training
+    small_training(page, cap=3000, epochs=8)  # 94 steps x 8 epochs: long enough to watch it grow
     page.get_by_role("button", name="Start run").click()
 
     # the live panel: the run's row with its progress bar, then the loss curve, drawn and growing
@@ -160,18 +160,18 @@ def test_single_run_loss_curve_appears_and_grows(page, server):
         raise
     (name,) = [c["name"] for c in seen["now"]]  # one run: the default convnet + adam, named after them
     assert "adam" in name
-    assert 0 < seen["first"][name] < seen["now"][0]["n"] <= 282
+    assert 0 < seen["first"][name] < seen["now"][0]["n"] <= 752
     # the progress bar ends full, with the run's summary, and the curve holds every step
-    page.get_by_text(re.compile(r"^282 steps in ")).wait_for(timeout=90_000)
+    page.get_by_text(re.compile(r"^752 steps in ")).wait_for(timeout=90_000)
     assert page.get_by_role("progressbar").first.get_attribute("aria-valuenow") == "100"
-    final = wait_for_curves(page, "train_live_loss", "(c) => c[0].n === 282", None, 30_000)
-    assert final == [{"name": name, "n": 282}]
+    final = wait_for_curves(page, "train_live_loss", "(c) => c[0].n === 752", None, 30_000)
+    assert final == [{"name": name, "n": 752}]
 
 
 def test_optimizer_race_shows_three_growing_curves_in_compare(page, server):
     url, home = server
     open_dashboard(page, url)
-    small_training(page, cap=3000, epochs=3)
+    small_training(page, cap=3000, epochs=10)  # 940 steps per run (under the 1,000 drawn points per curve)
     page.locator(".st-key-launch_mode button", has_text="Race").click()
     optimizers = page.locator(".st-key-race_optimizers")
     for name in ("sgd", "momentum", "adam"):  # the default race; mnist5k is the default dataset
@@ -191,12 +191,12 @@ def test_optimizer_race_shows_three_growing_curves_in_compare(page, server):
         print("curves:", curves(page, "chart_0"), "\nurl:", page.url, "\n", server_log(home))
         raise
     assert sorted(c["name"] for c in seen["now"]) == ["adam", "momentum", "sgd"]
-    assert all(0 < seen["first"][c["name"]] < c["n"] <= 282 for c in seen["now"]), seen
+    assert all(0 < seen["first"][c["name"]] < c["n"] <= 940 for c in seen["now"]), seen
     assert "runs=" in page.url  # the view is bookmarkable
 
     # the race ends: full curves and one validation point per epoch; no run is labelled with a stale status
-    wait_for_curves(page, "chart_0", "(c) => c.length === 3 && c.every(t => t.n === 282)", None, 90_000)
-    wait_for_curves(page, "chart_1", "(c) => c.length === 3 && c.every(t => t.n === 3)", None, 30_000)
+    wait_for_curves(page, "chart_0", "(c) => c.length === 3 && c.every(t => t.n === 940)", None, 120_000)
+    wait_for_curves(page, "chart_1", "(c) => c.length === 3 && c.every(t => t.n === 10)", None, 30_000)
     expect(page.locator(".st-key-compare_runs")).not_to_contain_text("queued")
 
     ARTIFACTS.mkdir(exist_ok=True)
