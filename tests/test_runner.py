@@ -122,9 +122,12 @@ def test_a_killed_worker_interrupts_its_run_which_resumes_to_completion(runner):
 
 
 def test_concurrent_runs_lose_no_metric_row(runner):
-    configs = [quick(train_limit=96, epochs=2, seed=1), quick(train_limit=130, epochs=2, seed=2, ema=True),
-               quick(train_limit=64, epochs=3, seed=3, early_stop=True, patience=10),
-               quick(train_limit=200, epochs=2, seed=4, batch_size=16, swa=True, swa_start=0)]
+    # a few hundred steps each (about a second): long enough that both workers are busy at once, so the
+    # rows of concurrent runs really interleave in the store
+    configs = [quick(train_limit=800, batch_size=4, epochs=2, seed=1),
+               quick(train_limit=900, batch_size=4, epochs=2, seed=2, ema=True),
+               quick(train_limit=600, batch_size=4, epochs=3, seed=3, early_stop=True, patience=10),
+               quick(train_limit=1000, batch_size=4, epochs=2, seed=4, swa=True, swa_start=0)]
     runner.ensure_workers()
     # both workers up (registered by themselves, torch imported), so runs really train side by side
     wait_for(lambda: (runner.store.live_workers()["device"] != "starting").sum() == 2, 120, what="two ready workers")
