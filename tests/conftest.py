@@ -115,3 +115,18 @@ def engine_env(home: Path, **extra: str) -> dict[str, str]:
     env.update({"TRAINLENS_HOME": str(home), "TRAINLENS_WORKER_IDLE_S": WORKER_IDLE_S,
                 "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}, **extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Debian Chromium for every browser test (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    from ui_helpers import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
-from ui_helpers import CHROMIUM, CHROMIUM_ARGS, ROOT, server_log, streamlit_server
+from playwright.sync_api import expect
+from ui_helpers import CHROMIUM, ROOT, server_log, streamlit_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180),
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed")]
@@ -44,16 +44,6 @@ def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("browser_home")
     with streamlit_server(home, workers=3) as url:
         yield url, home
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

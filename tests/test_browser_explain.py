@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ui_helpers import CHROMIUM, CHROMIUM_ARGS, ROOT, server_log, streamlit_server
+from ui_helpers import ROOT, server_log, streamlit_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -32,32 +32,30 @@ def trained_server(tmp_path_factory):
             os.environ["TRAINLENS_HOME"] = previous
 
 
-def test_upload_an_asset_and_see_two_attribution_maps(trained_server):
-    from playwright.sync_api import expect, sync_playwright
+def test_upload_an_asset_and_see_two_attribution_maps(trained_server, browser):
+    from playwright.sync_api import expect
 
     expect.set_options(timeout=60_000)  # the first visit imports torch and Captum in the server
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(60_000)
-            page.goto(f"{trained_server}/explain")
-            expect(page.get_by_text("Image file")).to_be_visible()
-            page.locator("input[type=file]").set_input_files(str(ROOT / "assets" / "digit_7.png"))
-            # the input as the model sees it, then the two default methods side by side
-            expect(page.get_by_text("as the model sees it")).to_be_visible()
-            methods = page.get_by_test_id("stMultiSelect").filter(has_text="Methods")
-            expect(methods).to_contain_text("Saliency")
-            expect(methods).to_contain_text("Integrated Gradients")
-            for title in ("Saliency", "Integrated Gradients"):
-                expect(page.locator("strong", has_text=title).first).to_be_visible()
-            # every method renders its heatmap and overlay as images, plus the input image: at least 5
-            page.wait_for_function("document.querySelectorAll('[data-testid=stImage] img').length >= 5")
-            images = page.locator("[data-testid=stImage] img")
-            assert images.count() >= 5
-            # the predicted class of the drawn 7 is shown among the top-k
-            expect(page.get_by_text("Explain the class")).to_be_visible()
-            (ROOT / "test-artifacts").mkdir(exist_ok=True)
-            page.screenshot(path=str(ROOT / "test-artifacts" / "explain.png"), full_page=True)
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    try:
+        page.set_default_timeout(60_000)
+        page.goto(f"{trained_server}/explain")
+        expect(page.get_by_text("Image file")).to_be_visible()
+        page.locator("input[type=file]").set_input_files(str(ROOT / "assets" / "digit_7.png"))
+        # the input as the model sees it, then the two default methods side by side
+        expect(page.get_by_text("as the model sees it")).to_be_visible()
+        methods = page.get_by_test_id("stMultiSelect").filter(has_text="Methods")
+        expect(methods).to_contain_text("Saliency")
+        expect(methods).to_contain_text("Integrated Gradients")
+        for title in ("Saliency", "Integrated Gradients"):
+            expect(page.locator("strong", has_text=title).first).to_be_visible()
+        # every method renders its heatmap and overlay as images, plus the input image: at least 5
+        page.wait_for_function("document.querySelectorAll('[data-testid=stImage] img').length >= 5")
+        images = page.locator("[data-testid=stImage] img")
+        assert images.count() >= 5
+        # the predicted class of the drawn 7 is shown among the top-k
+        expect(page.get_by_text("Explain the class")).to_be_visible()
+        (ROOT / "test-artifacts").mkdir(exist_ok=True)
+        page.screenshot(path=str(ROOT / "test-artifacts" / "explain.png"), full_page=True)
+    finally:
+        page.close()

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from ui_helpers import CHROMIUM, CHROMIUM_ARGS, ROOT, server_log, streamlit_server
+from ui_helpers import CHROMIUM, ROOT, server_log, streamlit_server
 
 from app import report_figures as rf
 from engine.config import RunConfig
@@ -61,18 +61,6 @@ def served_run(tmp_path_factory):
             yield url, home, store, run_id
         finally:
             store.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def kind_of_colour(rgb: list[int]) -> str:
