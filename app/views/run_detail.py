@@ -450,6 +450,13 @@ def job_poller(job_id: str, live_sweep: bool) -> None:
     poll()
 
 
+def latest_job(kind: str) -> tuple[pd.Series | None, bool]:
+    """This run's newest helper job of `kind` (None if never started), and whether it is still queued/running."""
+    jobs = helper_jobs(run_id, kind)
+    latest = jobs.iloc[0] if not jobs.empty else None
+    return latest, latest is not None and latest["status"] in ACTIVE
+
+
 def job_failed(job: pd.Series, what: str) -> bool:
     if job["status"] in ("failed", "interrupted", "cancelled", "diverged"):
         reason = f": {job['error']}" if isinstance(job["error"], str) and job["error"] else "."
@@ -495,9 +502,7 @@ def lr_finder_section() -> None:
     st.caption("fast.ai style: one training step per learning rate, from 1e-7 up to 10 exponentially over 100 steps, "
                "on a fresh copy of this run's model and optimizer; it stops when the loss explodes. Runs as a "
                "background job; the run itself is not touched.")
-    jobs = helper_jobs(run_id, "lr_find")
-    latest = jobs.iloc[0] if not jobs.empty else None
-    busy = latest is not None and latest["status"] in ACTIVE
+    latest, busy = latest_job("lr_find")
     label = "Find a learning rate" if latest is None else "Run the LR finder again"
     if st.button(label, key="report_lr_find", disabled=busy, icon=":material/travel_explore:"):
         start_job("lr_find", "lr finder")
@@ -527,9 +532,7 @@ def overfit_section() -> None:
     st.caption("Karpathy's recipe: train a copy of the model on one batch of 16 images until the loss is near zero. "
                "Runs on request and for lessons, not on every run: 0.1-1 s for small models, up to ~12 s for a ResNet "
                "that never gets there.")
-    jobs = helper_jobs(run_id, "overfit")
-    latest = jobs.iloc[0] if not jobs.empty else None
-    busy = latest is not None and latest["status"] in ACTIVE
+    latest, busy = latest_job("overfit")
     if st.button("Overfit one batch", key="report_overfit", disabled=busy, icon=":material/fitness_center:"):
         start_job("overfit", "overfit one batch")
         st.rerun()
