@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from app import figures
+from app.series import chart_keys
 from app.state import ACTIVE, format_duration, get_runner, run_metrics, runs_frame
 
 # Material icons render everywhere Streamlit does (emoji need a font that kiosk/projector machines may lack)
@@ -83,7 +84,7 @@ def live_runs_panel(run_ids: list[str], key: str) -> None:
             return
         for _, run in selected.iterrows():
             run_status_row(run, key)
-        metrics = run_metrics(list(selected["run_id"]), runs, ["loss", "val_acc", "ema_val_acc", "swa_val_acc", "best_epoch"])
+        metrics = run_metrics(list(selected["run_id"]), runs, chart_keys(["loss", "val_acc"], "step"))
         if metrics.empty:
             st.caption("The first points appear as soon as a worker takes the run.")
             return

@@ -40,6 +40,18 @@ def is_epoch_level(key: str) -> bool:
     return key in EPOCH_KEYS or key.startswith(AVERAGED_PREFIXES)
 
 
+def chart_keys(keys: Sequence[str], x_axis: str) -> list[str]:
+    """What a chart of `keys` needs from the store: its keys, their EMA/SWA twins and the early-stopping
+    marker for epoch-level keys, and the examples counter when it is the x axis."""
+    needed = list(keys)
+    for key in keys:
+        if is_epoch_level(key):
+            needed += [f"ema_{key}", f"swa_{key}", "best_epoch"]
+    if x_axis == "examples":
+        needed.append("examples")
+    return list(dict.fromkeys(needed))
+
+
 def epoch_level_mask(keys: pd.Series) -> np.ndarray:
     """is_epoch_level for a column of keys, deciding once per distinct key (millions of rows)."""
     epoch_keys = [key for key in keys.unique() if is_epoch_level(str(key))]

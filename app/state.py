@@ -114,13 +114,11 @@ _last_reap = [0.0]
 
 
 def _reap_now_and_then(runner: Runner) -> None:
-    # the workers reap each other; this covers the case where every worker died
+    # throttled: every live fragment of every session calls runs_frame()
     if time.time() - _last_reap[0] > 3.0:
         _last_reap[0] = time.time()
         try:
-            runner.reap()
-            if not runner.store.list_runs(status=["queued"]).empty and runner.store.live_workers().empty:
-                runner.ensure_workers()  # queued work but no worker (e.g. all were killed): start the pool
+            runner.recover()
         except Exception:  # a busy database must not break the page: the next tick retries
             pass
 

@@ -139,9 +139,7 @@ def _wait_with_progress(store, handle) -> str:
         while True:
             if time.time() - last_check > 3.0:  # a killed worker: mark its run, keep the pool alive
                 last_check = time.time()
-                runner.reap()
-                if store.live_workers().empty:
-                    runner.ensure_workers()
+                runner.recover()
             run = store.get_run(handle.run_id)
             if run["total_steps"]:
                 bar.total = run["total_steps"]

@@ -109,6 +109,16 @@ class Runner:
     def reap(self) -> list[str]:
         return self.store.reap(is_alive=pid_alive)
 
+    def recover(self) -> list[str]:
+        """Reap dead workers, then start the pool if queued work is left without a live worker.
+
+        Workers reap each other; this covers the case where every worker died (killed, out of memory), for
+        whoever is watching: the dashboard and `train --wait`. Returns the run ids that were interrupted."""
+        interrupted = self.reap()
+        if not self.store.list_runs(status=["queued"]).empty and self.store.live_workers().empty:
+            self.ensure_workers()
+        return interrupted
+
     def ensure_workers(self) -> int:
         """Reap dead workers, then start enough to fill the pool on this host; returns how many started."""
         lock_path = trainlens_home() / "runner.lock"

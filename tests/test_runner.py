@@ -194,3 +194,16 @@ def test_a_run_records_the_device_it_trains_on_not_the_workers(trainlens_home):
     with pytest.raises(ValueError, match="probe"):  # an unknown kind stops the job right after the device is set
         run_job(run, MemorySink(), lambda: False, "cuda", store)
     assert store.get_run(run_id)["device"] == "cpu"
+
+
+@pytest.mark.timeout(120)
+def test_recover_starts_the_pool_for_queued_work_left_without_workers(trainlens_home):
+    runner = Runner(workers=1)
+    run_id = runner.store.create_run(quick())  # queued directly in the store: nobody started a worker
+    assert runner.store.live_workers().empty
+    try:
+        runner.recover()
+        assert not runner.store.live_workers().empty
+        assert RunHandle(runner.store, run_id).wait(timeout=90) == "completed"
+    finally:
+        runner.shutdown()

@@ -276,3 +276,12 @@ def test_band_across_resamples_when_runs_share_no_x():
     for x, low, high in zip(inside["x"], inside["lower"], inside["upper"]):
         values = [np.interp(x, xr, yr) for xr, yr in zip(xs, ys)]
         assert low == pytest.approx(min(values)) and high == pytest.approx(max(values))
+
+
+def test_chart_keys_adds_averaged_twins_the_marker_and_the_examples_axis():
+    from app.series import chart_keys
+
+    assert chart_keys(["loss"], "step") == ["loss"]
+    assert chart_keys(["loss"], "examples") == ["loss", "examples"]
+    assert chart_keys(["train_loss", "val_loss"], "epoch") == [
+        "train_loss", "val_loss", "ema_train_loss", "swa_train_loss", "best_epoch", "ema_val_loss", "swa_val_loss"]

@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from app import figures
-from app.series import X_AXES, is_epoch_level
+from app.series import X_AXES, chart_keys, is_epoch_level
 from app.live import settle_when_done
 from app.state import ACTIVE, run_metric_keys, run_metrics, runs_frame
 
@@ -110,18 +110,6 @@ options = dict(x_axis=x_axis, smoothing=smoothing, log_y=log_y, group_by=group_b
 any_active = runs[runs["run_id"].isin(selected_ids)]["status"].isin(ACTIVE).any()
 
 
-def keys_to_read(keys: list[str], x_axis: str) -> list[str]:
-    """What a chart of `keys` needs from the store: its keys, their EMA/SWA twins and the early-stopping
-    marker for epoch-level keys, and the examples counter when it is the x axis."""
-    needed = list(keys)
-    for key in keys:
-        if is_epoch_level(key):
-            needed += [f"ema_{key}", f"swa_{key}", "best_epoch"]
-    if x_axis == "examples":
-        needed.append("examples")
-    return list(dict.fromkeys(needed))
-
-
 @st.fragment(run_every=1.5 if any_active else None)
 def charts() -> None:
     runs_now = runs_frame()
@@ -139,7 +127,7 @@ def charts() -> None:
 
     def chart(title: str, keys: list[str], chart_options: dict, chart_key: str) -> None:
         nonlocal shown
-        metrics = run_metrics(run_ids, runs_now, keys_to_read(keys, chart_options["x_axis"]))
+        metrics = run_metrics(run_ids, runs_now, chart_keys(keys, chart_options["x_axis"]))
         with columns[shown % 2]:
             st.markdown(f"**{title}**")
             figure, plotted = figures.metric_figure_with_data(metrics, selected, keys if len(keys) > 1 else keys[0],
@@ -156,7 +144,7 @@ def charts() -> None:
         if all(is_epoch_level(k) for k in wanted):
             chart_options["smoothing"] = 0.0  # a handful of epoch points: smoothing would only lag them
         chart(title, wanted, chart_options, f"chart_{index}")
-    clipped = run_metrics(run_ids, runs_now, keys_to_read(["clipped"], x_axis)) if "clipped" in keys_present else None
+    clipped = run_metrics(run_ids, runs_now, chart_keys(["clipped"], x_axis)) if "clipped" in keys_present else None
     if clipped is not None and clipped.loc[clipped["key"] == "clipped", "value"].max() > 0:
         with columns[shown % 2]:
             st.markdown("**Fraction of steps clipped**")
@@ -168,7 +156,7 @@ def charts() -> None:
         extra = st.selectbox("metric", other_keys, key="compare_extra") if other_keys else None
         if extra:
             extra_options = dict(options, smoothing=0.0) if is_epoch_level(extra) else options
-            metrics = run_metrics(run_ids, runs_now, keys_to_read([extra], x_axis))
+            metrics = run_metrics(run_ids, runs_now, chart_keys([extra], x_axis))
             figure, plotted = figures.metric_figure_with_data(metrics, selected, extra, **extra_options)
             st.plotly_chart(figure, key="chart_extra")
             exported.append(plotted.assign(chart=extra))
