@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from app.figures import PALETTE
 from app.series import downsample
 
-UPDATE_RATIO_REFERENCE = -3.0  # = engine.layer_stats.UPDATE_RATIO_REFERENCE (makemore's ~1e-3), kept torch-free
+UPDATE_RATIO_REFERENCE = -3.0  # = engine.diagnostics.layer_stats.UPDATE_RATIO_REFERENCE (makemore's ~1e-3), kept torch-free
 REPORT_KINDS = ("best", "last", "ema", "swa")  # the weights an evaluation report can be computed for
 REPORT_TITLES = {"best": "best checkpoint", "last": "last weights", "ema": "EMA weights", "swa": "SWA weights"}
 AVERAGE_ROWS = ("accuracy", "micro avg", "macro avg", "weighted avg")

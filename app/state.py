@@ -12,8 +12,8 @@ import time
 import pandas as pd
 import streamlit as st
 
-from engine.runner import Runner
-from engine.store import Store
+from engine.runs.runner import Runner
+from engine.runs.store import Store
 
 ACTIVE = ("queued", "running")
 
@@ -140,7 +140,7 @@ def run_metric_keys(run_ids: list[str], runs: pd.DataFrame) -> set[str]:
 @st.cache_resource(show_spinner="Loading the dataset...", max_entries=4)
 def get_dataset(name: str, seed: int, val_fraction: float, data_dir: str, limit: int):
     """A loaded DatasetSplit (tensors; a resource, never copied into session state)."""
-    from engine.data import load_dataset
+    from engine.data.loading import load_dataset
 
     return load_dataset(name, seed=seed, val_fraction=val_fraction, data_dir=data_dir or None, limit=limit)
 

@@ -12,7 +12,7 @@ The methods take turns, so load from other processes on a shared machine hits th
 threads than free cores, OpenMP waits make the medians (not the bests) jump to tens of ms.
 
 Part 2 times one epoch of the whole data path on MNIST-5k (batch 64, no model): the seed-style
-DataLoader + PIL transforms loop against engine.data.iterate_batches, with and without augmentation.
+DataLoader + PIL transforms loop against engine.data.loading.iterate_batches, with and without augmentation.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import torchvision.transforms as T
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere in the repo
-from engine.augment import AffineParams, AugmentSpec, affine_theta, apply_affine, augment_batch, sample_params
-from engine.data import iterate_batches, load_dataset
+from engine.data.augment import AffineParams, AugmentSpec, affine_theta, apply_affine, augment_batch, sample_params
+from engine.data.loading import iterate_batches, load_dataset
 
 SPEC = AugmentSpec(rotate=15.0, scale=0.1, translate=0.1)  # the kind of setting a digits run uses
 BATCH = 64
@@ -47,7 +47,7 @@ def grid_sample_warp(x: torch.Tensor, params: AffineParams, mode: str) -> torch.
 
 def source_coordinates(params: AffineParams, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Source pixel (x, y) of every output pixel, [N, H*W] each, from the inverse map in pixel units (float64).
-    Written independently of engine.augment.affine_theta, so the diff column also cross-checks the engine."""
+    Written independently of engine.data.augment.affine_theta, so the diff column also cross-checks the engine."""
     theta = torch.deg2rad(params.angle)
     cos, sin = torch.cos(theta), torch.sin(theta)
     mirror = torch.where(params.flip, -1.0, 1.0).double()

@@ -119,7 +119,7 @@ def store_ticks(metrics: pd.DataFrame, runs: pd.DataFrame, repeats: int) -> None
     from app.figures import final_metrics_table, metric_figure_with_data
     from app.state import MetricsCache
     from engine.config import RunConfig
-    from engine.store import Store
+    from engine.runs.store import Store
 
     charts = [("loss", "step", 0.6), ("val_acc", "epoch", 0.0), (["train_loss", "val_loss"], "epoch", 0.0),
               ("lr", "step", 0.0), ("grad_norm", "step", 0.0)]

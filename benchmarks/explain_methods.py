@@ -2,7 +2,7 @@
 
     python benchmarks/explain_methods.py [--repeats 15] [--threads N] [--quality]
 
-Times `engine.explain.explain` (defaults as the Explain page uses them, black baseline) for every method in
+Times `engine.explain.methods.explain` (defaults as the Explain page uses them, black baseline) for every method in
 the registry on one 1x28x28 input of an untrained MNIST-shaped convnet (the cost does not depend on the
 weights), plus Integrated Gradients with several `internal_batch_size` values. Prints the best and median
 milliseconds; the methods take turns so that load from other processes hits them alike, and the best is the
@@ -22,9 +22,9 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere in the repo
-from engine.explain import METHODS, explain
-from engine.explain_quality import quality
-from engine.images import input_spec
+from engine.explain.methods import METHODS, explain
+from engine.explain.quality import quality
+from engine.explain.images import input_spec
 from engine.models import build_model
 
 TARGETS_MS = {"saliency": 50.0, "integrated_gradients": 1000.0}

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from engine.layer_stats import LayerStats  # noqa: E402
+from engine.diagnostics.layer_stats import LayerStats  # noqa: E402
 from engine.models import build_model  # noqa: E402
 
 

@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from engine.augment import AugmentSpec  # noqa: E402
+from engine.data.augment import AugmentSpec  # noqa: E402
 from engine.config import RunConfig  # noqa: E402
-from engine.data import iterate_batches, load_dataset  # noqa: E402
+from engine.data.loading import iterate_batches, load_dataset  # noqa: E402
 from engine.models import model_from_config  # noqa: E402
 
 AUGMENT = dict(augment_rotate=15.0, augment_scale=0.1, augment_translate=0.1)
@@ -67,9 +67,9 @@ def bare(config: RunConfig, split, epochs: int, augment: bool) -> float:
 
 def engine_loop(config: RunConfig, split, home: Path) -> float:
     """Median per-epoch training throughput the engine logs while streaming metrics to SQLite."""
-    from engine.store import Store
+    from engine.runs.store import Store
     from engine.train import train
-    from engine.worker import StoreSink
+    from engine.runs.worker import StoreSink
 
     store = Store(home / "bench.db")
     run_id = store.create_run(config)

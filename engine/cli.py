@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _store():
-    from engine.store import Store
+    from engine.runs.store import Store
 
     return Store()
 
@@ -109,7 +109,7 @@ def cmd_train(args) -> int:
         data[key] = value
     config = RunConfig.from_dict({**RunConfig().to_dict(), **data})
 
-    from engine.runner import Runner
+    from engine.runs.runner import Runner
 
     runner = Runner()
     handle = runner.submit(config, name=args.name, group=args.group)
@@ -130,7 +130,7 @@ def _wait_with_progress(store, handle) -> str:
     """Progress bar until the run ends; returns its final status."""
     from tqdm import tqdm
 
-    from engine.runner import Runner
+    from engine.runs.runner import Runner
 
     runner = Runner(store)
     bar = tqdm(total=1, unit="step", file=sys.stderr, dynamic_ncols=True, desc="queued")
@@ -211,7 +211,7 @@ def cmd_metrics(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from engine.runner import Runner
+    from engine.runs.runner import Runner
 
     runner = Runner()
     run_id = _resolve(runner.store, args.run_id)
@@ -221,7 +221,7 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from engine.runner import Runner
+    from engine.runs.runner import Runner
 
     runner = Runner()
     handle = runner.resume(_resolve(runner.store, args.run_id))
@@ -230,7 +230,7 @@ def cmd_resume(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from engine.explain_render import explain_to_png
+    from engine.explain.render import explain_to_png
 
     store = _store()
     run_id = _resolve(store, args.run_id)
@@ -243,7 +243,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_workers(args) -> int:
-    from engine.runner import Runner
+    from engine.runs.runner import Runner
 
     runner = Runner()
     if args.stop:

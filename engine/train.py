@@ -20,15 +20,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from engine.augment import AugmentSpec
+from engine.data.augment import AugmentSpec
 from engine.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from engine.config import RunConfig
-from engine.data import DATA_SEED, DatasetSplit, batches_per_epoch, iterate_batches, load_dataset, normalize
+from engine.data.loading import DATA_SEED, DatasetSplit, batches_per_epoch, iterate_batches, load_dataset, normalize
 from engine.grads import FlatGradients
-from engine.layer_stats import LayerStats
+from engine.diagnostics.layer_stats import LayerStats
 from engine.models import count_parameters, model_from_config
 from engine.optim import lr_at, make_optimizer, set_lr
-from engine import recipe
+from engine.diagnostics import recipe
 
 HISTOGRAMS_PER_RUN = 8  # layer histograms kept per run (at evenly spaced sampled steps)
 
@@ -339,7 +339,7 @@ def _update_batchnorm(model: nn.Module, x, y, config: RunConfig, mean, std) -> N
 def _final_reports(model, ema, swa, config, run_id, val_x, val_y, mean, std, classes, device, sink) -> None:
     """Classification reports (sklearn format, confusion matrix, misclassified images) for last/best/EMA/SWA."""
     from engine.checkpoints import best_path, load_checkpoint
-    from engine.evaluate import evaluate_weights
+    from engine.diagnostics.evaluate import evaluate_weights
 
     weights = {"last": model.state_dict()}
     if run_id is not None and best_path(run_id).exists():

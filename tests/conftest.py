@@ -40,8 +40,8 @@ def stop_workers(home: Path) -> None:
             return
     if not live:
         return
-    from engine.runner import Runner
-    from engine.store import Store
+    from engine.runs.runner import Runner
+    from engine.runs.store import Store
 
     store = Store(path)
     try:
@@ -76,7 +76,7 @@ def runner(runner_home):
         mp.setenv("TRAINLENS_HOME", str(runner_home))
         mp.setenv("TRAINLENS_WORKERS", str(RUNNER_WORKERS))
         mp.setenv("TRAINLENS_WORKER_IDLE_S", WORKER_IDLE_S)
-        from engine.runner import Runner
+        from engine.runs.runner import Runner
 
         runner = Runner()
         try:
@@ -91,7 +91,7 @@ def make_split(n_train: int = 96, n_val: int = 48, channels: int = 1, size: int 
     """A tiny learnable DatasetSplit: random images labelled by a fixed random linear 'teacher'."""
     import torch
 
-    from engine.data import DatasetInfo, DatasetSplit, channel_stats
+    from engine.data.loading import DatasetInfo, DatasetSplit, channel_stats
 
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand(n_train + n_val, channels, size, size, generator=generator)

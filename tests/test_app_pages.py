@@ -57,7 +57,7 @@ def tiny_runs(runner) -> dict[str, str]:
             ids[f"{optimizer} s{seed}"] = runner.submit(config, name=f"{optimizer} s{seed}", group="tiny").run_id
     for run_id in ids.values():
         assert runner.store.get_run(run_id) is not None
-    from engine.runner import RunHandle
+    from engine.runs.runner import RunHandle
 
     statuses = {name: RunHandle(runner.store, run_id).wait(timeout=240) for name, run_id in ids.items()}
     assert set(statuses.values()) == {"completed"}, statuses
@@ -198,7 +198,7 @@ def test_runs_empty_state_offers_the_default_run(monkeypatch):
     assert button.label == "Start the default run"
     button.click().run()
     assert_no_exception(at)
-    from engine.store import Store
+    from engine.runs.store import Store
 
     store = Store()
     runs = store.list_runs()

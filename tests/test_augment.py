@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from engine.augment import AffineParams, AugmentSpec, apply_affine, augment_batch, sample_params
+from engine.data.augment import AffineParams, AugmentSpec, apply_affine, augment_batch, sample_params
 
 
 def params(n: int = 1, angle: float = 0.0, zoom: float = 1.0, shift_x: float = 0.0, shift_y: float = 0.0,

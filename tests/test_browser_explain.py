@@ -20,7 +20,7 @@ def trained_server(tmp_path_factory):
     try:
         with streamlit_server(home, workers=1) as url:
             from engine.config import RunConfig
-            from engine.runner import Runner
+            from engine.runs.runner import Runner
 
             handle = Runner(workers=1).submit(RunConfig(train_limit=1500, epochs=2, layer_stats_every=0), name="digits")
             assert handle.wait(timeout=180) == "completed", server_log(home)

@@ -48,8 +48,8 @@ def served_run(tmp_path_factory):
     home = tmp_path_factory.mktemp("report_browser_home")
     with pytest.MonkeyPatch.context() as mp, streamlit_server(home, workers=2) as url:
         mp.setenv("TRAINLENS_HOME", str(home))
-        from engine.runner import RunHandle, Runner
-        from engine.store import Store
+        from engine.runs.runner import RunHandle, Runner
+        from engine.runs.store import Store
 
         store = Store(home / "trainlens.db")
         runner = Runner(store, workers=2)

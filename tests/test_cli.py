@@ -18,7 +18,7 @@ from conftest import engine_env
 
 from engine.cli import main
 from engine.config import RunConfig
-from engine.store import Store
+from engine.runs.store import Store
 
 PROJECT = str(Path(__file__).resolve().parent.parent)
 

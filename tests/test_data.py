@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.augment import AugmentSpec
-from engine.data import (
+from engine.data.augment import AugmentSpec
+from engine.data.loading import (
     DATASETS,
     DatasetUnavailable,
     batches_per_epoch,
@@ -24,7 +24,7 @@ from engine.data import (
     load_dataset,
     normalize,
 )
-from engine.shapes import SHAPE_CLASSES, generate_shapes
+from engine.data.shapes import SHAPE_CLASSES, generate_shapes
 
 
 # --- registry ------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 
 PROJECT = str(Path(__file__).resolve().parent.parent)
 SPINE = ["engine", "engine.config", "engine.models", "engine.optim", "engine.train", "engine.checkpoints",
-         "engine.store", "engine.worker", "engine.jobs", "engine.runner", "engine.cli"]
+         "engine.runs.store", "engine.runs.worker", "engine.runs.jobs", "engine.runs.runner", "engine.cli"]
 
 
 def _modules_after_import(statement: str) -> set[str]:

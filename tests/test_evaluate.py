@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sklearn.metrics import classification_report
 from torch import nn
 
-from engine.evaluate import evaluate_model, evaluate_weights, evaluation_report, predict
+from engine.diagnostics.evaluate import evaluate_model, evaluate_weights, evaluation_report, predict
 
 NAMES = ["zero", "one", "two", "three"]
 

@@ -1,4 +1,4 @@
-"""engine.explain: one table over the whole registry, plus reference checks against Captum called directly."""
+"""engine.explain.methods: one table over the whole registry, plus reference checks against Captum called directly."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from engine.checkpoints import Checkpoint, epoch_path, save_checkpoint
 from engine.config import RunConfig
-from engine.explain import METHODS, NotApplicable, copy_model, explain, predict, resolve_params, why_not
+from engine.explain.methods import METHODS, NotApplicable, copy_model, explain, predict, resolve_params, why_not
 from engine.models import build_model
 
 # tiny members of every model family, on inputs they accept
@@ -190,7 +190,7 @@ def test_predict_gives_probabilities():
 def test_pretrained_resnet_from_a_local_file_matches_torchvision(tmp_path):
     import torchvision
 
-    from engine.pretrained import load_pretrained
+    from engine.explain.pretrained import load_pretrained
 
     torch.manual_seed(0)
     original = torchvision.models.resnet18(weights=None).eval()
@@ -211,7 +211,7 @@ def test_pretrained_resnet_from_a_local_file_matches_torchvision(tmp_path):
 
 
 def test_pretrained_offline_says_which_file_to_put_where(tmp_path, monkeypatch):
-    from engine.pretrained import PretrainedUnavailable, load_pretrained
+    from engine.explain.pretrained import PretrainedUnavailable, load_pretrained
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(PretrainedUnavailable, match=r"resnet18-f37072fd\.pth into .*torch/hub/checkpoints"):
@@ -225,7 +225,7 @@ def test_pretrained_offline_says_which_file_to_put_where(tmp_path, monkeypatch):
 
 
 def test_heatmaps_colour_by_sign_and_overlays_keep_the_image_where_the_map_is_zero():
-    from engine.explain_render import heatmap, overlay, pixel_map, scale_map
+    from engine.explain.render import heatmap, overlay, pixel_map, scale_map
 
     attributions = torch.zeros(3, 4, 4)
     attributions[:, 0, 0] = 1.0  # the channel total is the pixel's value
@@ -251,7 +251,7 @@ def test_cli_explain_writes_a_png(trainlens_home, tmp_path, capsys):
     from PIL import Image
 
     from engine.cli import main
-    from engine.store import Store
+    from engine.runs.store import Store
 
     config = RunConfig(dataset="mnist5k", model="convnet")
     run_id = Store().create_run(config)

@@ -19,7 +19,7 @@ MNIST_STATS = {"mean": [0.1307], "std": [0.3081]}  # recorded in the checkpoint:
 
 
 def make_run(model_name: str = "convnet", epochs: int = 2) -> str:
-    from engine.store import Store
+    from engine.runs.store import Store
 
     config = RunConfig(dataset="mnist5k", model=model_name, hidden=16, epochs=epochs)
     run_id = Store().create_run(config)

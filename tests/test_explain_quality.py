@@ -1,4 +1,4 @@
-"""engine.explain_quality on a convnet trained here on `shapes`, with Captum's metrics called directly as reference."""
+"""engine.explain.quality on a convnet trained here on `shapes`, with Captum's metrics called directly as reference."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import torch
 from captum.metrics import infidelity, sensitivity_max
 from scipy.stats import spearmanr
 
-from engine.data import load_dataset, normalize
-from engine.explain import explain
-from engine.explain_quality import (deletion_curve, infidelity_score, mask_score, quality, randomization_check,
+from engine.data.loading import load_dataset, normalize
+from engine.explain.methods import explain
+from engine.explain.quality import (deletion_curve, infidelity_score, mask_score, quality, randomization_check,
                                     relative_infidelity, sensitivity_score)
 from engine.models import build_model
 

@@ -1,4 +1,4 @@
-"""engine.images: a corpus of good, odd and bad image files generated here, and dataset-faithful preparation."""
+"""engine.explain.images: a corpus of good, odd and bad image files generated here, and dataset-faithful preparation."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from engine.images import (MAX_BYTES, ImageDecodeError, InputSpec, decode_image, imagenet_spec, input_spec)
+from engine.explain.images import (MAX_BYTES, ImageDecodeError, InputSpec, decode_image, imagenet_spec, input_spec)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 MNIST = input_spec("mnist5k", 1, 28, (0.1307,), (0.3081,), light_background=False)

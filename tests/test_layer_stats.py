@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.layer_stats import LayerStats
+from engine.diagnostics.layer_stats import LayerStats
 from engine.models import build_model
 
 

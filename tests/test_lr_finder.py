@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.lr_finder import lr_find, suggest_steepest, suggest_valley
+from engine.diagnostics.lr_finder import lr_find, suggest_steepest, suggest_valley
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 

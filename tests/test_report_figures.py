@@ -21,7 +21,7 @@ LABELS = ["cat", "dog", "bird"]
 @pytest.fixture
 def evaluation():
     """An evaluation report of 60 predictions over 3 classes with a known mix of mistakes."""
-    from engine.evaluate import evaluation_report
+    from engine.diagnostics.evaluate import evaluation_report
 
     rng = np.random.default_rng(0)
     true = np.repeat([0, 1, 2], 20)
@@ -144,7 +144,7 @@ def layer_metrics() -> pd.DataFrame:
 
 
 def test_update_ratio_figure_has_one_line_per_parameter_and_the_makemore_reference():
-    from engine.layer_stats import UPDATE_RATIO_REFERENCE
+    from engine.diagnostics.layer_stats import UPDATE_RATIO_REFERENCE
 
     assert rf.UPDATE_RATIO_REFERENCE == UPDATE_RATIO_REFERENCE == -3.0
     metrics = layer_metrics()
@@ -204,7 +204,7 @@ def sweep():
     import torch
     from torch import nn
 
-    from engine.lr_finder import lr_find
+    from engine.diagnostics.lr_finder import lr_find
 
     generator = torch.Generator().manual_seed(0)
     centers = torch.randn(4, 10, generator=generator)

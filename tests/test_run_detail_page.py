@@ -16,7 +16,7 @@ from ui_helpers import chart_by_key, chart_traces, decode_array, figure_spec, fr
 
 from app import report_figures as rf
 from engine.config import RunConfig
-from engine.runner import RunHandle
+from engine.runs.runner import RunHandle
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -266,7 +266,7 @@ def test_selection_defaults_to_the_latest_run_and_follows_the_url(runner, tiny_r
 def test_states_before_and_without_a_report(monkeypatch):
     """Queued, running, diverged, no layer statistics, a broken artifact: each says what happens next."""
     monkeypatch.setenv("TRAINLENS_WORKERS", "0")  # the page must not start workers for the queued run
-    from engine.store import Store
+    from engine.runs.store import Store
 
     store = Store()
     queued = store.create_run(RunConfig(train_limit=300, epochs=1), name="queued one")

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from engine.config import RunConfig
-from engine.jobs import run_job
-from engine.runner import RunHandle, Runner
-from engine.store import TERMINAL, Store
+from engine.runs.jobs import run_job
+from engine.runs.runner import RunHandle, Runner
+from engine.runs.store import TERMINAL, Store
 from engine.train import MemorySink
-from engine.worker import pid_alive
+from engine.runs.worker import pid_alive
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -160,7 +160,7 @@ def test_workers_are_fresh_interpreters_even_after_torch_ran_here(trainlens_home
         pids = runner.store.live_workers()["pid"].tolist()
         assert len(pids) == 2
         for pid in pids:
-            assert "-m engine.worker" in worker_cmdline(int(pid))  # exec'd, not a fork of pytest
+            assert "-m engine.runs.worker" in worker_cmdline(int(pid))  # exec'd, not a fork of pytest
     finally:
         runner.shutdown()
     assert runner.store.live_workers().empty

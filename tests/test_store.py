@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import RunConfig
-from engine.store import SCHEMA_VERSION, Store
+from engine.runs.store import SCHEMA_VERSION, Store
 
 PROJECT = str(Path(__file__).resolve().parent.parent)
 
@@ -159,7 +159,7 @@ def test_a_stop_requested_while_starting_survives_registration(store):
 
 WRITER = """
 import sys, time
-from engine.store import Store
+from engine.runs.store import Store
 store = Store(sys.argv[1])
 for batch in range(int(sys.argv[2])):
     store.log_batch([("live", batch, 0, f"k{i}", float(i), time.time()) for i in range(25)])
@@ -197,7 +197,7 @@ def test_a_reader_sees_rows_while_another_process_writes(store):
 
 CLAIMER = """
 import json, os, sys, time
-from engine.store import Store
+from engine.runs.store import Store
 store = Store(sys.argv[1])
 while not os.path.exists(sys.argv[2]):
     time.sleep(0.01)

@@ -1,6 +1,6 @@
 """Runs outlive whatever started them: killing the dashboard (or CLI) process mid-run loses nothing.
 
-The dashboard starts workers through engine.runner; a worker must not die with the server that
+The dashboard starts workers through engine.runs.runner; a worker must not die with the server that
 started it (a Streamlit restart, a closed terminal), and a new server must find the run in the store,
 still training, and see it complete.
 """
@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import Store
+from engine.runs.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
 STARTER = """
 import time
 from engine.config import RunConfig
-from engine.runner import Runner
+from engine.runs.runner import Runner
 handle = Runner(workers=1).submit(RunConfig(train_limit=800, epochs=3, batch_size=32, layer_stats_every=0))
 print(handle.run_id, flush=True)
 time.sleep(120)  # a server that keeps running until it is killed

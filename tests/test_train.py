@@ -19,7 +19,7 @@ from torch import nn
 import engine.train as train_module
 from engine.checkpoints import epoch_path, load_checkpoint
 from engine.config import RunConfig
-from engine.data import normalize
+from engine.data.loading import normalize
 from engine.models import model_from_config
 from engine.grads import FlatGradients, clip_tensors
 from engine.train import EarlyStopping, MemorySink, evaluate, train

@@ -129,8 +129,8 @@ def stop_home_workers(home: Path) -> None:
     """Stop every worker process registered in `home`'s store (none when it has no store)."""
     if not (home / "trainlens.db").exists():
         return
-    from engine.runner import Runner
-    from engine.store import Store
+    from engine.runs.runner import Runner
+    from engine.runs.store import Store
 
     store = Store(home / "trainlens.db")
     try:

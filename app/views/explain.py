@@ -23,13 +23,13 @@ import streamlit as st
 import torch
 
 from app.state import get_store
-from engine import pretrained
+from engine.explain import pretrained
 from engine.checkpoints import list_epochs, resolve
-from engine.explain import METHODS, SIGNS, copy_model, explain, predict, why_not
-from engine.explain_quality import quality, randomization_check
-from engine.explain_render import (Subject, default_params, enlarge, heatmap, image_rgb, load_subject, overlay,
+from engine.explain.methods import METHODS, SIGNS, copy_model, explain, predict, why_not
+from engine.explain.quality import quality, randomization_check
+from engine.explain.render import (Subject, default_params, enlarge, heatmap, image_rgb, load_subject, overlay,
                                    pixel_map, run_split)
-from engine.images import ImageDecodeError, PreparedImage, decode_image
+from engine.explain.images import ImageDecodeError, PreparedImage, decode_image
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]

@@ -238,7 +238,7 @@ def misclassified_grid(evaluation: dict, true: int, pred: int) -> None:
 
 
 def _data_seed() -> int:
-    from engine.data import DATA_SEED  # imports torch: only when thumbnails are drawn
+    from engine.data.loading import DATA_SEED  # imports torch: only when thumbnails are drawn
 
     return DATA_SEED
 

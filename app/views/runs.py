@@ -7,7 +7,7 @@ import streamlit as st
 
 from app.live import settle_when_done, status_text
 from app.state import ACTIVE, format_duration, get_runner, get_store, runs_frame
-from engine.store import STATUSES
+from engine.runs.store import STATUSES
 
 st.title("Runs")
 runs = runs_frame()

@@ -12,7 +12,7 @@ from app.config_form import config_form
 from app.live import live_runs_panel
 from app.state import get_dataset, get_runner
 from engine.config import OPTIMIZERS, RunConfig
-from engine.data import DATA_SEED
+from engine.data.loading import DATA_SEED
 from engine.race import RECOMMENDED_LR, expand_race, parse_values
 
 LAUNCHED_KEY = "launched_run_ids"
@@ -38,7 +38,7 @@ if config is not None:
 @st.cache_data(show_spinner=False, max_entries=64)
 def parameter_count(dataset: str, model: str, hidden: int, depth: int, width: int, skip: bool, activation: str,
                     dropout: float) -> int:
-    from engine.data import dataset_info
+    from engine.data.loading import dataset_info
     from engine.models import build_model, count_parameters
 
     info = dataset_info(dataset)
@@ -49,8 +49,8 @@ def parameter_count(dataset: str, model: str, hidden: int, depth: int, width: in
 
 def batch_grid(config: RunConfig, count: int = 32) -> tuple[np.ndarray, list[str]]:
     """The first training batch of epoch 0, augmented exactly as the run will see it, as one image grid."""
-    from engine.augment import AugmentSpec
-    from engine.data import iterate_batches
+    from engine.data.augment import AugmentSpec
+    from engine.data.loading import iterate_batches
 
     spec = AugmentSpec(config.augment_rotate, config.augment_scale, config.augment_translate, config.augment_flip)
     xb, yb = next(iterate_batches(split.train_x, split.train_y, config.batch_size, seed=config.seed, epoch=0,
@@ -73,7 +73,7 @@ with preview_col:
     if data_error:
         st.error(data_error)
     if config is not None and split is not None:
-        from engine.data import batches_per_epoch
+        from engine.data.loading import batches_per_epoch
         from engine.optim import schedule_curve
 
         steps_per_epoch = batches_per_epoch(len(split.train_x), config.batch_size)

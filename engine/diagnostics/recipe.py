@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.layer_stats import UPDATE_RATIO_REFERENCE
+from engine.diagnostics.layer_stats import UPDATE_RATIO_REFERENCE
 
 MakeOptimizer = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -37,8 +37,8 @@ OVERFIT_STEPS = 300
 def _probe_job(run, config, sink, should_stop, device, store) -> tuple[str, str | None]:
     import torch
 
-    from engine.augment import AugmentSpec
-    from engine.data import DATA_SEED, iterate_batches, load_dataset
+    from engine.data.augment import AugmentSpec
+    from engine.data.loading import DATA_SEED, iterate_batches, load_dataset
     from engine.models import model_from_config
     from engine.optim import make_optimizer
 
@@ -49,7 +49,7 @@ def _probe_job(run, config, sink, should_stop, device, store) -> tuple[str, str 
     model = model_from_config(config, info.channels, info.size, len(info.classes)).to(device)
     train_x, train_y = split.train_x.to(device), split.train_y.to(device)
     if run["kind"] == "lr_find":
-        from engine.lr_finder import lr_find
+        from engine.diagnostics.lr_finder import lr_find
 
         augment = AugmentSpec(config.augment_rotate, config.augment_scale, config.augment_translate, config.augment_flip)
 
@@ -69,7 +69,7 @@ def _probe_job(run, config, sink, should_stop, device, store) -> tuple[str, str 
                          on_step=on_step, should_stop=should_stop)
         name = "lr_find"
     else:
-        from engine import recipe
+        from engine.diagnostics import recipe
 
         xb, yb = next(iterate_batches(train_x, train_y, OVERFIT_BATCH, seed=config.seed, epoch=0,
                                       mean=split.mean, std=split.std))
@@ -89,7 +89,7 @@ def _probe_job(run, config, sink, should_stop, device, store) -> tuple[str, str 
 
 def _train_job(run, config, sink, should_stop, device, store) -> tuple[str, str | None]:
     from engine import checkpoints
-    from engine.data import DatasetUnavailable
+    from engine.data.loading import DatasetUnavailable
 
     run_id = run["run_id"]
     resume_path = None

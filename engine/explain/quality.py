@@ -28,7 +28,7 @@ from captum.metrics import infidelity, sensitivity_max
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from engine.explain import Target, copy_model, evaluating, explain, get_method, resolve_params
+from engine.explain.methods import Target, copy_model, evaluating, explain, get_method, resolve_params
 
 
 def channel_map(attributions: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ input value pushed the model towards `target`. Every method has defaults that wo
 (and on torchvision ImageNet models); a method that cannot apply to a model raises `NotApplicable` with a
 sentence a user can read, and `why_not(model, method)` asks the same question without computing anything.
 
-This module and `engine.explain_quality` are the only ones that import Captum.
+This module and `engine.explain.quality` are the only ones that import Captum.
 
 Threading: Captum's DeepLift, GuidedBackprop and Deconvolution attach hooks to the model's modules while they
 run, so two explanations of the *same model object* at once would see each other's hooks. Calls on one model
@@ -79,7 +79,7 @@ class Method:
 
 def _baseline(inputs: Tensor, value: float | Tensor) -> Tensor:
     # a baseline is a value in the model's input space (after normalisation): 0 is the dataset mean colour,
-    # callers pass the normalised black for "no ink" (see engine.images.InputSpec.black)
+    # callers pass the normalised black for "no ink" (see engine.explain.images.InputSpec.black)
     base = torch.as_tensor(value, dtype=inputs.dtype, device=inputs.device)
     return base.expand_as(inputs) if base.dim() == 0 or base.shape != inputs.shape else base
 

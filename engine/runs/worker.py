@@ -1,6 +1,6 @@
 """A warm worker process: imports torch once, then takes queued runs from the store one after another.
 
-Started by engine.runner as `python -m engine.worker` (a fresh interpreter, never a fork of a process
+Started by engine.runs.runner as `python -m engine.runs.worker` (a fresh interpreter, never a fork of a process
 that ran torch). A heartbeat thread refreshes the worker's and its run's heartbeat every second, relays
 cancel requests, and reaps dead peers, so a killed worker's run is marked interrupted within seconds.
 Metrics are buffered and written by a flusher thread in batched transactions, off the training step.
@@ -96,7 +96,7 @@ class Worker:
     def __init__(self, worker_id: str, threads: int, idle_exit_s: float):
         import torch
 
-        from engine.store import Store
+        from engine.runs.store import Store
 
         torch.set_num_threads(threads)  # cores // concurrent workers: oversubscription halves throughput
         self.store = Store()
@@ -109,7 +109,7 @@ class Worker:
         self.store.register_worker(worker_id, os.getpid(), self.host, self.device)
 
     def heartbeat_loop(self) -> None:
-        from engine.store import Store
+        from engine.runs.store import Store
 
         store = Store(self.store.path)  # own connection for this thread
         last_reap = 0.0
@@ -143,7 +143,7 @@ class Worker:
             self.store.mark_worker(self.worker_id, "stopped")
 
     def execute(self, run: dict) -> None:
-        from engine.jobs import run_job
+        from engine.runs.jobs import run_job
 
         run_id = run["run_id"]
         self.cancel.clear()
@@ -172,7 +172,7 @@ def _write_log(run_id: str, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.worker", description="TrainLens training worker")
+    parser = argparse.ArgumentParser(prog="python -m engine.runs.worker", description="TrainLens training worker")
     parser.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
     parser.add_argument("--idle-exit", type=float, default=float(os.environ.get("TRAINLENS_WORKER_IDLE_S", "1800")),
                         help="exit after this many seconds without work")

@@ -293,7 +293,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def input_spec(dataset: str, channels: int, size: int, mean, std, light_background: bool) -> InputSpec:
-    """The InputSpec of a dataset; `light_background` as in engine.data.DatasetInfo."""
+    """The InputSpec of a dataset; `light_background` as in engine.data.loading.DatasetInfo."""
     return InputSpec(dataset, channels, size, tuple(float(m) for m in mean), tuple(float(s) for s in std),
                      invert_light=not light_background and channels == 1, fit=_FIT.get(dataset, "crop"))
 

@@ -23,8 +23,8 @@ from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
 from engine.config import RunConfig
-from engine.explain import SIGNS, explain, get_method, predict
-from engine.images import InputSpec, decode_image, input_spec
+from engine.explain.methods import SIGNS, explain, get_method, predict
+from engine.explain.images import InputSpec, decode_image, input_spec
 
 _CMAPS = {"all": "RdBu_r", "positive": "Reds", "negative": "Blues", "absolute": "inferno"}
 
@@ -124,7 +124,7 @@ def run_device(config: RunConfig) -> str:
 
 @lru_cache(maxsize=2)
 def _split(dataset: str, seed: int, val_fraction: float, data_dir: str, limit: int):
-    from engine.data import load_dataset
+    from engine.data.loading import load_dataset
 
     return load_dataset(dataset, seed=seed, val_fraction=val_fraction, data_dir=data_dir or None, limit=limit,
                         download=False)

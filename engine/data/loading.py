@@ -20,8 +20,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from engine.augment import AugmentSpec, augment_batch
-from engine.shapes import SHAPE_CLASSES, generate_shapes
+from engine.data.augment import AugmentSpec, augment_batch
+from engine.data.shapes import SHAPE_CLASSES, generate_shapes
 
 
 class DatasetUnavailable(ValueError):
@@ -148,7 +148,7 @@ def load_dataset(
         raise ValueError(f"limit must be >= 0 (0 = all), got {limit!r}")
     train_masks = val_masks = None
     if info.source == "torchvision":
-        from engine.torchvision_data import load_official
+        from engine.data.official import load_official
 
         train_x, train_y, val_x, val_y = load_official(name, data_dir=data_dir, download=download)
         if limit and limit < len(train_y):

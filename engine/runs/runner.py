@@ -21,10 +21,10 @@ from pathlib import Path
 
 from engine.config import RunConfig
 from engine.paths import logs_dir, trainlens_home
-from engine.store import TERMINAL, Store
-from engine.worker import pid_alive
+from engine.runs.store import TERMINAL, Store
+from engine.runs.worker import pid_alive
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def gpu_count() -> int:
@@ -142,7 +142,7 @@ class Runner:
         worker_id = uuid.uuid4().hex[:8]
         # A fresh interpreter (fork+exec), never a bare fork of this process: forking after torch ran hangs.
         # start_new_session: the worker outlives the dashboard, and Ctrl-C in the terminal does not kill runs.
-        proc = subprocess.Popen([sys.executable, "-m", "engine.worker", "--threads", str(self.threads),
+        proc = subprocess.Popen([sys.executable, "-m", "engine.runs.worker", "--threads", str(self.threads),
                                  "--worker-id", worker_id],
                                 cwd=str(PROJECT_ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)

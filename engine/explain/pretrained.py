@@ -21,7 +21,7 @@ import torchvision.models as tvm
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from engine.images import InputSpec, imagenet_spec
+from engine.explain.images import InputSpec, imagenet_spec
 
 # name -> (builder, weights enum member, layer Grad-CAM looks at)
 _ZOO = {

@@ -1,0 +1,1 @@
+"""Datasets: the registry, the in-memory loader and batches, official-format readers, shapes, augmentation."""

@@ -1,0 +1,1 @@
+"""Training diagnostics: evaluation reports, the recipe checks, layer statistics and the LR finder."""

@@ -1,0 +1,1 @@
+"""Explanations: Captum methods, their quality scores, rendering, image decoding and pretrained models."""
