@@ -137,7 +137,7 @@ def load_run_model(run_id: str, which: str | int = "best", weights: str = "model
 
     Returns (model, config, dataset_info, checkpoint).
     """
-    from engine.data.loading import dataset_info
+    from engine.data.registry import dataset_info
     from engine.models import model_from_config
 
     ckpt = load_checkpoint(resolve(run_id, which), device=device)
@@ -146,7 +146,5 @@ def load_run_model(run_id: str, which: str | int = "best", weights: str = "model
     state = {"model": ckpt.model, "ema": ckpt.ema, "swa": ckpt.swa}[weights]
     if state is None:
         raise ValueError(f"run {run_id} has no {weights.upper()} weights (the run did not use {weights})")
-    # the first builds registered the Grad-CAM layer twice, saving it again as `target_layer.*`: drop the copy
-    state = {k: v for k, v in state.items() if not k.startswith("target_layer.")}
     model.load_state_dict(state)
     return model.to(device).eval(), ckpt.config, info, ckpt

@@ -1,10 +1,12 @@
-"""The command line (`python -m engine ...`): the scripting interface for teachers preparing a class.
+"""The command line (`trainlens ...`, the same as `python -m engine ...`): the scripting interface for teachers
+preparing a class.
 
 train [--config FILE.toml] [--set key=value ...] [--name NAME] [--group G] [--wait]
-runs [--json] | show RUN_ID [--json] | metrics RUN_ID [--json|--csv] | cancel RUN_ID | resume RUN_ID
+runs [--json] | show RUN_ID [--json] | metrics RUN_ID [--all|--json|--csv] | cancel RUN_ID | resume RUN_ID
 explain RUN_ID IMAGE --method NAME [--target CLASS] [--checkpoint EPOCH] --out FILE.png
 workers [--stop]
-Bad arguments exit 2 with a one-line message, never a traceback.
+Bad arguments exit 2 with a one-line message, never a traceback; cancelling a run that already ended exits 1.
+Output piped into a reader that stops early (`| head`) ends quietly, with the shell's SIGPIPE status 141.
 """
 
 from __future__ import annotations
@@ -12,11 +14,26 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
 from engine.config import RunConfig, parse_assignment
+from engine.records import (
+    ACTIVE,
+    EPOCH_KEYS,
+    FINAL_KEYS,
+    LAYER_STAT_SEPARATOR,
+    STEP_KEYS,
+    SUCCEEDED,
+    TERMINAL,
+    RunStatus,
+    is_epoch_level,
+    report_artifact,
+)
+
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command killed by SIGPIPE (`yes | head -1`)
 
 
 class UsageError(Exception):
@@ -28,8 +45,13 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _prog() -> str:
+    """How the user called us, for help and hints: the `trainlens` console script or `python -m engine`."""
+    return "trainlens" if Path(sys.argv[0]).name == "trainlens" else "python -m engine"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m engine", description="TrainLens engine: train, inspect and explain runs.")
+    parser = _Parser(prog=_prog(), description="TrainLens engine: train, inspect and explain runs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="queue a training run and print its run id")
@@ -46,11 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
 
-    metrics = sub.add_parser("metrics", help="all logged metrics of a run")
+    metrics = sub.add_parser("metrics", help="a summary of a run's metrics per key (every row with --csv/--json)")
     metrics.add_argument("run_id")
     fmt = metrics.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true")
-    fmt.add_argument("--csv", action="store_true")
+    fmt.add_argument("--all", action="store_true", help="one summary line per layer for per-layer statistics")
+    fmt.add_argument("--json", action="store_true", help="every logged row")
+    fmt.add_argument("--csv", action="store_true", help="every logged row")
 
     for name, text in (("cancel", "cancel a queued or running run"), ("resume", "resume a run from its last checkpoint")):
         cmd = sub.add_parser(name, help=text)
@@ -70,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a reader that left (`| head -1`) shows up here at the latest, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The recipe of Python's docs (signal module, "Note on SIGPIPE"): point stdout at devnull so the
+        # interpreter's final flush cannot raise again, and end quietly: stopping early is the reader's choice.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a real file (an embedding host): nothing left to flush
+            pass
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -93,7 +131,7 @@ def _store():
 def _resolve(store, run_id: str) -> str:
     full = store.find_run(run_id)
     if full is None:
-        raise UsageError(f"no run matches {run_id!r} (see `python -m engine runs`)")
+        raise UsageError(f"no run matches {run_id!r} (see `{_prog()} runs`)")
     return full
 
 
@@ -123,7 +161,7 @@ def cmd_train(args) -> int:
         print(f"{status}: val_acc={final['val_acc']:.4f} val_loss={final['val_loss']:.4f}", file=sys.stderr)
     if run and run["error"]:
         print(f"{status}: {run['error']}", file=sys.stderr)
-    return 0 if status in ("completed", "stopped_early") else 1
+    return 0 if status in SUCCEEDED else 1
 
 
 def _wait_with_progress(store, handle) -> str:
@@ -146,11 +184,11 @@ def _wait_with_progress(store, handle) -> str:
                 bar.n = run["step"]
                 bar.set_description(f"{run['status']} epoch {run['epoch'] + 1}/{run['config'].epochs}")
                 bar.refresh()
-            if run["status"] not in ("queued", "running"):
+            if run["status"] not in ACTIVE:
                 return run["status"]
             time.sleep(0.3)
     except KeyboardInterrupt:
-        print(f"\nstopped waiting; run {handle.run_id} continues (cancel it with `python -m engine cancel`)", file=sys.stderr)
+        print(f"\nstopped waiting; run {handle.run_id} continues (cancel it with `{_prog()} cancel`)", file=sys.stderr)
         raise
     finally:
         bar.close()
@@ -163,7 +201,7 @@ def cmd_runs(args) -> int:
         print(frame[columns].to_json(orient="records"))
         return 0
     if frame.empty:
-        print("no runs yet: start one with `python -m engine train --wait`")
+        print(f"no runs yet: start one with `{_prog()} train --wait`")
         return 0
     for row in frame.itertuples():
         eta = f" eta {row.eta_s:.0f}s" if row.eta_s is not None and not math.isnan(row.eta_s) else ""
@@ -176,7 +214,7 @@ def cmd_show(args) -> int:
     run_id = _resolve(store, args.run_id)
     run = store.get_run(run_id)
     final = store.last_values(run_id)
-    report = store.get_artifact(run_id, "report/best") or store.get_artifact(run_id, "report/last")
+    report = store.get_artifact(run_id, report_artifact("best")) or store.get_artifact(run_id, report_artifact("last"))
     summary = {"run_id": run_id, "name": run["name"], "group": run["group"], "status": run["status"],
                "error": run["error"], "device": run["device"], "step": run["step"], "total_steps": run["total_steps"],
                "config": run["config"].to_dict(), "final_metrics": final, "report": report}
@@ -186,7 +224,7 @@ def cmd_show(args) -> int:
     print(f"{run['name']} ({run_id}): {run['status']}" + (f" - {run['error']}" if run["error"] else ""))
     print(f"steps {run['step']}/{run['total_steps']} on {run['device'] or '-'}")
     print("config: " + " ".join(f"{k}={v}" for k, v in run["config"].to_dict().items() if v != getattr(RunConfig(), k)))
-    for key in ("train_loss", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1"):
+    for key in FINAL_KEYS:
         if key in final:
             print(f"  {key:<14} {final[key]:.4f}")
     if report and report.get("report_text"):
@@ -196,7 +234,8 @@ def cmd_show(args) -> int:
 
 def cmd_metrics(args) -> int:
     store = _store()
-    frame = store.get_metrics(_resolve(store, args.run_id)).drop(columns=["id"])
+    run_id = _resolve(store, args.run_id)
+    frame = store.get_metrics(run_id).drop(columns=["id"])
     if args.csv:
         print(frame.to_csv(index=False), end="")
     elif args.json:
@@ -204,20 +243,107 @@ def cmd_metrics(args) -> int:
         records = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
                    for row in frame.to_dict(orient="records")]
         print(json.dumps(records))
+    elif frame.empty:
+        print(f"{run_id}: no metrics logged yet")
     else:
-        wide = frame.pivot_table(index="step", columns="key", values="value", aggfunc="last")
-        print(wide.to_string(max_rows=40))
+        print(f"{run_id}: {len(frame)} metric rows, {frame['key'].nunique()} keys")
+        print("\n".join(metrics_summary(frame, every_layer=args.all)))
+        hint = "every row: --csv or --json"
+        if not args.all and frame["key"].str.contains(LAYER_STAT_SEPARATOR, regex=False).any():
+            hint = "per-layer statistics: one line per statistic, one per layer with --all; " + hint
+        print(f"({hint})")
     return 0
 
 
+SUMMARY_HEADER = ("key", "rows", "first step", "last step", "last value", "min", "max")
+
+
+def metrics_summary(frame, every_layer: bool = False) -> list[str]:
+    """The lines of a table with one row per metric key (SUMMARY_HEADER) of a non-empty get_metrics frame.
+
+    The step keys come first in their logging order, then the epoch keys, their EMA/SWA twins, any other key,
+    and the per-layer statistics, which are folded into one line per statistic (`grad_std/*`) unless
+    `every_layer`: a convnet logs dozens of them, and a summary must stay readable in a terminal."""
+    aggregated = frame.groupby("key", sort=False).agg(rows=("value", "size"), first=("step", "min"),
+                                                      last=("step", "max"), low=("value", "min"),
+                                                      high=("value", "max"))
+    stats = {row.Index: (int(row.rows), int(row.first), int(row.last), float(row.low), float(row.high))
+             for row in aggregated.itertuples()}
+    # the value of each key's last row (groupby.last would skip a final NaN: a diverged loss must show as nan)
+    last_value = dict(zip(frame["key"], frame["value"]))
+    lines: dict[str, tuple] = {}
+    folded: dict[str, list[str]] = {}
+    for key in stats:
+        statistic, separator, _ = key.partition(LAYER_STAT_SEPARATOR)
+        if separator and not every_layer:
+            folded.setdefault(statistic, []).append(key)
+        else:
+            lines[key] = (*stats[key][:3], last_value[key], *stats[key][3:])
+    for statistic, keys in folded.items():
+        parts = [stats[k] for k in keys]
+        label = f"{statistic}{LAYER_STAT_SEPARATOR}* ({len(keys)} layers)"
+        lines[label] = (sum(p[0] for p in parts), min(p[1] for p in parts), max(p[2] for p in parts), None,
+                        _nanmin(p[3] for p in parts), _nanmax(p[4] for p in parts))
+    ordered = sorted(lines.items(), key=lambda item: _key_rank(item[0]))
+    cells = [(key, str(count), str(first), str(last), _number(value), _number(low), _number(high))
+             for key, (count, first, last, value, low, high) in ordered]
+    return _table(SUMMARY_HEADER, cells)
+
+
+def _key_rank(key: str) -> tuple:
+    if key in STEP_KEYS:
+        return (0, STEP_KEYS.index(key), key)
+    if key in EPOCH_KEYS:
+        return (1, 0, key)
+    if is_epoch_level(key):  # ema_/swa_ twins of the validation keys
+        return (2, 0, key)
+    return (4 if LAYER_STAT_SEPARATOR in key else 3, 0, key)
+
+
+def _nanmin(values) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return min(finite) if finite else math.nan
+
+
+def _nanmax(values) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return max(finite) if finite else math.nan
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Columns two spaces apart: the first left-aligned, numbers right-aligned."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+
+    def line(cells) -> str:
+        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(cells, widths)))
+
+    return [line(header)] + [line(row) for row in rows]
+
+
 def cmd_cancel(args) -> int:
+    """Exit 0 when the run is cancelled (queued) or asked to stop (running); 1 when it had already ended."""
     from engine.runs.runner import Runner
 
     runner = Runner()
     run_id = _resolve(runner.store, args.run_id)
-    status = runner.cancel(run_id)
-    print(f"{run_id}: {'cancelled' if status == 'cancelled' else 'cancel requested (' + status + ')'}")
-    return 0
+    # read first: request_cancel returns a terminal status unchanged, so "cancelled" alone could not tell a
+    # run cancelled now from one cancelled last week (the read also reaps: a dead worker's run is interrupted)
+    status = runner.store.get_run(run_id)["status"]
+    if status not in TERMINAL:
+        status = runner.cancel(run_id)
+        if status == RunStatus.CANCELLED:
+            print(f"{run_id}: cancelled")
+            return 0
+        if status == RunStatus.RUNNING:
+            print(f"{run_id}: cancel requested; its worker stops it after the current step")
+            return 0
+    # it had ended (or ended between the read and the request)
+    print(f"{run_id} is already {status}; nothing to cancel", file=sys.stderr)
+    return 1
 
 
 def cmd_resume(args) -> int:

@@ -16,7 +16,8 @@ from typing import Any
 
 import tomli_w
 
-DATASETS = ("mnist5k", "shapes", "mnist", "fashion_mnist", "cifar10")
+from engine.data.registry import DATASETS
+
 MODELS = ("mlp", "convnet", "resnet", "rnn", "gru", "lstm")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "inverse_time", "warmup", "onecycle")
@@ -29,7 +30,7 @@ DEVICES = ("auto", "cpu", "cuda")
 @dataclass
 class RunConfig:
     # --- data ---
-    dataset: str = "mnist5k"  # one of DATASETS; mnist5k and shapes work offline
+    dataset: str = "mnist5k"  # a name of engine.data.registry.DATASETS; mnist5k and shapes work offline
     data_dir: str = ""  # folder holding torchvision dataset files; "" = TRAINLENS_HOME/data
     val_fraction: float = 0.2  # share of the data held out for validation (embedded datasets), in (0, 0.9]
     train_limit: int = 0  # cap on training examples for quick demos; 0 = use all
@@ -198,7 +199,7 @@ def _coerce_number(key: str, value: Any) -> Any:
 _TYPES: dict[str, type] = {f.name: {"str": str, "int": int, "float": float, "bool": bool}[f.type] for f in fields(RunConfig)}
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": DATASETS,
+    "dataset": tuple(DATASETS),
     "model": MODELS,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,

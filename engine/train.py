@@ -1,8 +1,8 @@
 """The training loop: `train(config, sink, should_stop)`, read top to bottom.
 
-The same function runs in a local worker process, a Ray task, a test or a benchmark: everything it
-reports goes through `sink` (metrics, progress, checkpoints, artifacts), and `should_stop()` is polled
-every step so a cancel lands within one step. Per step it logs loss, lr, the gradient norm before
+The same function runs in a worker process, a test or a benchmark: everything it reports goes through
+`sink` (metrics, progress, checkpoints, artifacts), and `should_stop()` is polled every step so a cancel
+lands within one step. Per step it logs loss, lr, the gradient norm before
 clipping, whether it clipped, and examples seen; per epoch train/validation loss and accuracy, macro
 precision/recall/F1, throughput, and the same validation for EMA/SWA weights when they are kept.
 """
@@ -23,12 +23,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from engine.data.augment import AugmentSpec
 from engine.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from engine.config import RunConfig
-from engine.data.loading import DATA_SEED, DatasetSplit, batches_per_epoch, iterate_batches, load_dataset, normalize
+from engine.data.loading import DatasetSplit, batches_per_epoch, iterate_batches, load_run_split, normalize
 from engine.grads import FlatGradients
 from engine.diagnostics.layer_stats import LayerStats
 from engine.models import count_parameters, model_from_config
 from engine.optim import lr_at, make_optimizer, set_lr
+from engine import records
 from engine.diagnostics import recipe
+from engine.records import RunStatus
 
 HISTOGRAMS_PER_RUN = 8  # layer histograms kept per run (at evenly spaced sampled steps)
 
@@ -40,6 +42,7 @@ class Sink(Protocol):
     def progress(self, step: int, total_steps: int, epoch: int) -> None: ...
     def checkpoint(self, epoch: int, kind: str, path: str, metrics: dict[str, float]) -> None: ...
     def artifact(self, name: str, value: object) -> None: ...
+    def rewind(self, step: int) -> None: ...  # forget metrics logged after `step` (a resumed run logs them again)
 
 
 @dataclass
@@ -63,13 +66,16 @@ class MemorySink:
     def artifact(self, name, value):
         self.artifacts[name] = value
 
+    def rewind(self, step):
+        self.rows = [row for row in self.rows if row[0] <= step]
+
     def series(self, key: str) -> list[float]:
         return [value for _, _, k, value in self.rows if k == key]
 
 
 @dataclass
 class TrainResult:
-    status: str  # completed | stopped_early | cancelled | diverged
+    status: RunStatus  # completed | stopped_early | cancelled | diverged
     step: int
     epoch: int
     best_epoch: int | None = None
@@ -149,12 +155,11 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
     config.validate()
     torch.manual_seed(config.seed)
     # the split (and generated data) is the same for every run, so validation scores compare across seeds
-    split = split or load_dataset(config.dataset, seed=DATA_SEED, val_fraction=config.val_fraction,
-                                  data_dir=config.data_dir or None, limit=config.train_limit)
+    split = split or load_run_split(config)
     info, mean, std = split.info, split.mean, split.std
     train_x, train_y = split.train_x.to(device), split.train_y.to(device)
     val_x, val_y = split.val_x.to(device), split.val_y.to(device)
-    augment = AugmentSpec(config.augment_rotate, config.augment_scale, config.augment_translate, config.augment_flip)
+    augment = AugmentSpec.from_config(config)
 
     model = model_from_config(config, info.channels, info.size, len(info.classes)).to(device)
     optimizer = make_optimizer(model.parameters(), config)
@@ -183,7 +188,7 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
         start_epoch, step = ckpt.epoch + 1, ckpt.step
         examples = ckpt.extra.get("examples", step * config.batch_size)
     else:
-        sink.artifact("model_summary", {"parameters": count_parameters(model), "repr": str(model),
+        sink.artifact(records.MODEL_SUMMARY, {"parameters": count_parameters(model), "repr": str(model),
                                         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
     checks = _Checks(sink, resumed=bool(resume_from))
     if not resume_from:
@@ -199,7 +204,7 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
 
     sink.progress(step, total_steps, start_epoch)
     model.train()
-    status, epoch = "completed", start_epoch
+    status, epoch = RunStatus.COMPLETED, start_epoch
     for epoch in range(start_epoch, config.epochs):
         epoch_start, epoch_examples = time.perf_counter(), 0
         loss_sum = 0.0
@@ -209,7 +214,7 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
                                   augment=augment if augment.active else None, mean=mean, std=std)
         for xb, yb in batches:
             if should_stop():
-                status = "cancelled"
+                status = RunStatus.CANCELLED
                 break
             lr = lr_at(config, step, total_steps)
             set_lr(optimizer, lr)
@@ -241,14 +246,14 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
                 histograms = stats.histograms()
                 if histograms.get("step") == step - 1:  # a histogram step: keep it for the run report
                     # named and stamped with the step count the metrics use (the collector counts from 0)
-                    sink.artifact(f"hist/{step}", {**histograms, "step": step})
+                    sink.artifact(records.histogram_artifact(step), {**histograms, "step": step})
             if not math.isfinite(loss_value):
                 stats.close()
                 sink.progress(step, total_steps, epoch)
-                return TrainResult("diverged", step, epoch, error=f"loss became {loss_value} at step {step} (epoch {epoch}); "
+                return TrainResult(RunStatus.DIVERGED, step, epoch, error=f"loss became {loss_value} at step {step} (epoch {epoch}); "
                                    "try a smaller learning rate or gradient clipping")
             sink.progress(step, total_steps, epoch)
-        if status == "cancelled":
+        if status == RunStatus.CANCELLED:
             break
 
         seconds = time.perf_counter() - epoch_start
@@ -282,18 +287,18 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
         if run_id is not None:
             _write_checkpoints(run_id, ckpt, improved, sink)
         if config.early_stop and stopper.should_stop and epoch < config.epochs - 1:
-            status = "stopped_early"
+            status = RunStatus.STOPPED_EARLY
             break
 
     if config.early_stop and stopper.best_epoch is not None:
         sink.log(step, epoch, {"best_epoch": stopper.best_epoch})
-        if config.restore_best and best_state is not None and status == "stopped_early":
+        if config.restore_best and best_state is not None and status == RunStatus.STOPPED_EARLY:
             model.load_state_dict(best_state)
     stats.close()
     checks.add(recipe.clipping_check(grad_norms, clipped_flags, config.clip_value if config.clip == "norm" else None))
     if last_stats:
         checks.add_all(recipe.layer_health_checks(last_stats, judged=stats.matrix_params))
-    if status != "cancelled" and step > 0:
+    if status != RunStatus.CANCELLED and step > 0:
         _final_reports(model, ema, swa, config, run_id, val_x, val_y, mean, std, info.classes, device, sink)
     sink.progress(step, total_steps, epoch)
     return TrainResult(status, step, epoch, stopper.best_epoch, stopper.best)
@@ -312,7 +317,7 @@ class _Checks:
     def add_all(self, checks: list[dict]) -> None:
         self.items.extend(checks)
         # a resumed run keeps the checks of its first life (loss at init...) and adds the later ones
-        self.sink.artifact("recipe_checks" if not self.resumed else "recipe_checks_resumed", self.items)
+        self.sink.artifact(records.RECIPE_CHECKS_RESUMED if self.resumed else records.RECIPE_CHECKS, self.items)
 
 
 def _accuracy(predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> float:
@@ -350,7 +355,7 @@ def _final_reports(model, ema, swa, config, run_id, val_x, val_y, mean, std, cla
         weights["swa"] = swa.module.state_dict()
     reports = evaluate_weights(model, weights, normalize(val_x, mean, std), val_y, list(classes), device=device)
     for name, report in reports.items():
-        sink.artifact(f"report/{name}", report)
+        sink.artifact(records.report_artifact(name), report)
 
 
 def _write_checkpoints(run_id: str, ckpt: Checkpoint, improved: bool, sink: Sink) -> None:

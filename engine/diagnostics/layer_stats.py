@@ -54,7 +54,6 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-UPDATE_RATIO_REFERENCE = -3.0  # makemore: updates ~1/1000 of the weights per step; far above is too fast
 SATURATION = 0.97  # |tanh| above this passes almost no gradient (1 - 0.97^2 = 0.06)
 
 _RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Mish)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.diagnostics.layer_stats import UPDATE_RATIO_REFERENCE
+from engine.records import OVERFIT_WHY, UPDATE_RATIO_REFERENCE
 
 MakeOptimizer = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -45,8 +45,7 @@ WHY = {
                     "far above that, the first steps are wasted undoing confident wrong guesses (the hockey stick).",
     "input_independent": "If zeroing the inputs costs the model nothing, it is not using them: it has only learned "
                          "the class frequencies, which points to a data or wiring bug.",
-    "overfit_one_batch": "A model and optimizer that cannot memorise a handful of examples have a bug "
-                         "(labels, loss, optimizer wiring) or far too little capacity or learning rate.",
+    "overfit_one_batch": OVERFIT_WHY,
     "clipping": "When most steps are clipped the threshold, not the learning rate, sets the step size: "
                 "the learning rate is probably too high or the threshold too low.",
     "dead_units": "A unit that outputs zero for every example gets no gradient and never recovers: "

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +75,6 @@ def enlarge(rgb: np.ndarray, side: int = 224) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((w * scale, h * scale), Image.Resampling.NEAREST))
 
 
-def png_bytes(rgb: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def panels_png(panels: list[tuple[str, np.ndarray]], side: int = 224) -> bytes:
     """Images side by side, each enlarged to about `side` px with its caption underneath."""
     images = [Image.fromarray(enlarge(rgb, side)) for _, rgb in panels]
@@ -122,17 +115,12 @@ def run_device(config: RunConfig) -> str:
     return "cpu"
 
 
-@lru_cache(maxsize=2)
-def _split(dataset: str, seed: int, val_fraction: float, data_dir: str, limit: int):
-    from engine.data.loading import load_dataset
-
-    return load_dataset(dataset, seed=seed, val_fraction=val_fraction, data_dir=data_dir or None, limit=limit,
-                        download=False)
-
-
 def run_split(config: RunConfig):
-    """The run's DatasetSplit, loaded exactly as training loaded it (cached: the same few runs are asked again)."""
-    return _split(config.dataset, config.seed, config.val_fraction, config.data_dir, config.train_limit)
+    """The run's DatasetSplit exactly as training loaded it (the fixed data seed, whatever the run's seed), cached;
+    never downloads: explaining must not start a download behind the page."""
+    from engine.data.loading import cached_run_split
+
+    return cached_run_split(config, download=False)
 
 
 def load_subject(run_id: str, which: str | int = "best", device: str | None = None) -> Subject:

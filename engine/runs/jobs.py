@@ -4,8 +4,8 @@
 jobs: queued like runs so they never block the page, streaming their points as metrics, and writing their
 result as an artifact on themselves and on the run they serve (`parent_id`), where the run report finds it.
 
-Kept apart from worker.py so that the same job code runs in a local worker process or in a Ray task:
-both hand it a run dict from the store, a sink, a should_stop callable and a device.
+Kept apart from worker.py, and given only a sink (never the store), so that any executor that can hand it a run
+dict, a sink, a should_stop callable and a device can run it: the local worker processes today.
 """
 
 from __future__ import annotations
@@ -13,19 +13,24 @@ from __future__ import annotations
 from typing import Callable
 
 from engine.config import RunConfig
+from engine.records import LR_FIND, OVERFIT_ONE_BATCH, RunKind, RunStatus
 from engine.train import Sink, pick_device, train
 
 
-def run_job(run: dict, sink: Sink, should_stop: Callable[[], bool], device: str, store) -> tuple[str, str | None]:
-    """Execute one run; returns (final status, error message or None)."""
+def job_device(config: RunConfig, worker_device: str) -> str:
+    """Where a run trains on a worker whose best device is `worker_device` ('cpu' stays 'cpu' on a GPU worker).
+    ValueError when the run asks for CUDA on a worker without it."""
+    return pick_device(config.device) if config.device != "auto" else worker_device
+
+
+def run_job(run: dict, sink: Sink, should_stop: Callable[[], bool], device: str) -> tuple[RunStatus, str | None]:
+    """Execute one run on `device`; returns (final status, error message or None). A helper job's result is written
+    with `sink.artifact`; the executor's sink also files it on the run the job serves (`parent_id`)."""
     config: RunConfig = run["config"]
-    device = pick_device(config.device) if config.device != "auto" else device
-    if device != run.get("device"):  # e.g. device='cpu' on a GPU worker: the run must show where it trains
-        store.set_running(run["run_id"], run["worker_id"], device)
-    if run["kind"] == "train":
-        return _train_job(run, config, sink, should_stop, device, store)
-    if run["kind"] in ("lr_find", "overfit"):
-        return _probe_job(run, config, sink, should_stop, device, store)
+    if run["kind"] == RunKind.TRAIN:
+        return _train_job(run, config, sink, should_stop, device)
+    if run["kind"] in (RunKind.LR_FIND, RunKind.OVERFIT):
+        return _probe_job(run, config, sink, should_stop, device)
     raise ValueError(f"unknown run kind {run['kind']!r}")
 
 
@@ -34,24 +39,23 @@ OVERFIT_BATCH = 16  # Karpathy's recipe: a handful of examples the model must be
 OVERFIT_STEPS = 300
 
 
-def _probe_job(run, config, sink, should_stop, device, store) -> tuple[str, str | None]:
+def _probe_job(run, config, sink, should_stop, device) -> tuple[RunStatus, str | None]:
     import torch
 
     from engine.data.augment import AugmentSpec
-    from engine.data.loading import DATA_SEED, iterate_batches, load_dataset
+    from engine.data.loading import iterate_batches, load_run_split
     from engine.models import model_from_config
     from engine.optim import make_optimizer
 
-    split = load_dataset(config.dataset, seed=DATA_SEED, val_fraction=config.val_fraction,
-                         data_dir=config.data_dir or None, limit=config.train_limit)
+    split = load_run_split(config)
     info = split.info
     torch.manual_seed(config.seed)
     model = model_from_config(config, info.channels, info.size, len(info.classes)).to(device)
     train_x, train_y = split.train_x.to(device), split.train_y.to(device)
-    if run["kind"] == "lr_find":
+    if run["kind"] == RunKind.LR_FIND:
         from engine.diagnostics.lr_finder import lr_find
 
-        augment = AugmentSpec(config.augment_rotate, config.augment_scale, config.augment_translate, config.augment_flip)
+        augment = AugmentSpec.from_config(config)
 
         def batches():
             epoch = 0
@@ -67,7 +71,7 @@ def _probe_job(run, config, sink, should_stop, device, store) -> tuple[str, str 
 
         result = lr_find(model, lambda params: make_optimizer(params, config), batches(), num_steps=LR_FIND_STEPS,
                          on_step=on_step, should_stop=should_stop)
-        name = "lr_find"
+        name = LR_FIND
     else:
         from engine.diagnostics import recipe
 
@@ -78,18 +82,16 @@ def _probe_job(run, config, sink, should_stop, device, store) -> tuple[str, str 
         curve = result["numbers"]["curve"]
         sink.log(len(curve), 0, {"overfit_final_loss": result["numbers"]["final_loss"]})
         sink.progress(len(curve), len(curve), 0)
-        name = "overfit_one_batch"
+        name = OVERFIT_ONE_BATCH
     sink.artifact(name, result)
-    if run.get("parent_id"):
-        store.put_artifact(run["parent_id"], name, result)
     if result.get("cancelled"):
-        return "cancelled", None
-    return "completed", None
+        return RunStatus.CANCELLED, None
+    return RunStatus.COMPLETED, None
 
 
-def _train_job(run, config, sink, should_stop, device, store) -> tuple[str, str | None]:
+def _train_job(run, config, sink, should_stop, device) -> tuple[RunStatus, str | None]:
     from engine import checkpoints
-    from engine.data.loading import DatasetUnavailable
+    from engine.data.registry import DatasetUnavailable
 
     run_id = run["run_id"]
     resume_path = None
@@ -99,10 +101,10 @@ def _train_job(run, config, sink, should_stop, device, store) -> tuple[str, str 
         except FileNotFoundError:
             resume_path = None  # interrupted before its first checkpoint: start over
         start_step = checkpoints.load_checkpoint(resume_path).step if resume_path else 0
-        store.delete_metrics_after(run_id, start_step)
+        sink.rewind(start_step)  # the steps after the checkpoint are trained, and logged, again
     try:
         result = train(config, sink, should_stop, run_id=run_id, device=device,
                        resume_from=str(resume_path) if resume_path else None)
     except DatasetUnavailable as exc:
-        return "failed", str(exc)
+        return RunStatus.FAILED, str(exc)
     return result.status, result.error

@@ -2,6 +2,8 @@
 
 The store is the source of truth shared by the dashboard, the CLI and the workers. Workers write
 metrics in batched transactions; the app only reads and writes intents (enqueue, cancel, resume).
+Reads of runs first reap workers that died (throttled; see `Store.reap_if_due`), so a run's status is true
+within seconds of its worker's death whoever reads it.
 Reads return pandas DataFrames. The schema is versioned in `meta` so a later change can migrate it.
 Each thread gets its own connection (Streamlit serves sessions from several threads).
 """
@@ -21,16 +23,16 @@ import pandas as pd
 
 from engine.config import RunConfig
 from engine.paths import db_path
+from engine.records import DELETABLE, RESUMABLE, STATUSES, TERMINAL, RunKind, RunStatus
+from engine.runs.procs import pid_alive
 
 SCHEMA_VERSION = 1
-TERMINAL = ("completed", "stopped_early", "cancelled", "diverged", "failed", "interrupted")
-STATUSES = ("queued", "running") + TERMINAL
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL DEFAULT 'train',      -- train | lr_find
+    kind TEXT NOT NULL DEFAULT 'train',      -- a RunKind: train | lr_find | overfit
     name TEXT NOT NULL,
     grp TEXT NOT NULL DEFAULT '',
     owner TEXT NOT NULL DEFAULT '',
@@ -123,21 +125,24 @@ class Store:
             self._local.conn = None
 
     # ---- runs ----
-    def create_run(self, config: RunConfig, *, kind: str = "train", owner: str = "", name: str | None = None,
+    def create_run(self, config: RunConfig, *, kind: str = RunKind.TRAIN, owner: str = "", name: str | None = None,
                    group: str | None = None, parent_id: str | None = None) -> str:
         """Validate and enqueue a run; returns its run_id."""
         config.validate()
+        kind = RunKind(kind)  # ValueError names the allowed kinds
         run_id = uuid.uuid4().hex[:12]
         now = time.time()
         self.conn.execute(
             "INSERT INTO runs(run_id, kind, name, grp, owner, config, status, created_at, queued_at, parent_id) "
             "VALUES (?,?,?,?,?,?,?,?,?,?)",
             (run_id, kind, name or config.display_name(), group if group is not None else config.group, owner,
-             config.to_json(), "queued", now, now, parent_id),
+             config.to_json(), RunStatus.QUEUED, now, now, parent_id),
         )
         return run_id
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """One run as a dict (None when there is no such run). Reaps dead workers first: see `reap_if_due`."""
+        self.reap_if_due()
         row = self.conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
         if row is None:
             return None
@@ -156,7 +161,10 @@ class Store:
 
     def list_runs(self, *, status: Iterable[str] | None = None, group: str | None = None,
                   kind: str | None = None) -> pd.DataFrame:
-        """All runs, newest first, with progress/ETA and one `cfg.<field>` column per config field."""
+        """All runs, newest first, with progress/ETA and one `cfg.<field>` column per config field.
+
+        Reaps dead workers first (see `reap_if_due`), so a status filter sees the truth too."""
+        self.reap_if_due()
         query, args = "SELECT * FROM runs WHERE 1=1", []
         if status:
             status = list(status)
@@ -185,7 +193,7 @@ class Store:
 
     def set_running(self, run_id: str, worker_id: str, device: str) -> None:
         now = time.time()
-        self.conn.execute("UPDATE runs SET status='running', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
+        self.conn.execute(f"UPDATE runs SET status='{RunStatus.RUNNING}', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
                           "heartbeat_at=?, error=NULL WHERE run_id=?", (worker_id, device, now, now, run_id))
 
     def update_status(self, run_id: str, status: str, error: str | None = None) -> None:
@@ -202,11 +210,11 @@ class Store:
     def claim_next(self, worker_id: str, device: str) -> dict[str, Any] | None:
         """Atomically take the oldest queued run for this worker (None when the queue is empty)."""
         with self._tx() as c:
-            row = c.execute("SELECT run_id FROM runs WHERE status='queued' ORDER BY queued_at, rowid LIMIT 1").fetchone()
+            row = c.execute(f"SELECT run_id FROM runs WHERE status='{RunStatus.QUEUED}' ORDER BY queued_at, rowid LIMIT 1").fetchone()
             if row is None:
                 return None
             now = time.time()
-            c.execute("UPDATE runs SET status='running', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
+            c.execute(f"UPDATE runs SET status='{RunStatus.RUNNING}', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
                       "heartbeat_at=?, error=NULL, finished_at=NULL WHERE run_id=?",
                       (worker_id, device, now, now, row["run_id"]))
         return self.get_run(row["run_id"])
@@ -217,10 +225,11 @@ class Store:
             row = c.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
             if row is None:
                 raise KeyError(f"no run {run_id}")
-            if row["status"] == "queued":
-                c.execute("UPDATE runs SET status='cancelled', finished_at=? WHERE run_id=?", (time.time(), run_id))
-                return "cancelled"
-            if row["status"] == "running":
+            if row["status"] == RunStatus.QUEUED:
+                c.execute("UPDATE runs SET status=?, finished_at=? WHERE run_id=?",
+                          (RunStatus.CANCELLED, time.time(), run_id))
+                return RunStatus.CANCELLED
+            if row["status"] == RunStatus.RUNNING:
                 c.execute("UPDATE runs SET cancel_requested=1 WHERE run_id=?", (run_id,))
             return row["status"]
 
@@ -234,9 +243,9 @@ class Store:
             row = c.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
             if row is None:
                 raise KeyError(f"no run {run_id}")
-            if row["status"] not in ("interrupted", "cancelled", "failed"):
-                raise ValueError(f"run {run_id} is {row['status']}; only interrupted, cancelled or failed runs can be resumed")
-            c.execute("UPDATE runs SET status='queued', resume_from='last', cancel_requested=0, error=NULL, "
+            if row["status"] not in RESUMABLE:
+                raise ValueError(f"run {run_id} is {row['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
+            c.execute(f"UPDATE runs SET status='{RunStatus.QUEUED}', resume_from='last', cancel_requested=0, error=NULL, "
                       "finished_at=NULL, worker_id=NULL, queued_at=? WHERE run_id=?", (time.time(), run_id))
 
     def delete_run(self, run_id: str) -> None:
@@ -245,7 +254,7 @@ class Store:
             row = c.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
             if row is None:
                 raise KeyError(f"no run {run_id}")
-            if row["status"] in ("running",):
+            if row["status"] not in DELETABLE:
                 raise ValueError(f"run {run_id} is running; cancel it before deleting it")
             for table in ("metrics", "checkpoints", "artifacts", "runs"):
                 c.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
@@ -295,6 +304,108 @@ class Store:
             return self.conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
         return self.conn.execute("SELECT COUNT(*) FROM metrics WHERE run_id=?", (run_id,)).fetchone()[0]
 
+    # The dashboard's metrics cache (app/metrics_cache.py) reads through the next five: bounded by what a chart draws,
+    # never a long history row by row. `+id` keeps SQLite on the (run_id, key, step) index: with a bound on id it would
+    # otherwise pick metrics_run(run_id, id) and visit every row of the run.
+    def last_metric_id(self, run_id: str) -> int:
+        """The id of the run's newest metric row, 0 when it has none (a reader's snapshot bound)."""
+        row = self.conn.execute("SELECT MAX(id) FROM metrics WHERE run_id=?", (run_id,)).fetchone()
+        return int(row[0] or 0)
+
+    def metric_keys(self, run_id: str) -> list[str]:
+        """The keys a run has logged, sorted: one index seek per key, not a read of the run's rows."""
+        cursor = self.conn.execute(
+            "WITH RECURSIVE k(key) AS (SELECT MIN(key) FROM metrics WHERE run_id=:run UNION ALL "
+            "SELECT (SELECT MIN(key) FROM metrics WHERE run_id=:run AND key>k.key) FROM k WHERE k.key IS NOT NULL) "
+            "SELECT key FROM k WHERE key IS NOT NULL", {"run": run_id})
+        return [row[0] for row in cursor]
+
+    def sample_metrics(self, run_id: str, key: str, max_rows: int | None = None, *,
+                       upto_id: int | None = None) -> pd.DataFrame:
+        """One key of one run (rows with id <= upto_id), ordered by step: every row, or at most max_rows of them.
+
+        When more rows exist, the key's step range is cut into max_rows - 1 equal buckets and the first row of each
+        is kept, plus the last row: evenly spaced by step, the first and the latest point always in. One index seek
+        per bucket finds them, so the cost is the same for 50,000 or 5 million rows. `.attrs["sampled"]` says whether
+        rows were left out. Columns METRIC_COLUMNS.
+        """
+        if max_rows is not None and max_rows < 2:
+            raise ValueError(f"max_rows={max_rows}: a sample keeps at least the first and the last row")
+        args = {"run": run_id, "key": key, "upto": upto_id}
+        where = "run_id=:run AND key=:key" + ("" if upto_id is None else " AND +id<=:upto")
+        columns = ", ".join(f"m.{column}" for column in METRIC_COLUMNS)
+        fits = max_rows is None or self.conn.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM metrics WHERE {where} LIMIT :limit)",
+            {**args, "limit": max_rows + 1}).fetchone()[0] <= max_rows
+        if fits:
+            frame = self._metrics_frame(f"SELECT {columns} FROM metrics m WHERE {where} ORDER BY step, id", args)
+            frame.attrs["sampled"] = False
+            return frame
+        first = self.conn.execute(f"SELECT step FROM metrics WHERE {where} ORDER BY step, id LIMIT 1", args).fetchone()[0]
+        last = self.conn.execute(f"SELECT id, step FROM metrics WHERE {where} ORDER BY step DESC, id DESC LIMIT 1",
+                                 args).fetchone()
+        width = -(-(last["step"] - first + 1) // (max_rows - 1))  # at most max_rows - 1 buckets
+        # a skip scan: from each kept row, seek to the first row of the next bucket
+        following = ("(SELECT n.{} FROM metrics n WHERE n.run_id=:run AND n.key=:key AND "
+                     "n.step >= :first + ((b.step - :first) / :width + 1) * :width"
+                     f"{'' if upto_id is None else ' AND +n.id<=:upto'} ORDER BY n.step, n.id LIMIT 1)")
+        frame = self._metrics_frame(
+            f"WITH RECURSIVE b(id, step) AS (SELECT id, step FROM (SELECT id, step FROM metrics WHERE {where} "
+            f"ORDER BY step, id LIMIT 1) UNION ALL SELECT {following.format('id')}, {following.format('step')} "
+            f"FROM b WHERE b.id IS NOT NULL) "
+            f"SELECT {columns} FROM metrics m WHERE m.id IN (SELECT id FROM b WHERE id IS NOT NULL UNION SELECT :last) "
+            "ORDER BY m.step, m.id", {**args, "first": first, "width": width, "last": last["id"]})
+        frame.attrs["sampled"] = True
+        return frame
+
+    def metric_extremes(self, run_id: str, key: str, buckets: int, *, upto_id: int | None = None) -> pd.DataFrame:
+        """The lowest and the highest row of each of `buckets` equal step ranges of one key of one run (rows with id
+        <= upto_id), ordered by step: at most 2 x buckets rows, the key's minimum and maximum among them. NaN values
+        (stored as NULL) are left out. Unlike sample_metrics this reads every row's value (~10 ms per 50,000 rows)."""
+        if buckets < 1:
+            raise ValueError(f"buckets={buckets}: need at least 1")
+        args = {"run": run_id, "key": key, "upto": upto_id}
+        where = "run_id=:run AND key=:key" + ("" if upto_id is None else " AND +id<=:upto")
+        first, last = self.conn.execute(f"SELECT MIN(step), MAX(step) FROM metrics WHERE {where}", args).fetchone()
+        if first is None:
+            return self._metrics_frame(None)
+        # SQLite's bare columns: with a single min() or max(), the other columns come from the row holding it
+        pick = (f"SELECT {', '.join(METRIC_COLUMNS)}, {{}}(value) FROM metrics WHERE {where} AND value IS NOT NULL "
+                "GROUP BY (step - :first) / :width")
+        frame = self._metrics_frame(f"{pick.format('MIN')} UNION ALL {pick.format('MAX')}",
+                                    {**args, "first": first, "width": -(-(last - first + 1) // buckets)})
+        return frame.drop_duplicates("id").sort_values(["step", "id"], ignore_index=True)
+
+    def metrics_at_steps(self, run_id: str, key: str, steps: Iterable[int], *, upto_id: int | None = None) -> pd.DataFrame:
+        """The rows of one key of one run logged at the given steps (id <= upto_id), ordered by step."""
+        steps = sorted({int(step) for step in steps})
+        where = "run_id=? AND key=?" + ("" if upto_id is None else " AND +id<=?")
+        frames = [self._metrics_frame(None)]
+        for start in range(0, len(steps), 500):  # well under SQLite's limit on bound parameters
+            chunk = steps[start:start + 500]
+            frames.append(self._metrics_frame(
+                f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics WHERE {where} AND step IN ({','.join('?' * len(chunk))})",
+                [run_id, key, *([] if upto_id is None else [upto_id]), *chunk]))
+        frames = [frame for frame in frames if len(frame)] or frames[:1]
+        return pd.concat(frames, ignore_index=True).sort_values(["step", "id"], ignore_index=True)
+
+    def _metrics_frame(self, query: str | None, args: Any = ()) -> pd.DataFrame:
+        """The rows of a query selecting METRIC_COLUMNS (none for None), with get_metrics' columns and dtypes.
+        Plain tuples and one array per column: several times faster than sqlite3.Row objects through pandas."""
+        import numpy as np  # local: the store's other readers do without it
+
+        rows = []
+        if query is not None:
+            cursor = self.conn.cursor()
+            cursor.row_factory = None
+            rows = cursor.execute(query, args).fetchall()
+        columns = list(zip(*rows))[:len(METRIC_COLUMNS)] if rows else [()] * len(METRIC_COLUMNS)
+        ids, run_ids, steps, epochs, keys, values, walls = columns
+        return pd.DataFrame({"id": np.array(ids, dtype=np.int64), "run_id": list(run_ids),
+                             "step": np.array(steps, dtype=np.int64), "epoch": np.array(epochs, dtype=np.int64),
+                             "key": list(keys), "value": np.array(values, dtype=np.float64),
+                             "wall_time": np.array(walls, dtype=np.float64)})
+
     # ---- checkpoints and artifacts ----
     def add_checkpoint(self, run_id: str, epoch: int, kind: str, path: str, metrics: dict[str, float]) -> None:
         self.conn.execute("INSERT OR REPLACE INTO checkpoints(run_id, epoch, kind, path, created_at, metrics) "
@@ -333,7 +444,7 @@ class Store:
             c.execute("UPDATE workers SET heartbeat_at=?, status=?, run_id=? WHERE worker_id=? AND status!='dead'",
                       (now, status, run_id, worker_id))
             if run_id:
-                c.execute("UPDATE runs SET heartbeat_at=? WHERE run_id=? AND status='running'", (now, run_id))
+                c.execute(f"UPDATE runs SET heartbeat_at=? WHERE run_id=? AND status='{RunStatus.RUNNING}'", (now, run_id))
             row = c.execute("SELECT stop_requested, status FROM workers WHERE worker_id=?", (worker_id,)).fetchone()
         return bool(row is None or row["stop_requested"] or row["status"] == "dead")
 
@@ -352,7 +463,16 @@ class Store:
         else:
             self.conn.execute("UPDATE workers SET stop_requested=1 WHERE worker_id=?", (worker_id,))
 
-    def reap(self, stale_after_s: float = 6.0, is_alive=None) -> list[str]:
+    # a worker heartbeats every second; this long without one (with no process to check) means it is gone
+    STALE_AFTER_S = 6.0
+    # Reads reap (see reap_if_due) at most this often per Store object: the dashboard reads many times a second.
+    READ_REAP_EVERY_S = 2.0
+    # How long a read waits for the write lock to reap before giving up until its next turn: a read must not
+    # hang on a busy store for the 30 s a writer waits.
+    READ_REAP_LOCK_WAIT_MS = 2000
+    _read_reaped_at = float("-inf")  # set on the instance by its first reap_if_due
+
+    def reap(self, stale_after_s: float = STALE_AFTER_S, is_alive=None) -> list[str]:
         """Mark workers that stopped heartbeating (or whose process is gone) dead, and their runs interrupted.
 
         `is_alive(pid, host) -> bool | None` lets the caller check processes on its own host at once
@@ -363,17 +483,45 @@ class Store:
         with self._tx() as c:
             for worker in c.execute("SELECT * FROM workers WHERE status IN ('idle', 'busy')").fetchall():
                 alive = is_alive(worker["pid"], worker["host"]) if is_alive else None
-                stale = now - worker["heartbeat_at"] > stale_after_s
-                if alive is False or (alive is None and stale) or (stale and now - worker["heartbeat_at"] > 3 * stale_after_s):
+                if _worker_lost(worker["heartbeat_at"], alive, now, stale_after_s):
                     c.execute("UPDATE workers SET status='dead' WHERE worker_id=?", (worker["worker_id"],))
-                    for run in c.execute("SELECT run_id, step FROM runs WHERE worker_id=? AND status='running'",
+                    for run in c.execute(f"SELECT run_id, step FROM runs WHERE worker_id=? AND status='{RunStatus.RUNNING}'",
                                          (worker["worker_id"],)).fetchall():
                         reason = (f"worker process {worker['pid']} on {worker['host']} stopped responding at step "
                                   f"{run['step']} (killed or out of memory); resume the run to continue from its last checkpoint")
-                        c.execute("UPDATE runs SET status='interrupted', error=?, finished_at=? WHERE run_id=?",
+                        c.execute(f"UPDATE runs SET status='{RunStatus.INTERRUPTED}', error=?, finished_at=? WHERE run_id=?",
                                   (reason, now, run["run_id"]))
                         interrupted.append(run["run_id"])
         return interrupted
+
+    def reap_if_due(self) -> list[str]:
+        """`reap` for readers: at most once every READ_REAP_EVERY_S seconds per Store object, never raising.
+
+        Run reads (`get_run`, `list_runs`) call it, so whoever reads a run's status (`show`, `runs`, a page,
+        a script) sees a killed worker's run as interrupted within seconds, even when every worker died and no
+        one runs the dashboard, `workers` or `train`. The write lock is taken only when a worker really is lost,
+        so healthy reads stay plain reads; a busy store skips this reap (a later read retries) instead of
+        failing or stalling the read. Returns the run ids that were interrupted.
+        """
+        clock = time.monotonic()
+        if clock - self._read_reaped_at < self.READ_REAP_EVERY_S:
+            return []
+        self._read_reaped_at = clock
+        conn = self.conn
+        try:
+            now = time.time()
+            workers = conn.execute("SELECT pid, host, heartbeat_at FROM workers WHERE status IN ('idle', 'busy')")
+            if not any(_worker_lost(w["heartbeat_at"], pid_alive(w["pid"], w["host"]), now, self.STALE_AFTER_S)
+                       for w in workers.fetchall()):
+                return []
+            lock_wait_ms = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+            conn.execute(f"PRAGMA busy_timeout={int(self.READ_REAP_LOCK_WAIT_MS)}")
+            try:
+                return self.reap(is_alive=pid_alive)
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={int(lock_wait_ms)}")
+        except sqlite3.OperationalError:  # "database is locked" (or a transaction already open on this connection)
+            return []
 
 
 class _Transaction:
@@ -390,6 +538,14 @@ class _Transaction:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
+def _worker_lost(heartbeat_at: float, alive: bool | None, now: float, stale_after_s: float) -> bool:
+    """A worker is lost when its process is gone, or its heartbeat is stale and its process cannot be checked
+    (another host). A live local process whose heartbeat stopped for 3x the limit counts as lost too: a hung
+    worker, or a pid reused by another process after a reboot."""
+    stale = now - heartbeat_at > stale_after_s
+    return alive is False or (alive is None and stale) or (stale and now - heartbeat_at > 3 * stale_after_s)
+
+
 def _progress(run: dict[str, Any]) -> dict[str, Any]:
     """Progress fraction, ETA and duration derived from the stored step counters and timestamps."""
     total, step = run.get("total_steps") or 0, run.get("step") or 0
@@ -398,8 +554,8 @@ def _progress(run: dict[str, Any]) -> dict[str, Any]:
     now = time.time()
     duration = ((finished or now) - started) if started else None
     eta = None
-    if run.get("status") == "running" and started and 0 < step < total:
+    if run.get("status") == RunStatus.RUNNING and started and 0 < step < total:
         eta = (now - started) / progress * (1 - progress)
-    if run.get("status") in ("completed", "stopped_early"):
-        progress = 1.0 if run.get("status") == "completed" else progress
+    if run.get("status") == RunStatus.COMPLETED:
+        progress = 1.0
     return {"progress": progress, "eta_s": eta, "duration_s": duration}

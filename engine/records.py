@@ -1,0 +1,150 @@
+"""The vocabulary shared by the engine and the dashboard, written once: run statuses, run kinds, metric keys,
+artifact names and the shapes of the stored artifacts.
+
+Torch-free and streamlit-free on purpose: the store, the workers, the CLI and every page import it, and a page
+must not pay torch's import (seconds) to know what "interrupted" means. Statuses are a `str` enum, so a value
+read back from SQLite (`"running"`) compares equal to `RunStatus.RUNNING` and pandas columns of plain strings
+can be tested with `.isin(ACTIVE)`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, TypedDict
+
+
+class RunStatus(StrEnum):
+    """Where a run is in its life. A run is queued, then running, then ends in exactly one terminal status."""
+
+    QUEUED = "queued"  # waiting for a free worker
+    RUNNING = "running"  # a worker is training it (or loading its data)
+    COMPLETED = "completed"  # trained every epoch
+    STOPPED_EARLY = "stopped_early"  # early stopping ended it: a success
+    CANCELLED = "cancelled"  # a user asked it to stop
+    DIVERGED = "diverged"  # the loss became NaN or infinite
+    FAILED = "failed"  # an error (bad data, a bug); the error says which
+    INTERRUPTED = "interrupted"  # its worker was lost (killed, out of memory, shut down); resumable
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def is_active(self) -> bool:
+        return self in ACTIVE
+
+
+ACTIVE: tuple[RunStatus, ...] = (RunStatus.QUEUED, RunStatus.RUNNING)
+TERMINAL: tuple[RunStatus, ...] = (RunStatus.COMPLETED, RunStatus.STOPPED_EARLY, RunStatus.CANCELLED,
+                                   RunStatus.DIVERGED, RunStatus.FAILED, RunStatus.INTERRUPTED)
+STATUSES: tuple[RunStatus, ...] = ACTIVE + TERMINAL
+SUCCEEDED: tuple[RunStatus, ...] = (RunStatus.COMPLETED, RunStatus.STOPPED_EARLY)  # exit 0 for `train --wait`
+RESUMABLE: tuple[RunStatus, ...] = (RunStatus.INTERRUPTED, RunStatus.CANCELLED, RunStatus.FAILED)
+UNSUCCESSFUL: tuple[RunStatus, ...] = (RunStatus.FAILED, RunStatus.DIVERGED, RunStatus.INTERRUPTED)  # shown with their error
+DELETABLE: tuple[RunStatus, ...] = (RunStatus.QUEUED,) + TERMINAL  # a running run must be cancelled first
+
+
+class RunKind(StrEnum):
+    """What a queued row of the `runs` table is: a training run, or a helper job serving one (`parent_id`)."""
+
+    TRAIN = "train"
+    LR_FIND = "lr_find"  # the fast.ai learning-rate sweep
+    OVERFIT = "overfit"  # the recipe's overfit-one-batch check
+
+
+# ---- metric keys -------------------------------------------------------------------------------------------------
+# Logged every optimizer step by the training loop.
+STEP_KEYS = ("loss", "lr", "grad_norm", "clipped", "examples")
+# Logged once per epoch, at the epoch's last step. The EMA/SWA twins of the validation keys carry a prefix.
+EPOCH_KEYS = frozenset({"train_loss", "train_acc", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1",
+                        "examples_per_s", "best_epoch"})
+AVERAGED_PREFIXES = ("ema_", "swa_")  # ema_val_acc, swa_val_loss...: validation of the averaged weights
+FINAL_KEYS = ("train_loss", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1")  # a run's summary
+# Helper jobs stream their points as metrics of their own row.
+LR_FIND_KEYS = ("lr_find_lr", "lr_find_loss", "lr_find_smoothed")
+OVERFIT_KEYS = ("overfit_final_loss",)
+# Per-layer statistics are logged as f"{statistic}/{layer}" every `layer_stats_every` steps.
+LAYER_STAT_SEPARATOR = "/"
+
+
+def is_epoch_level(key: str) -> bool:
+    """True for keys logged once per epoch (validation metrics, their EMA/SWA twins, best_epoch). Any other key is
+    step-level: the per-step keys and the per-layer statistics (every K steps)."""
+    return key in EPOCH_KEYS or key.startswith(AVERAGED_PREFIXES)
+
+
+# ---- artifact names ----------------------------------------------------------------------------------------------
+MODEL_SUMMARY = "model_summary"  # {"parameters", "repr", "steps_per_epoch", "total_steps"}
+RECIPE_CHECKS = "recipe_checks"  # list[RecipeCheck] of a run's first life
+RECIPE_CHECKS_RESUMED = "recipe_checks_resumed"  # checks measured after a resume
+LR_FIND = "lr_find"  # the LR finder's result, on the job and on the run it served
+OVERFIT_ONE_BATCH = "overfit_one_batch"  # the overfit check (a RecipeCheck), on the job and on the run
+REPORT_KINDS = ("best", "last", "ema", "swa")  # the weights an evaluation report is computed for
+REPORT_PREFIX = "report/"
+HISTOGRAM_PREFIX = "hist/"
+
+
+def report_artifact(kind: str) -> str:
+    """Name of the evaluation report of one set of weights, e.g. 'report/best'."""
+    if kind not in REPORT_KINDS:
+        raise ValueError(f"report kind {kind!r}: allowed values are {', '.join(REPORT_KINDS)}")
+    return f"{REPORT_PREFIX}{kind}"
+
+
+def histogram_artifact(step: int) -> str:
+    """Name of the layer histograms taken at a step, e.g. 'hist/150' (the step count the metrics use)."""
+    return f"{HISTOGRAM_PREFIX}{int(step)}"
+
+
+def histogram_steps(artifact_names: list[str] | tuple[str, ...] | set[str]) -> list[int]:
+    """The steps that have histograms, ascending, from a run's artifact names."""
+    steps = []
+    for name in artifact_names:
+        if name.startswith(HISTOGRAM_PREFIX):
+            try:
+                steps.append(int(name[len(HISTOGRAM_PREFIX):]))
+            except ValueError:
+                continue
+    return sorted(steps)
+
+
+# ---- the shapes of stored artifacts ------------------------------------------------------------------------------
+class RecipeCheck(TypedDict):
+    """One check of Karpathy's recipe, as `engine.diagnostics.recipe` builds it and the Run report draws it."""
+
+    name: str  # loss_at_init | input_independent | overfit_one_batch | clipping | dead_units | saturation | update_ratio
+    title: str
+    status: str  # pass | warn | skip ("skip": could not run; never a silent pass)
+    value: float | None
+    numbers: dict[str, Any]  # label -> number (None where not finite)
+    message: str  # what was measured and what to do
+    why: str  # one line: why the check matters
+
+
+class Misclassified(TypedDict):
+    index: int  # position in the run's validation split
+    true: int
+    pred: int
+    confidence: float  # probability of the predicted class
+    true_prob: float  # probability of the true class
+
+
+class EvaluationReport(TypedDict, total=False):
+    """`report/{kind}`: scikit-learn's classification report and the confusion matrix of one set of weights."""
+
+    n: int
+    accuracy: float
+    loss: float  # mean cross-entropy
+    labels: list[str]
+    report: dict[str, dict[str, float]]  # classification_report(output_dict=True) plus "micro avg"
+    report_text: str
+    confusion: list[list[int]]
+    confusion_normalized: list[list[float]]
+    misclassified: list[Misclassified]  # the most confident mistakes first
+    misclassified_total: int
+
+
+# ---- constants both sides need -----------------------------------------------------------------------------------
+UPDATE_RATIO_REFERENCE = -3.0  # log10 std(update)/std(weights): makemore's ~1e-3 per step is healthy
+OVERFIT_WHY = ("A model and optimizer that cannot memorise a handful of examples have a bug "
+               "(labels, loss, optimizer wiring) or far too little capacity or learning rate.")
