@@ -8,7 +8,6 @@ shown only then, and keep their value while hidden.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 import streamlit as st
@@ -127,12 +126,3 @@ def config_form(columns: int = 2) -> tuple[RunConfig | None, str | None]:
     except ValueError as exc:
         return None, str(exc)
 
-
-def set_form_values(config: RunConfig) -> None:
-    """Load a config into the form (e.g. 'use suggested lr' from the LR finder, or a run's config)."""
-    st.session_state[FORM_KEY] = config.to_dict()
-    for name, value in config.to_dict().items():
-        st.session_state[widget_key(name)] = value
-
-
-ALL_FIELDS = [f.name for f in fields(RunConfig)]

@@ -3,30 +3,30 @@
 Pure functions, DataFrame in and plotly Figure out, so tests check them without a browser; no
 streamlit, no torch. A chart is first described as a list of `Curve`s (exactly the points that
 will be drawn, already smoothed and downsampled); `metric_figure` turns them into traces and
-`plotted_data` into the table offered as a CSV download, so the two always agree.
+`plotted_data` into the table offered as a CSV download, so the two always agree. How a chart is
+drawn (x axis, smoothing, grouping...) is one `ChartOptions` value that both take.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from app.series import (
-    AVERAGED_PREFIXES,
     X_TITLES,
     band_across,
     downsample_indices,
     group_labels,
-    is_epoch_level,
     ordered_groups,
     run_series,
     smooth_ema,
 )
+from engine.records import AVERAGED_PREFIXES, is_epoch_level
 
 # Tableau 10: distinct hues that stay readable for the common colour-vision deficiencies.
 PALETTE = (
@@ -83,7 +83,7 @@ def run_colors(ids: Iterable[str]) -> dict[str, str]:
     return colors
 
 
-def metric_title(key: str, labels: dict | None = None) -> str:
+def metric_title(key: str, labels: Mapping[str, str] | None = None) -> str:
     """Display title of a metric key; EMA/SWA twins are named after the key they average."""
     if labels and key in labels:
         return str(labels[key])
@@ -91,6 +91,30 @@ def metric_title(key: str, labels: dict | None = None) -> str:
         if key.startswith(prefix):
             return f"{prefix[:-1].upper()} {metric_title(key.removeprefix(prefix), labels)}"
     return METRIC_TITLES.get(key, key)
+
+
+@dataclass(frozen=True)
+class ChartOptions:
+    """How a metric chart is drawn; the same value gives metric_figure and plotted_data the same points.
+
+    x_axis: step, epoch, examples or wall_time. smoothing in [0, 1): TensorBoard's debiased EMA,
+    drawn solid over the faint raw series; it runs on the full series, then each trace is
+    downsampled to at most max_points (min/max per bucket) so the browser gets what it can draw.
+    group_by: a config column such as "cfg.optimizer" draws one mean line per group with a
+    translucent band, mean ± std (ddof=0) when band="std" or the min-max range when band="minmax".
+    averaged: draw the EMA/SWA twins (ema_<key>, swa_<key>) of epoch-level keys when logged.
+    labels: display text for metric keys and x-axis names. log_y and labels change only the look,
+    not the data.
+    """
+
+    x_axis: str = "step"
+    smoothing: float = 0.0
+    log_y: bool = False
+    group_by: str | None = None
+    band: str = "std"
+    max_points: int = 1000
+    labels: Mapping[str, str] | None = None
+    averaged: bool = True
 
 
 @dataclass(frozen=True)
@@ -125,20 +149,13 @@ def _keys(key: str | Sequence[str]) -> list[str]:
 
 
 def _curves(
-    metrics_df: pd.DataFrame,
-    runs_df: pd.DataFrame,
-    key: str | Sequence[str],
-    x_axis: str,
-    smoothing: float,
-    group_by: str | None,
-    band: str,
-    max_points: int,
-    averaged: bool,
+    metrics_df: pd.DataFrame, runs_df: pd.DataFrame, key: str | Sequence[str], options: ChartOptions
 ) -> list[Curve]:
     """Everything a chart draws, in drawing order (smoothed after its faint raw series)."""
+    x_axis, smoothing, group_by, max_points = options.x_axis, options.smoothing, options.group_by, options.max_points
     primary = _keys(key)
     dashes = {k: _PRIMARY_DASHES[i % len(_PRIMARY_DASHES)] for i, k in enumerate(primary)}
-    if averaged:
+    if options.averaged:
         for k in primary:
             if is_epoch_level(k) and not k.startswith(AVERAGED_PREFIXES):
                 dashes.update({prefix + k: dash for prefix, dash in _AVERAGED_DASHES.items()})
@@ -152,7 +169,7 @@ def _curves(
         return f"{name} · {k}" if several else name
 
     if group_by is not None:
-        return _band_curves(series, runs_df, group_by, dashes, label, smoothing, band, max_points)
+        return _band_curves(series, runs_df, group_by, dashes, label, smoothing, options.band, max_points)
 
     names = {str(r): str(n) for r, n in zip(runs_df["run_id"], runs_df["name"])}
     colors = run_colors(list(names) + [s.run_id for s in series])
@@ -208,23 +225,14 @@ def plotted_data(
     metrics_df: pd.DataFrame,
     runs_df: pd.DataFrame,
     key: str | Sequence[str],
-    *,
-    x_axis: str = "step",
-    smoothing: float = 0.0,
-    log_y: bool = False,
-    group_by: str | None = None,
-    band: str = "std",
-    max_points: int = 1000,
-    labels: dict | None = None,
-    averaged: bool = True,
+    options: ChartOptions = ChartOptions(),
 ) -> pd.DataFrame:
     """Exactly the points metric_figure (same arguments) draws, long format, for the CSV download.
 
     Columns: series, run_id (or group), key, kind (raw, smoothed, mean, best_epoch), x, y, and the
-    band's lower/upper (NaN outside bands). log_y and labels change only the look, not the data.
+    band's lower/upper (NaN outside bands).
     """
-    curves = _curves(metrics_df, runs_df, key, x_axis, smoothing, group_by, band, max_points, averaged)
-    return _curves_table(curves)
+    return _curves_table(_curves(metrics_df, runs_df, key, options))
 
 
 def _curves_table(curves: list[Curve]) -> pd.DataFrame:
@@ -247,7 +255,7 @@ def _rgba(color: str, alpha: float) -> str:
     return f"rgba({red},{green},{blue},{alpha})"
 
 
-def _traces(curves: list[Curve], x_title: str, labels: dict | None) -> list[dict]:
+def _traces(curves: list[Curve], x_title: str, labels: Mapping[str, str] | None) -> list[dict]:
     """Plotly trace specs. Plain dicts: go.Figure validates them once, where trace objects are
     validated, then deep-copied into the figure (about 3x the time for a 24-trace chart)."""
     total = sum(c.x.size * (3 if c.lower is not None else 1) for c in curves)
@@ -294,52 +302,32 @@ def metric_figure(
     metrics_df: pd.DataFrame,
     runs_df: pd.DataFrame,
     key: str | list[str],
-    *,
-    x_axis: str = "step",
-    smoothing: float = 0.0,
-    log_y: bool = False,
-    group_by: str | None = None,
-    band: str = "std",
-    max_points: int = 1000,
-    labels: dict | None = None,
-    averaged: bool = True,
+    options: ChartOptions = ChartOptions(),
 ) -> go.Figure:
-    """Curves of one metric key (or several on one chart) for the runs in metrics_df.
+    """Curves of one metric key (or several on one chart) for the runs in metrics_df, drawn as
+    `options` says.
 
-    One line per run, named by the run's name and coloured by run_colors; or with group_by (a
-    config column such as "cfg.optimizer"), one mean line per group with a translucent band (mean
-    ± std with ddof=0, or min-max). smoothing in [0, 1) applies TensorBoard's debiased EMA, drawn
-    solid over the faint raw series; smoothing runs on the full series, then each trace is
-    downsampled to at most max_points (min/max per bucket) so the browser gets what it can draw.
-    For epoch-level keys, the EMA/SWA twins (ema_<key>, swa_<key>) are drawn dashed/dotted when
-    logged and averaged=True, and a run's early-stopping best epoch gets a star and a dashed
-    vertical line. labels overrides titles: metric keys and x-axis names to display text.
+    One line per run, named by the run's name and coloured by run_colors; or, grouped, one mean
+    line per group with its band. For epoch-level keys, the EMA/SWA twins are drawn dashed/dotted,
+    and a run's early-stopping best epoch gets a star and a dashed vertical line.
     """
-    return _figure(_curves(metrics_df, runs_df, key, x_axis, smoothing, group_by, band, max_points, averaged),
-                   key, x_axis, log_y, labels)
+    return _figure(_curves(metrics_df, runs_df, key, options), key, options)
 
 
 def metric_figure_with_data(
     metrics_df: pd.DataFrame,
     runs_df: pd.DataFrame,
     key: str | list[str],
-    *,
-    x_axis: str = "step",
-    smoothing: float = 0.0,
-    log_y: bool = False,
-    group_by: str | None = None,
-    band: str = "std",
-    max_points: int = 1000,
-    labels: dict | None = None,
-    averaged: bool = True,
+    options: ChartOptions = ChartOptions(),
 ) -> tuple[go.Figure, pd.DataFrame]:
     """(metric_figure(...), plotted_data(...)) from one pass over the data: a page that shows a
     chart and offers its CSV computes the curves once per refresh instead of twice."""
-    curves = _curves(metrics_df, runs_df, key, x_axis, smoothing, group_by, band, max_points, averaged)
-    return _figure(curves, key, x_axis, log_y, labels), _curves_table(curves)
+    curves = _curves(metrics_df, runs_df, key, options)
+    return _figure(curves, key, options), _curves_table(curves)
 
 
-def _figure(curves: list[Curve], key: str | Sequence[str], x_axis: str, log_y: bool, labels: dict | None) -> go.Figure:
+def _figure(curves: list[Curve], key: str | Sequence[str], options: ChartOptions) -> go.Figure:
+    x_axis, log_y, labels = options.x_axis, options.log_y, options.labels
     x_title = (labels or {}).get(x_axis, X_TITLES.get(x_axis, x_axis))
     best_epoch_lines = [
         dict(type="line", xref="x", yref="paper", x0=float(c.x[0]), x1=float(c.x[0]), y0=0, y1=1, opacity=0.7,
@@ -382,13 +370,12 @@ def clipped_fraction(metrics_df: pd.DataFrame, window: int) -> pd.DataFrame:
 
 
 def clipped_fraction_figure(
-    metrics_df: pd.DataFrame, runs_df: pd.DataFrame, window: int = 100, **options
+    metrics_df: pd.DataFrame, runs_df: pd.DataFrame, window: int = 100, options: ChartOptions = ChartOptions()
 ) -> go.Figure:
-    """metric_figure of clipped_fraction (options as metric_figure's), y fixed to [0, 1]."""
+    """metric_figure of clipped_fraction, y fixed to [0, 1]; labels in `options` win over its title."""
     derived = pd.concat([clipped_fraction(metrics_df, window), metrics_df[metrics_df["key"] == "examples"]])
-    labels = {"clipped_fraction": f"fraction of steps clipped (last {window} steps)"}
-    labels |= options.pop("labels", None) or {}
-    fig = metric_figure(derived, runs_df, "clipped_fraction", labels=labels, **options)
+    labels = {"clipped_fraction": f"fraction of steps clipped (last {window} steps)", **(options.labels or {})}
+    fig = metric_figure(derived, runs_df, "clipped_fraction", replace(options, labels=labels))
     return fig.update_yaxes(range=[-0.02, 1.02])
 
 

@@ -19,9 +19,8 @@ import plotly.graph_objects as go
 
 from app.figures import PALETTE
 from app.series import downsample
+from engine.records import UPDATE_RATIO_REFERENCE
 
-UPDATE_RATIO_REFERENCE = -3.0  # = engine.diagnostics.layer_stats.UPDATE_RATIO_REFERENCE (makemore's ~1e-3), kept torch-free
-REPORT_KINDS = ("best", "last", "ema", "swa")  # the weights an evaluation report can be computed for
 REPORT_TITLES = {"best": "best checkpoint", "last": "last weights", "ema": "EMA weights", "swa": "SWA weights"}
 AVERAGE_ROWS = ("accuracy", "micro avg", "macro avg", "weighted avg")
 REPORT_COLUMNS = ("precision", "recall", "f1-score", "support")
@@ -313,16 +312,6 @@ def histogram_figure(histogram: dict[str, Any], kind: str = "activations", step:
                   hovermode="closest", height=360, legend=dict(orientation="h", yanchor="top", y=-0.25, x=0),
                   margin=dict(l=60, r=20, t=40, b=50), uirevision=f"hist:{kind}")
     return go.Figure(data=traces, layout=layout)
-
-
-def histogram_steps(artifact_names: Iterable[str]) -> list[int]:
-    """The sampled steps that have a `hist/<step>` artifact, ascending."""
-    steps = []
-    for name in artifact_names:
-        head, _, tail = str(name).partition("/")
-        if head == "hist" and tail.isdigit():
-            steps.append(int(tail))
-    return sorted(steps)
 
 
 # ---- gradient norm and clipping ---------------------------------------------------------------------------------

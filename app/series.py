@@ -17,27 +17,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from engine.records import is_epoch_level
+
 X_AXES = ("step", "epoch", "examples", "wall_time")
 BANDS = ("std", "minmax")
 
-# Keys logged once per epoch (at the epoch's last step). Any other key is treated as step-level,
-# which is right for the per-step keys (loss, lr, grad_norm, clipped, examples) and for
-# diagnostics added later (they are logged every K steps).
-EPOCH_KEYS = frozenset(
-    {
-        "train_loss", "train_acc", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1",
-        "examples_per_s", "best_epoch",
-    }
-)
-AVERAGED_PREFIXES = ("ema_", "swa_")  # validation of the EMA / SWA weights: ema_val_acc, swa_val_loss...
 
 # Exponent budget for w**-k inside one block of the vectorised EMA: float64 overflows near e**709.
 _EMA_EXPONENT_LIMIT = 690.0
-
-
-def is_epoch_level(key: str) -> bool:
-    """True for keys logged once per epoch (validation metrics, their EMA/SWA twins, best_epoch)."""
-    return key in EPOCH_KEYS or key.startswith(AVERAGED_PREFIXES)
 
 
 def chart_keys(keys: Sequence[str], x_axis: str) -> list[str]:
@@ -444,36 +431,3 @@ def _sort_value(value: object) -> tuple[int, float, str]:
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         return (0, float(value), "")
     return (1, 0.0, str(value))
-
-
-def group_band(
-    metrics_df: pd.DataFrame,
-    runs_df: pd.DataFrame,
-    key: str,
-    group_by: str,
-    *,
-    x_axis: str = "step",
-    band: str = "std",
-    smoothing: float = 0.0,
-) -> pd.DataFrame:
-    """Per group of runs (same value of config column group_by), the band of `key` across them.
-
-    Columns: group, x, mean, lower, upper, n_runs (see band_across). With smoothing > 0 each run
-    is smoothed first (smooth then aggregate: the band shows the spread of the smoothed curves).
-    """
-    labels = group_labels(runs_df, group_by)
-    members: dict[str, list[RunSeries]] = {}
-    for series in run_series(metrics_df, [key], x_axis):
-        if series.run_id in labels:
-            members.setdefault(labels[series.run_id], []).append(series)
-    frames = []
-    for label in ordered_groups(runs_df, group_by):
-        if label not in members:
-            continue
-        runs = members[label]
-        frame = band_across([s.x for s in runs], [smooth_ema(s.y, smoothing) for s in runs], band)
-        frame.insert(0, "group", label)
-        frames.append(frame)
-    if not frames:
-        return pd.DataFrame(columns=["group", "x", "mean", "lower", "upper", "n_runs"])
-    return pd.concat(frames, ignore_index=True)

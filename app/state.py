@@ -1,21 +1,24 @@
-"""Process-wide handles for the dashboard: the store, the runner, the live metrics cache, datasets.
+"""Process-wide handles for the dashboard: the store, the runner (its worker pool warmed at start), the live metrics
+cache, datasets.
 
 All are `st.cache_resource` (one per server process, thread-safe objects); pages keep only ids and
 plain values in `st.session_state`. Torch-heavy imports happen lazily inside the functions that need them.
+The metrics cache itself lives in app/metrics_cache.py (no streamlit: tests use it directly).
 """
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import threading
 import time
 
 import pandas as pd
 import streamlit as st
 
+from app.metrics_cache import MetricsCache
 from engine.runs.runner import Runner
 from engine.runs.store import Store
-
-ACTIVE = ("queued", "running")
 
 
 @st.cache_resource(show_spinner=False)
@@ -23,79 +26,69 @@ def get_store() -> Store:
     return Store()
 
 
-@st.cache_resource(show_spinner=False)
-def get_runner() -> Runner:
-    return Runner(get_store())
+class PoolWarmup:
+    """Fills the runner's worker pool from a background thread, once per server process.
 
-
-class MetricsCache:
-    """Metric rows per run and key, kept in memory and topped up with only the rows newer than the last seen id.
-
-    Shared by every session of the server: a Compare page with 8 long runs reads a few new rows per tick
-    instead of the whole history, and each chart gets only the keys it draws (one loss chart over 8 runs
-    of 50,000 steps handles 400k rows, not the 2M+ rows of every key). A resumed run drops rows past its
-    checkpoint, so a run whose `queued_at` changed (resume re-queues it) is reloaded from scratch.
+    A worker imports torch (seconds) before it can take a run; started once the server's first page is drawn (see
+    app/main.py), the pool is warm by the time someone clicks Start, instead of only then. The thread never blocks
+    the page: `ensure_workers` counts GPUs (importing torch in this process) and spawns the worker processes. A failure is kept as a readable message
+    for the page to show. Workers exit after TRAINLENS_WORKER_IDLE_S (default 30 min) without work; a later Start
+    starts them again, as before. TRAINLENS_WARM_POOL=0 turns the warm-up off (the tests' AppTest pages).
     """
 
-    COLUMNS = ["id", "run_id", "step", "epoch", "key", "value", "wall_time"]
-
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        self.started: int | None = None  # worker processes started, once done
+        self.error: str | None = None
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="warm-worker-pool", daemon=True)
         self._lock = threading.Lock()
-        self._chunks: dict[str, dict[str, list[pd.DataFrame]]] = {}  # run_id -> key -> frames, merged lazily
-        self._last_id: dict[str, int] = {}
-        self._version: dict[str, float | None] = {}
-        self._read_at: dict[str, float] = {}
 
-    def get(self, run_ids: list[str], versions: dict[str, float], keys: list[str] | None = None) -> pd.DataFrame:
-        """Rows of `run_ids` (only `keys` when given), long format, grouped by run then key, steps ascending."""
+    @staticmethod
+    def enabled() -> bool:
+        return os.environ.get("TRAINLENS_WARM_POOL", "1").strip().lower() not in ("0", "false", "no", "off")
+
+    def start(self) -> PoolWarmup:
+        """Start the warm-up thread (once: later calls do nothing)."""
         with self._lock:
-            self._refresh(run_ids, versions)
-            frames = []
-            for run_id in run_ids:
-                by_key = self._chunks.get(run_id, {})
-                for key in (keys if keys is not None else list(by_key)):
-                    chunks = by_key.get(key)
-                    if chunks:
-                        if len(chunks) > 1:  # merge once, so the next tick concatenates one frame per key
-                            chunks[:] = [pd.concat(chunks, ignore_index=True)]
-                        frames.append(chunks[0])
-        if not frames:
-            return pd.DataFrame(columns=self.COLUMNS)
-        return pd.concat(frames, ignore_index=True)
+            if self._thread.ident is None:
+                self._thread.start()
+        return self
 
-    def keys(self, run_ids: list[str], versions: dict[str, float]) -> set[str]:
-        with self._lock:
-            self._refresh(run_ids, versions)
-            return {key for run_id in run_ids for key in self._chunks.get(run_id, {})}
+    def _run(self) -> None:
+        try:
+            self.started = self.runner.ensure_workers()
+        except Exception as exc:  # shown on the page; a Start queues its run and retries the pool
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.done.set()
 
-    REREAD_S = 0.3  # the charts of one page refresh share one read per run
 
-    def _refresh(self, run_ids: list[str], versions: dict[str, float]) -> None:
-        now = time.time()
-        for run_id in run_ids:
-            if run_id not in self._version or self._version[run_id] != versions.get(run_id):
-                self._chunks.pop(run_id, None)
-                self._last_id[run_id] = 0
-                self._version[run_id] = versions.get(run_id)
-                self._read_at[run_id] = 0.0
-            if now - self._read_at.get(run_id, 0.0) < self.REREAD_S:
-                continue
-            self._read_at[run_id] = now
-            # one indexed query per run from its own last id: runs written side by side have very different
-            # last ids, and reading from the smallest one would re-read the other runs' history every tick
-            rows = self.store.get_metrics(run_id, after_id=self._last_id[run_id])
-            if rows.empty:
-                continue
-            by_key = self._chunks.setdefault(run_id, {})
-            for key, part in rows.groupby("key", sort=False):
-                by_key.setdefault(str(key), []).append(part)
-            self._last_id[run_id] = int(rows["id"].iloc[-1])
+_warmup: list[PoolWarmup] = []  # the warm-up of the current runner (one per server process)
 
-    def forget(self, run_id: str) -> None:
-        with self._lock:
-            for table in (self._chunks, self._last_id, self._version, self._read_at):
-                table.pop(run_id, None)
+
+@st.cache_resource(show_spinner=False)
+def get_runner() -> Runner:
+    """The runner, with its worker pool's warm-up (see PoolWarmup; app/main.py starts it after the first page)."""
+    runner = Runner(get_store())
+    _warmup[:] = [PoolWarmup(runner)] if PoolWarmup.enabled() else []
+    return runner
+
+
+def pool_warmup() -> PoolWarmup | None:
+    """The warm-up of the runner's worker pool (None when turned off or no runner yet)."""
+    return _warmup[0] if _warmup else None
+
+
+def start_pool_warmup() -> None:
+    """Start warming the worker pool in the background, once per server process (later calls do nothing)."""
+    try:
+        get_runner()
+    except Exception:  # no store: the page that needs it says why
+        return
+    warmup = pool_warmup()
+    if warmup is not None:
+        warmup.start()
 
 
 @st.cache_resource(show_spinner=False)
@@ -111,16 +104,21 @@ def runs_frame() -> pd.DataFrame:
 
 
 _last_reap = [0.0]
+_reap_lock = threading.Lock()  # sessions run on their own threads: one of them recovers, the others go on
 
 
 def _reap_now_and_then(runner: Runner) -> None:
     # throttled: every live fragment of every session calls runs_frame()
-    if time.time() - _last_reap[0] > 3.0:
-        _last_reap[0] = time.time()
-        try:
+    if not _reap_lock.acquire(blocking=False):
+        return
+    try:
+        if time.time() - _last_reap[0] > 3.0:
+            _last_reap[0] = time.time()
             runner.recover()
-        except Exception:  # a busy database must not break the page: the next tick retries
-            pass
+    except (sqlite3.OperationalError, OSError):  # a busy database or a worker that cannot start: next tick retries
+        pass
+    finally:
+        _reap_lock.release()
 
 
 def _versions(run_ids: list[str], runs: pd.DataFrame) -> dict[str, float]:
@@ -128,21 +126,39 @@ def _versions(run_ids: list[str], runs: pd.DataFrame) -> dict[str, float]:
     return {r: float(v) for r, v in zip(runs["run_id"], runs["queued_at"]) if r in wanted}
 
 
-def run_metrics(run_ids: list[str], runs: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
-    """Metric rows of the runs (only `keys` when given), read incrementally through the shared cache."""
-    return get_metrics_cache().get(list(run_ids), _versions(run_ids, runs), keys)
+def run_metrics(run_ids: list[str], runs: pd.DataFrame, keys: list[str] | None = None, *,
+                exact: bool | None = None) -> pd.DataFrame:
+    """Metric rows of the runs, read incrementally through the shared cache.
+
+    With `keys` (a chart): those keys only, long histories at the cache's coarse level (at most
+    MetricsCache.MAX_ROWS rows per run and key: evenly spaced steps, the extremes, every new row). Without: every
+    key, every row (counts over a run's steps). `exact` overrides either way. See app/metrics_cache.py.
+    """
+    return get_metrics_cache().get(list(run_ids), _versions(run_ids, runs), keys, exact=exact)
 
 
 def run_metric_keys(run_ids: list[str], runs: pd.DataFrame) -> set[str]:
     return get_metrics_cache().keys(list(run_ids), _versions(run_ids, runs))
 
 
-@st.cache_resource(show_spinner="Loading the dataset...", max_entries=4)
-def get_dataset(name: str, seed: int, val_fraction: float, data_dir: str, limit: int):
-    """A loaded DatasetSplit (tensors; a resource, never copied into session state)."""
-    from engine.data.loading import load_dataset
+def coarse_note(run_ids: list[str]) -> str | None:
+    """A caption for charts and their CSV when some curves of `run_ids` come from a coarse read (None otherwise)."""
+    coarse = get_metrics_cache().coarse_keys(run_ids)
+    if not coarse:
+        return None
+    keys = sorted({key for held in coarse.values() for key in held})
+    return (f"Long histories ({', '.join(keys)} of {len(coarse)} run{'s' if len(coarse) > 1 else ''}) are read "
+            f"coarse: at most {MetricsCache.MAX_ROWS:,} points per run and key (evenly spaced steps with the lowest "
+            "and highest values), every point since; smoothing runs on those points. The CSV holds the plotted points.")
 
-    return load_dataset(name, seed=seed, val_fraction=val_fraction, data_dir=data_dir or None, limit=limit)
+
+def run_split(config):
+    """A run's DatasetSplit exactly as its training loads it (the engine's per-process cache: shared tensors, read
+    them only; never copied into session state). ValueError (DatasetUnavailable...) carries a readable message."""
+    from engine.data.loading import cached_run_split
+
+    with st.spinner("Loading the dataset..."):
+        return cached_run_split(config)
 
 
 def format_duration(seconds: float | None) -> str:

@@ -64,6 +64,7 @@ def trainlens_home(request, tmp_path, monkeypatch) -> Path:
     home = request.getfixturevalue("runner_home") if uses_runner else tmp_path / "trainlens_home"
     monkeypatch.setenv("TRAINLENS_HOME", str(home))
     monkeypatch.setenv("TRAINLENS_WORKER_IDLE_S", WORKER_IDLE_S)
+    monkeypatch.setenv("TRAINLENS_WARM_POOL", "0")  # an AppTest's app must not start a worker pool per test
     yield home
     if not uses_runner:  # the runner fixture stops its own pool at the end of the module
         stop_workers(home)

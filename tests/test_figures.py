@@ -19,6 +19,7 @@ import pytest
 
 from app.figures import (
     PALETTE,
+    ChartOptions,
     clipped_fraction,
     clipped_fraction_figure,
     final_metrics_table,
@@ -124,7 +125,7 @@ def test_one_trace_per_run_named_and_coloured():
 
 def test_smoothing_is_applied_before_downsampling():
     metrics, runs = make_runs(n_steps=3000, seeds=(0,), optimizers=("adam",))
-    fig = metric_figure(metrics, runs, "loss", smoothing=0.9, max_points=200)
+    fig = metric_figure(metrics, runs, "loss", ChartOptions(smoothing=0.9, max_points=200))
     raw, smoothed = fig.data
     assert raw.opacity < 0.5 and raw.showlegend is False and smoothed.opacity == 1.0
     assert len(raw.x) <= 200 and len(smoothed.x) <= 200
@@ -138,7 +139,7 @@ def test_smoothing_is_applied_before_downsampling():
 def test_every_trace_is_downsampled_to_max_points():
     metrics, runs = make_runs(n_steps=2500)
     for options in ({}, {"smoothing": 0.5}, {"group_by": "cfg.optimizer"}, {"x_axis": "wall_time"}):
-        fig = metric_figure(metrics, runs, "grad_norm", max_points=150, **options)
+        fig = metric_figure(metrics, runs, "grad_norm", ChartOptions(max_points=150, **options))
         assert fig.data and all(len(t.x) <= 150 and len(t.y) <= 150 for t in fig.data)
     assert {t.type for t in fig.data} == {"scatter"}  # 6 runs x 150 points: SVG is fine
     large = metric_figure(metrics, runs, "grad_norm")  # 6 runs x 1000 points: WebGL
@@ -159,8 +160,9 @@ def test_plotted_data_is_exactly_what_the_figure_draws(options):
     metrics, runs = make_runs(n_steps=1200)
     options = {"key": "loss", **options}
     key = options.pop("key")
-    fig = metric_figure(metrics, runs, key, **options)
-    table = plotted_data(metrics, runs, key, **options)
+    chart = ChartOptions(**options)
+    fig = metric_figure(metrics, runs, key, chart)
+    table = plotted_data(metrics, runs, key, chart)
     drawn = {t.name: t for t in fig.data}
     for series, rows in table.groupby("series", sort=False):
         trace = drawn[series]
@@ -169,7 +171,7 @@ def test_plotted_data_is_exactly_what_the_figure_draws(options):
         if rows["kind"].iloc[0] == "mean":
             np.testing.assert_array_equal(drawn[f"{series} (lower)"].y, rows["lower"].to_numpy())
             np.testing.assert_array_equal(drawn[f"{series} (upper)"].y, rows["upper"].to_numpy())
-    both_figure, both_table = metric_figure_with_data(metrics, runs, key, **options)
+    both_figure, both_table = metric_figure_with_data(metrics, runs, key, chart)
     assert both_figure.to_json() == fig.to_json()
     pd.testing.assert_frame_equal(both_table, table)
     bands = (table["kind"] == "mean").any()
@@ -179,7 +181,7 @@ def test_plotted_data_is_exactly_what_the_figure_draws(options):
 
 def test_group_band_traces_are_mean_and_std_of_the_seeds():
     metrics, runs = make_runs(n_steps=300)
-    fig = metric_figure(metrics, runs, "loss", group_by="cfg.optimizer")
+    fig = metric_figure(metrics, runs, "loss", ChartOptions(group_by="cfg.optimizer"))
     assert [t.name for t in fig.data if t.showlegend is not False] == ["optimizer=adam (n=3)", "optimizer=sgd (n=3)"]
     mean, = traces_named(fig, "optimizer=sgd (n=3)")
     lower, = traces_named(fig, "optimizer=sgd (n=3) (lower)")
@@ -195,11 +197,11 @@ def test_group_band_traces_are_mean_and_std_of_the_seeds():
 
 def test_log_axis_titles_labels_and_units():
     metrics, runs = make_runs(n_steps=100, seeds=(0,))
-    fig = metric_figure(metrics, runs, "lr", log_y=True, x_axis="wall_time")
+    fig = metric_figure(metrics, runs, "lr", ChartOptions(x_axis="wall_time", log_y=True))
     assert fig.layout.yaxis.type == "log"
     assert fig.layout.xaxis.title.text == "time since start (s)"
     assert fig.layout.yaxis.title.text == "learning rate"
-    fig = metric_figure(metrics, runs, "lr", labels={"lr": "η", "step": "update"})
+    fig = metric_figure(metrics, runs, "lr", ChartOptions(labels={"lr": "η", "step": "update"}))
     assert fig.layout.yaxis.title.text == "η" and fig.layout.xaxis.title.text == "update"
     assert fig.layout.yaxis.type == "linear"
 
@@ -207,7 +209,7 @@ def test_log_axis_titles_labels_and_units():
 def test_best_epoch_marker_and_averaged_twins_on_epoch_charts():
     metrics, runs = make_runs(n_steps=400, seeds=(0,), optimizers=("adam",))
     best = int(metrics.loc[metrics["key"] == "best_epoch", "value"].iloc[0])
-    fig = metric_figure(metrics, runs, "val_acc", x_axis="epoch")
+    fig = metric_figure(metrics, runs, "val_acc", ChartOptions(x_axis="epoch"))
     by_name = {t.name: t for t in fig.data}
     assert by_name["adam seed 0 · ema_val_acc"].line.dash == "dash"
     assert by_name["adam seed 0 · swa_val_acc"].line.dash == "dot"
@@ -220,7 +222,7 @@ def test_best_epoch_marker_and_averaged_twins_on_epoch_charts():
     assert line.x0 == line.x1 == best + 1 and line.line.dash == "dash"
     on_steps = metric_figure(metrics, runs, "val_acc")  # marker at the step the epoch ended
     assert on_steps.layout.shapes[0].x0 == (best + 1) * STEPS_PER_EPOCH
-    plain = metric_figure(metrics, runs, "val_acc", averaged=False)
+    plain = metric_figure(metrics, runs, "val_acc", ChartOptions(averaged=False))
     assert [t.name for t in plain.data] == ["adam seed 0", f"adam seed 0 best (epoch index {best})"]
     assert not metric_figure(metrics, runs, "loss").layout.shapes  # step-level chart: no marker
     assert len(metric_figure(*make_runs(n_steps=100, averaged=False), "val_acc").data) == 12
@@ -230,7 +232,7 @@ def test_diverged_values_become_gaps():
     metrics, runs = make_runs(n_steps=100, seeds=(0,), optimizers=("adam",))
     loss = metrics.index[(metrics["key"] == "loss") & (metrics["step"] >= 90)]
     metrics.loc[loss, "value"] = np.inf
-    (trace,) = metric_figure(metrics, runs, "loss", smoothing=0.5).data[1:]
+    (trace,) = metric_figure(metrics, runs, "loss", ChartOptions(smoothing=0.5)).data[1:]
     assert np.isnan(trace.y[89:]).all() and np.isfinite(trace.y[:89]).all()
     json.loads(metric_figure(metrics, runs, "loss").to_json())
 
@@ -252,8 +254,11 @@ def test_clipped_fraction_is_a_rolling_mean_per_run():
         flags = flags["value"].tolist()
         want = [sum(flags[max(0, i - 19) : i + 1]) / min(i + 1, 20) for i in range(len(flags))]
         np.testing.assert_allclose(rows["value"], want)
-    fig = clipped_fraction_figure(metrics, runs, window=20, x_axis="examples")
+    fig = clipped_fraction_figure(metrics, runs, window=20, options=ChartOptions(x_axis="examples"))
     assert len(fig.data) == 2 and fig.data[0].x[0] == 32.0 and tuple(fig.layout.yaxis.range) == (-0.02, 1.02)
+    assert fig.layout.yaxis.title.text == "fraction of steps clipped (last 20 steps)"
+    renamed = clipped_fraction_figure(metrics, runs, 20, ChartOptions(labels={"clipped_fraction": "clipped"}))
+    assert renamed.layout.yaxis.title.text == "clipped"  # the caller's labels win
     with pytest.raises(ValueError, match="window"):
         clipped_fraction(metrics, 0)
 
@@ -300,6 +305,6 @@ def test_category_columns_plot_the_same_points(x_axis):
     metrics, runs = make_runs(n_steps=200, seeds=(0, 1))
     categorical = metrics.astype({"run_id": "category", "key": "category"})
     for group_by in (None, "cfg.optimizer"):
-        options = dict(x_axis=x_axis, group_by=group_by, smoothing=0.5)
-        want = plotted_data(metrics, runs, ["loss", "val_acc"], **options)
-        pd.testing.assert_frame_equal(plotted_data(categorical, runs, ["loss", "val_acc"], **options), want)
+        options = ChartOptions(x_axis=x_axis, group_by=group_by, smoothing=0.5)
+        want = plotted_data(metrics, runs, ["loss", "val_acc"], options)
+        pd.testing.assert_frame_equal(plotted_data(categorical, runs, ["loss", "val_acc"], options), want)

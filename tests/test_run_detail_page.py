@@ -15,6 +15,7 @@ import pytest
 from ui_helpers import chart_by_key, chart_traces, decode_array, figure_spec, fresh_app, wait_for
 
 from app import report_figures as rf
+from engine import records
 from engine.config import RunConfig
 from engine.runs.runner import RunHandle
 
@@ -163,7 +164,7 @@ def test_layer_statistics_histograms_and_clipping(runner, tiny_run):
     assert all_names == set(rf.layer_names(metrics, "update_ratio")) and any(n.endswith("bias") for n in all_names)
 
     # histograms: a slider over the stored hist/<step> artifacts
-    steps = rf.histogram_steps(store.list_artifacts(tiny_run))
+    steps = records.histogram_steps(store.list_artifacts(tiny_run))
     slider = at.select_slider(key="report_hist_step")
     assert len(steps) >= 2 and slider.options == [str(s) for s in steps] and slider.value == steps[-1]
     for step in (steps[0], steps[-1]):

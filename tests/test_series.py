@@ -17,7 +17,6 @@ from app.series import (
     downsample,
     downsample_indices,
     epoch_positions,
-    group_band,
     run_series,
     smooth_ema,
     x_values,
@@ -217,45 +216,7 @@ def test_epoch_positions_when_logged_every_k_steps():
 # ---------------------------------------------------------------------------------------------
 # group bands
 # ---------------------------------------------------------------------------------------------
-def seeds_frame(n_steps=7) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Three adam seeds and two sgd seeds on the same steps; one adam seed stops early."""
-    rng = np.random.default_rng(5)
-    rows, runs = [], []
-    for i, optimizer in enumerate(["adam", "adam", "adam", "sgd", "sgd"]):
-        steps = np.arange(1, (4 if i == 2 else n_steps) + 1)
-        for step, value in zip(steps, rng.normal(1.0, 0.3, steps.size)):
-            rows.append({"run_id": f"r{i}", "step": int(step), "epoch": 0, "key": "loss", "value": value,
-                         "wall_time": 10.0 * i + 1.5 * step})
-        runs.append({"run_id": f"r{i}", "name": f"run {i}", "status": "completed", "cfg.optimizer": optimizer})
-    return pd.DataFrame(rows), pd.DataFrame(runs)
-
-
-@pytest.mark.parametrize("band", ["std", "minmax"])
-def test_group_band_matches_numpy_per_step(band):
-    metrics, runs = seeds_frame()
-    table = group_band(metrics, runs, "loss", "cfg.optimizer", band=band)
-    assert list(table["group"].unique()) == ["optimizer=adam", "optimizer=sgd"]
-    for (group, step), row in table.set_index(["group", "x"]).iterrows():
-        members = runs.loc[runs["cfg.optimizer"] == group.split("=")[1], "run_id"]
-        at = metrics[metrics["run_id"].isin(members) & (metrics["step"] == step)]["value"].to_numpy()
-        assert row["n_runs"] == at.size
-        assert row["mean"] == pytest.approx(np.mean(at))
-        if band == "std":  # population std, ddof=0
-            assert row["lower"] == pytest.approx(np.mean(at) - np.std(at, ddof=0))
-            assert row["upper"] == pytest.approx(np.mean(at) + np.std(at, ddof=0))
-        else:
-            assert (row["lower"], row["upper"]) == (pytest.approx(at.min()), pytest.approx(at.max()))
-
-
-def test_group_band_interpolates_wall_time_onto_common_grid():
-    metrics, runs = seeds_frame()
-    table = group_band(metrics, runs, "loss", "cfg.optimizer", x_axis="wall_time", band="minmax")
-    sgd = table[table["group"] == "optimizer=sgd"]
-    # same 1.5 s cadence for both sgd runs: the shared times are an exact grid
-    np.testing.assert_allclose(sgd["x"], 1.5 * np.arange(1, 8) - 1.5)
-    a = metrics[metrics["run_id"] == "r3"]["value"].to_numpy()
-    b = metrics[metrics["run_id"] == "r4"]["value"].to_numpy()
-    np.testing.assert_allclose(sgd["lower"], np.minimum(a, b))
+def test_band_across_interpolates_uneven_times_onto_their_union():
     # uneven times: each run is interpolated on the union of times, inside its own range only
     xs = [np.array([0.0, 1.0, 4.0]), np.array([0.5, 2.5])]
     ys = [np.array([0.0, 1.0, 4.0]), np.array([10.0, 30.0])]

@@ -7,14 +7,17 @@ Only the charts refresh live (an st.fragment), and they read only the metric row
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
 
 from app import figures
-from app.series import X_AXES, chart_keys, is_epoch_level
-from app.live import settle_when_done
-from app.state import ACTIVE, run_metric_keys, run_metrics, runs_frame
+from app.figures import ChartOptions
+from app.live import live_fragment
+from app.series import X_AXES, chart_keys
+from app.state import run_metric_keys, run_metrics, runs_frame
+from engine.records import is_epoch_level
 
 CHARTS = [  # (title, keys, default x axis override or None)
     ("Training loss (per step)", "loss", None),
@@ -106,16 +109,11 @@ if not selected_ids:
     st.stop()
 
 group_by = None if group_field == "(none)" else f"cfg.{group_field}"
-options = dict(x_axis=x_axis, smoothing=smoothing, log_y=log_y, group_by=group_by, band=band)
-any_active = runs[runs["run_id"].isin(selected_ids)]["status"].isin(ACTIVE).any()
+options = ChartOptions(x_axis=x_axis, smoothing=smoothing, log_y=log_y, group_by=group_by, band=band)
 
 
-@st.fragment(run_every=1.5 if any_active else None)
-def charts() -> None:
-    runs_now = runs_frame()
+def charts(runs_now: pd.DataFrame) -> None:
     selected = runs_now[runs_now["run_id"].isin(selected_ids)]
-    if any_active:
-        settle_when_done("compare_charts", selected["status"].isin(ACTIVE).any())
     run_ids = list(selected["run_id"])
     keys_present = run_metric_keys(run_ids, runs_now)
     if not keys_present:
@@ -125,13 +123,13 @@ def charts() -> None:
     columns = st.columns(2)
     shown = 0
 
-    def chart(title: str, keys: list[str], chart_options: dict, chart_key: str) -> None:
+    def chart(title: str, keys: list[str], chart_options: ChartOptions, chart_key: str) -> None:
         nonlocal shown
-        metrics = run_metrics(run_ids, runs_now, chart_keys(keys, chart_options["x_axis"]))
+        metrics = run_metrics(run_ids, runs_now, chart_keys(keys, chart_options.x_axis))
         with columns[shown % 2]:
             st.markdown(f"**{title}**")
             figure, plotted = figures.metric_figure_with_data(metrics, selected, keys if len(keys) > 1 else keys[0],
-                                                              **chart_options)
+                                                              chart_options)
             st.plotly_chart(figure, key=chart_key)
         exported.append(plotted.assign(chart=title))
         shown += 1
@@ -140,24 +138,24 @@ def charts() -> None:
         wanted = keys if isinstance(keys, list) else [keys]
         if not keys_present.intersection(wanted):
             continue
-        chart_options = dict(options, x_axis=x_axis if forced_x is None or x_axis != "step" else forced_x)
-        if all(is_epoch_level(k) for k in wanted):
-            chart_options["smoothing"] = 0.0  # a handful of epoch points: smoothing would only lag them
+        chart_options = replace(options, x_axis=x_axis if forced_x is None or x_axis != "step" else forced_x)
+        if all(is_epoch_level(k) for k in wanted):  # a handful of epoch points: smoothing would only lag them
+            chart_options = replace(chart_options, smoothing=0.0)
         chart(title, wanted, chart_options, f"chart_{index}")
     clipped = run_metrics(run_ids, runs_now, chart_keys(["clipped"], x_axis)) if "clipped" in keys_present else None
     if clipped is not None and clipped.loc[clipped["key"] == "clipped", "value"].max() > 0:
         with columns[shown % 2]:
             st.markdown("**Fraction of steps clipped**")
-            st.plotly_chart(figures.clipped_fraction_figure(clipped, selected, 100, **options), key="chart_clipped")
+            st.plotly_chart(figures.clipped_fraction_figure(clipped, selected, 100, options), key="chart_clipped")
 
     other_keys = sorted(k for k in keys_present if k not in {"loss", "val_acc", "train_loss", "val_loss", "lr", "grad_norm",
                                                              "clipped", "examples"})
     with st.expander("More metrics (precision, recall, F1, throughput, EMA/SWA, layer statistics...)"):
         extra = st.selectbox("metric", other_keys, key="compare_extra") if other_keys else None
         if extra:
-            extra_options = dict(options, smoothing=0.0) if is_epoch_level(extra) else options
+            extra_options = replace(options, smoothing=0.0) if is_epoch_level(extra) else options
             metrics = run_metrics(run_ids, runs_now, chart_keys([extra], x_axis))
-            figure, plotted = figures.metric_figure_with_data(metrics, selected, extra, **extra_options)
+            figure, plotted = figures.metric_figure_with_data(metrics, selected, extra, extra_options)
             st.plotly_chart(figure, key="chart_extra")
             exported.append(plotted.assign(chart=extra))
 
@@ -177,4 +175,4 @@ def charts() -> None:
                        "text/csv", key="download_csv", on_click="ignore")
 
 
-charts()
+live_fragment("compare_charts", charts, selected_ids, every=1.5)

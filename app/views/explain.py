@@ -5,31 +5,52 @@ the model gets wrong, or an example from assets/. The page shows the input as th
 predictions; then one map per chosen method (heatmap and overlay, with quality scores and time taken), the
 map across the run's checkpoints, and the model-randomization sanity check.
 
-Light methods run inline; heavy ones (many forward passes) run on a background thread of the server, on a
-copy of the model on the run's device, and a fragment polls their progress, so the page never blocks. Session
-state holds ids and plain values only; models and tensors live in st.cache_resource / st.cache_data.
+Light methods run inline; heavy ones (many forward passes) run on the server's job board (app/explain_jobs.py),
+on a copy of the model on the run's device, and a fragment polls their progress, so the page never blocks. The
+figures and tables are built in app/explain_figures.py; this script holds the selection, the caching and the
+layout. Session state holds ids and plain values only; models and tensors live in st.cache_resource /
+st.cache_data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 import torch
 
+from app.explain_figures import (
+    class_label,
+    epochs_figure,
+    misclassified_table,
+    quality_table,
+    randomization_figure,
+    randomization_table,
+    randomization_verdict,
+    topk_figure,
+    topk_table,
+)
+from app.explain_jobs import FINISHED, JobBoard
 from app.state import get_store
-from engine.explain import pretrained
 from engine.checkpoints import list_epochs, resolve
+from engine.explain import pretrained
+from engine.explain.images import ImageDecodeError, PreparedImage, decode_image
 from engine.explain.methods import METHODS, SIGNS, copy_model, explain, predict, why_not
 from engine.explain.quality import quality, randomization_check
-from engine.explain.render import (Subject, default_params, enlarge, heatmap, image_rgb, load_subject, overlay,
-                                   pixel_map, run_split)
-from engine.explain.images import ImageDecodeError, PreparedImage, decode_image
+from engine.explain.render import (
+    Subject,
+    default_params,
+    enlarge,
+    heatmap,
+    image_rgb,
+    load_subject,
+    overlay,
+    pixel_map,
+    run_split,
+)
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
@@ -54,9 +75,9 @@ def pretrained_subject(name: str, download: bool) -> Subject:
 
 
 @st.cache_resource(show_spinner=False)
-def job_board() -> dict:
+def job_board() -> JobBoard:
     """One worker thread for heavy maps, shared by every session; jobs keyed by what they compute."""
-    return {"pool": ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain"), "jobs": {}, "progress": {}}
+    return JobBoard(max_workers=1, keep=64, thread_name="explain")
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -70,10 +91,7 @@ def misclassified(subject_key: str, _subject: Subject) -> pd.DataFrame:
     probs = torch.cat([predict(_subject.model, _subject.spec.normalize(split.val_x[i:i + 512]))
                        for i in range(0, len(split.val_x), 512)])
     confidence, predicted = probs.max(1)
-    wrong = torch.where(predicted != split.val_y)[0]
-    return pd.DataFrame({"sample": wrong.numpy(), "true": split.val_y[wrong].numpy(),
-                         "predicted": predicted[wrong].numpy(), "confidence": confidence[wrong].numpy()},
-                        ).sort_values("confidence", ascending=False)
+    return misclassified_table(split.val_y.numpy(), predicted.numpy(), confidence.numpy())
 
 
 def compute_map(subject: Subject, model: torch.nn.Module, picture: dict, target: int, method: str, with_quality: bool,
@@ -96,31 +114,18 @@ def inline_map(job_key: tuple, _subject: Subject, _picture: dict, target: int, m
     return compute_map(_subject, _subject.model, _picture, target, method, with_quality, with_sensitivity)
 
 
-def background_map(job_key: tuple, subject: Subject, picture: dict, target: int, method: str, with_quality: bool,
-                   with_sensitivity: bool) -> Future:
-    board = job_board()
-    if job_key not in board["jobs"]:
-        board["progress"][job_key] = 0.0
-
-        def run() -> dict:
-            # a private copy: the shared model stays free for the page's inline maps meanwhile
-            model = copy_model(subject.model)
-            return compute_map(subject, model, picture, target, method, with_quality, with_sensitivity,
-                               progress=lambda f: board["progress"].__setitem__(job_key, f))
-
-        board["jobs"][job_key] = board["pool"].submit(run)
-        for old in list(board["jobs"])[:-64]:  # keep the board bounded
-            board["jobs"].pop(old, None)
-            board["progress"].pop(old, None)
-    return board["jobs"][job_key]
+def background_map(subject: Subject, picture: dict, target: int, method: str, with_quality: bool,
+                   with_sensitivity: bool, progress) -> dict:
+    """compute_map as a job of the board, on the worker thread."""
+    # a private copy: the shared model stays free for the page's inline maps meanwhile
+    model = copy_model(subject.model)
+    return compute_map(subject, model, picture, target, method, with_quality, with_sensitivity, progress=progress)
 
 
 @st.cache_data(max_entries=16, show_spinner="Re-initialising layers and recomputing maps...")
 def sanity_steps(key: str, _subject: Subject, _picture: dict, target: int, method: str) -> pd.DataFrame:
-    steps = randomization_check(_subject.model, _picture["inputs"].to(_subject.device), target, method,
-                                **default_params(method, _subject.spec))
-    rows = [{"layer": "(trained)", "spearman": 1.0, "spearman_signed": 1.0}]
-    return pd.DataFrame(rows + [vars(step) for step in steps])
+    return randomization_table(randomization_check(_subject.model, _picture["inputs"].to(_subject.device), target,
+                                                   method, **default_params(method, _subject.spec)))
 
 
 @st.cache_data(max_entries=16, show_spinner="Predicting at every epoch...")
@@ -139,38 +144,9 @@ def epoch_history(key: tuple, run_id: str, epochs: tuple[int, ...], target: int,
 def background_progress(job_key: tuple) -> None:
     """A live progress bar for one background map; reruns the page once the map is ready."""
     board = job_board()
-    future = board["jobs"].get(job_key)
-    if future is None or future.done():
+    if board.status(job_key) in (None, *FINISHED):  # None: dropped from the board, and the rerun submits it again
         st.rerun()  # the whole page, which now shows the finished map
-    st.progress(board["progress"].get(job_key, 0.0), text="computing in the background...")
-
-
-# ---- figures (pure) ------------------------------------------------------------------------------------------------
-
-
-def topk_figure(top: pd.DataFrame) -> go.Figure:
-    fig = go.Figure(go.Bar(x=top["probability"], y=top["class"], orientation="h",
-                           text=top["probability"].map("{:.1%}".format)))
-    fig.update_layout(height=40 + 28 * len(top), margin=dict(l=0, r=10, t=10, b=0), xaxis=dict(range=[0, 1]),
-                      yaxis=dict(autorange="reversed"))
-    return fig
-
-
-def randomization_figure(steps: pd.DataFrame) -> go.Figure:
-    fig = go.Figure()
-    for column, name in (("spearman", "|map| (rank correlation)"), ("spearman_signed", "signed map")):
-        fig.add_trace(go.Scatter(x=steps["layer"], y=steps[column], mode="lines+markers", name=name))
-    fig.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), yaxis=dict(range=[-0.2, 1.05]),
-                      xaxis_title="layers re-initialised from the top, cumulatively", yaxis_title="Spearman ρ")
-    return fig
-
-
-def epochs_figure(history: pd.DataFrame, epoch: int, target_name: str) -> go.Figure:
-    fig = go.Figure(go.Scatter(x=history["epoch"], y=history["target_prob"], mode="lines+markers",
-                               name=f"p({target_name})"))
-    fig.add_vline(x=epoch, line_dash="dot")
-    fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0), yaxis=dict(range=[0, 1]), xaxis_title="epoch")
-    return fig
+    st.progress(board.progress(job_key), text="computing in the background...")
 
 
 # ---- the page ------------------------------------------------------------------------------------------------------
@@ -277,25 +253,16 @@ if picture is None:
 
 probs = predict(subject.model, picture["inputs"])[0]
 predicted = int(probs.argmax())
-top = torch.topk(probs, min(5, len(probs)))
-def class_label(index: int) -> str:
-    """A class name with its index, unless the name is the index (digits)."""
-    name = subject.classes[index]
-    return name if name == str(index) else f"{name} ({index})"
-
-
-top_frame = pd.DataFrame({"class": [class_label(i) for i in top.indices.tolist()],
-                          "probability": top.values.numpy()})
 view_col, prob_col = st.columns([1, 2])
 with view_col:
     st.image(enlarge(image_rgb(picture["pixels"]), SHOW_PX), caption="as the model sees it")
     for note in picture["notes"]:
         st.caption(note)
 with prob_col:
-    st.plotly_chart(topk_figure(top_frame), key="explain_topk")
+    st.plotly_chart(topk_figure(topk_table(probs.numpy(), subject.classes)), key="explain_topk")
     target = st.selectbox("Explain the class", range(len(subject.classes)), index=predicted,
                           key=f"explain_target_{subject_key}_{picture['key']}",
-                          format_func=lambda i: f"{class_label(i)} · p = {float(probs[i]):.1%}"
+                          format_func=lambda i: f"{class_label(subject.classes, i)} · p = {float(probs[i]):.1%}"
                           + (" · predicted" if i == predicted else ""))
 target = int(target)
 small = picture["inputs"][0].numel() <= INLINE_MAX_VALUES
@@ -327,22 +294,23 @@ with compare_tab:
                     with st.spinner(f"{METHODS[method].title}..."):
                         result = inline_map(job_key, *args)
                 else:
-                    future = background_map(job_key, *args)
-                    if not future.done():
+                    board = job_board()
+                    board.submit(job_key, background_map, *args)
+                    if board.status(job_key) not in FINISHED:
                         background_progress(job_key)
                         continue
-                    if future.exception() is not None:
-                        st.error(f"{type(future.exception()).__name__}: {future.exception()}")
+                    try:
+                        result = board.result(job_key)
+                    except Exception as exc:  # noqa: BLE001 - the job's own failure, shown where its map would be
+                        st.error(f"{type(exc).__name__}: {exc}")
                         continue
-                    result = future.result()
                 shown = METHODS[method].default_sign if sign == "auto" else sign
                 st.image([enlarge(heatmap(result["map"], shown), SHOW_PX),
                           enlarge(overlay(picture["pixels"], result["map"], shown), SHOW_PX)],
                          caption=[f"heatmap ({shown})", "overlay"], width=SHOW_PX)
                 st.caption(f"{result['seconds'] * 1000:.0f} ms")
                 if result["quality"]:
-                    scores = {k: v for k, v in result["quality"].items() if v is not None}
-                    st.dataframe(pd.Series(scores, name="value").map("{:.3g}".format), width="stretch")
+                    st.dataframe(quality_table(result["quality"]), width="stretch")
     with st.expander("What do the scores mean?"):
         st.markdown("- **infidelity** (Captum): error of the map at predicting how the output changes when random "
                     "squares are removed; **infidelity_relative** divides it by the output's own change: 0 is "
@@ -387,6 +355,4 @@ with sanity_tab:
     if st.session_state.get("explain_sanity_done") == sanity_key:
         steps = sanity_steps(sanity_key, subject, picture, target, sanity_method)
         st.plotly_chart(randomization_figure(steps), key="explain_sanity_chart")
-        drop = 1.0 - float(steps["spearman"].iloc[-1])
-        st.caption(f"Rank correlation with every layer random: {steps['spearman'].iloc[-1]:.2f} "
-                   f"({'passes' if drop > 0.3 else 'fails'}: a faithful map changes when the model does).")
+        st.caption(randomization_verdict(steps))

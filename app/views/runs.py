@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.live import settle_when_done, status_text
-from app.state import ACTIVE, format_duration, get_runner, get_store, runs_frame
-from engine.runs.store import STATUSES
+from app.live import live_fragment, status_text
+from app.state import format_duration, get_runner, get_store, runs_frame
+from engine.records import ACTIVE, DELETABLE, RESUMABLE, STATUSES, RunStatus
 
 st.title("Runs")
 runs = runs_frame()
@@ -48,7 +48,7 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
         "group": view["group"],
         "status": view["status"].map(status_text),
         "progress": view["progress"].astype(float),
-        "ETA": [format_duration(e) if s == "running" else "" for e, s in zip(view["eta_s"], view["status"])],
+        "ETA": [format_duration(e) if s == RunStatus.RUNNING else "" for e, s in zip(view["eta_s"], view["status"])],
         "device": view["device"].fillna(""),
         "best val acc": view["run_id"].map(best).astype(float),
         "duration": view["duration_s"].map(format_duration),
@@ -57,14 +57,7 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-any_active = runs["status"].isin(ACTIVE).any()
-
-
-@st.fragment(run_every=2.0 if any_active else None)
-def runs_table() -> None:
-    runs_now = runs_frame()
-    if any_active:
-        settle_when_done("runs_table", runs_now["status"].isin(ACTIVE).any())
+def runs_table(runs_now: pd.DataFrame) -> None:
     view = table(runs_now)
     event = st.dataframe(
         view, hide_index=True, key="runs_table", on_select="rerun", selection_mode="multi-row",
@@ -92,13 +85,13 @@ def actions(chosen: list[str], view: pd.DataFrame) -> None:
         for run_id in cancellable:
             runner.cancel(run_id)
         st.toast(f"Cancel requested for {len(cancellable)} run(s)")
-    resumable = [r for r, s in statuses.items() if s in ("interrupted", "cancelled", "failed")]
+    resumable = [r for r, s in statuses.items() if s in RESUMABLE]
     if b3.button(f"Resume ({len(resumable)})", disabled=not resumable, key="runs_resume",
                  help="continue from the last epoch checkpoint"):
         for run_id in resumable:
             runner.resume(run_id)
         st.toast(f"Resuming {len(resumable)} run(s)")
-    deletable = [r for r, s in statuses.items() if s not in ("running",)]
+    deletable = [r for r, s in statuses.items() if s in DELETABLE]
     if b4.button(f"Delete ({len(deletable)})", disabled=not deletable, key="runs_delete",
                  help="delete runs with their metrics and checkpoints (running runs must be cancelled first)"):
         confirm_delete(deletable)
@@ -119,4 +112,4 @@ def confirm_delete(run_ids: list[str]) -> None:
         st.rerun()
 
 
-runs_table()
+live_fragment("runs_table", runs_table, every=2.0)

@@ -10,9 +10,8 @@ import streamlit as st
 from app import figures
 from app.config_form import config_form
 from app.live import live_runs_panel
-from app.state import get_dataset, get_runner
+from app.state import get_runner, run_split
 from engine.config import OPTIMIZERS, RunConfig
-from engine.data.loading import DATA_SEED
 from engine.race import RECOMMENDED_LR, expand_race, parse_values
 
 LAUNCHED_KEY = "launched_run_ids"
@@ -30,7 +29,7 @@ with form_col:
 split, data_error = None, None
 if config is not None:
     try:
-        split = get_dataset(config.dataset, DATA_SEED, config.val_fraction, config.data_dir, config.train_limit)
+        split = run_split(config)
     except ValueError as exc:  # DatasetUnavailable and bad data folders carry a readable message
         data_error = str(exc)
 
@@ -38,7 +37,7 @@ if config is not None:
 @st.cache_data(show_spinner=False, max_entries=64)
 def parameter_count(dataset: str, model: str, hidden: int, depth: int, width: int, skip: bool, activation: str,
                     dropout: float) -> int:
-    from engine.data.loading import dataset_info
+    from engine.data.registry import dataset_info
     from engine.models import build_model, count_parameters
 
     info = dataset_info(dataset)
@@ -52,7 +51,7 @@ def batch_grid(config: RunConfig, count: int = 32) -> tuple[np.ndarray, list[str
     from engine.data.augment import AugmentSpec
     from engine.data.loading import iterate_batches
 
-    spec = AugmentSpec(config.augment_rotate, config.augment_scale, config.augment_translate, config.augment_flip)
+    spec = AugmentSpec.from_config(config)
     xb, yb = next(iterate_batches(split.train_x, split.train_y, config.batch_size, seed=config.seed, epoch=0,
                                   augment=spec if spec.active else None))
     images = xb[:count].clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()  # [B, H, W, C] in [0, 1]
