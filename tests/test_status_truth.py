@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import engine_env
+from ui_helpers import wait_for
 
 from engine.config import RunConfig
 from engine.runs.runner import Runner
@@ -25,16 +26,6 @@ from engine.runs.store import Store
 
 PROJECT = str(Path(__file__).resolve().parent.parent)
 HOST = socket.gethostname()
-
-
-def wait_for(predicate, timeout: float, poll: float = 0.1, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.mark.timeout(240)

@@ -87,24 +87,39 @@ def launch_with_lr(runner: Runner, run: dict, result: dict) -> None:
                      query_params={"run": launched["run"]})
 
 
+def finished_job(store: Store, runner: Runner, run: dict, kind: RunKind, *, button: str, key: str, icon: str,
+                 job_label: str, what: str, live_sweep: bool, button_again: str | None = None,
+                 not_run_note: str | None = None) -> pd.Series | None:
+    """The start button and the life of the run's newest helper job of `kind`: its progress while it is queued or
+    running, its failure; returns the job once it has finished well (None until then)."""
+    latest, busy = latest_job(store, run["run_id"], kind)
+    label = button_again if latest is not None and button_again else button
+    if st.button(label, key=key, disabled=busy, icon=icon):
+        start_job(runner, run, kind, job_label)
+        st.rerun()
+    if latest is None:
+        if not_run_note:
+            st.info(not_run_note)
+        return None
+    if busy:
+        job_poller(store, runner, str(latest["run_id"]), live_sweep=live_sweep)
+        return None
+    if job_failed(latest, what):
+        return None
+    return latest
+
+
 def lr_finder_section(store: Store, runner: Runner, run: dict) -> None:
     run_id = run["run_id"]
     st.header("Learning-rate finder")
     st.caption("fast.ai style: one training step per learning rate, from 1e-7 up to 10 exponentially over 100 steps, "
                "on a fresh copy of this run's model and optimizer; it stops when the loss explodes. Runs as a "
                "background job; the run itself is not touched.")
-    latest, busy = latest_job(store, run_id, RunKind.LR_FIND)
-    label = "Find a learning rate" if latest is None else "Run the LR finder again"
-    if st.button(label, key="report_lr_find", disabled=busy, icon=":material/travel_explore:"):
-        start_job(runner, run, RunKind.LR_FIND, "lr finder")
-        st.rerun()
+    latest = finished_job(store, runner, run, RunKind.LR_FIND, key="report_lr_find", icon=":material/travel_explore:",
+                          button="Find a learning rate", button_again="Run the LR finder again",
+                          job_label="lr finder", what="LR finder", live_sweep=True,
+                          not_run_note="Not run yet for this run. It takes a few seconds once a worker is free.")
     if latest is None:
-        st.info("Not run yet for this run. It takes a few seconds once a worker is free.")
-        return
-    if busy:
-        job_poller(store, runner, str(latest["run_id"]), live_sweep=True)
-        return
-    if job_failed(latest, "LR finder"):
         return
     result = store.get_artifact(str(latest["run_id"]), records.LR_FIND) or store.get_artifact(run_id, records.LR_FIND)
     if not result:
@@ -124,16 +139,10 @@ def overfit_section(store: Store, runner: Runner, run: dict) -> None:
     st.caption("Karpathy's recipe: train a copy of the model on one batch of 16 images until the loss is near zero. "
                "Runs on request and for lessons, not on every run: 0.1-1 s for small models, up to ~12 s for a ResNet "
                "that never gets there.")
-    latest, busy = latest_job(store, run_id, RunKind.OVERFIT)
-    if st.button("Overfit one batch", key="report_overfit", disabled=busy, icon=":material/fitness_center:"):
-        start_job(runner, run, RunKind.OVERFIT, "overfit one batch")
-        st.rerun()
+    latest = finished_job(store, runner, run, RunKind.OVERFIT, button="Overfit one batch", key="report_overfit",
+                          icon=":material/fitness_center:", job_label="overfit one batch",
+                          what="overfit-one-batch check", live_sweep=False)
     if latest is None:
-        return
-    if busy:
-        job_poller(store, runner, str(latest["run_id"]), live_sweep=False)
-        return
-    if job_failed(latest, "overfit-one-batch check"):
         return
     result = overfit_result(store, run_id)
     if not result:

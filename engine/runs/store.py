@@ -222,16 +222,14 @@ class Store:
     def request_cancel(self, run_id: str) -> str:
         """Cancel a queued run at once, or ask a running one to stop; returns the resulting status."""
         with self._tx() as c:
-            row = c.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"no run {run_id}")
-            if row["status"] == RunStatus.QUEUED:
+            status = _status_in_tx(c, run_id)
+            if status == RunStatus.QUEUED:
                 c.execute("UPDATE runs SET status=?, finished_at=? WHERE run_id=?",
                           (RunStatus.CANCELLED, time.time(), run_id))
                 return RunStatus.CANCELLED
-            if row["status"] == RunStatus.RUNNING:
+            if status == RunStatus.RUNNING:
                 c.execute("UPDATE runs SET cancel_requested=1 WHERE run_id=?", (run_id,))
-            return row["status"]
+            return status
 
     def cancel_requested(self, run_id: str) -> bool:
         row = self.conn.execute("SELECT cancel_requested FROM runs WHERE run_id=?", (run_id,)).fetchone()
@@ -240,21 +238,17 @@ class Store:
     def resume_run(self, run_id: str) -> None:
         """Re-queue an interrupted/cancelled/failed run to continue from its last checkpoint."""
         with self._tx() as c:
-            row = c.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"no run {run_id}")
-            if row["status"] not in RESUMABLE:
-                raise ValueError(f"run {run_id} is {row['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
+            status = _status_in_tx(c, run_id)
+            if status not in RESUMABLE:
+                raise ValueError(f"run {run_id} is {status}; only {', '.join(RESUMABLE)} runs can be resumed")
             c.execute(f"UPDATE runs SET status='{RunStatus.QUEUED}', resume_from='last', cancel_requested=0, error=NULL, "
                       "finished_at=NULL, worker_id=NULL, queued_at=? WHERE run_id=?", (time.time(), run_id))
 
     def delete_run(self, run_id: str) -> None:
         """Delete a run's rows (the caller removes its checkpoint folder). Running runs must be cancelled first."""
         with self._tx() as c:
-            row = c.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"no run {run_id}")
-            if row["status"] not in DELETABLE:
+            status = _status_in_tx(c, run_id)
+            if status not in DELETABLE:
                 raise ValueError(f"run {run_id} is running; cancel it before deleting it")
             for table in ("metrics", "checkpoints", "artifacts", "runs"):
                 c.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
@@ -522,6 +516,14 @@ class Store:
                 conn.execute(f"PRAGMA busy_timeout={int(lock_wait_ms)}")
         except sqlite3.OperationalError:  # "database is locked" (or a transaction already open on this connection)
             return []
+
+
+def _status_in_tx(c: sqlite3.Connection, run_id: str) -> str:
+    """A run's status read inside a write transaction; KeyError when there is no such run."""
+    row = c.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+    if row is None:
+        raise KeyError(f"no run {run_id}")
+    return row["status"]
 
 
 class _Transaction:
