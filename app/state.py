@@ -115,7 +115,9 @@ def _reap_now_and_then(runner: Runner) -> None:
         if time.time() - _last_reap[0] > 3.0:
             _last_reap[0] = time.time()
             runner.recover()
-    except (sqlite3.OperationalError, OSError):  # a busy database or a worker that cannot start: next tick retries
+    except (sqlite3.OperationalError, OSError, ValueError):
+        # a busy database, a worker that cannot start, or a pool size the runner refuses (TRAINLENS_WORKERS=0):
+        # the page must still draw; the next tick retries
         pass
     finally:
         _reap_lock.release()
