@@ -67,6 +67,18 @@ OVERFIT_KEYS = ("overfit_final_loss",)
 LAYER_STAT_SEPARATOR = "/"
 
 
+def epoch_number(epoch_index: int) -> int:
+    """The epoch number users see for the engine's 0-based `epoch_index`: epochs count from 1 everywhere
+    (pages, reports, CLI), and "epoch N" means "after N epochs of training". 0 means before training."""
+    return int(epoch_index) + 1
+
+
+def epoch_label(epoch_index: int) -> str:
+    """'after epoch N' for a 0-based engine epoch index (see epoch_number); -1 reads 'before training'."""
+    number = epoch_number(epoch_index)
+    return "before training" if number == 0 else f"after epoch {number}"
+
+
 def is_epoch_level(key: str) -> bool:
     """True for keys logged once per epoch (validation metrics, their EMA/SWA twins, best_epoch). Any other key is
     step-level: the per-step keys and the per-layer statistics (every K steps)."""
