@@ -111,8 +111,8 @@ class EpochRates:
     def progress(self, step, total_steps, epoch):
         self.inner.progress(step, total_steps, epoch)
 
-    def checkpoint(self, epoch, kind, path, metrics):
-        self.inner.checkpoint(epoch, kind, path, metrics)
+    def checkpoint(self, epoch, kind, path, metrics, staged=None):
+        self.inner.checkpoint(epoch, kind, path, metrics, staged=staged)
 
     def artifact(self, name, value):
         self.inner.artifact(name, value)

@@ -67,7 +67,24 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     tmp.replace(path)  # atomic: a reader never sees a half-written checkpoint
 
 
+class CheckpointUnreadable(ValueError):
+    """A checkpoint file that is not a readable TrainLens checkpoint (damaged, crafted, or from elsewhere)."""
+
+
 def load_checkpoint(path: Path, device: str = "cpu") -> Checkpoint:
+    """Read a checkpoint; CheckpointUnreadable (a ValueError) with the file and the reason for any bad file:
+    a truncated or crafted header (safetensors refuses absurd lengths before allocating), missing metadata, a
+    config that no longer validates."""
+    try:
+        return _read_checkpoint(path, device)
+    except FileNotFoundError:
+        raise
+    except (Exception, RecursionError) as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError type
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CheckpointUnreadable(f"checkpoint {path} is not a readable TrainLens checkpoint ({reason})") from None
+
+
+def _read_checkpoint(path: Path, device: str) -> Checkpoint:
     groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "swa": {}, "optim": {}, "rng": {}}
     with safe_open(str(path), framework="pt", device=device) as f:
         metadata = f.metadata() or {}
@@ -146,5 +163,9 @@ def load_run_model(run_id: str, which: str | int = "best", weights: str = "model
     state = {"model": ckpt.model, "ema": ckpt.ema, "swa": ckpt.swa}[weights]
     if state is None:
         raise ValueError(f"run {run_id} has no {weights.upper()} weights (the run did not use {weights})")
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # missing keys or tensor shapes that do not fit: a checkpoint altered by hand
+        first = str(exc).splitlines()[0][:200]
+        raise CheckpointUnreadable(f"checkpoint of run {run_id} does not fit the model its config describes ({first})") from None
     return model.to(device).eval(), ckpt.config, info, ckpt

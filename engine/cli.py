@@ -6,6 +6,9 @@ runs [--json] | show RUN_ID [--json] | metrics RUN_ID [--all|--json|--csv] | can
 explain RUN_ID IMAGE --method NAME [--target CLASS] [--checkpoint EPOCH] --out FILE.png
 workers [--stop]
 Bad arguments exit 2 with a one-line message, never a traceback; cancelling a run that already ended exits 1.
+A store that cannot be used (damaged, disk full, locked) is one line naming the file and what to do, exit 2; a
+file that cannot be written (`--out` a folder, a full disk) is one line, exit 1; anything unexpected is one line
+with the place of its traceback (TRAINLENS_HOME/logs/cli-error.log), exit 1.
 Output piped into a reader that stops early (`| head`) ends quietly, with the shell's SIGPIPE status 141.
 """
 
@@ -33,6 +36,7 @@ from engine.records import (
     report_artifact,
 )
 
+MAX_CONFIG_BYTES = 100_000
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command killed by SIGPIPE (`yes | head -1`)
 
 
@@ -108,18 +112,54 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
+    import sqlite3
+
+    from engine.runs.store_errors import StoreUnavailable, describe
+
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc, 2)
+    except StoreUnavailable as exc:
+        return _fail(exc, 2)
+    except sqlite3.DatabaseError as exc:  # met after opening (a page deep in a truncated file)
+        from engine.paths import db_path
+
+        return _fail(describe(exc, db_path()), 2)
     except (ValueError, KeyError, FileNotFoundError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return _fail(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc, 2)
+    except RecursionError:
+        return _fail("the input nests too deeply to be read", 2)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # an output that cannot be written: a folder, /dev/full, a full disk
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc}", 1)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback kept for the report
+        return _fail(f"unexpected {type(exc).__name__}: {exc} (details in {_save_traceback()})", 1)
+
+
+def _fail(message, code: int) -> int:
+    """Print `error: MESSAGE` on one line (cut to a readable length) and return the exit status."""
+    text = " ".join(str(message).split())
+    print(f"error: {text if len(text) <= 600 else text[:597] + '...'}", file=sys.stderr)
+    return code
+
+
+def _save_traceback() -> str:
+    import traceback
+
+    try:
+        from engine.paths import logs_dir
+
+        path = logs_dir() / "cli-error.log"
+        path.write_text(traceback.format_exc())
+        return str(path)
+    except Exception:  # noqa: BLE001 - the one-line error must still come out
+        return "no log: the logs folder cannot be written"
 
 
 def _store():
@@ -141,7 +181,14 @@ def cmd_train(args) -> int:
         path = Path(args.config)
         if not path.is_file():
             raise UsageError(f"--config {args.config}: no such file")
-        data = RunConfig.from_toml(path.read_text()).to_dict()
+        if path.stat().st_size > MAX_CONFIG_BYTES:  # checked before reading: a run's config is a few hundred bytes
+            raise UsageError(f"--config {args.config}: {path.stat().st_size:,} bytes; a run's config is at most "
+                             f"{MAX_CONFIG_BYTES:,}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"--config {args.config}: not UTF-8 text") from None
+        data = RunConfig.from_toml(text).to_dict()
     for assignment in args.set:
         key, value = parse_assignment(assignment)
         data[key] = value
@@ -360,8 +407,16 @@ def cmd_explain(args) -> int:
 
     store = _store()
     run_id = _resolve(store, args.run_id)
+    from engine.explain.images import MAX_BYTES
+
     if not Path(args.image).is_file():
         raise UsageError(f"{args.image}: no such file")
+    if Path(args.image).stat().st_size > MAX_BYTES:  # before reading it: a 3 GB file must not be read to be refused
+        raise UsageError(f"{args.image}: {Path(args.image).stat().st_size:,} bytes; images up to "
+                         f"{MAX_BYTES // 2**20} MB are explained")
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out {args.out} is a folder; give a file name such as {out / 'explanation.png'}")
     which = args.checkpoint if args.checkpoint in ("best", "last") else _int(args.checkpoint, "--checkpoint")
     result = explain_to_png(run_id, args.image, args.method, args.target, which, args.out)
     print(json.dumps(result, default=_json_default) if isinstance(result, dict) else result)

@@ -17,6 +17,9 @@ from typing import Any
 import tomli_w
 
 from engine.data.registry import DATASETS
+from engine.records import check_name
+
+MAX_TOML_CHARS = 100_000  # a run's config is a few hundred bytes; a bigger file is a mistake (or an attack)
 
 MODELS = ("mlp", "convnet", "resnet", "rnn", "gru", "lstm")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
@@ -93,18 +96,20 @@ class RunConfig:
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 ok = True
             if not ok:
-                raise ValueError(f"{f.name}={value!r}: expected {expected.__name__}")
+                raise ValueError(f"{f.name}={_shown(value)}: expected {expected.__name__}")
             if expected is float and not math.isfinite(value):
-                raise ValueError(f"{f.name}={value!r}: must be a finite number")
+                raise ValueError(f"{f.name}={_shown(value)}: must be a finite number")
+        check_name("name", self.name)
+        check_name("group", self.group)
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r}: allowed values are {', '.join(allowed)}")
+                raise ValueError(f"{name}={_shown(getattr(self, name))}: allowed values are {', '.join(allowed)}")
         for name, (low, high, low_open, high_open) in _RANGES.items():
             value = getattr(self, name)
             if (value <= low if low_open else value < low) or (value >= high if high_open else value > high):
                 lo = "(" if low_open else "["
                 hi = ")" if high_open else "]"
-                raise ValueError(f"{name}={value!r}: must be in {lo}{low}, {high}{hi}")
+                raise ValueError(f"{name}={_shown(value)}: must be in {lo}{low}, {high}{hi}")
         return self
 
     # ---- serialisation ----
@@ -132,7 +137,12 @@ class RunConfig:
 
     @classmethod
     def from_toml(cls, text: str) -> "RunConfig":
-        data = tomllib.loads(text)
+        if len(text) > MAX_TOML_CHARS:
+            raise ValueError(f"the config is {len(text):,} characters long; a run's config is at most {MAX_TOML_CHARS:,}")
+        try:
+            data = tomllib.loads(text)
+        except RecursionError:
+            raise ValueError("the config nests tables or arrays too deeply to be a run's config") from None
         # accept either a flat file or one with a [run] table, which reads nicer in lesson files
         if set(data) == {"run"} and isinstance(data["run"], dict):
             data = data["run"]
@@ -148,7 +158,7 @@ class RunConfig:
 def parse_assignment(text: str) -> tuple[str, Any]:
     """Parse a CLI `key=value` into a typed pair, e.g. 'lr=0.01' -> ('lr', 0.01)."""
     if "=" not in text:
-        raise ValueError(f"--set {text!r}: expected key=value")
+        raise ValueError(f"--set {_shown(text)}: expected key=value")
     key, raw = (part.strip() for part in text.split("=", 1))
     if key not in _TYPES:
         raise ValueError(f"--set {key}: unknown config field; known fields: {', '.join(_TYPES)}")
@@ -172,7 +182,7 @@ def parse_value(key: str, raw: str) -> Any:
             return float(raw)
         return raw
     except ValueError:
-        raise ValueError(f"{key}={raw!r}: expected {kind.__name__}") from None
+        raise ValueError(f"{key}={_shown(raw)}: expected {kind.__name__}") from None
 
 
 def field_help() -> dict[str, str]:
@@ -240,3 +250,9 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "swa_start": (0, 1000, False, False),
     "layer_stats_every": (0, 10**9, False, False),
 }
+
+
+def _shown(value: Any) -> str:
+    """repr() of a value for an error message, cut to a readable length (a value can be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

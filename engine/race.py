@@ -10,6 +10,7 @@ import itertools
 from typing import Any, Sequence
 
 from engine.config import RunConfig, parse_value
+from engine.records import fit_name
 
 # Learning rates that train the zoo's models well with each optimizer on the built-in datasets.
 # A race with one shared lr is unfair to SGD (too small) or to Adam (too large), so races use these
@@ -45,7 +46,7 @@ def expand_race(base: RunConfig, *, optimizers: Sequence[str] = (), field: str |
             parts.append(f"{field}={value:g}" if isinstance(value, float) else f"{field}={value}")
         if seeds > 1:
             parts.append(f"seed {base.seed + offset}")
-        changes["name"] = " ".join(parts) or base.display_name()
+        changes["name"] = fit_name(" ".join(parts) or base.display_name())
         configs.append(base.with_updates(**changes))
     return configs
 

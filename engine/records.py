@@ -67,6 +67,27 @@ OVERFIT_KEYS = ("overfit_final_loss",)
 LAYER_STAT_SEPARATOR = "/"
 
 
+NAME_MAX = 120  # characters in a run, group, lesson or display name: enough to say what it is, not a page
+
+
+def check_name(what: str, name: str) -> str:
+    """`name` if it is a usable name; ValueError with a sentence a user can act on otherwise. Names are shown as
+    plain text everywhere; this only keeps them to a size every page can lay out."""
+    if not isinstance(name, str):
+        raise ValueError(f"{what} must be text, not {type(name).__name__}")
+    if len(name) > NAME_MAX:
+        raise ValueError(f"{what} is {len(name):,} characters long; at most {NAME_MAX} are allowed")
+    if any(ord(ch) < 32 and ch not in "\t" for ch in name):
+        raise ValueError(f"{what} contains control characters (line breaks...); use one line of text")
+    return name
+
+
+def fit_name(text: str) -> str:
+    """A name made from other names (a helper job's "LR finder: <run name>") cut to NAME_MAX, with an ellipsis."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= NAME_MAX else text[:NAME_MAX - 1] + "…"
+
+
 def epoch_number(epoch_index: int) -> int:
     """The epoch number users see for the engine's 0-based `epoch_index`: epochs count from 1 everywhere
     (pages, reports, CLI), and "epoch N" means "after N epochs of training". 0 means before training."""

@@ -10,6 +10,7 @@ precision/recall/F1, throughput, and the same validation for EMA/SWA weights whe
 from __future__ import annotations
 
 import copy
+import os
 import math
 import time
 from dataclasses import dataclass, field
@@ -40,7 +41,9 @@ class Sink(Protocol):
 
     def log(self, step: int, epoch: int, values: dict[str, float]) -> None: ...
     def progress(self, step: int, total_steps: int, epoch: int) -> None: ...
-    def checkpoint(self, epoch: int, kind: str, path: str, metrics: dict[str, float]) -> None: ...
+    # `staged`: the file was written there; the sink moves it to `path` when it records it (StoreSink does so only
+    # while the worker still owns the run, so a stale worker never overwrites the current owner's file)
+    def checkpoint(self, epoch: int, kind: str, path: str, metrics: dict[str, float], staged: str | None = None) -> None: ...
     def artifact(self, name: str, value: object) -> None: ...
     def rewind(self, step: int) -> None: ...  # forget metrics logged after `step` (a resumed run logs them again)
 
@@ -60,7 +63,9 @@ class MemorySink:
     def progress(self, step, total_steps, epoch):
         self.last_progress = (step, total_steps, epoch)
 
-    def checkpoint(self, epoch, kind, path, metrics):
+    def checkpoint(self, epoch, kind, path, metrics, staged=None):
+        if staged is not None:
+            os.replace(staged, path)
         self.checkpoints.append((epoch, kind, path))
 
     def artifact(self, name, value):
@@ -361,9 +366,8 @@ def _final_reports(model, ema, swa, config, run_id, val_x, val_y, mean, std, cla
 def _write_checkpoints(run_id: str, ckpt: Checkpoint, improved: bool, sink: Sink) -> None:
     from engine.checkpoints import best_path, epoch_path
 
-    path = epoch_path(run_id, ckpt.epoch)
-    save_checkpoint(path, ckpt)
-    sink.checkpoint(ckpt.epoch, "epoch", str(path), ckpt.metrics)
-    if improved:
-        save_checkpoint(best_path(run_id), ckpt)
-        sink.checkpoint(ckpt.epoch, "best", str(best_path(run_id)), ckpt.metrics)
+    targets = [("epoch", epoch_path(run_id, ckpt.epoch))] + ([("best", best_path(run_id))] if improved else [])
+    for kind, path in targets:
+        staged = path.with_name(f".{path.name}.{os.getpid()}.partial")  # never a half-written file at `path`
+        save_checkpoint(staged, ckpt)
+        sink.checkpoint(ckpt.epoch, kind, str(path), ckpt.metrics, staged=str(staged))

@@ -20,6 +20,13 @@ from engine.data.registry import DATASETS, SHAPE_CLASSES, DatasetUnavailable, da
 from engine.data.shapes import generate_shapes
 
 
+@pytest.fixture(autouse=True)
+def tmp_data_folders_are_allowed(tmp_path, monkeypatch):
+    """The official-format tests write their files under tmp_path: the operator's allow-list (TRAINLENS_DATA_DIRS)
+    names it, as it would a real data folder outside TRAINLENS_HOME/data."""
+    monkeypatch.setenv("TRAINLENS_DATA_DIRS", str(tmp_path))
+
+
 # --- registry ------------------------------------------------------------------------------------------
 
 def test_registry_lists_the_five_datasets_with_static_facts():

@@ -50,7 +50,9 @@ def load_official(name: str, *, data_dir: str | Path | None = None, download: bo
     info = dataset_info(name)
     if info.source != "torchvision":
         raise ValueError(f"{name!r} is not a torchvision dataset")
-    root = Path(data_dir).expanduser().resolve() if data_dir else default_data_dir()
+    from engine.paths import check_data_dir
+
+    root = check_data_dir(data_dir) if data_dir else default_data_dir()  # never a folder outside the data roots
     fetch = _fetch_idx_dataset if name in _IDX_FOLDERS else _fetch_cifar10
     if not _present(name, root):
         fetch(name, root, download)  # raises DatasetUnavailable when that does not work out

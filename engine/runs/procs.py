@@ -28,3 +28,35 @@ def pid_alive(pid: int, host: str) -> bool | None:
             return False
         except PermissionError:
             return True
+
+
+# A worker's pulse: a file whose modification time a worker's own thread refreshes every second, whatever the
+# store is doing. A heartbeat that stopped in the database while the pulse goes on means a worker waiting for a
+# busy store (alive, not to be reaped); both stopped means a frozen process (SIGSTOP, a suspended laptop, a swap
+# storm) whose run must go to someone else. Only readers on the worker's host see the file.
+_SAFE = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
+
+
+def pulse_path(worker_id: str):
+    from engine.paths import trainlens_home
+
+    name = "".join(ch if ch in _SAFE else "_" for ch in worker_id)[:64] or "_"
+    folder = trainlens_home() / "workers"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{name}.pulse"
+
+
+def touch_pulse(worker_id: str) -> None:
+    path = pulse_path(worker_id)
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        path.touch()
+
+
+def pulse_age(worker_id: str, now: float) -> float | None:
+    """Seconds since the worker's pulse was refreshed; None when there is no pulse file here to look at."""
+    try:
+        return now - pulse_path(worker_id).stat().st_mtime
+    except OSError:
+        return None

@@ -6,6 +6,17 @@ Reads of runs first reap workers that died (throttled; see `Store.reap_if_due`),
 within seconds of its worker's death whoever reads it.
 Reads return pandas DataFrames. The schema is versioned in `meta` so a later change can migrate it.
 Each thread gets its own connection (Streamlit serves sessions from several threads).
+
+Faults the store is built to survive (each has a test):
+- Leases (fencing): every claim of a run takes a new `lease` number; a worker's writes carry `fence=(run_id,
+  lease)` and apply only while that lease is current and the run is running, so a worker frozen past the reaper
+  and woken after its run was resumed elsewhere cannot write a duplicated step or overwrite the final status
+  (`LeaseLost`). Checkpoint files are moved into place inside the same fenced transaction.
+- Unreadable rows are quarantined: listing skips and reports them (`frame.attrs["unreadable"]`), a claim fails
+  them with the reason, and they can still be cancelled and deleted.
+- Opening writes nothing when the schema is current, so a store on a full or read-only disk still reads. A new
+  store is built under a temporary name and linked into place, so an empty or non-SQLite `trainlens.db` is always
+  damage: it is reported (engine.runs.store_errors), never silently replaced.
 """
 
 from __future__ import annotations
@@ -22,11 +33,12 @@ from typing import Any, Iterable
 import pandas as pd
 
 from engine.config import RunConfig
-from engine.paths import db_path
-from engine.records import DELETABLE, RESUMABLE, STATUSES, TERMINAL, RunKind, RunStatus
-from engine.runs.procs import pid_alive
+from engine.paths import check_data_dir, db_path
+from engine.records import DELETABLE, RESUMABLE, STATUSES, TERMINAL, RunKind, RunStatus, check_name
+from engine.runs.procs import pid_alive, pulse_age
+from engine.runs.store_errors import BACKUPS_DIR, StoreUnavailable, damaged, describe
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.lease
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,7 +63,8 @@ CREATE TABLE IF NOT EXISTS runs (
     epoch INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    resume_from TEXT                          -- 'last' when a resumed run must continue from its last checkpoint
+    resume_from TEXT,                         -- 'last' when a resumed run must continue from its last checkpoint
+    lease INTEGER NOT NULL DEFAULT 0          -- claim number: a worker's writes apply only under the current one
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, queued_at);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -83,40 +96,111 @@ CREATE TABLE IF NOT EXISTS workers (
 """
 
 METRIC_COLUMNS = ["id", "run_id", "step", "epoch", "key", "value", "wall_time"]
+RUN_COLUMNS = ("run_id", "kind", "name", "grp", "owner", "config", "status", "device", "worker_id", "created_at",
+               "queued_at", "parent_id", "started_at", "finished_at", "heartbeat_at", "step", "total_steps", "epoch",
+               "error", "cancel_requested", "resume_from", "lease")
+# Names are capped when written (engine.records.NAME_MAX); rows written before the cap are cut when read, so one
+# 50 MB name cannot take every page down.
+_RUN_SELECT = ", ".join(f"substr({c}, 1, 1000) AS {c}" if c in ("name", "grp", "owner", "error") else c
+                        for c in RUN_COLUMNS)
+
+Fence = tuple[str, int]  # (run_id, lease): the claim a worker's write is made under
+
+
+class LeaseLost(RuntimeError):
+    """A worker's write was refused: the run is no longer its own (reaped, resumed elsewhere, deleted)."""
+
+
+class UnreadableRun(ValueError):
+    """A run row that cannot be parsed (damaged config JSON, unknown status or kind)."""
 
 
 class Store:
+    BUSY_TIMEOUT_S = 30.0  # how long a write waits for another connection's lock before "database is locked"
+
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._migrate()
+        try:
+            self._create_if_missing()
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise describe(exc, self.path) from None
 
     # ---- connection ----
     @property
     def conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.row_factory = sqlite3.Row
+            conn = _connect(self.path, self.BUSY_TIMEOUT_S)
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
     def _tx(self):
         return _Transaction(self.conn)
 
+    def _create_if_missing(self) -> None:
+        """Build a new store under a temporary name and link it into place (never over an existing file), so
+        `trainlens.db` is never seen half made: an empty or non-SQLite file there is damage, reported by _migrate."""
+        if self.path.exists():
+            if self.path.stat().st_size == 0:
+                raise damaged(self.path, "the file is empty (0 bytes)")
+            return
+        staging = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
+        try:
+            conn = sqlite3.connect(staging, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.close()
+            try:
+                os.link(staging, self.path)
+            except FileExistsError:
+                pass  # another process created it first: use theirs
+        finally:
+            for leftover in (staging, staging.with_name(staging.name + "-wal"), staging.with_name(staging.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+
     def _migrate(self) -> None:
-        # executescript commits implicitly, so it runs outside an explicit transaction
-        self.conn.executescript(_SCHEMA)
-        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        version = int(row["value"]) if row else 0
+        conn = self.conn
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row["value"]) if row else 0
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            version = 0
+        except ValueError:
+            raise damaged(self.path, "its schema version is unreadable") from None
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} was written by a newer TrainLens (schema {version} > {SCHEMA_VERSION}); upgrade")
-        # future migrations go here: `if version < 2: ...`
-        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            raise StoreUnavailable(self.path, f"was written by a newer TrainLens (schema {version} > {SCHEMA_VERSION})",
+                                   "Upgrade TrainLens to open it")
+        if version == SCHEMA_VERSION:
+            return  # nothing to write: a store on a full or read-only disk still opens for reading
+        conn.executescript(_SCHEMA)  # commits implicitly, so it runs outside an explicit transaction
+        with self._tx() as c:
+            columns = {r["name"] for r in c.execute("PRAGMA table_info(runs)")}
+            if "lease" not in columns:  # schema 1 -> 2
+                c.execute("ALTER TABLE runs ADD COLUMN lease INTEGER NOT NULL DEFAULT 0")
+            c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def backup(self, keep: int = 3) -> Path:
+        """Copy the store with SQLite's online backup (consistent while workers write) to
+        TRAINLENS_HOME/backups/trainlens-YYYYmmdd-HHMMSS.db, keeping the newest `keep`. Returns the copy's path."""
+        folder = self.path.parent / BACKUPS_DIR
+        folder.mkdir(exist_ok=True)
+        target = folder / f"trainlens-{time.strftime('%Y%m%d-%H%M%S')}.db"
+        staging = target.with_suffix(".partial")
+        dest = sqlite3.connect(staging)
+        try:
+            self.conn.backup(dest)
+        finally:
+            dest.close()
+        os.replace(staging, target)
+        for old in sorted(folder.glob("trainlens-*.db"))[:-keep]:
+            old.unlink(missing_ok=True)
+        return target
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -130,6 +214,13 @@ class Store:
         """Validate and enqueue a run; returns its run_id."""
         config.validate()
         kind = RunKind(kind)  # ValueError names the allowed kinds
+        if name is not None:
+            check_name("run name", name)
+        if group is not None:
+            check_name("group", group)
+        check_name("owner", owner)
+        if config.data_dir:
+            check_data_dir(config.data_dir)  # ValueError: a dashboard user cannot point a worker anywhere on disk
         run_id = uuid.uuid4().hex[:12]
         now = time.time()
         self.conn.execute(
@@ -143,14 +234,24 @@ class Store:
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """One run as a dict (None when there is no such run). Reaps dead workers first: see `reap_if_due`."""
         self.reap_if_due()
-        row = self.conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        row = self.conn.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE run_id=?", (run_id,)).fetchone()
         if row is None:
             return None
         run = dict(row)
         run["group"] = run.pop("grp")
-        run["config"] = RunConfig.from_json(run["config"])
+        try:
+            run["config"] = _parse_run(run)
+        except UnreadableRun as exc:
+            raise UnreadableRun(f"run {run_id} is unreadable ({exc}); delete it (`python -m engine delete {run_id}`) "
+                                "or mark it failed") from None
         run.update(_progress(run))
         return run
+
+    def mark_unreadable_failed(self, run_id: str, problem: str) -> None:
+        """Fail a quarantined run (whatever its recorded status) so it can be deleted; its worker, if one still
+        trains it, loses its lease."""
+        self.conn.execute(f"UPDATE runs SET status='{RunStatus.FAILED}', error=?, finished_at=?, lease=lease+1 "
+                          "WHERE run_id=?", (f"unreadable run record: {problem}"[:1000], time.time(), run_id))
 
     def find_run(self, prefix: str) -> str | None:
         """Resolve a run id or a unique prefix of one (the CLI accepts short ids)."""
@@ -176,11 +277,18 @@ class Store:
         if kind is not None:
             query += " AND kind=?"
             args.append(kind)
+        query = query.replace("SELECT *", f"SELECT {_RUN_SELECT}", 1)
         rows = [dict(r) for r in self.conn.execute(query + " ORDER BY created_at DESC, rowid DESC", args)]
-        records = []
+        records, unreadable = [], []
         for run in rows:
             run["group"] = run.pop("grp")
-            config = json.loads(run.pop("config"))
+            try:
+                config = _parse_run(run).to_dict()
+            except UnreadableRun as exc:  # quarantined: listed apart, never breaks the listing of the others
+                unreadable.append({"run_id": run["run_id"], "name": run["name"], "status": run["status"],
+                                   "problem": str(exc)})
+                continue
+            del run["config"]
             run.update(_progress(run))
             run.update({f"cfg.{k}": v for k, v in config.items()})
             records.append(run)
@@ -188,36 +296,62 @@ class Store:
                    "finished_at", "step", "total_steps", "epoch", "progress", "eta_s", "duration_s", "error"]
         frame = pd.DataFrame.from_records(records)
         if frame.empty:
-            return pd.DataFrame(columns=columns + [f"cfg.{k}" for k in RunConfig().to_dict()])
+            frame = pd.DataFrame(columns=columns + [f"cfg.{k}" for k in RunConfig().to_dict()])
+        frame.attrs["unreadable"] = unreadable
         return frame
 
-    def set_running(self, run_id: str, worker_id: str, device: str) -> None:
+    def set_running(self, run_id: str, worker_id: str, device: str, fence: Fence | None = None) -> None:
         now = time.time()
-        self.conn.execute(f"UPDATE runs SET status='{RunStatus.RUNNING}', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
-                          "heartbeat_at=?, error=NULL WHERE run_id=?", (worker_id, device, now, now, run_id))
+        with self._tx() as c:
+            _check_fence(c, fence)
+            c.execute(f"UPDATE runs SET status='{RunStatus.RUNNING}', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
+                      "heartbeat_at=?, error=NULL WHERE run_id=?", (worker_id, device, now, now, run_id))
 
-    def update_status(self, run_id: str, status: str, error: str | None = None) -> None:
+    def update_status(self, run_id: str, status: str, error: str | None = None, fence: Fence | None = None) -> bool:
+        """Set a run's status. Under a `fence` it applies only while that lease still owns the running run;
+        returns whether it applied (a stale worker's final word is dropped, not an error)."""
         if status not in STATUSES:
             raise ValueError(f"status={status!r}: allowed values are {', '.join(STATUSES)}")
         finished = time.time() if status in TERMINAL else None
-        self.conn.execute("UPDATE runs SET status=?, error=?, finished_at=? WHERE run_id=?",
-                          (status, error, finished, run_id))
+        with self._tx() as c:
+            try:
+                _check_fence(c, fence)
+            except LeaseLost:
+                return False
+            c.execute("UPDATE runs SET status=?, error=?, finished_at=? WHERE run_id=?",
+                      (status, None if error is None else str(error)[:4000], finished, run_id))
+        return True
 
-    def update_progress(self, run_id: str, step: int, total_steps: int, epoch: int) -> None:
-        self.conn.execute("UPDATE runs SET step=?, total_steps=?, epoch=?, heartbeat_at=? WHERE run_id=?",
-                          (step, total_steps, epoch, time.time(), run_id))
+    def update_progress(self, run_id: str, step: int, total_steps: int, epoch: int, fence: Fence | None = None) -> None:
+        with self._tx() as c:
+            _check_fence(c, fence)
+            c.execute("UPDATE runs SET step=?, total_steps=?, epoch=?, heartbeat_at=? WHERE run_id=?",
+                      (step, total_steps, epoch, time.time(), run_id))
 
     def claim_next(self, worker_id: str, device: str) -> dict[str, Any] | None:
-        """Atomically take the oldest queued run for this worker (None when the queue is empty)."""
+        """Atomically take the oldest queued run for this worker, under a new lease (`run["lease"]`); None when
+        the queue is empty. A queued run whose record cannot be read is failed with the reason and skipped."""
         with self._tx() as c:
-            row = c.execute(f"SELECT run_id FROM runs WHERE status='{RunStatus.QUEUED}' ORDER BY queued_at, rowid LIMIT 1").fetchone()
-            if row is None:
-                return None
+            while True:
+                row = c.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE status='{RunStatus.QUEUED}' "
+                                "ORDER BY queued_at, rowid LIMIT 1").fetchone()
+                if row is None:
+                    return None
+                try:
+                    _parse_run(dict(row))
+                    break
+                except UnreadableRun as exc:
+                    c.execute(f"UPDATE runs SET status='{RunStatus.FAILED}', error=?, finished_at=? WHERE run_id=?",
+                              (f"unreadable run record: {exc}"[:1000], time.time(), row["run_id"]))
             now = time.time()
             c.execute(f"UPDATE runs SET status='{RunStatus.RUNNING}', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
-                      "heartbeat_at=?, error=NULL, finished_at=NULL WHERE run_id=?",
+                      "heartbeat_at=?, error=NULL, finished_at=NULL, lease=lease+1 WHERE run_id=?",
                       (worker_id, device, now, now, row["run_id"]))
-        return self.get_run(row["run_id"])
+            run = dict(c.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE run_id=?", (row["run_id"],)).fetchone())
+        run["group"] = run.pop("grp")
+        run["config"] = _parse_run(run)
+        run.update(_progress(run))
+        return run
 
     def request_cancel(self, run_id: str) -> str:
         """Cancel a queued run at once, or ask a running one to stop; returns the resulting status."""
@@ -254,15 +388,19 @@ class Store:
                 c.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
 
     # ---- metrics ----
-    def log_batch(self, rows: list[tuple[str, int, int, str, float, float]]) -> None:
-        """Insert (run_id, step, epoch, key, value, wall_time) rows in one transaction."""
+    def log_batch(self, rows: list[tuple[str, int, int, str, float, float]], fence: Fence | None = None) -> None:
+        """Insert (run_id, step, epoch, key, value, wall_time) rows in one transaction (LeaseLost under a stale
+        fence: none of them is written)."""
         if rows:
             with self._tx() as c:
+                _check_fence(c, fence)
                 c.executemany("INSERT INTO metrics(run_id, step, epoch, key, value, wall_time) VALUES (?,?,?,?,?,?)", rows)
 
-    def delete_metrics_after(self, run_id: str, step: int) -> None:
+    def delete_metrics_after(self, run_id: str, step: int, fence: Fence | None = None) -> None:
         """Drop rows logged after a checkpoint's step (a resumed run logs them again)."""
-        self.conn.execute("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, step))
+        with self._tx() as c:
+            _check_fence(c, fence)
+            c.execute("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, step))
 
     def get_metrics(self, run_ids: str | Iterable[str], keys: Iterable[str] | None = None,
                     after_id: int = 0) -> pd.DataFrame:
@@ -401,22 +539,40 @@ class Store:
                              "wall_time": np.array(walls, dtype=np.float64)})
 
     # ---- checkpoints and artifacts ----
-    def add_checkpoint(self, run_id: str, epoch: int, kind: str, path: str, metrics: dict[str, float]) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO checkpoints(run_id, epoch, kind, path, created_at, metrics) "
-                          "VALUES (?,?,?,?,?,?)", (run_id, epoch, kind, path, time.time(), json.dumps(metrics)))
+    def add_checkpoint(self, run_id: str, epoch: int, kind: str, path: str, metrics: dict[str, float],
+                       fence: Fence | None = None, staged: str | None = None) -> None:
+        """Record a checkpoint file. `staged`: the file was written there and is moved to `path` inside the
+        fenced transaction, so a stale worker can never overwrite the file of the run's current owner."""
+        with self._tx() as c:
+            _check_fence(c, fence)
+            if staged is not None:
+                os.replace(staged, path)
+            c.execute("INSERT OR REPLACE INTO checkpoints(run_id, epoch, kind, path, created_at, metrics) "
+                      "VALUES (?,?,?,?,?,?)", (run_id, epoch, kind, path, time.time(), json.dumps(metrics)))
 
     def list_checkpoints(self, run_id: str) -> pd.DataFrame:
         cursor = self.conn.execute("SELECT epoch, kind, path, created_at, metrics FROM checkpoints WHERE run_id=? "
                                    "ORDER BY epoch, kind", (run_id,))
         return pd.DataFrame(cursor.fetchall(), columns=["epoch", "kind", "path", "created_at", "metrics"])
 
-    def put_artifact(self, run_id: str, name: str, value: Any) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO artifacts(run_id, name, value, created_at) VALUES (?,?,?,?)",
-                          (run_id, name, json.dumps(value), time.time()))
+    def put_artifact(self, run_id: str, name: str, value: Any, fence: Fence | None = None) -> None:
+        """File a JSON artifact on `run_id`; `fence` is the writer's claim (for a helper job mirroring its result
+        onto the run it serves, the job's own claim)."""
+        with self._tx() as c:
+            _check_fence(c, fence)
+            c.execute("INSERT OR REPLACE INTO artifacts(run_id, name, value, created_at) VALUES (?,?,?,?)",
+                      (run_id, name, json.dumps(value), time.time()))
 
     def get_artifact(self, run_id: str, name: str) -> Any | None:
+        """An artifact's value; None when there is none, or when its stored JSON is unreadable (a damaged row
+        must not take the report page down: the section that needed it says it is missing)."""
         row = self.conn.execute("SELECT value FROM artifacts WHERE run_id=? AND name=?", (run_id, name)).fetchone()
-        return json.loads(row["value"]) if row else None
+        if row is None:
+            return None
+        try:
+            return json.loads(row["value"])
+        except (ValueError, TypeError, RecursionError):
+            return None
 
     def list_artifacts(self, run_id: str) -> list[str]:
         return [r["name"] for r in self.conn.execute("SELECT name FROM artifacts WHERE run_id=? ORDER BY name", (run_id,))]
@@ -431,16 +587,28 @@ class Store:
                           "host=excluded.host, device=excluded.device, heartbeat_at=excluded.heartbeat_at, status='idle'",
                           (worker_id, pid, host, device, now, now))
 
-    def worker_heartbeat(self, worker_id: str, status: str, run_id: str | None) -> bool:
-        """Refresh a worker's (and its run's) heartbeat; returns True when the worker was asked to stop."""
+    def worker_heartbeat(self, worker_id: str, status: str, run_id: str | None, lease: int | None = None) -> bool:
+        """Refresh a worker's (and its run's) heartbeat; returns True when the worker must stop: asked to, or
+        declared dead by a reaper (its runs are someone else's now)."""
+        return self.heartbeat(worker_id, status, run_id, lease)["stop"]
+
+    def heartbeat(self, worker_id: str, status: str, run_id: str | None, lease: int | None = None) -> dict[str, bool]:
+        """One heartbeat transaction: {"stop": the worker must stop, "cancel": its run's cancel was requested,
+        "lease_lost": its run (claimed under `lease`) is no longer its own}."""
         now = time.time()
         with self._tx() as c:
             c.execute("UPDATE workers SET heartbeat_at=?, status=?, run_id=? WHERE worker_id=? AND status!='dead'",
                       (now, status, run_id, worker_id))
+            owned = cancel = False
             if run_id:
-                c.execute(f"UPDATE runs SET heartbeat_at=? WHERE run_id=? AND status='{RunStatus.RUNNING}'", (now, run_id))
+                owned = c.execute(f"UPDATE runs SET heartbeat_at=? WHERE run_id=? AND status='{RunStatus.RUNNING}'"
+                                  + ("" if lease is None else " AND lease=?"),
+                                  (now, run_id) + (() if lease is None else (lease,))).rowcount == 1
+                row = c.execute("SELECT cancel_requested FROM runs WHERE run_id=?", (run_id,)).fetchone()
+                cancel = bool(row and row["cancel_requested"])
             row = c.execute("SELECT stop_requested, status FROM workers WHERE worker_id=?", (worker_id,)).fetchone()
-        return bool(row is None or row["stop_requested"] or row["status"] == "dead")
+        return {"stop": bool(row is None or row["stop_requested"] or row["status"] == "dead"), "cancel": cancel,
+                "lease_lost": bool(run_id) and not owned}
 
     def live_workers(self) -> pd.DataFrame:
         cursor = self.conn.execute("SELECT * FROM workers WHERE status IN ('idle', 'busy') ORDER BY started_at")
@@ -458,7 +626,7 @@ class Store:
             self.conn.execute("UPDATE workers SET stop_requested=1 WHERE worker_id=?", (worker_id,))
 
     # a worker heartbeats every second; this long without one (with no process to check) means it is gone
-    STALE_AFTER_S = 6.0
+    STALE_AFTER_S = float(os.environ.get("TRAINLENS_STALE_AFTER_S", "6"))  # an operator may lengthen it (slow disks)
     # Reads reap (see reap_if_due) at most this often per Store object: the dashboard reads many times a second.
     READ_REAP_EVERY_S = 2.0
     # How long a read waits for the write lock to reap before giving up until its next turn: a read must not
@@ -477,7 +645,7 @@ class Store:
         with self._tx() as c:
             for worker in c.execute("SELECT * FROM workers WHERE status IN ('idle', 'busy')").fetchall():
                 alive = is_alive(worker["pid"], worker["host"]) if is_alive else None
-                if _worker_lost(worker["heartbeat_at"], alive, now, stale_after_s):
+                if _worker_lost(worker["heartbeat_at"], alive, now, stale_after_s, pulse_age(worker["worker_id"], now)):
                     c.execute("UPDATE workers SET status='dead' WHERE worker_id=?", (worker["worker_id"],))
                     for run in c.execute(f"SELECT run_id, step FROM runs WHERE worker_id=? AND status='{RunStatus.RUNNING}'",
                                          (worker["worker_id"],)).fetchall():
@@ -504,8 +672,9 @@ class Store:
         conn = self.conn
         try:
             now = time.time()
-            workers = conn.execute("SELECT pid, host, heartbeat_at FROM workers WHERE status IN ('idle', 'busy')")
-            if not any(_worker_lost(w["heartbeat_at"], pid_alive(w["pid"], w["host"]), now, self.STALE_AFTER_S)
+            workers = conn.execute("SELECT worker_id, pid, host, heartbeat_at FROM workers WHERE status IN ('idle', 'busy')")
+            if not any(_worker_lost(w["heartbeat_at"], pid_alive(w["pid"], w["host"]), now, self.STALE_AFTER_S,
+                                    pulse_age(w["worker_id"], now))
                        for w in workers.fetchall()):
                 return []
             lock_wait_ms = conn.execute("PRAGMA busy_timeout").fetchone()[0]
@@ -515,6 +684,8 @@ class Store:
             finally:
                 conn.execute(f"PRAGMA busy_timeout={int(lock_wait_ms)}")
         except sqlite3.OperationalError:  # "database is locked" (or a transaction already open on this connection)
+            return []
+        except sqlite3.DatabaseError:  # a full disk or a damaged file: the read that follows reports it
             return []
 
 
@@ -540,12 +711,75 @@ class _Transaction:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def _worker_lost(heartbeat_at: float, alive: bool | None, now: float, stale_after_s: float) -> bool:
+def _worker_lost(heartbeat_at: float, alive: bool | None, now: float, stale_after_s: float,
+                 pulse_age_s: float | None = None) -> bool:
     """A worker is lost when its process is gone, or its heartbeat is stale and its process cannot be checked
-    (another host). A live local process whose heartbeat stopped for 3x the limit counts as lost too: a hung
-    worker, or a pid reused by another process after a reboot."""
+    (another host). A live local process whose heartbeat stopped counts as lost once its pulse (a file its own
+    thread touches every second, see engine.runs.procs) stopped too: a frozen process. With no pulse to look at,
+    a heartbeat silent for 3x the limit means a hung worker or a pid reused after a reboot. A heartbeat that
+    stopped while the pulse goes on is a worker waiting out a busy store: never lost (its writes wait, then land)."""
     stale = now - heartbeat_at > stale_after_s
-    return alive is False or (alive is None and stale) or (stale and now - heartbeat_at > 3 * stale_after_s)
+    if alive is False:
+        return True
+    if pulse_age_s is not None:
+        return stale and pulse_age_s > stale_after_s
+    return (alive is None and stale) or (stale and now - heartbeat_at > 3 * stale_after_s)
+
+
+def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    """A connection to an existing store file (mode=rw: never creates one; see Store._create_if_missing)."""
+    from urllib.parse import quote
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=rw", uri=True, timeout=busy_timeout_s,
+                               isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode").fetchone()  # opens the file (and WAL's shared-memory file) now
+    except sqlite3.OperationalError as exc:
+        # A full or read-only disk cannot create WAL's -shm file. With no -wal file, every committed row is in the
+        # main file (the last connection checkpointed it), so the store is read as an immutable file: pages still
+        # show the runs, and writes fail with a message that names the cause (store_errors.describe).
+        text = str(exc).lower()
+        wal = path.with_name(path.name + "-wal")
+        if (wal.exists() and wal.stat().st_size > 0) or not ("i/o" in text or "full" in text or "unable to open" in text
+                                                                 or "readonly" in text):
+            raise
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        return conn
+    try:
+        conn.row_factory = sqlite3.Row
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # a write: only when it is not WAL yet
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _parse_run(run: dict[str, Any]) -> RunConfig:
+    """The RunConfig of a run row; UnreadableRun says what is wrong with the row."""
+    if run.get("status") not in STATUSES:
+        raise UnreadableRun(f"unknown status {str(run.get('status'))[:40]!r}")
+    if run.get("kind") not in tuple(RunKind):
+        raise UnreadableRun(f"unknown kind {str(run.get('kind'))[:40]!r}")
+    try:
+        return RunConfig.from_json(run["config"])
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise UnreadableRun(f"its config is not readable: {str(exc)[:200]}") from None
+
+
+def _check_fence(c: sqlite3.Connection, fence: Fence | None) -> None:
+    """Inside a write transaction: LeaseLost unless `fence` (run_id, lease) still owns its running run."""
+    if fence is None:
+        return
+    run_id, lease = fence
+    row = c.execute("SELECT status, lease FROM runs WHERE run_id=?", (run_id,)).fetchone()
+    if row is None or row["lease"] != lease or row["status"] != RunStatus.RUNNING:
+        state = "deleted" if row is None else (f"{row['status']}" if row["lease"] == lease else "claimed again")
+        raise LeaseLost(f"run {run_id} is no longer this worker's (lease {lease}; the run is {state})")
 
 
 def _progress(run: dict[str, Any]) -> dict[str, Any]:
