@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from app.text import plotly_text
 from app.series import (
     X_TITLES,
     band_across,
@@ -267,17 +268,17 @@ def _traces(curves: list[Curve], x_title: str, labels: Mapping[str, str] | None)
         common = dict(type=kind, legendgroup=c.run_id, x=c.x)
         if c.kind == "best_epoch":
             marker = dict(color=c.color, symbol="star", size=13, line=dict(color="white", width=1))
-            traces.append(dict(common, y=c.y, name=c.series, mode="markers", showlegend=False, hovertemplate=hover,
+            traces.append(dict(common, y=c.y, name=plotly_text(c.series), mode="markers", showlegend=False, hovertemplate=hover,
                                marker=marker))
             continue
         if c.lower is not None:
             edge = dict(common, mode="lines", line=dict(width=0, color=c.color), showlegend=False, hoverinfo="skip")
-            traces.append(dict(edge, y=c.lower, name=f"{c.series} (lower)"))
-            traces.append(dict(edge, y=c.upper, name=f"{c.series} (upper)", fill="tonexty",
+            traces.append(dict(edge, y=c.lower, name=plotly_text(f"{c.series} (lower)")))
+            traces.append(dict(edge, y=c.upper, name=plotly_text(f"{c.series} (upper)"), fill="tonexty",
                                fillcolor=_rgba(c.color, 0.2)))
         traces.append(
             dict(
-                common, y=c.y, name=c.series, mode="lines", showlegend=not c.faint, hovertemplate=hover,
+                common, y=c.y, name=plotly_text(c.series), mode="lines", showlegend=not c.faint, hovertemplate=hover,
                 opacity=0.25 if c.faint else 1.0, line=dict(color=c.color, dash=c.dash, width=1 if c.faint else 2),
             )
         )

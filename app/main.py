@@ -15,11 +15,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import sqlite3  # noqa: E402
+
 import streamlit as st  # noqa: E402
 
-from app.state import pool_warmup, start_pool_warmup  # noqa: E402
+from app.state import back_up_store_once, pool_warmup, start_pool_warmup, store_problem  # noqa: E402
+from app.text import escape_md  # noqa: E402
 
-st.set_page_config(page_title="TrainLens", page_icon=":material/monitoring:", layout="wide")
+# A local icon: a ":material/...:" page icon is fetched from a font host, and the dashboard must work offline
+st.set_page_config(page_title="TrainLens", page_icon=str(ROOT / "assets" / "icon.png"), layout="wide")
 
 PAGES = [
     st.Page("views/train.py", title="Train", icon=":material/play_circle:", default=True),
@@ -36,7 +40,18 @@ if warmup is not None and warmup.error:
                        "and starting one tries again.", icon=":material/warning:")
 st.sidebar.caption("TrainLens: watch neural networks learn. Runs train in background workers and survive page reloads.")
 try:
-    page.run()
+    problem = store_problem()
+    if problem is not None:  # damaged, on a full disk, newer schema...: one clear message instead of every page crashing
+        st.error(problem, icon=":material/database:")
+        st.stop()
+    back_up_store_once()
+    try:
+        page.run()
+    except sqlite3.DatabaseError as exc:  # met mid-page: a damaged page deep in the file, the disk filling up
+        from engine.paths import db_path
+        from engine.runs.store_errors import describe
+
+        st.error(escape_md(describe(exc, db_path())), icon=":material/database:")
 finally:
     # Once the server's first page is drawn, fill the worker pool from a background thread (once per server process):
     # a worker imports torch for seconds, and now does it before the first Start instead of after it. Not earlier:

@@ -33,6 +33,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 
 import numpy as np
@@ -116,6 +117,10 @@ class MetricsCache:
     BY_STEP = ("examples",)
     REGROW = 3  # a coarse entry grown past REGROW x MAX_ROWS by new rows is read again at the coarse level
     REREAD_S = 0.3  # the charts of one page refresh share one read per run
+    # Runs held at once, least recently used first out: without a bound the server grew with every run ever viewed
+    # (70 -> 370 MB after 24 runs). The runs a call asks for are never evicted by that call, so a Compare view of
+    # more runs than this still gets them all; the next call's runs push the oldest out.
+    MAX_RUNS = 16
 
     def __init__(self, store: Store, *, max_rows: int | None = None, extreme_buckets: int | None = None,
                  refine: str = "background"):
@@ -130,7 +135,7 @@ class MetricsCache:
         self.refine = refine
         self.rows_read = 0
         self._lock = threading.Lock()
-        self._runs: dict[str, _Run] = {}
+        self._runs: OrderedDict[str, _Run] = OrderedDict()  # least recently used first
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
         self._idle = threading.Condition(self._lock)
@@ -197,8 +202,11 @@ class MetricsCache:
         return frame
 
     def _refresh(self, run_ids: list[str], versions: dict[str, float]) -> None:
+        self._evict(keep=set(run_ids))
         now = time.monotonic()
         for run_id in run_ids:
+            if run_id in self._runs:
+                self._runs.move_to_end(run_id)
             version = versions.get(run_id)
             run = self._runs.get(run_id)
             if run is None or run.version != version:
@@ -226,6 +234,18 @@ class MetricsCache:
                 for entry in run.entries(key):
                     entry.append(part)
             run.hi = int(rows["id"].iloc[-1])
+
+    def _evict(self, keep: set[str]) -> None:
+        """Drop least recently used runs (not those in `keep`) until at most MAX_RUNS - len(keep) others remain."""
+        room = max(0, self.MAX_RUNS - len(keep))
+        others = [run_id for run_id in self._runs if run_id not in keep]
+        for run_id in others[:max(0, len(others) - room)]:
+            del self._runs[run_id]
+
+    def held_runs(self) -> list[str]:
+        """The runs whose rows are held now, least recently used first."""
+        with self._lock:
+            return list(self._runs)
 
     def _load(self, run_id: str, version: float | None) -> None:
         """Start (over) on a run: its newest id and its keys, no rows yet."""

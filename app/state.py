@@ -8,6 +8,7 @@ The metrics cache itself lives in app/metrics_cache.py (no streamlit: tests use 
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -17,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from app.metrics_cache import MetricsCache
+from app.text import escape_md
 from engine.runs.runner import Runner
 from engine.runs.store import Store
 
@@ -24,6 +26,37 @@ from engine.runs.store import Store
 @st.cache_resource(show_spinner=False)
 def get_store() -> Store:
     return Store()
+
+
+def store_problem() -> str | None:
+    """None when the run store can be read; else the one-paragraph message (markdown-escaped) that says which file
+    is wrong and what to do. Opening writes nothing, so a store on a full disk still reads (and pages work)."""
+    from engine.paths import db_path
+    from engine.runs.store_errors import StoreUnavailable, describe
+
+    try:
+        get_store().conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+        return None
+    except StoreUnavailable as exc:
+        problem = exc
+    except sqlite3.DatabaseError as exc:
+        problem = describe(exc, db_path())
+    return escape_md(problem)
+
+
+@st.cache_resource(show_spinner=False)
+def back_up_store_once() -> threading.Thread:
+    """Copy the store to TRAINLENS_HOME/backups once per server process, from a thread (SQLite's online backup:
+    consistent while workers write). A damaged-store message then names a copy to restore."""
+    def back_up() -> None:
+        try:
+            get_store().backup()
+        except Exception:  # noqa: BLE001 - a failed backup must not take a page down; the next start tries again
+            logging.getLogger("trainlens").exception("could not back up the run store")
+
+    thread = threading.Thread(target=back_up, name="store-backup", daemon=True)
+    thread.start()
+    return thread
 
 
 class PoolWarmup:

@@ -81,8 +81,25 @@ def draw_shape(shape: str, colour: tuple[int, int, int], background: tuple[int, 
     return image
 
 
+def draw_icon(side: int = 64) -> Image.Image:
+    """The page icon: a falling loss curve over two axes, in the theme's blue. Served with the app, so the
+    dashboard never fetches an icon from a font host (it must work offline)."""
+    image = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((0, 0, side - 1, side - 1), radius=side // 6, fill=(255, 255, 255, 255),
+                           outline=(59, 111, 212, 255), width=max(2, side // 20))
+    pad = side // 6
+    draw.line([(pad, pad), (pad, side - pad), (side - pad, side - pad)], fill=(60, 60, 60, 255), width=max(2, side // 24))
+    curve = [(pad + (side - 2 * pad) * t, pad + (side - 2 * pad) * (1 - 0.85 * (1 - np.exp(-4 * t)))) for t in
+             np.linspace(0.02, 1, 24)]
+    curve = [(x, side - y) for x, y in curve]
+    draw.line(curve, fill=(59, 111, 212, 255), width=max(3, side // 12), joint="curve")
+    return image
+
+
 def main() -> list[Path]:
-    written = []
+    written = [HERE / "icon.png"]
+    draw_icon().save(written[0], optimize=True)
     for name, digit, side, light in DIGITS:
         draw_digit(digit, side, light).save(HERE / name, optimize=True)
         written.append(HERE / name)

@@ -365,3 +365,21 @@ def test_the_dashboard_warms_the_pool_once_and_shows_a_failure(monkeypatch):
                for w in at.sidebar.warning)
     at.switch_page("views/runs.py").run()
     assert not at.exception and len(calls) == 1  # once per server process, not per rerun or page
+
+
+def test_the_cache_holds_at_most_max_runs_least_recently_used_out(store):
+    runs = [new_run(store) for _ in range(MetricsCache.MAX_RUNS + 8)]
+    for run_id in runs:
+        log_steps(store, run_id, range(1, 51))
+    cache = live_cache(store)
+    for run_id in runs:  # a user opening one run after another
+        cache.get([run_id], versions(store, run_id), keys=["loss"])
+    held = cache.held_runs()
+    assert len(held) == MetricsCache.MAX_RUNS and held == runs[-MetricsCache.MAX_RUNS:]
+    cache.get([runs[-MetricsCache.MAX_RUNS]], versions(store, runs[-MetricsCache.MAX_RUNS]), keys=["loss"])
+    assert cache.held_runs()[-1] == runs[-MetricsCache.MAX_RUNS]  # used again: now the most recent
+    # a Compare view of more runs than the bound still gets every one of them, with every row
+    wide = runs[:MetricsCache.MAX_RUNS + 4]
+    got = cache.get(wide, versions(store, *wide), keys=["loss"])
+    same_rows(got, stored(store, wide, ["loss"]))
+    assert set(cache.held_runs()) == set(wide)

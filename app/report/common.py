@@ -8,6 +8,7 @@ from typing import Iterator
 import pandas as pd
 import streamlit as st
 
+from app.text import escape_md
 from engine.records import ACTIVE, RunKind
 from engine.runs.store import Store
 
@@ -18,7 +19,7 @@ def readable_errors(what: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:  # noqa: BLE001 - any engine failure must leave the rest of the report usable
-        st.error(f"Could not show {what}: {type(exc).__name__}: {exc}")
+        st.error(f"Could not show {what}: {type(exc).__name__}: {escape_md(exc)}")
 
 
 def helper_jobs(store: Store, run_id: str, kind: RunKind) -> pd.DataFrame:

@@ -11,16 +11,16 @@ from app.report.checks import OVERFIT_BADGE_KEY, overfit_result, show_check
 from app.report.common import latest_job
 from app.text import escape_md
 from engine import records
-from engine.records import ACTIVE, UNSUCCESSFUL, RunKind, RunStatus
+from engine.records import ACTIVE, UNSUCCESSFUL, RunKind, RunStatus, fit_name
 from engine.runs.runner import Runner
 from engine.runs.store import Store
 
 
 def start_job(runner: Runner, run: dict, kind: RunKind, label: str) -> None:
     try:
-        runner.submit(run["config"], kind=kind, parent_id=run["run_id"], name=f"{label}: {run['name']}")
+        runner.submit(run["config"], kind=kind, parent_id=run["run_id"], name=fit_name(f"{label}: {run['name']}"))
     except (ValueError, OSError) as exc:
-        st.error(f"Could not start the {label}: {exc}")
+        st.error(f"Could not start the {label}: {escape_md(exc)}")
 
 
 def job_poller(store: Store, runner: Runner, job_id: str, live_sweep: bool) -> None:
@@ -71,12 +71,12 @@ def launch_with_lr(runner: Runner, run: dict, result: dict) -> None:
                             help="warm up to the lr, then anneal (Smith's one-cycle): tolerates the high end of the range")
     if st.button(f"Start a run with lr={lr:g}", type="primary", key="report_start_suggested"):
         try:
-            name = f"{run['name']} · lr {lr:g}" + (" · one-cycle" if one_cycle else "")
+            name = fit_name(f"{run['name']} · lr {lr:g}" + (" · one-cycle" if one_cycle else ""))
             new = config.with_updates(lr=lr, schedule="onecycle" if one_cycle else config.schedule, name=name)
             handle = runner.submit(new)
             st.session_state["report_launched"] = {"from": run_id, "run": handle.run_id, "name": name}
         except (ValueError, OSError) as exc:
-            st.error(f"Could not start the run: {exc}")
+            st.error(f"Could not start the run: {escape_md(exc)}")
     launched = st.session_state.get("report_launched")
     if launched and launched.get("from") == run_id:
         st.success(f"Started {escape_md(launched['name'])} ({launched['run'][:6]}).")

@@ -17,6 +17,7 @@ from app.figures import ChartOptions
 from app.live import live_fragment
 from app.series import X_AXES, chart_keys
 from app.state import run_metric_keys, run_metrics, runs_frame
+from app.text import csv_cell
 from engine.records import is_epoch_level
 
 CHARTS = [  # (title, keys, default x axis override or None)
@@ -170,7 +171,8 @@ def charts(runs_now: pd.DataFrame) -> None:
                                 "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f"),
                                 "best_epoch": st.column_config.NumberColumn("best epoch", help="0-based epoch index"),
                                 "steps": st.column_config.NumberColumn("steps")})
-    data = pd.concat(exported, ignore_index=True) if exported else pd.DataFrame()
+    data = pd.concat(exported, ignore_index=True) if exported else pd.DataFrame(columns=["series"])
+    data["series"] = data["series"].map(csv_cell)  # a run named "=HYPERLINK(...)" stays text in a spreadsheet
     st.download_button("Download the plotted data (CSV)", data.to_csv(index=False).encode(), "trainlens_compare.csv",
                        "text/csv", key="download_csv", on_click="ignore")
 

@@ -11,6 +11,24 @@ from engine.records import ACTIVE, DELETABLE, RESUMABLE, STATUSES, RunStatus
 
 st.title("Runs")
 runs = runs_frame()
+
+
+def quarantined(unreadable: list[dict]) -> None:
+    """Rows the store cannot read (a damaged config, an unknown status): listed apart, so the others still show."""
+    st.warning(f"{len(unreadable)} run record(s) could not be read and are left out of the table below. They cannot "
+               "be trained, resumed or compared; mark them failed and delete them to tidy up.", icon=":material/warning:")
+    st.dataframe(pd.DataFrame(unreadable)[["run_id", "name", "status", "problem"]], hide_index=True,
+                 key="runs_unreadable")
+    if st.button(f"Mark failed and delete ({len(unreadable)})", key="runs_unreadable_delete"):
+        store = get_store()
+        for row in unreadable:
+            store.mark_unreadable_failed(row["run_id"], row["problem"])
+            get_runner().delete(row["run_id"])
+        st.rerun()
+
+
+if runs.attrs.get("unreadable"):
+    quarantined(runs.attrs["unreadable"])
 if runs.empty:
     st.info("No runs yet. Start the default run (MNIST digits, ConvNet, Adam, 3 epochs) or configure one on the Train page.")
     if st.button("Start the default run", type="primary", key="runs_default_run"):
@@ -101,7 +119,9 @@ def actions(chosen: list[str], view: pd.DataFrame) -> None:
 def confirm_delete(run_ids: list[str]) -> None:
     names = get_store().list_runs().set_index("run_id")["name"]
     st.write(f"This deletes {len(run_ids)} run(s) with their metrics and checkpoints. It cannot be undone.")
-    st.write(", ".join(str(names.get(r, r)) for r in run_ids))
+    # a table, not markdown: every name shows as typed, and one name cannot hide the others
+    st.dataframe(pd.DataFrame({"run id": run_ids, "name": [str(names.get(r, "")) for r in run_ids]}), hide_index=True,
+                 key="runs_delete_list")
     if st.button("Delete for good", type="primary", key="runs_delete_confirm"):
         runner = get_runner()
         from app.state import get_metrics_cache

@@ -11,6 +11,7 @@ from app import figures
 from app.config_form import config_form
 from app.live import live_runs_panel
 from app.state import get_runner, run_split
+from app.text import escape_md
 from engine.config import OPTIMIZERS, RunConfig
 from engine.race import RECOMMENDED_LR, expand_race, parse_values
 
@@ -24,7 +25,7 @@ form_col, preview_col = st.columns([3, 2], gap="large")
 with form_col:
     config, error = config_form()
     if error:
-        st.error(f"Fix this before launching: {error}")
+        st.error(f"Fix this before launching: {escape_md(error)}")
 
 split, data_error = None, None
 if config is not None:
@@ -70,7 +71,7 @@ def batch_grid(config: RunConfig, count: int = 32) -> tuple[np.ndarray, list[str
 with preview_col:
     st.subheader("Before you launch")
     if data_error:
-        st.error(data_error)
+        st.error(escape_md(data_error))
     if config is not None and split is not None:
         from engine.data.loading import batches_per_epoch
         from engine.optim import schedule_curve
@@ -118,9 +119,9 @@ if mode == "Race" and config is not None:
                               values=values, seeds=int(seeds), recommended_lr=recommended, group=group.strip() or "race")
     except ValueError as exc:
         race_error = str(exc)
-        st.error(race_error)
+        st.error(escape_md(race_error))
     if configs:
-        st.caption(f"{len(configs)} runs: " + ", ".join(c.name for c in configs[:12]) + (" ..." if len(configs) > 12 else ""))
+        st.caption(f"{len(configs)} runs: " + escape_md(", ".join(c.name for c in configs[:12])) + (" ..." if len(configs) > 12 else ""))
 elif config is not None:
     configs = [config]
 

@@ -1,0 +1,159 @@
+"""Hostile input to the dashboard: run names that are markdown or HTML, a 50 MB name written before the length cap,
+unreadable run rows, a damaged store, and a websocket from a page whose host name is not ours (DNS rebinding).
+
+AppTest checks what each page renders; Chromium checks what a browser does with it (no request leaves 127.0.0.1,
+the name shows as typed) and that every page loads without any external request (the icon is served locally).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from ui_helpers import CHROMIUM, ROOT, fresh_app, streamlit_server
+
+from engine.config import RunConfig
+from engine.runs.store import Store
+
+HOSTILE = "![x](http://evil.example/x.png) # Heading ```fence <b>bold</b> <img src=http://evil.example/y.png> http://evil.example"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def quick() -> RunConfig:
+    return RunConfig(model="mlp", hidden=16, depth=1, epochs=1, train_limit=64, batch_size=32, val_fraction=0.05,
+                     device="cpu", layer_stats_every=0).validate()
+
+
+def open_page(at, page: str):
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def markdown_texts(at) -> list[str]:
+    return [m.value for m in at.markdown] + [c.value for c in at.caption] + [e.value for e in at.error] + \
+           [w.value for w in at.warning] + [i.value for i in at.info]
+
+
+def test_hostile_and_huge_names_render_as_text_on_every_page(trainlens_home):
+    store = Store()
+    hostile = store.create_run(quick(), name=HOSTILE[:120])
+    huge = store.create_run(quick(), name="placeholder")
+    store.conn.execute("UPDATE runs SET name=? WHERE run_id=?", ("N" * 50_000_000, huge))  # from before the cap
+    store.update_status(hostile, "failed", "bad thing ![](http://evil.example/e.png)")
+    for page in ("views/runs.py", "views/train.py", "views/compare.py"):
+        started = time.time()
+        at = fresh_app()
+        if page.endswith("compare.py"):
+            at.query_params["runs"] = f"{hostile},{huge}"
+        at = open_page(at, page)
+        assert time.time() - started < 60
+        for text in markdown_texts(at):
+            # escaped: no image, link, heading or fence can form from a user's text
+            assert "![" not in text and "](http" not in text and "\n#" not in text and "```" not in text, text
+    at = open_page(fresh_app(), "views/runs.py")
+    table = at.dataframe(key="runs_table").value
+    names = dict(zip(table["run_id"], table["name"]))
+    assert names[hostile] == HOSTILE[:120] and len(names[huge]) == 1000  # shown as typed; the giant cut
+
+
+def test_unreadable_rows_are_listed_apart_and_can_be_deleted(trainlens_home):
+    store = Store()
+    good = store.create_run(quick(), name="good")
+    bad = store.create_run(quick(), name="bad")
+    store.conn.execute("UPDATE runs SET config='{broken', status='running' WHERE run_id=?", (bad,))
+    at = open_page(fresh_app(), "views/runs.py")
+    assert list(at.dataframe(key="runs_table").value["run_id"]) == [good]
+    assert "could not be read" in at.warning[0].value
+    apart = [d.value for d in at.dataframe if "problem" in d.value.columns]
+    assert len(apart) == 1 and list(apart[0]["run_id"]) == [bad] and "config" in apart[0]["problem"].iloc[0]
+    at.button(key="runs_unreadable_delete").click().run()
+    assert not at.exception
+    assert Store().list_runs().attrs["unreadable"] == [] and Store().find_run(bad) is None
+    for page in ("views/compare.py", "views/run_detail.py", "views/explain.py"):
+        open_page(fresh_app(), page)  # no page crashes on a store that had an unreadable row
+
+
+@pytest.mark.parametrize("damage", [b"", b"this is not a database" * 100], ids=["empty file", "not sqlite"])
+def test_a_damaged_store_gives_one_page_level_error(trainlens_home, damage):
+    path = Store().path
+    path.write_bytes(damage)
+    at = fresh_app()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and "damaged" in at.error[0].value and "trainlens" in at.error[0].value
+    assert path.read_bytes() == damage
+
+
+# ---- a real server: the browser and the websocket ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("hostile_home")
+    os.environ["TRAINLENS_HOME"] = str(home)  # the run is created before the server starts
+    try:
+        store = Store(home / "trainlens.db")
+        run_id = store.create_run(quick(), name=HOSTILE[:120])
+        store.update_status(run_id, "failed", "failed at ![](http://evil.example/e.png)")
+        store.close()
+    finally:
+        os.environ.pop("TRAINLENS_HOME", None)
+    with streamlit_server(home, workers=1) as url:
+        yield url, run_id
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed")
+def test_no_page_makes_an_external_request_and_names_show_as_typed(browser, server):
+    url, run_id = server
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    external: list[str] = []
+    page.on("request", lambda request: external.append(request.url)
+            if not request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")) else None)
+    try:
+        for path in ("", "runs", f"compare?runs={run_id}", f"run_detail?run={run_id}", f"explain?run={run_id}"):
+            page.goto(f"{url}/{path}", timeout=90_000)
+            page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=90_000)
+            page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                                   timeout=90_000)
+            page.wait_for_timeout(1500)
+            assert page.locator("img[src*='evil.example']").count() == 0
+            assert page.locator("a[href*='evil.example']").count() == 0
+        page.goto(f"{url}/runs", timeout=90_000)
+        page.get_by_text(HOSTILE[:20]).first.wait_for(state="attached", timeout=90_000)  # as typed, in the table
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "hostile_names_runs.png"), full_page=True)
+        icon = page.evaluate("() => (document.querySelector('link[rel~=icon]') || {}).href || ''")
+        assert icon.startswith("http://127.0.0.1") or icon.startswith("data:"), icon
+    finally:
+        context.close()
+    assert external == [], external
+
+
+def _handshake(url: str, host: str, origin: str) -> str:
+    """The status line the server answers a websocket upgrade to /_stcore/stream with."""
+    port = int(url.rsplit(":", 1)[1])
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET /_stcore/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n"
+               "Sec-WebSocket-Protocol: streamlit, PLACEHOLDER_AUTH_TOKEN\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(request.encode())
+        return conn.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
+
+
+def test_a_websocket_with_a_foreign_host_header_is_refused(server):
+    url, _ = server
+    port = url.rsplit(":", 1)[1]
+    assert " 101 " in _handshake(url, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}")  # our own page: accepted
+    assert " 101 " in _handshake(url, f"localhost:{port}", f"http://localhost:{port}")
+    # DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1, same origin as far as it knows
+    refused = _handshake(url, f"evil.example:{port}", f"http://evil.example:{port}")
+    assert " 101 " not in refused and refused.startswith("HTTP/1.1"), refused
