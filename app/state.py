@@ -41,7 +41,8 @@ def store_problem() -> str | None:
         problem = exc
     except sqlite3.DatabaseError as exc:
         problem = describe(exc, db_path())
-    return escape_md(problem)
+    text = str(problem)
+    return escape_md(text[:1].upper() + text[1:])
 
 
 @st.cache_resource(show_spinner=False)
