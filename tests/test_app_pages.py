@@ -243,7 +243,8 @@ def test_runs_page_lists_runs_and_cancels_a_running_one(runner, tiny_runs):
     at.button(key="runs_delete").click().run()
     assert_no_exception(at)
     assert at.button(key="runs_delete_confirm").label == "Delete for good"
-    assert "long one" in [m.value for m in at.markdown]
+    listed = next(d.value for d in at.dataframe if "run id" in d.value.columns)  # a table: names show as typed
+    assert listed["name"].tolist() == ["long one"] and listed["run id"].tolist() == [long_run]
 
 
 # ---------------------------------------------------------------------------------------------

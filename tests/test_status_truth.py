@@ -139,7 +139,7 @@ def test_a_locked_store_skips_the_reap_and_never_fails_the_read(trainlens_home):
     store = Store()
     run_id = _running_run(store, "w1", _dead_pid(), HOST)
     reader = Store(store.path)  # opened first: opening a Store writes its schema version
-    reader.READ_REAP_LOCK_WAIT_MS = 100
+    reader.READ_REAP_LOCK_WAIT_MS = 100  # unlike any writer's patience, so the test can tell them apart
     holder = sqlite3.connect(store.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock (a long write)
     try:
@@ -147,7 +147,8 @@ def test_a_locked_store_skips_the_reap_and_never_fails_the_read(trainlens_home):
         run = reader.get_run(run_id)
         assert run["status"] == "running"  # could not reap this time; the read still answers
         assert time.time() - started < 5, "the read waited for the write lock as long as a writer would"
-        assert reader.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30000  # a writer's patience is back
+        # a writer's patience is back (30 s; 2 s where a worker ran in this process: it sets its own)
+        assert reader.conn.execute("PRAGMA busy_timeout").fetchone()[0] == int(reader.BUSY_TIMEOUT_S * 1000)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
