@@ -91,8 +91,11 @@ def run_status_row(run: pd.Series, key: str) -> None:
     bar_col.progress(min(1.0, max(0.0, progress)), text=text)
     if run["status"] in ACTIVE:
         if button_col.button("Cancel", key=f"{key}_cancel_{run['run_id']}", help="stop this run after its current step"):
-            get_runner().cancel(run["run_id"])
-            st.toast(f"Cancel requested for {escape_md(run['name'])}")
+            try:
+                get_runner().cancel(run["run_id"])
+                st.toast(f"Cancel requested for {escape_md(run['name'])}")
+            except PermissionError as exc:  # another's run (class mode): the engine refuses, the page says why
+                st.error(escape_md(str(exc)), icon=":material/block:")
     if run["status"] in UNSUCCESSFUL and isinstance(run["error"], str) and run["error"]:
         st.caption(f":red[{escape_md(run['error'])}]")
 
