@@ -17,6 +17,8 @@ import time
 import pandas as pd
 import streamlit as st
 
+from app import figure_cache
+from app.figure_cache import FigureCache
 from app.metrics_cache import MetricsCache
 from app.text import escape_md
 from engine.runs.runner import ActingRunner, Runner
@@ -137,6 +139,19 @@ def start_pool_warmup() -> None:
 @st.cache_resource(show_spinner=False)
 def get_metrics_cache() -> MetricsCache:
     return MetricsCache(get_store())
+
+
+@st.cache_resource(show_spinner=False)
+def shared_figures() -> FigureCache:
+    return FigureCache()
+
+
+def shared_figure(key: tuple, build):
+    """`build()`'s result, shared by every session asking for the same key (see app/figure_cache.py); built
+    per call when TRAINLENS_SHARED_FIGURES=0."""
+    if not figure_cache.enabled():
+        return build()
+    return shared_figures().get(key, build)
 
 
 def runs_frame() -> pd.DataFrame:

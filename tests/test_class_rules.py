@@ -267,3 +267,17 @@ def test_an_old_store_is_migrated_with_its_runs_owned_by_the_local_user(trainlen
     assert store.get_run(run_id)["owner_role"] == LOCAL
     assert store.list_runs()["owner_role"].tolist() == [LOCAL]
     store.close()
+
+
+def test_the_class_command_refuses_without_passphrases_and_says_where_students_go(monkeypatch, capsys):
+    from engine.cli import main
+
+    monkeypatch.delenv("TRAINLENS_CLASS_PASSPHRASE", raising=False)
+    monkeypatch.delenv("TRAINLENS_TEACHER_PASSPHRASE", raising=False)
+    assert main(["class", "--dry-run"]) == 2
+    assert "needs both" in capsys.readouterr().err
+    monkeypatch.setenv("TRAINLENS_CLASS_PASSPHRASE", "sunflower-42")
+    monkeypatch.setenv("TRAINLENS_TEACHER_PASSPHRASE", "teacher-oak-7")
+    assert main(["class", "--dry-run", "--host", "10.1.2.3", "--port", "8600"]) == 0
+    out = capsys.readouterr().out
+    assert "http://10.1.2.3:8600" in out and "sunflower" not in out

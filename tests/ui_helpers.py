@@ -92,8 +92,8 @@ def clear_app_caches() -> None:
     """
     from app import identity, state
 
-    for cached in (state.get_store, state.shared_runner, state.get_metrics_cache, identity.class_mode,
-                   identity._guesses):
+    for cached in (state.get_store, state.shared_runner, state.get_metrics_cache, state.shared_figures,
+                   identity.class_mode, identity._guesses):
         cached.clear()
 
 

@@ -16,7 +16,8 @@ from app import figures
 from app.figures import ChartOptions
 from app.live import live_fragment
 from app.series import X_AXES, chart_keys
-from app.state import run_metric_keys, run_metrics, runs_frame
+from app.figure_cache import data_version, runs_version
+from app.state import run_metric_keys, run_metrics, runs_frame, shared_figure
 from app.text import csv_cell
 from engine.records import is_epoch_level
 
@@ -129,8 +130,11 @@ def charts(runs_now: pd.DataFrame) -> None:
         metrics = run_metrics(run_ids, runs_now, chart_keys(keys, chart_options.x_axis))
         with columns[shown % 2]:
             st.markdown(f"**{title}**")
-            figure, plotted = figures.metric_figure_with_data(metrics, selected, keys if len(keys) > 1 else keys[0],
-                                                              chart_options)
+            figure, plotted = shared_figure(
+                ("compare", chart_key, tuple(keys), repr(chart_options), tuple(run_ids), data_version(metrics),
+                 runs_version(selected)),
+                lambda: figures.metric_figure_with_data(metrics, selected, keys if len(keys) > 1 else keys[0],
+                                                        chart_options))
             st.plotly_chart(figure, key=chart_key)
         exported.append(plotted.assign(chart=title))
         shown += 1
@@ -171,9 +175,12 @@ def charts(runs_now: pd.DataFrame) -> None:
                                 "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f"),
                                 "best_epoch": st.column_config.NumberColumn("best epoch", help="0-based epoch index"),
                                 "steps": st.column_config.NumberColumn("steps")})
-    data = pd.concat(exported, ignore_index=True) if exported else pd.DataFrame(columns=["series"])
-    data["series"] = data["series"].map(csv_cell)  # a run named "=HYPERLINK(...)" stays text in a spreadsheet
-    st.download_button("Download the plotted data (CSV)", data.to_csv(index=False).encode(), "trainlens_compare.csv",
+    def csv_bytes() -> bytes:  # built on click, not on every live tick of every session
+        data = pd.concat(exported, ignore_index=True) if exported else pd.DataFrame(columns=["series"])
+        data["series"] = data["series"].map(csv_cell)  # a run named "=HYPERLINK(...)" stays text in a spreadsheet
+        return data.to_csv(index=False).encode()
+
+    st.download_button("Download the plotted data (CSV)", csv_bytes, "trainlens_compare.csv",
                        "text/csv", key="download_csv", on_click="ignore")
 
 
