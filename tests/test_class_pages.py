@@ -24,6 +24,9 @@ TINY = RunConfig(model="mlp", epochs=1, train_limit=64)
 def class_mode(monkeypatch):
     monkeypatch.setenv("TRAINLENS_CLASS_PASSPHRASE", CLASS)
     monkeypatch.setenv("TRAINLENS_TEACHER_PASSPHRASE", TEACHER_WORD)
+    # no worker processes: these runs only need to exist (the pages' reaper would otherwise start a pool for the
+    # queued runs, and stopping workers still importing torch costs each test 15 s)
+    monkeypatch.setenv("TRAINLENS_WORKERS", "0")
 
 
 def sign_in(at, passphrase: str, name: str):

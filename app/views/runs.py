@@ -132,7 +132,7 @@ def actions(chosen: list[str], runs_now: pd.DataFrame) -> None:
     mine = [r for r in chosen if r in runs_now.index
             and runner.may_act_on(runs_now.loc[r, "owner"], runs_now.loc[r, "owner_role"])]
     statuses = {r: runs_now.loc[r, "status"] for r in mine}
-    b1, b2, b3, b4 = st.columns(4)
+    b1, b2, b3, b4 = st.columns([3, 2, 2, 2])  # the compare link's label is the longest
     b1.page_link("views/compare.py", label=f"Compare selected ({len(chosen)})", icon=":material/stacked_line_chart:",
                  query_params={"runs": ",".join(chosen)}, disabled=not chosen)
     cancellable = [r for r, s in statuses.items() if s in ACTIVE]
