@@ -14,11 +14,11 @@ import streamlit as st
 
 from app import figures
 from app.figures import ChartOptions
+from app.figure_cache import data_version, runs_version
 from app.live import live_fragment
 from app.series import X_AXES, chart_keys
-from app.figure_cache import data_version, runs_version
 from app.state import run_metric_keys, run_metrics, runs_frame, shared_figure
-from app.text import csv_cell
+from app.text import csv_cell, escape_md
 from engine.records import is_epoch_level
 
 CHARTS = [  # (title, keys, default x axis override or None)
@@ -38,9 +38,13 @@ if runs.empty:
         from app.state import get_runner
         from engine.config import RunConfig
 
-        handle = get_runner().submit(RunConfig())
-        st.query_params["runs"] = handle.run_id
-        st.rerun()
+        try:
+            handle = get_runner().submit(RunConfig())
+        except (ValueError, PermissionError) as exc:  # a class limit (CapReached) says which and what to do
+            st.error(escape_md(str(exc)))
+        else:
+            st.query_params["runs"] = handle.run_id
+            st.rerun()
     st.stop()
 
 
