@@ -1,10 +1,10 @@
 """Figures shared by every session watching the same view of the same data.
 
 In a class, thirty students watch the same lesson's Compare view. Each live tick used to rebuild the same figures
-once per session (smoothing, bands, traces: ~125-300 ms of server CPU per session and tick), which 2 cores cannot
-do thirty times a second. A figure here is built once per (view, options, data version) and handed to every
-session that asks; the data version is a fingerprint of the metric rows the figure is built from, so a new point
-(or a coarse history refined) makes a new figure and nothing stale is ever shown.
+once per session (reading the new metric rows, smoothing, bands, traces: ~400 ms of server CPU per session and
+tick with 8 running runs), which 2 cores cannot do thirty times a second. A figure here is built once per (view,
+options, data version) and handed to every session that asks; the data version says what the runs are at, so a new point
+(or a coarse history refined) makes a new figure (see `view_version`).
 
 Figures handed out are shared: callers must not modify them (copy with `go.Figure(fig)` first).
 TRAINLENS_SHARED_FIGURES=0 turns sharing off (benchmarks/class_load.py measures both).
@@ -61,18 +61,14 @@ def enabled() -> bool:
     return os.environ.get("TRAINLENS_SHARED_FIGURES", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def data_version(metrics: pd.DataFrame) -> tuple:
-    """A fingerprint of metric rows: their count and row ids (new rows, rewinds and refined coarse reads all change
-    it). Cheap: a sum over at most a few thousand ids per run and key."""
-    if metrics.empty:
-        return (0,)
-    if "id" in metrics.columns:
-        ids = metrics["id"].to_numpy()
-        return (len(metrics), int(ids.max()), int(ids.sum()))
-    return (len(metrics), float(pd.util.hash_pandas_object(metrics, index=False).sum()))
+def view_version(runs: pd.DataFrame, coarse: dict[str, list[str]]) -> tuple:
+    """What a view of `runs` shows, cheaply, from the runs frame alone: each run's step, status, resume time and
+    name, and which of its histories the metrics cache still holds coarse (refining them changes the picture).
 
-
-def runs_version(runs: pd.DataFrame) -> tuple:
-    """What of the runs frame a figure shows (names, statuses, groups, configs in legends)."""
-    columns = [c for c in ("run_id", "name", "status", "group") if c in runs.columns]
-    return tuple(map(tuple, runs[columns].astype(str).to_numpy())) + (tuple(sorted(runs.columns)),)
+    Reading the metric rows to fingerprint them would cost each session what sharing saves (measured: the metrics
+    read was half of a Compare tick). A worker writes a step's rows before reporting the step, and a run's last
+    rows before its final status, so a view keyed by these never misses a point for longer than one progress
+    update (0.5 s)."""
+    columns = [c for c in ("run_id", "step", "status", "queued_at", "name", "group") if c in runs.columns]
+    return (tuple(map(tuple, runs[columns].astype(str).to_numpy())),
+            tuple(sorted((run_id, tuple(keys)) for run_id, keys in coarse.items())))

@@ -16,7 +16,7 @@ refresh latency per view (p50, p95), ticks per second, and the server's own per-
 Run it twice, with and without --no-sharing, to see what sharing figures between sessions saves.
 Targets (issue 11): the server uses at most one core on average, and the p95 refresh stays under 1 s.
 
-    python benchmarks/class_load.py [--students 30] [--runs 8] [--seconds 60] [--warmup 20] [--no-sharing]
+    python benchmarks/class_load.py [--students 30] [--runs 8] [--seconds 60] [--warmup 30] [--ramp 15] [--no-sharing]
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ class Tab:
             state.fragment_id, state.is_auto_rerun = fragment_id, True
         return msg.SerializeToString()
 
-    async def run(self, until: float) -> None:
+    async def run(self, until: float, delay: float = 0.0) -> None:
+        await asyncio.sleep(delay)  # students open their tabs over the first seconds, not all in one instant
         ws_url = self.url.replace("http://", "ws://") + "/_stcore/stream"
         async with websockets.connect(ws_url, subprotocols=["streamlit"], max_size=2**28,
                                       origin=self.url) as ws:
@@ -163,10 +164,10 @@ class Tab:
             pass
 
 
-async def drive(tabs: list[Tab], seconds: float, warmup: float, server: psutil.Process) -> dict:
+async def drive(tabs: list[Tab], seconds: float, warmup: float, ramp: float, server: psutil.Process) -> dict:
     start = time.monotonic()
     until = start + warmup + seconds
-    tasks = [asyncio.create_task(tab.run(until)) for tab in tabs]
+    tasks = [asyncio.create_task(tab.run(until, ramp * i / len(tabs))) for i, tab in enumerate(tabs)]
     await asyncio.sleep(warmup)
     for tab in tabs:
         tab.measuring = True
@@ -186,7 +187,8 @@ def main() -> None:
     parser.add_argument("--students", type=int, default=30)
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--warmup", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=30.0, help="seconds before measuring (tabs open meanwhile)")
+    parser.add_argument("--ramp", type=float, default=15.0, help="seconds over which the tabs open")
     parser.add_argument("--no-sharing", action="store_true", help="every session builds its own figures")
     args = parser.parse_args()
 
@@ -234,7 +236,7 @@ def main() -> None:
             seat = "seat=" + seats[student.name]
             tabs.append(Tab(url, "compare", f"{compare_query}&{seat}", latencies, errors))
             tabs.append(Tab(url, "runs", seat, latencies, errors))
-        result = asyncio.run(drive(tabs, args.seconds, args.warmup, server))
+        result = asyncio.run(drive(tabs, args.seconds, args.warmup, min(args.ramp, args.warmup), server))
     finally:
         writer.stop.set()
         proc.terminate()

@@ -14,10 +14,10 @@ import streamlit as st
 
 from app import figures
 from app.figures import ChartOptions
-from app.figure_cache import data_version, runs_version
+from app.figure_cache import view_version
 from app.live import live_fragment
 from app.series import X_AXES, chart_keys
-from app.state import run_metric_keys, run_metrics, runs_frame, shared_figure
+from app.state import get_metrics_cache, run_metric_keys, run_metrics, runs_frame, shared_figure
 from app.text import csv_cell, escape_md
 from engine.records import is_epoch_level
 
@@ -121,7 +121,10 @@ options = ChartOptions(x_axis=x_axis, smoothing=smoothing, log_y=log_y, group_by
 def charts(runs_now: pd.DataFrame) -> None:
     selected = runs_now[runs_now["run_id"].isin(selected_ids)]
     run_ids = list(selected["run_id"])
-    keys_present = run_metric_keys(run_ids, runs_now)
+    # Everything below is shared by the sessions showing the same runs in the same state (app/figure_cache.py):
+    # with thirty students on this view, one session reads the new rows and builds the figures, the others reuse.
+    version = view_version(selected, get_metrics_cache().coarse_keys(run_ids))
+    keys_present = shared_figure(("compare keys", version), lambda: run_metric_keys(run_ids, runs_now))
     if not keys_present:
         st.info("No points yet: the selected runs are waiting for a worker.")
         return
@@ -131,14 +134,13 @@ def charts(runs_now: pd.DataFrame) -> None:
 
     def chart(title: str, keys: list[str], chart_options: ChartOptions, chart_key: str) -> None:
         nonlocal shown
-        metrics = run_metrics(run_ids, runs_now, chart_keys(keys, chart_options.x_axis))
         with columns[shown % 2]:
             st.markdown(f"**{title}**")
             figure, plotted = shared_figure(
-                ("compare", chart_key, tuple(keys), repr(chart_options), tuple(run_ids), data_version(metrics),
-                 runs_version(selected)),
-                lambda: figures.metric_figure_with_data(metrics, selected, keys if len(keys) > 1 else keys[0],
-                                                        chart_options))
+                ("compare chart", chart_key, tuple(keys), repr(chart_options), version),
+                lambda: figures.metric_figure_with_data(
+                    run_metrics(run_ids, runs_now, chart_keys(keys, chart_options.x_axis)), selected,
+                    keys if len(keys) > 1 else keys[0], chart_options))
             st.plotly_chart(figure, key=chart_key)
         exported.append(plotted.assign(chart=title))
         shown += 1
@@ -151,7 +153,9 @@ def charts(runs_now: pd.DataFrame) -> None:
         if all(is_epoch_level(k) for k in wanted):  # a handful of epoch points: smoothing would only lag them
             chart_options = replace(chart_options, smoothing=0.0)
         chart(title, wanted, chart_options, f"chart_{index}")
-    clipped = run_metrics(run_ids, runs_now, chart_keys(["clipped"], x_axis)) if "clipped" in keys_present else None
+    clipped = shared_figure(("compare clipped", x_axis, version),
+                            lambda: run_metrics(run_ids, runs_now, chart_keys(["clipped"], x_axis))) \
+        if "clipped" in keys_present else None
     if clipped is not None and clipped.loc[clipped["key"] == "clipped", "value"].max() > 0:
         with columns[shown % 2]:
             st.markdown("**Fraction of steps clipped**")
@@ -170,8 +174,8 @@ def charts(runs_now: pd.DataFrame) -> None:
 
     st.markdown("**Final metrics**")
     # epoch-level rows only: the step count and duration come from the runs table, not 400k loss rows
-    table = figures.final_metrics_table(run_metrics(run_ids, runs_now, ["val_acc", "train_loss", "best_epoch"]),
-                                        selected.reset_index(drop=True))
+    table = shared_figure(("compare final table", version), lambda: figures.final_metrics_table(
+        run_metrics(run_ids, runs_now, ["val_acc", "train_loss", "best_epoch"]), selected.reset_index(drop=True)))
     st.dataframe(table.drop(columns=["run_id"]), hide_index=True, key="final_table",
                  column_config={"best_val_acc": st.column_config.NumberColumn("best val acc", format="%.4f"),
                                 "final_val_acc": st.column_config.NumberColumn("final val acc", format="%.4f"),
