@@ -100,7 +100,8 @@ def test_a_student_cannot_cancel_another_students_run_and_the_teacher_can(browse
             wait_for(lambda: store.get_run(bens)["status"] == RunStatus.CANCELLED, 30, what="the teacher's cancel")
             teacher.get_by_role("link", name="Class").click()
             expect(teacher.get_by_text("Queue and limits")).to_be_visible()
-            expect(teacher.locator(".st-key-class_summary")).to_be_visible()  # every student, live
+            expect(teacher.get_by_role("button", name="Remove their runs")).to_be_visible()
+            expect(teacher.locator('[data-testid="stDataFrame"]').first).to_be_visible()  # every student, live
             shots(teacher, "teacher")
 
             login_context = browser.new_context(viewport=SIZES["1920"])

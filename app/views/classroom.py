@@ -68,7 +68,7 @@ def teacher_controls() -> None:
     limits = store.limits()
     with st.form("class_limits"):
         st.caption("Class limits, per student")
-        c1, c2, c3, c4 = st.columns(4)
+        c1, c2, c3, c4 = st.columns([1, 1, 1, 1.5])  # room for six digits at 1024 px
         values = {
             "running": c1.number_input("running at once", 1, 64, limits.running, key="limit_running"),
             "queued": c2.number_input("waiting in the queue", 1, 1000, limits.queued, key="limit_queued"),
