@@ -57,7 +57,8 @@ class RunKind(StrEnum):
 STEP_KEYS = ("loss", "lr", "grad_norm", "clipped", "examples")
 # Logged once per epoch, at the epoch's last step. The EMA/SWA twins of the validation keys carry a prefix.
 EPOCH_KEYS = frozenset({"train_loss", "train_acc", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1",
-                        "examples_per_s", "best_epoch"})
+                        "examples_per_s", "best_epoch", "val_acc_hard", "val_acc_easy"})
+# val_acc_hard / val_acc_easy: text datasets with a negation/contrast subset (sentiment), accuracy on it and off it
 AVERAGED_PREFIXES = ("ema_", "swa_")  # ema_val_acc, swa_val_loss...: validation of the averaged weights
 FINAL_KEYS = ("train_loss", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1")  # a run's summary
 # Helper jobs stream their points as metrics of their own row.
