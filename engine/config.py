@@ -21,8 +21,9 @@ from engine.records import check_name
 
 MAX_TOML_CHARS = 100_000  # a run's config is a few hundred bytes; a bigger file is a mistake (or an attack)
 
-MODELS = ("mlp", "convnet", "resnet", "rnn", "gru", "lstm", "bow", "textcnn")
-TEXT_ONLY_MODELS = ("bow", "textcnn")  # rnn/gru/lstm read either images (row by row) or text
+MODELS = ("mlp", "convnet", "resnet", "rnn", "gru", "lstm")  # the models of image datasets
+TEXT_MODELS = ("bow", "textcnn", "rnn", "gru", "lstm")  # the models of text datasets (rnn/gru/lstm read both)
+TEXT_ONLY_MODELS = ("bow", "textcnn")
 IMAGE_ONLY_MODELS = ("mlp", "convnet", "resnet")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "inverse_time", "warmup", "onecycle")
@@ -52,7 +53,7 @@ class RunConfig:
     text_column: str = ""  # text_csv: name of the text column; "" = detected (the longest values)
     label_column: str = ""  # text_csv: name of the label column; "" = detected (label, sentiment, class...)
     # --- model ---
-    model: str = "convnet"  # one of MODELS
+    model: str = "convnet"  # one of MODELS (images) or TEXT_MODELS (text)
     hidden: int = 128  # MLP width / RNN hidden size, 1..8192
     depth: int = 2  # MLP hidden layers / RNN layers / ResNet blocks per stage, 1..64
     width: int = 16  # ResNet channels in the first stage (doubled per stage), 1..512
@@ -227,7 +228,7 @@ _TYPES: dict[str, type] = {f.name: {"str": str, "int": int, "float": float, "boo
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": tuple(DATASETS),
-    "model": MODELS,
+    "model": MODELS + TEXT_ONLY_MODELS,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
     "clip": CLIPS,

@@ -273,6 +273,10 @@ def explain(model: nn.Module, inputs: Tensor, target: Target, method: str, *, de
     device; a different one explains a copy of the model there). `progress(fraction)` is called as forward
     passes complete. The result is detached, float32, on the device `inputs` came from.
     """
+    if not inputs.is_floating_point():  # token ids of a text model: one score per token (engine.explain.text)
+        from engine.explain.text import explain_tokens
+
+        return explain_tokens(model, inputs, target, method, **params)
     spec = get_method(method)
     p = resolve_params(method, params)
     reason = why_not(model, method, p)

@@ -38,11 +38,13 @@ class TextModel(nn.Module):
         if ids.is_floating_point():
             raise TypeError("text models take token ids (an integer tensor), got floats")
         n = lengths(ids)
-        ids = ids[:, :int(n.max())] if ids.shape[1] else ids
-        mask = ids != PAD_ID
-        # the pad embedding is zero already (padding_idx); masking again keeps attribution methods that replace
-        # the embedding output (Integrated Gradients' path points) from leaking into pad positions
-        return self.embedding(ids) * mask.unsqueeze(-1), mask, n
+        # embed first, then trim: the embedding layer's output keeps the input's shape, which attribution
+        # methods that replace it (Integrated Gradients from a baseline of <pad>s) rely on
+        width = int(n.max())
+        emb, mask = self.embedding(ids)[:, :width], (ids != PAD_ID)[:, :width]
+        # the pad embedding is zero already (padding_idx); masking again keeps replaced embedding outputs
+        # (Integrated Gradients' path points) from leaking into pad positions
+        return emb * mask.unsqueeze(-1), mask, n
 
 
 class BagOfWords(TextModel):
