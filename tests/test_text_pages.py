@@ -1,0 +1,61 @@
+"""Text on the pages: the Explain page explains a typed sentence of a text run (AppTest), escaping the text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.text_tokens import colour_key, token_spans
+from engine.config import RunConfig
+from engine.train import MemorySink, train
+from ui_helpers import clear_app_caches
+
+PAGE = str(Path(__file__).resolve().parent.parent / "app" / "views" / "explain.py")
+TEXT_RUN = dict(dataset="sentiment", model="gru", epochs=1, batch_size=64, hidden=16, embed_dim=8, train_limit=320,
+                layer_stats_every=0)
+
+
+def make_text_run() -> str:
+    from engine.runs.store import Store
+
+    config = RunConfig(**TEXT_RUN)
+    run_id = Store().create_run(config)
+    train(config, MemorySink(), run_id=run_id)  # writes the epoch checkpoint the page loads
+    return run_id
+
+
+def test_token_spans_escape_every_token_and_shade_by_sign():
+    markup = token_spans(["<script>alert(1)</script>", "good", "bad"], [0.0, 2.0, -1.0])
+    assert "<script>" not in markup and "&lt;script&gt;alert(1)&lt;/script&gt;" in markup
+    assert "rgba(214, 39, 40, 0.850)" in markup  # the strongest token towards the class: full red
+    assert "rgba(31, 119, 180, 0.425)" in markup  # half as strong against it: half blue
+    assert "&quot;" in colour_key('class "x"') and 'class "x"' not in colour_key('class "x"')
+    with pytest.raises(ValueError):
+        token_spans(["a"], [])
+
+
+def _html(at: AppTest) -> str:
+    return " ".join(str(element.proto.body) for element in at.get("html"))
+
+
+def test_explain_page_explains_a_typed_sentence(trainlens_home):
+    make_text_run()
+    clear_app_caches()
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    assert not at.exception, at.exception
+    assert at.radio(key="text_explain_source").value == "Type a sentence"
+    body = _html(at)
+    assert body.count('class="tl-tokens"') == 2  # Integrated Gradients and Occlusion by default
+    assert ">not</span>" in body and "towards" in body
+    at.text_area(key="text_explain_sentence").input("a <script>alert('x')</script> film was never dull").run()
+    body = _html(at)
+    assert not at.exception
+    assert "<script>" not in body and "&lt;" in body  # the typed markup is text, never markup
+    quality = at.dataframe[-1].value
+    assert list(quality["method"]) == ["Integrated Gradients", "Occlusion"]
+    at.multiselect(key="text_explain_methods").set_value(["deeplift", "saliency"]).run()
+    assert any("recurrent" in info.value for info in at.info)  # DeepLIFT says why it does not apply
+    at.radio(key="text_explain_source").set_value("Validation sentence").run()
+    assert not at.exception and "pointing game" in at.dataframe[-1].value.columns
