@@ -59,3 +59,27 @@ def test_explain_page_explains_a_typed_sentence(trainlens_home):
     assert any("recurrent" in info.value for info in at.info)  # DeepLIFT says why it does not apply
     at.radio(key="text_explain_source").set_value("Validation sentence").run()
     assert not at.exception and "pointing game" in at.dataframe[-1].value.columns
+
+
+def test_train_page_previews_a_text_dataset_and_takes_a_csv(trainlens_home):
+    from ui_helpers import fresh_app
+
+    at = fresh_app()
+    at.run()
+    at.selectbox(key="cfg_dataset").set_value("sentiment").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="cfg_model").value == "gru"  # the image model was swapped for a text one
+    assert "bow" in at.selectbox(key="cfg_model").options and "convnet" not in at.selectbox(key="cfg_model").options
+    preview = at.dataframe[-1].value
+    assert len(preview) == 12 and set(preview["label"]) <= {"negative", "positive"}
+    assert not at.button(key="start").disabled
+    at.selectbox(key="cfg_dataset").set_value("text_csv").run()
+    assert "data folder" in " ".join(e.value for e in at.error)  # no CSV yet: the message says what to do
+    csv = trainlens_home / "data" / "mine.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    csv.write_text("text,label\n" + "".join(f"<b>great</b> film {i},pos\nawful film {i},neg\n" for i in range(10)),
+                   encoding="utf-8")
+    at.text_input(key="cfg_data_dir").input("mine.csv").run()
+    assert not at.error, [e.value for e in at.error]
+    sentences = list(at.dataframe[-1].value.iloc[:, 1])
+    assert any("< b > great < / b >" in s for s in sentences), sentences  # markup tokenised, shown as table text

@@ -36,6 +36,10 @@ def cell_label(cell: str, evaluation: EvaluationReport) -> str:
 
 def misclassified_grid(run_id: str, config: RunConfig, evaluation: EvaluationReport, true: int, pred: int) -> None:
     """Thumbnails of one confusion cell's images (the run's own validation split), most confident mistake first."""
+    from app.report.text_mistakes import is_text, misclassified_sentences
+
+    if is_text(config):  # a text run's cells list sentences, not thumbnails
+        return misclassified_sentences(config, evaluation, true, pred)
     labels = evaluation["labels"]
     examples = rf.cell_examples(evaluation, true, pred)
     total = int(evaluation["confusion"][true][pred])
