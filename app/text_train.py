@@ -53,7 +53,8 @@ def text_preview(config: RunConfig, split) -> None:
     params = count_parameters(model_from_config(config, 0, info.size, len(info.classes)))
     steps_per_epoch = batches_per_epoch(len(split.train_x), config.batch_size)
     total = steps_per_epoch * config.epochs
-    a, b, c, d = st.columns(4)
+    a, b = st.columns(2)  # two by two: four metrics in a row get cut on a 1024-pixel screen
+    c, d = st.columns(2)
     a.metric("parameters", f"{params:,}")
     b.metric("training sentences", f"{len(split.train_x):,}")
     c.metric("vocabulary", f"{len(split.text.vocab):,}", help="words of the training split, plus <pad> and <unk>")

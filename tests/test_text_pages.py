@@ -83,3 +83,20 @@ def test_train_page_previews_a_text_dataset_and_takes_a_csv(trainlens_home):
     assert not at.error, [e.value for e in at.error]
     sentences = list(at.dataframe[-1].value.iloc[:, 1])
     assert any("< b > great < / b >" in s for s in sentences), sentences  # markup tokenised, shown as table text
+
+
+def test_cli_explains_a_typed_text_token_by_token(trainlens_home, capsys):
+    import json
+
+    from engine.cli import main
+
+    run_id = make_text_run()
+    assert main(["explain", run_id, "--text", "The plot was NOT dull!", "--method", "ig", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["tokens"] == ["the", "plot", "was", "not", "dull", "!"] and len(result["scores"]) == 6
+    assert result["method"] == "integrated_gradients" and result["unknown"] == ["!"]
+    assert main(["explain", run_id, "--text", "never dull", "--method", "occlusion"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("explaining ") and lines[1].split()[0] == "never" and len(lines) == 3
+    assert main(["explain", run_id, "--text", "never dull", "--method", "deeplift"]) == 2
+    assert "recurrent" in capsys.readouterr().err
