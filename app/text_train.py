@@ -55,8 +55,8 @@ def text_preview(config: RunConfig, split) -> None:
     total = steps_per_epoch * config.epochs
     a, b = st.columns(2)  # two by two: four metrics in a row get cut on a 1024-pixel screen
     c, d = st.columns(2)
-    a.metric("parameters", f"{params:,}")
-    b.metric("training sentences", f"{len(split.train_x):,}")
+    a.metric("parameters", f"{params / 1000:,.0f}k" if params >= 100_000 else f"{params:,}", help=f"{params:,}")
+    b.metric("sentences", f"{len(split.train_x):,}", help="training sentences")
     c.metric("vocabulary", f"{len(split.text.vocab):,}", help="words of the training split, plus <pad> and <unk>")
     d.metric("steps", f"{total:,}", help=f"{steps_per_epoch} steps per epoch x {config.epochs} epochs")
     for note in split.text.notes:
