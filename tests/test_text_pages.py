@@ -61,9 +61,10 @@ def test_explain_page_explains_a_typed_sentence(trainlens_home):
     assert not at.exception and "pointing game" in at.dataframe[-1].value.columns
 
 
-def test_train_page_previews_a_text_dataset_and_takes_a_csv(trainlens_home):
+def test_train_page_previews_a_text_dataset_and_takes_a_csv(trainlens_home, monkeypatch):
     from ui_helpers import fresh_app
 
+    monkeypatch.setenv("TRAINLENS_WORKERS", "0")  # nothing is launched
     at = fresh_app()
     at.run()
     at.selectbox(key="cfg_dataset").set_value("sentiment").run()
@@ -100,3 +101,27 @@ def test_cli_explains_a_typed_text_token_by_token(trainlens_home, capsys):
     assert lines[0].startswith("explaining ") and lines[1].split()[0] == "never" and len(lines) == 3
     assert main(["explain", run_id, "--text", "never dull", "--method", "deeplift"]) == 2
     assert "recurrent" in capsys.readouterr().err
+
+
+def test_run_report_lists_the_misclassified_sentences_of_a_cell(trainlens_home, monkeypatch):
+    from engine.runs.store import Store
+
+    monkeypatch.setenv("TRAINLENS_WORKERS", "0")  # the run is written here; no worker needed
+    from ui_helpers import fresh_app
+
+    config = RunConfig(**{**TEXT_RUN, "model": "bow"})  # one epoch of a bag of words: plenty of mistakes
+    store = Store()
+    run_id = store.create_run(config)
+    sink = MemorySink()
+    train(config, sink, run_id=run_id)
+    for name, value in sink.artifacts.items():  # what a worker's sink files
+        store.put_artifact(run_id, name, value)
+    at = fresh_app()
+    at.run()
+    at.query_params["run"] = run_id
+    at.switch_page("views/run_detail.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    picker = at.selectbox(key="report_cell")
+    assert picker.label == "misclassified sentences of the cell" and "sentences)" in picker.format_func(picker.value)
+    table = next(d.value for d in at.dataframe if "sentence" in d.value.columns)
+    assert len(table) > 0 and all(isinstance(s, str) and s for s in table["sentence"])
