@@ -17,7 +17,7 @@ import streamlit as st
 import torch
 
 from app.text import escape_md
-from app.text_tokens import colour_key, token_spans
+from app.text_tokens import colour_key, deletion_figure, token_spans
 from engine.checkpoints import load_checkpoint, load_run_model
 from engine.data.registry import dataset_info
 from engine.explain.methods import NotApplicable, explain
@@ -59,7 +59,7 @@ def _validation_order(key: str, _model, _split) -> tuple[list[int], int]:
 @st.cache_data(max_entries=16, show_spinner="Scoring each method on validation sentences...")
 def _method_agreement(key: str, methods: tuple[str, ...], _model, _split) -> pd.DataFrame:
     ids, labels = _split.val_x[:SCORED_SENTENCES], _split.val_y[:SCORED_SENTENCES]
-    rows = []
+    rows, curves, random = [], {}, None
     for method in methods:
         scores = explain(_model, ids, labels, method)
         agreement = mean_agreement([token_agreement(scores[i], _split.text.val_relevance[i]) for i in range(len(ids))])
@@ -124,7 +124,7 @@ def text_explain_section(run_id: str, which: str, stamp: int) -> None:
                                  format_func=lambda m: TOKEN_METHODS[m].title)
 
     st.html(colour_key(classes[target]))
-    rows = []
+    rows, curves, random = [], {}, None
     for method in methods:
         spec = TOKEN_METHODS[method]
         st.markdown(f"**{spec.title}** · {escape_md(spec.summary)}")
@@ -141,6 +141,8 @@ def text_explain_section(run_id: str, which: str, stamp: int) -> None:
         seconds = time.perf_counter() - started
         st.html(token_spans(tokens, scores[:len(tokens)].tolist()))
         deletion = token_deletion_curve(model, ids[0], scores, target)
+        curves[spec.title] = (deletion.fractions, deletion.probabilities)
+        random = (deletion.fractions, deletion.random)
         row = {"method": spec.title, "seconds": seconds, "deletion area": deletion.area,
                "random deletion area": deletion.random_area}
         if relevant is not None:
@@ -156,6 +158,7 @@ def text_explain_section(run_id: str, which: str, stamp: int) -> None:
                                     "words that decide the label (ground truth of the generated sentence)."
                                     if relevant is not None else ""))
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="text_explain_quality")
+        st.plotly_chart(deletion_figure(curves, random, classes[target]), key="text_explain_deletion")
     if split.text.val_relevance is not None and methods:
         usable = tuple(m for m in methods if why_not_text(model, m) is None)
         if usable and st.toggle(f"Score the methods on {SCORED_SENTENCES} validation sentences",

@@ -45,3 +45,22 @@ def colour_key(target: str) -> str:
             f"<span>against {name}</span>"
             f'<span style="width:160px;height:12px;border-radius:3px;background:linear-gradient(90deg, {steps})">'
             f"</span><span>towards {name}</span></div>")
+
+
+def deletion_figure(curves: dict[str, tuple[list[float], list[float]]], random: tuple[list[float], list[float]],
+                    target: str):
+    """The deletion curves of one sentence: class probability as tokens become <unk>, one line per method, the
+    random order dashed. Names go through plotly_text (Plotly reads a little HTML in legends)."""
+    import plotly.graph_objects as go
+
+    from app.text import plotly_text
+
+    figure = go.Figure()
+    for name, (x, y) in curves.items():
+        figure.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=plotly_text(name)))
+    figure.add_trace(go.Scatter(x=random[0], y=random[1], mode="lines", name="random order",
+                                line={"dash": "dash", "color": "grey"}))
+    figure.update_layout(height=260, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         title={"text": plotly_text(f"deletion curve: probability of {target}"), "font": {"size": 13}},
+                         xaxis_title=plotly_text("share of tokens replaced by <unk>"), yaxis={"title": "probability", "range": [0, 1]})
+    return figure

@@ -55,6 +55,7 @@ def test_explain_page_explains_a_typed_sentence(trainlens_home):
     assert "<script>" not in body and "&lt;" in body  # the typed markup is text, never markup
     quality = at.dataframe[-1].value
     assert list(quality["method"]) == ["Integrated Gradients", "Occlusion"]
+    assert (quality["deletion area"] <= 1).all() and (quality["random deletion area"] >= 0).all()
     at.multiselect(key="text_explain_methods").set_value(["deeplift", "saliency"]).run()
     assert any("recurrent" in info.value for info in at.info)  # DeepLIFT says why it does not apply
     at.radio(key="text_explain_source").set_value("Validation sentence").run()
