@@ -244,7 +244,8 @@ def iterate_batches(
     for start in range(0, len(x), batch_size):
         index = order[start:start + batch_size]
         images, labels = x[index], y[index.to(y.device)]
-        if augment is not None and augment.active:
+        # token ids (text) are never augmented: the image augmentation fields a text run may carry do not apply
+        if augment is not None and augment.active and images.is_floating_point():
             images = augment_batch(images, augment, generator)
         if mean is not None:
             images = normalize(images, mean, std)
