@@ -106,6 +106,7 @@ def test_cli_explains_a_typed_text_token_by_token(trainlens_home, capsys):
 
 def test_run_report_lists_the_misclassified_sentences_of_a_cell(trainlens_home, monkeypatch):
     from engine.runs.store import Store
+    from engine.runs.worker import StoreSink
 
     monkeypatch.setenv("TRAINLENS_WORKERS", "0")  # the run is written here; no worker needed
     from ui_helpers import fresh_app
@@ -113,10 +114,9 @@ def test_run_report_lists_the_misclassified_sentences_of_a_cell(trainlens_home, 
     config = RunConfig(**{**TEXT_RUN, "model": "bow"})  # one epoch of a bag of words: plenty of mistakes
     store = Store()
     run_id = store.create_run(config)
-    sink = MemorySink()
+    sink = StoreSink(store, run_id)  # what a worker reports through
     train(config, sink, run_id=run_id)
-    for name, value in sink.artifacts.items():  # what a worker's sink files
-        store.put_artifact(run_id, name, value)
+    sink.close()
     at = fresh_app()
     at.run()
     at.query_params["run"] = run_id
@@ -125,4 +125,6 @@ def test_run_report_lists_the_misclassified_sentences_of_a_cell(trainlens_home, 
     picker = at.selectbox(key="report_cell")
     assert picker.label == "misclassified sentences of the cell" and "sentences)" in picker.format_func(picker.value)
     table = next(d.value for d in at.dataframe if "sentence" in d.value.columns)
+    labels = [m.label for m in at.metric]
+    assert "accuracy on negation/contrast sentences" in labels and "validation sentences" in labels
     assert len(table) > 0 and all(isinstance(s, str) and s for s in table["sentence"])

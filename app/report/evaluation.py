@@ -167,6 +167,9 @@ def evaluation_section(store: Store, run: dict) -> None:
     m3.metric(f"validation {'sentences' if dataset_info(config.dataset).kind == 'text' else 'images'}",
               f"{evaluation['n']:,}")
     m4.metric("misclassified", f"{evaluation.get('misclassified_total', 0):,}")
+    from app.report.text_mistakes import subset_accuracy  # sentiment: accuracy on and off the hard subset
+
+    subset_accuracy(store, run_id)
     table_tab, text_tab = st.tabs(["Classification report", "As printed by scikit-learn"])
     with table_tab:
         shown = rf.report_display(rf.report_table(evaluation))

@@ -41,3 +41,17 @@ def misclassified_sentences(config: RunConfig, evaluation: dict, true: int, pred
             for e in examples]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"report_sentences_{true}_{pred}")
     st.caption("Explain any of them on the Explain page (Validation sentence / Misclassified).")
+
+
+def subset_accuracy(store, run_id: str) -> None:
+    """The last epoch's validation accuracy on the negation/contrast sentences and on the others (sentiment)."""
+    last = store.last_values(run_id)
+    if "val_acc_hard" not in last:
+        return
+    a, b = st.columns(2)
+    a.metric("accuracy on negation/contrast sentences", f"{last['val_acc_hard']:.2%}",
+             help="validation sentences with a negator or a 'but' contrast: order matters there")
+    if "val_acc_easy" in last:
+        b.metric("accuracy on the other sentences", f"{last['val_acc_easy']:.2%}")
+    st.caption("Last epoch of the trained weights. A bag of words cannot tell 'good but dull' from 'dull but "
+               "good': compare a bow and a gru run here.")
