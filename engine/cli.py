@@ -420,6 +420,11 @@ def cmd_explain(args) -> int:
             raise UsageError(str(exc)) from None
         print(json.dumps(result) if args.json else format_scores(result))
         return 0
+    run = store.get_run(run_id)
+    from engine.data.registry import dataset_info
+
+    if run is not None and run["config"] is not None and dataset_info(run["config"].dataset).kind == "text":
+        raise UsageError(f"run {run_id} reads text: explain a sentence with --text \"...\" (no image, no --out)")
     if args.image is None or args.out is None:
         raise UsageError("explain needs an IMAGE and --out FILE.png (or --text \"...\" for a text run)")
     from engine.explain.images import MAX_BYTES

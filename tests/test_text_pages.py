@@ -102,6 +102,8 @@ def test_cli_explains_a_typed_text_token_by_token(trainlens_home, capsys):
     assert lines[0].startswith("explaining ") and lines[1].split()[0] == "never" and len(lines) == 3
     assert main(["explain", run_id, "--text", "never dull", "--method", "deeplift"]) == 2
     assert "recurrent" in capsys.readouterr().err
+    assert main(["explain", run_id, "some.png", "--out", "x.png"]) == 2
+    assert "--text" in capsys.readouterr().err
 
 
 def test_run_report_lists_the_misclassified_sentences_of_a_cell(trainlens_home, monkeypatch):
