@@ -18,7 +18,7 @@ from engine.config import RunConfig
 GROUPS: dict[str, list[str]] = {
     "Data": ["dataset", "data_dir", "val_fraction", "train_limit", "batch_size", "augment_rotate", "augment_scale",
              "augment_translate", "augment_flip", "text_negation", "text_contrast", "text_filler", "vocab_size",
-             "vocab_min_count", "text_column", "label_column"],
+             "vocab_min_count", "text_level", "text_column", "label_column"],
     "Model": ["model", "hidden", "depth", "width", "skip", "activation", "dropout", "embed_dim", "bidirectional"],
     "Optimizer": ["optimizer", "lr", "momentum", "beta1", "beta2", "weight_decay"],
     "Schedule": ["schedule", "warmup_steps", "step_every", "gamma", "decay_steps", "min_lr_ratio"],
@@ -41,7 +41,7 @@ LABELS = {
     "layer_stats_every": "layer statistics every K steps (0 = off)", "skip": "skip connections",
     "text_negation": "share of negated clauses", "text_contrast": "share of 'but' contrasts",
     "text_filler": "filler phrases (at most)", "vocab_size": "vocabulary size (at most)",
-    "vocab_min_count": "min count of a word", "text_column": "text column", "label_column": "label column",
+    "vocab_min_count": "min count of a word", "text_column": "text column", "label_column": "label column", "text_level": "tokens",
     "embed_dim": "embedding size", "bidirectional": "bidirectional",
 }
 
@@ -53,7 +53,7 @@ def _visible(name: str, values: dict[str, Any]) -> bool:
     text = dataset in cfg.DATASETS and cfg.DATASETS[dataset].kind == "text"
     rules = {
         "data_dir": dataset in ("mnist", "fashion_mnist", "cifar10", "imdb", "sst2", "ag_news", "text_csv"),
-        **{name: text for name in ("vocab_size", "vocab_min_count", "embed_dim")},
+        **{name: text for name in ("vocab_size", "vocab_min_count", "embed_dim", "text_level")},
         **{name: not text for name in ("augment_rotate", "augment_scale", "augment_translate", "augment_flip")},
         **{name: dataset == "sentiment" for name in ("text_negation", "text_contrast", "text_filler")},
         **{name: dataset == "text_csv" for name in ("text_column", "label_column")},

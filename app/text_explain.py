@@ -23,7 +23,7 @@ from engine.data.registry import dataset_info
 from engine.explain.methods import NotApplicable, explain
 from engine.explain.text import (TOKEN_METHODS, mean_agreement, predict_tokens, token_agreement,
                                  token_deletion_curve, why_not_text)
-from engine.text.vocab import UNK_ID, tokenize
+from engine.text.vocab import UNK_ID, detokenize, tokenize
 
 DEFAULT_SENTENCE = "the acting was not good but the plot was great"
 DEFAULT_METHODS = ["integrated_gradients", "occlusion"]
@@ -83,7 +83,7 @@ def text_explain_section(run_id: str, which: str, stamp: int) -> None:
     if source == "Type a sentence":
         sentence = st.text_area("Sentence", DEFAULT_SENTENCE, max_chars=MAX_CHARS, key="text_explain_sentence",
                                 help="Any text: it is split into lowercase words and punctuation, as in training.")
-        tokens = tokenize(sentence)
+        tokens = tokenize(sentence, config.text_level)
         true_label = None
     else:
         order, wrong = _validation_order(f"{run_id}:{which}:{stamp}", model, split)
@@ -94,7 +94,7 @@ def text_explain_section(run_id: str, which: str, stamp: int) -> None:
         index = st.selectbox(f"{len(candidates):,} validation sentences" +
                              (" (most confident mistakes first)" if source == "Misclassified" else ""),
                              candidates[:500], key=f"text_explain_index_{source}",
-                             format_func=lambda i: f"#{i} · {' '.join(split.text.val_tokens[i])[:90]}")
+                             format_func=lambda i: f"#{i} · {detokenize(split.text.val_tokens[i], config.text_level)[:90]}")
         tokens = split.text.val_tokens[index]
         true_label = int(split.val_y[index])
         if split.text.val_relevance is not None:

@@ -66,7 +66,9 @@ def text_preview(config: RunConfig, split) -> None:
                     key="schedule_preview")
     xb, yb = next(iterate_batches(split.train_x, split.train_y, config.batch_size, seed=config.seed, epoch=0))
     vocab = split.text.vocab
-    rows = [{"label": info.classes[int(y)], "sentence (as the model reads it)": " ".join(vocab.decode(x))}
+    from engine.text.vocab import detokenize
+
+    rows = [{"label": info.classes[int(y)], "sentence (as the model reads it)": detokenize(vocab.decode(x), config.text_level)}
             for x, y in zip(xb[:12], yb[:12])]
     st.caption("first training batch, as the model reads it (<unk> = not in the vocabulary)")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="text_batch_preview")

@@ -30,6 +30,7 @@ SCHEDULES = ("constant", "step", "cosine", "inverse_time", "warmup", "onecycle")
 CLIPS = ("none", "norm", "value")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
 STOP_METRICS = ("val_loss", "val_acc")
+TEXT_LEVELS = ("word", "char")  # engine.text.vocab.LEVELS
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -50,6 +51,7 @@ class RunConfig:
     text_filler: int = 3  # sentiment: most filler phrases around the clauses (sets sentence length), 0..10
     vocab_size: int = 20000  # text: most tokens in the vocabulary (from the training split), 2..1000000
     vocab_min_count: int = 1  # text: a token enters the vocabulary when seen this many times in training, >= 1
+    text_level: str = "word"  # text: tokens are words (and punctuation) or single characters, word | char
     text_column: str = ""  # text_csv: name of the text column; "" = detected (the longest values)
     label_column: str = ""  # text_csv: name of the label column; "" = detected (label, sentiment, class...)
     # --- model ---
@@ -235,6 +237,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "activation": ACTIVATIONS,
     "early_stop_metric": STOP_METRICS,
     "device": DEVICES,
+    "text_level": TEXT_LEVELS,
 }
 
 # name -> (low, high, low_open, high_open)

@@ -74,6 +74,7 @@ CHOICES = {
     "clip": (CLIPS, "both"),
     "early_stop_metric": (STOP_METRICS, "train_loss"),
     "device": (DEVICES, "tpu"),
+    "text_level": (("word", "char"), "byte"),
 }
 FREE_TEXT = {"data_dir", "name", "group", "text_column", "label_column"}  # any string is fine
 FLAGS = {"augment_flip", "skip", "early_stop", "restore_best", "ema", "swa", "bidirectional"}
@@ -164,7 +165,7 @@ def _unusual_config() -> RunConfig:
         early_stop_metric="val_acc", patience=4, min_delta=1e-4, restore_best=False, ema=True, ema_decay=0.995,
         swa=True, swa_start=3, layer_stats_every=10, device="cpu", name='run "quoted" \\ name', group="race 1",
         embed_dim=48, bidirectional=True, text_negation=0.1 + 0.2, text_contrast=0.55, text_filler=7,
-        vocab_size=1234, vocab_min_count=2, text_column="body ü", label_column="stars",
+        vocab_size=1234, vocab_min_count=2, text_column="body ü", label_column="stars", text_level="char",
     ).validate()
 
 

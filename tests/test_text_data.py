@@ -162,3 +162,19 @@ def test_text_csv_needs_a_file_and_config_rejects_image_models():
         RunConfig(dataset="sentiment", model="convnet").validate()
     with pytest.raises(ValueError, match="image dataset"):
         RunConfig(dataset="mnist5k", model="bow").validate()
+
+
+def test_character_level_tokens_and_relevance():
+    from engine.text.vocab import SPACE, detokenize
+
+    assert tokenize("Not  good!", "char") == ["n", "o", "t", SPACE, "g", "o", "o", "d", "!"]
+    assert detokenize(tokenize("not  good!", "char"), "char") == "not good!"
+    split = load_run_split(RunConfig(dataset="sentiment", model="gru", train_limit=200, text_level="char"))
+    tokens, relevant = split.text.val_tokens[0], split.text.val_relevance[0]
+    assert len(tokens) == len(relevant) and split.info.size < 60  # letters, digits of no kind, SPACE, specials
+    words = load_run_split(RunConfig(dataset="sentiment", model="gru", train_limit=200)).text  # same sentences
+    assert detokenize(tokens, "char") == " ".join(words.val_tokens[0])
+    deciding = "".join(w for w, r in zip(words.val_tokens[0], words.val_relevance[0]) if r)
+    assert "".join(t for t, r in zip(tokens, relevant) if r) == deciding  # the deciding words' letters
+    with pytest.raises(ValueError, match="text_level"):
+        tokenize("x", "byte")

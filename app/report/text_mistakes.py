@@ -13,6 +13,7 @@ from app.text import escape_md
 from app import report_figures as rf
 from engine.config import RunConfig
 from engine.data.registry import dataset_info
+from engine.text.vocab import detokenize
 
 
 def is_text(config: RunConfig) -> bool:
@@ -36,7 +37,7 @@ def misclassified_sentences(config: RunConfig, evaluation: dict, true: int, pred
     st.markdown(f"**{len(examples)} of {total} validation sentences of true class {escape_md(labels[true])} "
                 f"predicted as {escape_md(labels[pred])}**, most confident mistake first")
     rows = [{"#": int(e["index"]),
-             "sentence": " ".join(sentences[int(e["index"])]) if sentences is not None else "",
+             "sentence": detokenize(sentences[int(e["index"])], config.text_level) if sentences is not None else "",
              "confidence": float(e["confidence"]), "true class probability": float(e["true_prob"])}
             for e in examples]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"report_sentences_{true}_{pred}")

@@ -25,7 +25,7 @@ def explain_text_run(run_id: str, text: str, method: str = "integrated_gradients
     model, config, info, _ = load_run_model(run_id, which)
     if info.kind != "text":
         raise ValueError(f"run {run_id} trained on images ({config.dataset}); --text explains text runs")
-    tokens = tokenize(text)
+    tokens = tokenize(text, config.text_level)
     if not tokens:
         raise ValueError("the text has no words to explain")
     vocab = cached_run_split(config, download=False).text.vocab

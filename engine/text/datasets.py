@@ -19,7 +19,7 @@ import torch
 from engine.data.registry import SENTIMENT_COUNT, DatasetUnavailable, dataset_info
 from engine.text.corpus import CorpusOptions, generate_corpus
 from engine.text.readers import TextData, read_ag_news, read_csv, read_imdb, read_sst2
-from engine.text.vocab import Vocab, tokenize
+from engine.text.vocab import Vocab, chars_of_words, tokenize
 
 READERS = {"imdb": read_imdb, "sst2": read_sst2, "ag_news": read_ag_news}
 HARD_SUBSET = "hard"  # name of the negation/contrast subset in metrics (val_acc_hard)
@@ -36,11 +36,12 @@ class TextOptions:
     min_count: int = 1
     text_column: str = ""
     label_column: str = ""
+    level: str = "word"  # word | char tokens
 
     @classmethod
     def from_config(cls, config) -> "TextOptions":
         return cls(config.text_negation, config.text_contrast, config.text_filler, config.vocab_size,
-                   config.vocab_min_count, config.text_column, config.label_column)
+                   config.vocab_min_count, config.text_column, config.label_column, config.text_level)
 
 
 @dataclass
@@ -86,16 +87,21 @@ def load_text_dataset(name: str, *, seed: int, val_fraction: float, data_dir: st
         val_tokens = [list(reviews[i].tokens) for i in val_idx]
         train_y, val_y = labels[train_idx], labels[val_idx]
         relevance = [reviews[i].relevant for i in val_idx]
+        if options.level == "char":  # the same reviews read letter by letter; a deciding word's letters decide
+            train_tokens = [chars_of_words(t, (False,) * len(t))[0] for t in train_tokens]
+            pairs = [chars_of_words(t, r) for t, r in zip(val_tokens, relevance)]
+            val_tokens, relevance = [p[0] for p in pairs], [p[1] for p in pairs]
         hard = torch.tensor([reviews[i].hard for i in val_idx], dtype=torch.bool)
         classes, notes = info.classes, []
     else:
         data = _read(name, data_dir, options)
         classes, notes = data.classes, list(data.notes)
-        tokens = [tokenize(t) for t in data.train_texts]
+        tokens = [tokenize(t, options.level) for t in data.train_texts]
         labels = np.asarray(data.train_labels, dtype=np.int64)
         if data.test_texts:  # the publisher's held-out split validates, as for the torchvision datasets
             train_tokens, train_y = tokens, labels
-            val_tokens, val_y = [tokenize(t) for t in data.test_texts], np.asarray(data.test_labels, dtype=np.int64)
+            val_tokens = [tokenize(t, options.level) for t in data.test_texts]
+            val_y = np.asarray(data.test_labels, dtype=np.int64)
         else:
             try:
                 train_idx, val_idx = _stratified_split(labels, val_fraction, seed)

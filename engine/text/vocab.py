@@ -1,7 +1,9 @@
 """Word-level tokenisation and the vocabulary, built from the training split only.
 
 `tokenize` lowercases and splits words from punctuation ("Not good!" -> ["not", "good", "!"]), keeping
-apostrophes inside words ("didn't"). No external tokenizer, nothing downloaded.
+apostrophes inside words ("didn't"); at the character level it gives one token per character, a space being
+SPACE ("▁"), so a model reads spelling (and words it never saw) at the price of ~5x longer sequences. No
+external tokenizer, nothing downloaded.
 
 A `Vocab` maps tokens to ids: PAD_ID 0 (`<pad>`, only ever at the end of a sequence), UNK_ID 1 (`<unk>`, any
 token not in the vocabulary), then the training tokens by falling count (ties alphabetically, so the same data
@@ -19,13 +21,41 @@ import torch
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 MAX_TOKENS = 400  # a longer text is cut: an IMDB review averages ~230 words, the synthetic ones ~15
+MAX_CHARS = 1500  # the same at the character level
+SPACE = "\u2581"  # the character-level token of a space: visible when tokens are shown one by one
+LEVELS = ("word", "char")
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*|[^\sa-z0-9]", re.IGNORECASE)
 
 
-def tokenize(text: str) -> list[str]:
-    """Lowercase word and punctuation tokens of `text`, at most MAX_TOKENS."""
+def tokenize(text: str, level: str = "word") -> list[str]:
+    """Lowercase word and punctuation tokens of `text` (at most MAX_TOKENS), or its characters (level "char",
+    runs of white space as one SPACE, at most MAX_CHARS)."""
+    if level == "char":
+        return [SPACE if c == " " else c for c in " ".join(text.lower().split())][:MAX_CHARS]
+    if level != "word":
+        raise ValueError(f"text_level={level!r}: allowed values are {', '.join(LEVELS)}")
     return _TOKEN.findall(text.lower())[:MAX_TOKENS]
+
+
+def detokenize(tokens: list[str], level: str = "word") -> str:
+    """Tokens back to readable text: words joined by spaces, characters joined as they were."""
+    if level == "char":
+        return "".join(" " if t == SPACE else t for t in tokens)
+    return " ".join(tokens)
+
+
+def chars_of_words(words: list[str], relevant: tuple[bool, ...]) -> tuple[list[str], tuple[bool, ...]]:
+    """Character tokens of a word-tokenised sentence, each character relevant when its word is."""
+    chars: list[str] = []
+    marks: list[bool] = []
+    for i, (word, mark) in enumerate(zip(words, relevant)):
+        if i:
+            chars.append(SPACE)
+            marks.append(False)
+        chars.extend(word)
+        marks.extend([mark] * len(word))
+    return chars, tuple(marks)
 
 
 class Vocab:
