@@ -109,8 +109,10 @@ def load_dataset(
     if info.kind == "text":
         from engine.text.datasets import TextOptions, load_text_dataset
 
-        return load_text_dataset(name, seed=seed, val_fraction=val_fraction, data_dir=data_dir, limit=limit,
-                                 options=text_options or TextOptions())
+        loaded = load_text_dataset(name, seed=seed, val_fraction=val_fraction, data_dir=data_dir, limit=limit,
+                                   options=text_options or TextOptions())
+        return DatasetSplit(loaded.info, loaded.train_x, loaded.train_y, loaded.val_x, loaded.val_y, mean=(), std=(),
+                            train_masks=None, val_masks=None, text=loaded.extras)
     train_masks = val_masks = None
     if info.source == "torchvision":
         from engine.data.official import load_official

@@ -72,11 +72,28 @@ def _read(name: str, data_dir: str | None, options: TextOptions) -> TextData:
     return READERS[name](root)
 
 
-def load_text_dataset(name: str, *, seed: int, val_fraction: float, data_dir: str | None, limit: int,
-                      options: TextOptions):
-    """The DatasetSplit of a text dataset (see the module docstring); `.text` holds the TextExtras."""
-    from engine.data.loading import DatasetSplit, _stratified_split
+@dataclass
+class TextSplit:
+    """A text dataset's split: what engine.data.loading turns into its DatasetSplit (which it imports, not us)."""
 
+    info: object  # DatasetInfo with size = vocabulary size and the classes
+    train_x: torch.Tensor  # int64 [N, L] token ids
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    extras: TextExtras
+
+
+def _stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(len(labels))
+    return train_test_split(indices, test_size=val_fraction, stratify=labels, random_state=seed)
+
+
+def load_text_dataset(name: str, *, seed: int, val_fraction: float, data_dir: str | None, limit: int,
+                      options: TextOptions) -> TextSplit:
+    """The split of a text dataset (see the module docstring)."""
     info = dataset_info(name)
     relevance = hard = None
     if name == "sentiment":
@@ -114,11 +131,9 @@ def load_text_dataset(name: str, *, seed: int, val_fraction: float, data_dir: st
         train_tokens, train_y = [train_tokens[i] for i in keep], train_y[keep]
     vocab = Vocab.build(train_tokens, options.vocab_size, options.min_count)
     split_info = dataclasses.replace(info, size=len(vocab), classes=tuple(classes))
-    split = DatasetSplit(info=split_info, train_x=vocab.encode(train_tokens), train_y=torch.from_numpy(train_y),
-                         val_x=vocab.encode(val_tokens), val_y=torch.from_numpy(np.asarray(val_y)), mean=(), std=(),
-                         train_masks=None, val_masks=None)
-    split.text = TextExtras(vocab, val_tokens, relevance, hard, notes)
-    return split
+    return TextSplit(split_info, vocab.encode(train_tokens), torch.from_numpy(np.asarray(train_y)),
+                     vocab.encode(val_tokens), torch.from_numpy(np.asarray(val_y)),
+                     TextExtras(vocab, val_tokens, relevance, hard, notes))
 
 
 @torch.no_grad()
