@@ -4,6 +4,7 @@ preparing a class.
 train [--config FILE.toml] [--set key=value ...] [--name NAME] [--group G] [--wait]
 runs [--json] | show RUN_ID [--json] | metrics RUN_ID [--all|--json|--csv] | cancel RUN_ID | resume RUN_ID
 explain RUN_ID IMAGE --method NAME [--target CLASS] [--checkpoint EPOCH] --out FILE.png
+explain RUN_ID --text "..." --method ig [--target CLASS] [--json]
 workers [--stop]
 Bad arguments exit 2 with a one-line message, never a traceback; cancelling a run that already ended exits 1.
 A store that cannot be used (damaged, disk full, locked) is one line naming the file and what to do, exit 2; a
@@ -85,11 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="attribution heatmap of an image for a run's checkpoint")
     explain.add_argument("run_id")
-    explain.add_argument("image")
+    explain.add_argument("image", nargs="?", default=None, help="image file (image runs)")
+    explain.add_argument("--text", default=None, help="text to explain, token by token (text runs)")
+    explain.add_argument("--json", action="store_true", help="with --text: print JSON")
     explain.add_argument("--method", default="saliency")
     explain.add_argument("--target", type=int, default=None, help="class index (default: the predicted class)")
     explain.add_argument("--checkpoint", default="best", help="epoch number, 'best' or 'last'")
-    explain.add_argument("--out", required=True, help="PNG file to write")
+    explain.add_argument("--out", default=None, help="PNG file to write (image runs)")
 
     klass = sub.add_parser("class", help="serve the dashboard to a class on this network (class mode)")
     klass.add_argument("--host", default="auto",
@@ -413,6 +416,23 @@ def cmd_explain(args) -> int:
 
     store = _store()
     run_id = _resolve(store, args.run_id)
+    if args.text is not None:  # a text run: one score per token (engine.explain.text_run)
+        from engine.explain.text_run import explain_text_run, format_scores
+
+        which = args.checkpoint if args.checkpoint in ("best", "last") else _int(args.checkpoint, "--checkpoint")
+        try:
+            result = explain_text_run(run_id, args.text, args.method, args.target, which)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print(json.dumps(result) if args.json else format_scores(result))
+        return 0
+    run = store.get_run(run_id)
+    from engine.data.registry import dataset_info
+
+    if run is not None and run["config"] is not None and dataset_info(run["config"].dataset).kind == "text":
+        raise UsageError(f"run {run_id} reads text: explain a sentence with --text \"...\" (no image, no --out)")
+    if args.image is None or args.out is None:
+        raise UsageError("explain needs an IMAGE and --out FILE.png (or --text \"...\" for a text run)")
     from engine.explain.images import MAX_BYTES
 
     if not Path(args.image).is_file():

@@ -74,7 +74,12 @@ with preview_col:
     st.subheader("Before you launch")
     if data_error:
         st.error(escape_md(data_error))
-    if config is not None and split is not None:
+    from app.text_train import csv_upload, text_preview  # text datasets: sentences, not image grids
+
+    csv_upload(config)
+    if config is not None and split is not None and split.text is not None:
+        text_preview(config, split)
+    elif config is not None and split is not None:
         from engine.data.loading import batches_per_epoch
         from engine.optim import schedule_curve
 
