@@ -87,7 +87,8 @@ def check_may_teach(actor: Actor | None, what: str) -> None:
 
 # Training examples of the datasets' full training data (an upper bound: the validation split comes out of it), for
 # runs with no `train_limit`; a dataset missing here is capped only through `train_limit`.
-FULL_TRAIN_EXAMPLES = {"mnist5k": 5_000, "shapes": 6_000, "mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000}
+FULL_TRAIN_EXAMPLES = {"mnist5k": 5_000, "shapes": 6_000, "mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000,
+                       "sentiment": 6_000, "imdb": 25_000, "sst2": 67_349, "ag_news": 120_000}
 
 
 def run_examples(config) -> int | None:
