@@ -24,7 +24,7 @@ GROUPS: dict[str, list[str]] = {
     "Regularisation": ["clip", "clip_value"],
     "Stopping & averaging": ["epochs", "early_stop", "early_stop_metric", "patience", "min_delta", "restore_best",
                              "ema", "ema_decay", "swa", "swa_start"],
-    "Run": ["seed", "name", "group", "device", "layer_stats_every"],
+    "Run": ["seed", "name", "group", "device", "layer_stats_every", "num_cpus", "num_gpus"],
 }
 
 LABELS = {
@@ -38,6 +38,7 @@ LABELS = {
     "min_delta": "min improvement", "restore_best": "restore best weights", "ema": "EMA of weights",
     "ema_decay": "EMA decay", "swa": "SWA (stochastic weight averaging)", "swa_start": "SWA from epoch",
     "layer_stats_every": "layer statistics every K steps (0 = off)", "skip": "skip connections",
+    "num_cpus": "CPU cores (Ray)", "num_gpus": "GPUs (Ray; fractions share one)",
 }
 
 
@@ -100,7 +101,8 @@ def _widget(name: str, current: Any, help_text: str) -> Any:
 
 
 def _float_step(name: str) -> float:
-    return {"lr": 1e-4, "weight_decay": 1e-4, "augment_rotate": 5.0, "clip_value": 0.1, "min_delta": 1e-3}.get(name, 0.01)
+    return {"lr": 1e-4, "weight_decay": 1e-4, "augment_rotate": 5.0, "clip_value": 0.1, "min_delta": 1e-3,
+            "num_cpus": 1.0, "num_gpus": 0.25}.get(name, 0.01)
 
 
 def config_form(columns: int = 2) -> tuple[RunConfig | None, str | None]:

@@ -58,6 +58,8 @@ RANGES = {
     "ema_decay": ([-0.1, 1.0], [0.0, 0.999]),
     "swa_start": ([-1], [0]),
     "layer_stats_every": ([-1], [0, 10]),
+    "num_cpus": ([0.0, -1.0, 1025.0], [0.5, 1024.0]),
+    "num_gpus": ([-0.5, 65.0], [0.0, 0.25, 64.0]),
 }
 CHOICES = {
     "dataset": (DATASETS, "imagenet"),
@@ -155,7 +157,8 @@ def _unusual_config() -> RunConfig:
         weight_decay=1e-5, schedule="onecycle", warmup_steps=17, step_every=33, gamma=0.7, decay_steps=250,
         min_lr_ratio=0.05, clip="norm", clip_value=2.5, epochs=42, seed=2**31 - 1, early_stop=True,
         early_stop_metric="val_acc", patience=4, min_delta=1e-4, restore_best=False, ema=True, ema_decay=0.995,
-        swa=True, swa_start=3, layer_stats_every=10, device="cpu", name='run "quoted" \\ name', group="race 1",
+        swa=True, swa_start=3, layer_stats_every=10, device="cpu",
+        num_cpus=2.5, num_gpus=0.25, name='run "quoted" \\ name', group="race 1",
     ).validate()
 
 
