@@ -18,7 +18,6 @@ runs are interrupted and resumable like a local worker's.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import socket
@@ -30,7 +29,8 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 
-from engine.paths import checkpoint_dir, logs_dir, trainlens_home
+from engine.paths import checkpoint_dir, logs_dir
+from engine.runs.placement import PLACEMENT, write_cluster
 from engine.records import RunStatus
 from engine.runs.executor import ray_address, ray_retries, require_ray
 from engine.runs.procs import pid_alive, touch_pulse
@@ -40,7 +40,6 @@ from engine.runs.worker import HEARTBEAT_S, WRITE_PATIENCE_S, StoreSink
 
 TICK_S = 0.2
 CLUSTER_EVERY_S = 5.0
-CLUSTER_FILE = "ray_cluster.json"  # under TRAINLENS_HOME: the cluster's nodes and free resources, for the pages
 ATTEMPTS = "ray_attempts"  # artifact: why earlier attempts of a run ended (worker or node lost)
 _CHECKPOINT_NAME = re.compile(r"^(epoch_\d+|best)\.safetensors$")  # the only files a task may send back
 
@@ -56,25 +55,6 @@ class Dispatched:
     started: bool = False  # the task reported its placement (it has resources and is training)
     cancel_sent: bool = False
     placement: dict = field(default_factory=dict)
-
-
-def cluster_path():
-    return trainlens_home() / CLUSTER_FILE
-
-
-def read_cluster() -> dict | None:
-    """The last cluster snapshot a dispatcher wrote (None when there is none or it is unreadable)."""
-    try:
-        return json.loads(cluster_path().read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_cluster(snapshot: dict) -> None:
-    path = cluster_path()
-    staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    staging.write_text(json.dumps(snapshot))
-    os.replace(staging, path)
 
 
 class Dispatcher:
@@ -103,7 +83,7 @@ class Dispatcher:
             if not ray.is_initialized():
                 ray.init(address=self.address, namespace="trainlens", configure_logging=False)
         except Exception as exc:  # no cluster there: say so where the pages look, and in the log
-            _write_cluster({"time": time.time(), "address": self.address,
+            write_cluster({"time": time.time(), "address": self.address,
                             "error": f"cannot reach the Ray cluster at {self.address}: {type(exc).__name__}: {exc}"})
             raise
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -192,8 +172,6 @@ class Dispatcher:
                     self._apply_event(run_id, dispatched, event)
 
     def _apply_event(self, run_id: str, dispatched: Dispatched, event: tuple) -> None:
-        from engine.runs.ray_remote import PLACEMENT
-
         kind, sink = event[0], dispatched.sink
         if kind == "log":
             sink.log(*event[1:])
@@ -281,7 +259,7 @@ class Dispatcher:
             nodes = [{"node_id": n["NodeID"], "ip": n.get("NodeManagerAddress", ""), "alive": bool(n.get("Alive")),
                       "resources": {k: v for k, v in n.get("Resources", {}).items() if k in ("CPU", "GPU", "memory")}}
                      for n in self.ray.nodes()]
-            _write_cluster({"time": time.time(), "address": self.address, "nodes": nodes,
+            write_cluster({"time": time.time(), "address": self.address, "nodes": nodes,
                             "total": _main_resources(self.ray.cluster_resources()),
                             "available": _main_resources(self.ray.available_resources()),
                             "running": len([d for d in self.active.values() if d.started]),

@@ -21,8 +21,9 @@ import threading
 import time
 import traceback
 
+from engine.runs.placement import PLACEMENT
+
 PUSH_S = 0.25
-PLACEMENT = "placement"  # artifact: where a run executes (executor, node, device, process)
 
 
 class Channel:
