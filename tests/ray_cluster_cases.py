@@ -90,36 +90,45 @@ def finished(runner, run_id, timeout=240) -> dict:
     return runner.store.get_run(run_id)
 
 
-def test_a_run_on_ray_logs_the_same_rows_as_the_local_executor(cluster):
+@pytest.fixture(scope="module")
+def eight(cluster) -> list[str]:
+    """Eight small runs (seeds 0..7) queued at once, as a race from the dashboard would, all finished."""
     _, _, runner = cluster
-    handle = runner.submit(SMALL, name="on ray")
-    run = finished(runner, handle.run_id)
+    ids = [runner.submit(SMALL.with_updates(seed=seed), name=f"seed {seed}", group="eight").run_id for seed in range(8)]
+    for run_id in ids:
+        finished(runner, run_id)
+    return ids
+
+
+def test_a_run_on_ray_logs_the_same_rows_as_the_local_executor(cluster, eight):
+    _, _, runner = cluster
+    run_id = eight[0]  # seed 0: SMALL itself
+    run = runner.store.get_run(run_id)
     assert run["status"] == RunStatus.COMPLETED, run["error"]
-    got, want = rows(runner.store, handle.run_id), reference_rows(SMALL.to_json())
+    got, want = rows(runner.store, run_id), reference_rows(SMALL.to_json())
     assert len(got) == len(want)
     assert [r[:3] for r in got] == [r[:3] for r in want]  # the same (step, epoch, key) rows, none lost or doubled
     same = [(g[3], w[3]) for g, w in zip(got, want) if g[2] not in TIMING_KEYS]
     np.testing.assert_array_equal(*zip(*same))  # same seed, same values on CPU
     # the checkpoints came back to the head as bytes and are recorded where the pages look for them
-    checkpoints = runner.store.list_checkpoints(handle.run_id)
+    checkpoints = runner.store.list_checkpoints(run_id)
     assert set(checkpoints["kind"]) == {"epoch", "best"} and all(os.path.exists(p) for p in checkpoints["path"])
-    placement = runner.store.get_artifact(handle.run_id, PLACEMENT)
+    placement = runner.store.get_artifact(run_id, PLACEMENT)
     assert placement["executor"] == "ray" and placement["device"] == "cpu" and placement["threads"] == 1
     live = runner.store.live_workers()
     assert list(live["device"]) == ["ray"]  # one dispatcher, no local worker pool
 
 
-def test_eight_concurrent_runs_on_two_nodes_lose_no_rows(cluster):
+def test_eight_concurrent_runs_on_two_nodes_lose_no_rows(cluster, eight):
     _, nodes, runner = cluster
-    ids = [runner.submit(SMALL.with_updates(seed=seed), group="eight").run_id for seed in range(8)]
     expected = len(reference_rows(SMALL.to_json()))  # the row count depends on the config's steps, not on its seed
-    for run_id in ids:
-        run = finished(runner, run_id)
+    for run_id in eight:
+        run = runner.store.get_run(run_id)
         assert run["status"] == RunStatus.COMPLETED, run["error"]
         assert runner.store.count_metrics(run_id) == expected
         steps = runner.store.metric_history(run_id, "loss")["step"].tolist()
         assert steps == list(range(1, len(steps) + 1))
-    used = {runner.store.get_artifact(r, PLACEMENT)["node_id"] for r in ids}
+    used = {runner.store.get_artifact(r, PLACEMENT)["node_id"] for r in eight}
     assert used == {node.node_id for node in nodes}  # both nodes trained some of them
 
 

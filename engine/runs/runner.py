@@ -156,7 +156,8 @@ class Runner:
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         # Register it now (the worker registers again once torch is imported, seconds later): otherwise the
         # next ensure_workers (every submit calls it) would not count it and would start another pool.
-        self.store.register_worker(worker_id, proc.pid, socket.gethostname(), "starting")
+        self.store.register_worker(worker_id, proc.pid, socket.gethostname(),
+                                   "ray" if module == "engine.runs.ray_dispatch" else "starting")
         return proc
 
     def shutdown(self, timeout: float = 15.0) -> None:
