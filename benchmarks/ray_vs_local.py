@@ -2,6 +2,7 @@
 
 For each executor, on its own temporary TRAINLENS_HOME: one warm-up run per slot (workers start and import torch;
 Ray's worker processes too), then `--runs` runs queued at once through the Runner, as the dashboard queues them. Times:
+  - one run alone: enqueue -> its first metric row, on the idle warm pool (the latency a click sees);
   - first metric: enqueue -> the run's first metric row committed to the store (median over the runs);
   - throughput: optimizer steps of all runs / (first enqueue -> last run finished), steps per second.
 The local pool is `--cpus` workers x 1 thread (default: the machine's cores, as the default pool on 2 cores); the
@@ -47,6 +48,12 @@ def measure(executor: str, args, address: str | None = None) -> dict:
         # one warm-up run per slot: every worker process (local, or Ray's) has imported torch before the clock starts
         for handle in [runner.submit(config, name="warm-up") for _ in range(args.cpus)]:
             handle.wait(timeout=600)
+        alone = runner.submit(config.with_updates(epochs=1), name="alone")  # an idle, warm pool: pure latency
+        queued = time.time()
+        while not runner.store.count_metrics(alone.run_id):
+            time.sleep(0.02)
+        alone_first = time.time() - queued
+        alone.wait(timeout=600)
         start = time.time()
         handles = [(runner.submit(config.with_updates(seed=seed)), time.time()) for seed in range(args.runs)]
         first: dict[str, float] = {}
@@ -58,7 +65,7 @@ def measure(executor: str, args, address: str | None = None) -> dict:
         wall = time.time() - start
         steps = sum(runner.store.get_run(h.run_id)["step"] for h, _ in handles)
         statuses = {h.status() for h, _ in handles}
-        return {"first_metric_s": statistics.median(first.values()), "steps_per_s": steps / wall, "wall_s": wall,
+        return {"alone_first_s": alone_first, "first_metric_s": statistics.median(first.values()), "steps_per_s": steps / wall, "wall_s": wall,
                 "statuses": sorted(statuses)}
     finally:
         runner.shutdown()
@@ -88,9 +95,11 @@ def main() -> int:
         cluster.shutdown()
     print(f"{args.runs} runs of {args.epochs} epochs (MLP, 1000 examples), after {args.cpus} warm-up runs each")
     for name, result in (("local", local), ("ray", on_ray)):
-        print(f"{name:>6}: first metric {result['first_metric_s']:.2f} s (median), throughput "
+        print(f"{name:>6}: one run alone: first metric {result['alone_first_s']:.2f} s; {args.runs} runs at once: "
+              f"first metric {result['first_metric_s']:.2f} s (median), throughput "
               f"{result['steps_per_s']:.0f} steps/s, {result['wall_s']:.1f} s, statuses {result['statuses']}")
-    print(f"ratios ray/local: first metric x{on_ray['first_metric_s'] / local['first_metric_s']:.2f}, "
+    print(f"ratios ray/local: first metric alone x{on_ray['alone_first_s'] / local['alone_first_s']:.2f}, "
+          f"first metric x{on_ray['first_metric_s'] / local['first_metric_s']:.2f}, "
           f"throughput x{on_ray['steps_per_s'] / local['steps_per_s']:.2f}")
     return 0
 

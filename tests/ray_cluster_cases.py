@@ -189,3 +189,21 @@ def test_a_lost_worker_and_a_lost_node_interrupt_the_run_and_it_continues_from_i
     loss_steps = store.metric_history(run_id, "loss")["step"].tolist()
     assert loss_steps == list(range(1, LONG.epochs * STEPS_PER_EPOCH + 1))  # continuous: none doubled, none missing
     assert store.metric_history(run_id, "val_acc")["epoch"].tolist() == list(range(LONG.epochs))
+
+
+def test_an_unreachable_cluster_is_reported_and_the_runs_wait(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from engine.runs.placement import cluster_summary, read_cluster
+
+    env = dict(os.environ, TRAINLENS_HOME=str(tmp_path), TRAINLENS_RAY_ADDRESS="127.0.0.1:9",
+               TRAINLENS_RAY_CONNECT_TIMEOUT_S="3")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "engine.runs.ray_dispatch"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1 and time.monotonic() - started < 60
+    assert "cannot reach the Ray cluster at 127.0.0.1:9" in result.stderr
+    monkeypatch.setenv("TRAINLENS_HOME", str(tmp_path))  # what the Runs page of that home says
+    summary = cluster_summary(read_cluster())
+    assert summary.startswith("Ray: cannot reach the Ray cluster at 127.0.0.1:9") and "queued runs wait" in summary

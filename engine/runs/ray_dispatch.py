@@ -39,6 +39,7 @@ from engine.runs.store_errors import retry_locked
 from engine.runs.worker import HEARTBEAT_S, WRITE_PATIENCE_S, StoreSink
 
 TICK_S = 0.2
+CONNECT_TIMEOUT_S = float(os.environ.get("TRAINLENS_RAY_CONNECT_TIMEOUT_S", "60"))
 CLUSTER_EVERY_S = 5.0
 ATTEMPTS = "ray_attempts"  # artifact: why earlier attempts of a run ended (worker or node lost)
 _CHECKPOINT_NAME = re.compile(r"^(epoch_\d+|best)\.safetensors$")  # the only files a task may send back
@@ -70,8 +71,10 @@ class Dispatcher:
         self.attempts: dict[str, list[str]] = {}
         self.stop = threading.Event()
         self._cluster_at = 0.0
-        self._connect()
+        # the pulse first: reapers must see a dispatcher that is still connecting as alive, not as a lost worker
         touch_pulse(worker_id)
+        threading.Thread(target=self._pulse_loop, name="pulse", daemon=True).start()
+        self._connect()
         retry_locked(lambda: self.store.register_worker(worker_id, os.getpid(), self.host, "ray"),
                      give_up_after_s=WRITE_PATIENCE_S)
 
@@ -79,13 +82,28 @@ class Dispatcher:
         from engine.runs.ray_remote import Channel, train_on_ray
 
         ray = self.ray
-        try:
-            if not ray.is_initialized():
-                ray.init(address=self.address, namespace="trainlens", configure_logging=False)
-        except Exception as exc:  # no cluster there: say so where the pages look, and in the log
+        if not ray.is_initialized():
             write_cluster({"time": time.time(), "address": self.address,
-                            "error": f"cannot reach the Ray cluster at {self.address}: {type(exc).__name__}: {exc}"})
-            raise
+                           "error": f"connecting to the Ray cluster at {self.address}..."})
+            outcome: list = []
+
+            def connect():
+                try:
+                    ray.init(address=self.address, namespace="trainlens", configure_logging=False)
+                    outcome.append(None)
+                except Exception as exc:  # noqa: BLE001 - reported below, whatever Ray raised
+                    outcome.append(exc)
+
+            # Ray retries an unreachable address for minutes: give up sooner, and say why where the pages look
+            thread = threading.Thread(target=connect, name="ray-connect", daemon=True)
+            thread.start()
+            thread.join(CONNECT_TIMEOUT_S)
+            problem = outcome[0] if outcome else TimeoutError(f"no answer within {CONNECT_TIMEOUT_S:.0f} s")
+            if problem is not None:
+                write_cluster({"time": time.time(), "address": self.address,
+                               "error": f"cannot reach the Ray cluster at {self.address} ({type(problem).__name__}: "
+                                        f"{' '.join(str(problem).split())[:300]}); queued runs wait for it"})
+                raise ConnectionError(f"cannot reach the Ray cluster at {self.address}: {problem}")
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         # the channel lives on this (the head's) node: a task's node may die, the mailbox must not
@@ -97,7 +115,6 @@ class Dispatcher:
     # ---- the loop ----
     def serve(self) -> None:
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
-        threading.Thread(target=self._pulse_loop, name="pulse", daemon=True).start()
         idle_since = time.monotonic()
         try:
             while not self.stop.is_set():
@@ -339,7 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-exit", type=float, default=float(os.environ.get("TRAINLENS_WORKER_IDLE_S", "1800")))
     parser.add_argument("--worker-id", default=None)
     args = parser.parse_args(argv)
-    Dispatcher(args.worker_id or uuid.uuid4().hex[:8], idle_exit_s=args.idle_exit).serve()
+    try:
+        dispatcher = Dispatcher(args.worker_id or uuid.uuid4().hex[:8], idle_exit_s=args.idle_exit)
+    except ConnectionError as exc:
+        print(exc, file=sys.stderr)
+        os._exit(1)  # Ray's connecting thread may still be retrying: do not wait for it
+    dispatcher.serve()
     return 0
 
 
