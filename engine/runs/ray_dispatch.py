@@ -124,6 +124,9 @@ class Dispatcher:
                 elif time.monotonic() - idle_since > self.idle_exit_s:
                     break
                 time.sleep(TICK_S)
+        except Exception:  # the cluster went away under the dispatcher: say why before stopping its runs
+            _log(traceback.format_exc())
+            raise
         finally:
             self.shutdown()
 
