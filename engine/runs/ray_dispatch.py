@@ -36,7 +36,7 @@ from engine.runs.executor import ray_address, ray_retries, require_ray
 from engine.runs.procs import pid_alive, touch_pulse
 from engine.runs.store import Store
 from engine.runs.store_errors import retry_locked
-from engine.runs.worker import HEARTBEAT_S, WRITE_PATIENCE_S, StoreSink
+from engine.runs.worker import HEARTBEAT_S, STORE_BUSY_TIMEOUT_S, WRITE_PATIENCE_S, StoreSink
 
 TICK_S = 0.2
 CONNECT_TIMEOUT_S = float(os.environ.get("TRAINLENS_RAY_CONNECT_TIMEOUT_S", "60"))
@@ -89,7 +89,7 @@ class Dispatcher:
 
             def connect():
                 try:
-                    ray.init(address=self.address, namespace="trainlens", configure_logging=False)
+                    ray.init(address=self.address, namespace="trainlens")  # also a ray:// (Ray Client) address
                     outcome.append(None)
                 except Exception as exc:  # noqa: BLE001 - reported below, whatever Ray raised
                     outcome.append(exc)
@@ -359,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-exit", type=float, default=float(os.environ.get("TRAINLENS_WORKER_IDLE_S", "1800")))
     parser.add_argument("--worker-id", default=None)
     args = parser.parse_args(argv)
+    Store.BUSY_TIMEOUT_S = STORE_BUSY_TIMEOUT_S  # as a worker: retry a locked store instead of blocking 30 s per call
     try:
         dispatcher = Dispatcher(args.worker_id or uuid.uuid4().hex[:8], idle_exit_s=args.idle_exit)
     except ConnectionError as exc:
