@@ -134,6 +134,19 @@ def test_eight_concurrent_runs_on_two_nodes_lose_no_rows(cluster, eight):
     assert used == {node.node_id for node in nodes}  # both nodes trained some of them
 
 
+def test_a_helper_job_runs_on_ray_and_files_its_result_on_the_run_it_serves(cluster, eight):
+    from engine.records import OVERFIT_ONE_BATCH, RunKind
+
+    _, _, runner = cluster
+    parent = eight[0]
+    job = runner.submit(SMALL, kind=RunKind.OVERFIT, parent_id=parent).run_id
+    run = finished(runner, job)
+    assert run["status"] == RunStatus.COMPLETED, run["error"]
+    result = runner.store.get_artifact(parent, OVERFIT_ONE_BATCH)  # mirrored by the head's writer onto the run
+    assert result is not None and result == runner.store.get_artifact(job, OVERFIT_ONE_BATCH)
+    assert runner.store.get_artifact(job, PLACEMENT)["executor"] == "ray"
+
+
 def test_the_runs_page_shows_a_ray_run_live_and_cancel_reaches_it(cluster):
     _, nodes, runner = cluster
     at = fresh_app()
