@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--checkpoint", default="best", help="epoch number, 'best' or 'last'")
     explain.add_argument("--out", required=True, help="PNG file to write")
 
+    klass = sub.add_parser("class", help="serve the dashboard to a class on this network (class mode)")
+    klass.add_argument("--host", default="auto",
+                       help="address to listen on (default: this computer's address on the local network)")
+    klass.add_argument("--port", type=int, default=8501)
+    klass.add_argument("--dry-run", action="store_true", help="check the settings and print the address, start nothing")
+
     workers = sub.add_parser("workers", help="list worker processes")
     workers.add_argument("--stop", action="store_true", help="stop all workers on this host")
     return parser
@@ -423,6 +429,51 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_class(args) -> int:
+    """Serve the dashboard to a room: class mode on (both passphrases set), listening on the LAN address."""
+    import getpass
+    import subprocess
+
+    from engine.classroom import ClassMode
+
+    for variable, who in (("TRAINLENS_CLASS_PASSPHRASE", "students"), ("TRAINLENS_TEACHER_PASSPHRASE", "the teacher")):
+        if not os.environ.get(variable) and sys.stdin.isatty() and not args.dry_run:
+            os.environ[variable] = getpass.getpass(f"Passphrase for {who} ({variable}): ")  # never echoed
+    problem = ClassMode().problem()
+    if problem:
+        raise UsageError(f"{problem}; set them in the environment (e.g. `export TRAINLENS_CLASS_PASSPHRASE=...`)")
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: use a port between 1 and 65535")
+    host = _lan_address() if args.host == "auto" else args.host
+    hosts = ["localhost", "127.0.0.1", "::1"] + ([host] if host not in ("0.0.0.0", "::") else ["*"])
+    print(f"Class mode: students open http://{host}:{args.port} and enter the class passphrase; the teacher enters "
+          "the teacher passphrase. Stop with Ctrl-C.")
+    if args.dry_run:
+        return 0
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "streamlit", "run", str(root / "app" / "main.py"), "--server.address", host,
+               "--server.port", str(args.port)]
+    for name in hosts:
+        command += ["--server.allowedHosts", name]
+    try:
+        return subprocess.call(command, cwd=root)  # the passphrases travel in the environment, never in argv
+    except KeyboardInterrupt:
+        return 0
+
+
+def _lan_address() -> str:
+    """This computer's address on the local network (the interface a packet to the LAN would leave by); no packet
+    is sent. 127.0.0.1 when there is no network."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
 def cmd_workers(args) -> int:
     from engine.runs.runner import Runner
 
@@ -454,4 +505,4 @@ def _json_default(value):
 
 
 COMMANDS = {"train": cmd_train, "runs": cmd_runs, "show": cmd_show, "metrics": cmd_metrics, "cancel": cmd_cancel,
-            "resume": cmd_resume, "explain": cmd_explain, "workers": cmd_workers}
+            "resume": cmd_resume, "explain": cmd_explain, "class": cmd_class, "workers": cmd_workers}
