@@ -162,6 +162,10 @@ def test_the_runs_page_shows_a_ray_run_live_and_cancel_reaches_it(cluster):
     wait_for(lambda: any("Ray cluster at" in c.value for c in at.run().caption), 30, what="the cluster's resources")
     caption = next(c.value for c in at.caption if "Ray cluster at" in c.value)
     assert "3 node(s)" in caption and "of 4 CPUs free" in caption  # the head (no CPUs) and two nodes of two
+    from engine.runs.placement import read_cluster
+
+    head = cluster[0].head_node.node_id
+    assert read_cluster()["dispatcher_node"] == head  # its channel too: a worker node's death must not take it
     asked = time.monotonic()
     runner.cancel(run_id)
     wait_for(lambda: runner.store.get_run(run_id)["status"] == RunStatus.CANCELLED, 30, interval=0.05,

@@ -106,8 +106,9 @@ class Dispatcher:
                 raise ConnectionError(f"cannot reach the Ray cluster at {self.address}: {problem}")
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        # the channel lives on this (the head's) node: a task's node may die, the mailbox must not
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        # the channel lives on this (the head's) node, never elsewhere: a task's node may die, the mailbox must not
+        self.node_id = ray.get_runtime_context().get_node_id()
+        here = NodeAffinitySchedulingStrategy(self.node_id, soft=False)
         self.channel = ray.remote(Channel).options(num_cpus=0, scheduling_strategy=here).remote()
         # max_retries=0: a lost task is retried by the dispatcher from the run's checkpoint, never replayed by Ray
         self.task = ray.remote(max_retries=0)(train_on_ray)
@@ -279,7 +280,7 @@ class Dispatcher:
             nodes = [{"node_id": n["NodeID"], "ip": n.get("NodeManagerAddress", ""), "alive": bool(n.get("Alive")),
                       "resources": {k: v for k, v in n.get("Resources", {}).items() if k in ("CPU", "GPU", "memory")}}
                      for n in self.ray.nodes()]
-            write_cluster({"time": time.time(), "address": self.address, "nodes": nodes,
+            write_cluster({"time": time.time(), "address": self.address, "nodes": nodes, "dispatcher_node": self.node_id,
                             "total": _main_resources(self.ray.cluster_resources()),
                             "available": _main_resources(self.ray.available_resources()),
                             "running": len([d for d in self.active.values() if d.started]),
