@@ -25,7 +25,7 @@ GROUPS: dict[str, list[str]] = {
     "Regularisation": ["clip", "clip_value"],
     "Stopping & averaging": ["epochs", "early_stop", "early_stop_metric", "patience", "min_delta", "restore_best",
                              "ema", "ema_decay", "swa", "swa_start"],
-    "Run": ["seed", "name", "group", "device", "layer_stats_every"],
+    "Run": ["seed", "name", "group", "device", "layer_stats_every", "num_cpus", "num_gpus"],
 }
 
 LABELS = {
@@ -43,6 +43,7 @@ LABELS = {
     "text_filler": "filler phrases (at most)", "vocab_size": "vocabulary size (at most)",
     "vocab_min_count": "min count of a word", "text_column": "text column", "label_column": "label column", "text_level": "tokens",
     "embed_dim": "embedding size", "bidirectional": "bidirectional",
+    "num_cpus": "CPU cores (Ray)", "num_gpus": "GPUs (Ray; fractions share one)",
 }
 
 
@@ -121,7 +122,8 @@ def _model_choices(dataset: str) -> tuple[str, ...]:
 
 
 def _float_step(name: str) -> float:
-    return {"lr": 1e-4, "weight_decay": 1e-4, "augment_rotate": 5.0, "clip_value": 0.1, "min_delta": 1e-3}.get(name, 0.01)
+    return {"lr": 1e-4, "weight_decay": 1e-4, "augment_rotate": 5.0, "clip_value": 0.1, "min_delta": 1e-3,
+            "num_cpus": 1.0, "num_gpus": 0.25}.get(name, 0.01)
 
 
 def config_form(columns: int = 2) -> tuple[RunConfig | None, str | None]:

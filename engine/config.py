@@ -96,6 +96,8 @@ class RunConfig:
     # --- diagnostics and execution ---
     layer_stats_every: int = 50  # log per-layer activation/gradient statistics every K steps; 0 = off (~2% cost at 50)
     device: str = "auto"  # auto (CUDA when the worker has it, else CPU) | cpu | cuda
+    num_cpus: float = 1.0  # CPU cores the run reserves on a Ray cluster (also its torch threads, at least 1), (0, 1024]
+    num_gpus: float = 0.0  # GPUs the run reserves on a Ray cluster; fractions share one GPU (0.25 = 4 runs per GPU), 0..64
     name: str = ""  # display name of the run; "" = generated from the config
     group: str = ""  # group (race) the run belongs to; "" = none
 
@@ -276,6 +278,8 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "ema_decay": (0.0, 1.0, False, True),
     "swa_start": (0, 1000, False, False),
     "layer_stats_every": (0, 10**9, False, False),
+    "num_cpus": (0.0, 1024.0, True, False),
+    "num_gpus": (0.0, 64.0, False, False),
 }
 
 

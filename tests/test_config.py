@@ -64,6 +64,8 @@ RANGES = {
     "ema_decay": ([-0.1, 1.0], [0.0, 0.999]),
     "swa_start": ([-1], [0]),
     "layer_stats_every": ([-1], [0, 10]),
+    "num_cpus": ([0.0, -1.0, 1025.0], [0.5, 1024.0]),
+    "num_gpus": ([-0.5, 65.0], [0.0, 0.25, 64.0]),
 }
 CHOICES = {
     "dataset": (DATASETS, "imagenet"),
@@ -166,6 +168,7 @@ def _unusual_config() -> RunConfig:
         swa=True, swa_start=3, layer_stats_every=10, device="cpu", name='run "quoted" \\ name', group="race 1",
         embed_dim=48, bidirectional=True, text_negation=0.1 + 0.2, text_contrast=0.55, text_filler=7,
         vocab_size=1234, vocab_min_count=2, text_column="body ü", label_column="stars", text_level="char",
+        num_cpus=2.5, num_gpus=0.25,
     ).validate()
 
 

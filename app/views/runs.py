@@ -14,6 +14,7 @@ from app.live import live_fragment, status_text
 from app.state import format_duration, get_runner, get_store, runs_frame
 from app.text import escape_md
 from engine.records import ACTIVE, DELETABLE, RESUMABLE, STATUSES, RunStatus
+from engine.runs.placement import cluster_summary, placements, read_cluster, runs_on
 from engine.runs.access import CapReached, PermissionDenied
 
 st.title("Runs")
@@ -80,6 +81,7 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
     if owner_filter:
         view = view[view["owner"].isin(owner_filter)]
     best = best_val_acc(list(view["run_id"]))
+    where = placements(get_store(), list(view["run_id"]))
     places = get_store().queue_positions() if (view["status"] == RunStatus.QUEUED).any() else {}
     return pd.DataFrame({
         "run_id": view["run_id"],
@@ -90,6 +92,7 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
         "progress": view["progress"].astype(float),
         "ETA": [format_duration(e) if s == RunStatus.RUNNING else "" for e, s in zip(view["eta_s"], view["status"])],
         "device": view["device"].fillna(""),
+        "runs on": [runs_on(where.get(r), d) for r, d in zip(view["run_id"], view["device"].fillna(""))],
         "best val acc": view["run_id"].map(best).astype(float),
         "duration": view["duration_s"].map(format_duration),
         "owner": [o + (" (teacher)" if role == "teacher" else "") for o, role in zip(view["owner"], view["owner_role"])],
@@ -98,6 +101,9 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def runs_table(runs_now: pd.DataFrame) -> None:
+    cluster = cluster_summary(read_cluster())
+    if cluster:
+        st.caption(escape_md(cluster))  # the error and the address are quoted text, never markdown
     view = table(runs_now)
     event = st.dataframe(
         view, hide_index=True, key="runs_table", on_select="rerun", selection_mode="multi-row",

@@ -24,6 +24,7 @@ from engine.classroom import Actor
 from engine.config import RunConfig
 from engine.paths import logs_dir, trainlens_home
 from engine.records import TERMINAL, RunKind, RunStatus
+from engine.runs.executor import executor_name, local_pool_size, worker_module
 from engine.runs.access import check_may_teach, may_act
 from engine.runs.store import Store
 from engine.runs.procs import pid_alive
@@ -77,7 +78,9 @@ class Runner:
 
     @functools.cached_property
     def size(self) -> int:
-        size = self._workers or (int(self._env_workers) if self._env_workers else (self.gpus or 2))
+        if executor_name() == "ray":
+            return 1  # one dispatcher on this host; Ray schedules the runs on the cluster
+        size = self._workers or (int(self._env_workers) if self._env_workers else local_pool_size(self.gpus))
         if size < 1:
             raise ValueError(f"TRAINLENS_WORKERS={size}: the worker pool needs at least 1 worker")
         return size
@@ -163,6 +166,8 @@ class Runner:
             self.reap()
             live = self.store.live_workers()
             live = live[live["host"] == socket.gethostname()]
+            # the Ray dispatcher registers with device 'ray': it is not a local worker, nor the other way round
+            live = live[(live["device"] == "ray") == (executor_name() == "ray")]
             missing = self.size - len(live)
             for index in range(max(0, missing)):
                 self._start_worker(len(live) + index)
@@ -172,19 +177,21 @@ class Runner:
         env = dict(os.environ)
         env["TRAINLENS_HOME"] = str(trainlens_home())
         env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        if self.gpus:
+        module = worker_module()
+        if module == "engine.runs.worker" and self.gpus:  # TRAINLENS_WORKERS_PER_GPU workers share each GPU
             env["CUDA_VISIBLE_DEVICES"] = str(index % self.gpus)
         log = open(logs_dir() / "workers.log", "ab")
         worker_id = uuid.uuid4().hex[:8]
         # A fresh interpreter (fork+exec), never a bare fork of this process: forking after torch ran hangs.
         # start_new_session: the worker outlives the dashboard, and Ctrl-C in the terminal does not kill runs.
-        proc = subprocess.Popen([sys.executable, "-m", "engine.runs.worker", "--threads", str(self.threads),
+        proc = subprocess.Popen([sys.executable, "-m", module, "--threads", str(self.threads),
                                  "--worker-id", worker_id],
                                 cwd=str(PROJECT_ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         # Register it now (the worker registers again once torch is imported, seconds later): otherwise the
         # next ensure_workers (every submit calls it) would not count it and would start another pool.
-        self.store.register_worker(worker_id, proc.pid, socket.gethostname(), "starting")
+        self.store.register_worker(worker_id, proc.pid, socket.gethostname(),
+                                   "ray" if module == "engine.runs.ray_dispatch" else "starting")
         return proc
 
     def shutdown(self, timeout: float = 15.0) -> None:
