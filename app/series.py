@@ -410,6 +410,8 @@ def group_labels(runs_df: pd.DataFrame, group_by: str) -> dict[str, str]:
     if group_by not in runs_df.columns:
         raise ValueError(f"group_by={group_by!r}: not a runs column; config columns are named cfg.<field>")
     field = group_by.removeprefix("cfg.")
+    if not group_by.startswith("cfg."):  # a label column a page added (a lesson's variant): the value says it all
+        return {str(run_id): "—" if pd.isna(value) else str(value) for run_id, value in zip(runs_df["run_id"], runs_df[group_by])}
     return {
         str(run_id): f"{field}={'—' if pd.isna(value) else value}"
         for run_id, value in zip(runs_df["run_id"], runs_df[group_by])
