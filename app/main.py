@@ -19,13 +19,18 @@ import sqlite3  # noqa: E402
 
 import streamlit as st  # noqa: E402
 
+from app.presentation import page_style, presenting  # noqa: E402
 from app.state import back_up_store_once, pool_warmup, start_pool_warmup, store_problem  # noqa: E402
 from app.text import escape_md  # noqa: E402
 
 # A local icon: a ":material/...:" page icon is fetched from a font host, and the dashboard must work offline
-st.set_page_config(page_title="TrainLens", page_icon=str(ROOT / "assets" / "icon.png"), layout="wide")
+# projector mode (?present=1) starts with the sidebar folded away: the charts get the whole width
+st.set_page_config(page_title="TrainLens", page_icon=str(ROOT / "assets" / "icon.png"), layout="wide",
+                   initial_sidebar_state="collapsed" if presenting() else "auto")
 
 PAGES = [
+    # first in the navigation; Train stays the page "/" opens (bookmarks and scripts rely on it)
+    st.Page("views/lessons.py", title="Lessons", icon=":material/school:"),
     st.Page("views/train.py", title="Train", icon=":material/play_circle:", default=True),
     st.Page("views/runs.py", title="Runs", icon=":material/table_rows:"),
     st.Page("views/compare.py", title="Compare", icon=":material/stacked_line_chart:"),
@@ -38,6 +43,7 @@ warmup = pool_warmup()
 if warmup is not None and warmup.error:
     st.sidebar.warning(f"The training workers could not be started in advance: {warmup.error}. Runs still queue, "
                        "and starting one tries again.", icon=":material/warning:")
+page_style()
 st.sidebar.caption("TrainLens: watch neural networks learn. Runs train in background workers and survive page reloads.")
 try:
     problem = store_problem()

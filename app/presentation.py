@@ -92,9 +92,9 @@ def style_figure(figure: go.Figure, present: bool) -> go.Figure:
     return figure
 
 
-def plotly_chart(figure: go.Figure, *, key: str, container=None, **kwargs) -> None:
+def plotly_chart(figure: go.Figure, *, key: str, container=None, **kwargs):
     """st.plotly_chart with the page's presentation applied (see module doc); `container` is a column or None."""
     present = presenting()
     style_figure(figure, present)
     config = {"displaylogo": False, "displayModeBar": "hover"}
-    (container or st).plotly_chart(figure, key=key, config=config, **kwargs)
+    return (container or st).plotly_chart(figure, key=key, config=config, **kwargs)

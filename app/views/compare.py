@@ -15,6 +15,7 @@ import streamlit as st
 from app import figures
 from app.figures import ChartOptions
 from app.live import live_fragment
+from app.presentation import plotly_chart
 from app.series import X_AXES, chart_keys
 from app.state import run_metric_keys, run_metrics, runs_frame
 from app.text import csv_cell
@@ -131,7 +132,7 @@ def charts(runs_now: pd.DataFrame) -> None:
             st.markdown(f"**{title}**")
             figure, plotted = figures.metric_figure_with_data(metrics, selected, keys if len(keys) > 1 else keys[0],
                                                               chart_options)
-            st.plotly_chart(figure, key=chart_key)
+            plotly_chart(figure, key=chart_key)
         exported.append(plotted.assign(chart=title))
         shown += 1
 
@@ -147,7 +148,7 @@ def charts(runs_now: pd.DataFrame) -> None:
     if clipped is not None and clipped.loc[clipped["key"] == "clipped", "value"].max() > 0:
         with columns[shown % 2]:
             st.markdown("**Fraction of steps clipped**")
-            st.plotly_chart(figures.clipped_fraction_figure(clipped, selected, 100, options), key="chart_clipped")
+            plotly_chart(figures.clipped_fraction_figure(clipped, selected, 100, options), key="chart_clipped")
 
     other_keys = sorted(k for k in keys_present if k not in {"loss", "val_acc", "train_loss", "val_loss", "lr", "grad_norm",
                                                              "clipped", "examples"})
@@ -157,7 +158,7 @@ def charts(runs_now: pd.DataFrame) -> None:
             extra_options = replace(options, smoothing=0.0) if is_epoch_level(extra) else options
             metrics = run_metrics(run_ids, runs_now, chart_keys([extra], x_axis))
             figure, plotted = figures.metric_figure_with_data(metrics, selected, extra, extra_options)
-            st.plotly_chart(figure, key="chart_extra")
+            plotly_chart(figure, key="chart_extra")
             exported.append(plotted.assign(chart=extra))
 
     st.markdown("**Final metrics**")

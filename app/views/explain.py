@@ -34,6 +34,7 @@ from app.explain_figures import (
     topk_table,
 )
 from app.explain_jobs import FINISHED, JobBoard
+from app.presentation import plotly_chart
 from app.state import get_store
 from engine.checkpoints import list_epochs, resolve
 from engine.explain import pretrained
@@ -259,7 +260,7 @@ with view_col:
     for note in picture["notes"]:
         st.caption(note)
 with prob_col:
-    st.plotly_chart(topk_figure(topk_table(probs.numpy(), subject.classes)), key="explain_topk")
+    plotly_chart(topk_figure(topk_table(probs.numpy(), subject.classes)), key="explain_topk")
     target = st.selectbox("Explain the class", range(len(subject.classes)), index=predicted,
                           key=f"explain_target_{subject_key}_{picture['key']}",
                           format_func=lambda i: f"{class_label(subject.classes, i)} · p = {float(probs[i]):.1%}"
@@ -341,7 +342,7 @@ with training_tab:
         map_col.image(enlarge(overlay(picture["pixels"], result["map"], shown), SHOW_PX),
                       caption=f"epoch {epoch}: predicts {row['predicted']}, p({subject.classes[target]}) = "
                               f"{row['target_prob']:.1%}")
-        chart_col.plotly_chart(epochs_figure(history, epoch, subject.classes[target]), key="explain_epochs")
+        plotly_chart(epochs_figure(history, epoch, subject.classes[target]), key="explain_epochs", container=chart_col)
 
 with sanity_tab:
     st.markdown("Re-initialise the layers from the top, one by one, and compare each map with the trained model's "
@@ -354,5 +355,5 @@ with sanity_tab:
         st.session_state["explain_sanity_done"] = sanity_key
     if st.session_state.get("explain_sanity_done") == sanity_key:
         steps = sanity_steps(sanity_key, subject, picture, target, sanity_method)
-        st.plotly_chart(randomization_figure(steps), key="explain_sanity_chart")
+        plotly_chart(randomization_figure(steps), key="explain_sanity_chart")
         st.caption(randomization_verdict(steps))

@@ -10,6 +10,7 @@ import streamlit as st
 from app import figures
 from app.config_form import config_form
 from app.live import live_runs_panel
+from app.presentation import plotly_chart
 from app.state import get_runner, run_split
 from app.text import escape_md
 from engine.config import OPTIMIZERS, RunConfig
@@ -85,7 +86,7 @@ with preview_col:
         b.metric("training examples", f"{len(split.train_x):,}")
         c.metric("steps", f"{total:,}", help=f"{steps_per_epoch} steps per epoch x {config.epochs} epochs")
         steps, lrs = schedule_curve(config, total)
-        st.plotly_chart(figures.lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=240),
+        plotly_chart(figures.lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=240),
                         key="schedule_preview")
         grid, labels = batch_grid(config)
         augmented = config.augment_rotate or config.augment_scale or config.augment_translate or config.augment_flip
