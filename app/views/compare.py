@@ -16,6 +16,7 @@ from app import figures
 from app.figures import ChartOptions
 from app.live import live_fragment
 from app.presentation import plotly_chart
+from app.race_view import opening_group_by, shared_machine, steps_per_second
 from app.series import X_AXES, chart_keys
 from app.state import run_metric_keys, run_metrics, runs_frame
 from app.text import csv_cell
@@ -63,7 +64,9 @@ def _from_url() -> None:
     st.session_state["compare_smoothing"] = _url_smoothing(params.get("smooth"))
     st.session_state["compare_x"] = params.get("x", "step") if params.get("x") in X_AXES else "step"
     st.session_state["compare_log"] = params.get("log") == "1"
-    group = params.get("group", "")
+    group = params.get("group")
+    if group is None:  # a race opens grouped by the field it raced
+        group = opening_group_by(runs[runs["run_id"].isin(st.session_state["compare_runs"])]) or ""
     st.session_state["compare_group"] = group if f"cfg.{group}" in runs.columns else "(none)"
     st.session_state["compare_band"] = params.get("band", "std") if params.get("band") in ("std", "minmax") else "std"
     st.session_state["compare_url_loaded"] = True
@@ -165,13 +168,19 @@ def charts(runs_now: pd.DataFrame) -> None:
     # epoch-level rows only: the step count and duration come from the runs table, not 400k loss rows
     table = figures.final_metrics_table(run_metrics(run_ids, runs_now, ["val_acc", "train_loss", "best_epoch"]),
                                         selected.reset_index(drop=True))
-    st.dataframe(table.drop(columns=["run_id"]), hide_index=True, key="final_table",
+    table["best_epoch"] = table["best_epoch"] + 1  # numbered from 1, as on every page
+    # a rate, not a duration: seconds measure the machine (who else trained meanwhile) more than the optimizer
+    table["steps_per_s"] = steps_per_second(table["steps"], table["duration_s"])
+    st.dataframe(table.drop(columns=["run_id", "duration_s"]), hide_index=True, key="final_table",
                  column_config={"best_val_acc": st.column_config.NumberColumn("best val acc", format="%.4f"),
                                 "final_val_acc": st.column_config.NumberColumn("final val acc", format="%.4f"),
                                 "final_train_loss": st.column_config.NumberColumn("final train loss", format="%.4f"),
-                                "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f"),
-                                "best_epoch": st.column_config.NumberColumn("best epoch", help="0-based epoch index"),
+                                "steps_per_s": st.column_config.NumberColumn("steps/s", format="%.1f"),
+                                "best_epoch": st.column_config.NumberColumn("best epoch", help="after epoch N, from 1"),
                                 "steps": st.column_config.NumberColumn("steps")})
+    if shared_machine(selected):
+        st.caption("Steps/s: these runs trained at the same time and shared the machine's cores, so their speeds "
+                   "depend on what else was running; they say nothing about which optimizer is faster.")
     data = pd.concat(exported, ignore_index=True) if exported else pd.DataFrame(columns=["series"])
     data["series"] = data["series"].map(csv_cell)  # a run named "=HYPERLINK(...)" stays text in a spreadsheet
     st.download_button("Download the plotted data (CSV)", data.to_csv(index=False).encode(), "trainlens_compare.csv",
