@@ -207,8 +207,11 @@ def _seed_shaded_colors(runs_df: pd.DataFrame, run_ids: list[str]) -> dict[str, 
         return run_colors(run_ids)
     families = {str(r): "|".join(map(str, values))
                 for r, *values in zip(runs_df["run_id"], *(runs_df[c] for c in settings))}
-    keys = [families.get(r, r) for r in run_ids]
-    return family_colors(run_ids, families, run_colors(keys))
+    keys = sorted({families.get(r, r) for r in run_ids})
+    if len(keys) == len(set(run_ids)):  # no seeds to shade: each run keeps its own stable colour
+        return run_colors(run_ids)
+    # families take the palette in order (its first hues are the most distinct), the same on every chart of a page
+    return family_colors(run_ids, families, {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(keys)})
 
 
 def _band_curves(series, runs_df, group_by, dashes, label, smoothing, band, max_points) -> list[Curve]:

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import colorsys
 
-PALETTE = (
+PALETTE = (  # ordered so that the first hues, used first, are the most distinct
     "#0072b2",  # blue
     "#d55e00",  # vermilion
     "#009e73",  # bluish green
-    "#cc79a7",  # reddish purple
+    "#7b3294",  # purple
+    "#333333",  # near black
     "#e69f00",  # orange
     "#56b4e9",  # sky blue
-    "#333333",  # near black
+    "#cc79a7",  # reddish purple
     "#8c564b",  # brown
-    "#7b3294",  # purple
     "#1b7837",  # dark green
 )
 

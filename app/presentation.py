@@ -46,8 +46,10 @@ _PROJECTOR_CSS = """
 html, body, [data-testid="stAppViewContainer"] { font-size: 20px; }
 [data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { font-size: 1.15rem; }
 [data-testid="stWidgetLabel"] p { font-size: 1.05rem; }
-h1 { font-size: 2.4rem !important; }
-.block-container { padding-top: 2.5rem; }
+h1 { font-size: 2.1rem !important; }
+h3 { font-size: 1.5rem !important; }
+.block-container { padding-top: 4.5rem; }
+h1 { padding-top: 0.5rem; }
 </style>
 """
 
@@ -66,18 +68,24 @@ def page_style() -> None:
 
 
 def style_figure(figure: go.Figure, present: bool) -> go.Figure:
-    """The legend below the plot area (all modes); projector sizes when `present`. Returns the same figure."""
-    legend_entries = sum(1 for trace in figure.data if trace.showlegend is not False and trace.name)
-    figure.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, x=0, xanchor="left",
+    """The legend at the bottom of the figure, under the x axis title (all modes); projector sizes when `present`.
+    Returns the same figure."""
+    entries = sum(1 for trace in figure.data if trace.showlegend is not False and trace.name)
+    shown = figure.layout.showlegend is True or (figure.layout.showlegend is None and entries > 1)  # Plotly's rule
+    rows = min(6, -(-entries // 3)) if shown else 0  # about three entries fit a row of a half-width chart
+    row_px = 30 if present else 22
+    # yref="container": placed from the figure's own bottom edge, so it never overlaps the axis title above it
+    figure.update_layout(legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left",
                                      title=dict(text="")))
+    bottom = (95 if present else 60) + row_px * rows
     if not present:
-        bottom = max(figure.layout.margin.b or 50, 70 + 10 * min(legend_entries, 12))
-        figure.update_layout(margin=dict(b=bottom, t=30))
+        figure.update_layout(margin=dict(b=max(figure.layout.margin.b or 0, bottom), t=30))
+        if rows:  # the legend takes its rows from the figure's height, not from the plot area
+            figure.update_layout(height=(figure.layout.height or 450) + row_px * rows)
         return figure
-    figure.update_layout(font=dict(size=FONT_PX, color="#111111"), legend=dict(font=dict(size=FONT_PX), y=-0.25),
-                         hoverlabel=dict(font=dict(size=FONT_PX)),
-                         margin=dict(l=90, r=30, t=40, b=120 + 14 * min(legend_entries, 12)),
-                         height=520 + 14 * min(legend_entries, 12))
+    figure.update_layout(font=dict(size=FONT_PX, color="#111111"), legend=dict(font=dict(size=FONT_PX)),
+                         hoverlabel=dict(font=dict(size=FONT_PX)), margin=dict(l=90, r=30, t=30, b=bottom),
+                         height=(figure.layout.height or 450) + 40 + row_px * rows)
     for axis in ("xaxis", "yaxis"):
         figure.update_layout({axis: dict(tickfont=dict(size=FONT_PX, color="#111111"),
                                          title=dict(font=dict(size=TITLE_PX, color="#111111")),

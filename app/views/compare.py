@@ -15,7 +15,7 @@ import streamlit as st
 from app import figures
 from app.figures import ChartOptions
 from app.live import live_fragment
-from app.presentation import plotly_chart
+from app.presentation import plotly_chart, presenting
 from app.race_view import opening_group_by, shared_machine, steps_per_second
 from app.series import X_AXES, chart_keys
 from app.state import run_metric_keys, run_metrics, runs_frame
@@ -94,16 +94,19 @@ with group_col:
 with select_col:
     selected_ids = st.multiselect("runs", list(runs["run_id"]), format_func=lambda r: labels.get(r, r), key="compare_runs")
 
-c1, c2, c3, c4, c5 = st.columns([3, 3, 1, 2, 2])
-smoothing = c1.slider("smoothing", 0.0, 0.99, step=0.01, key="compare_smoothing",
-                      help="TensorBoard-style exponential moving average, debiased; the raw curve stays faint behind")
-x_axis = c2.radio("x axis", X_AXES, format_func=X_LABELS.get, horizontal=True, key="compare_x")
-log_y = c3.toggle("log y", key="compare_log")
-config_fields = [c.removeprefix("cfg.") for c in runs.columns if c.startswith("cfg.")]
-group_field = c4.selectbox("group by", ["(none)"] + config_fields, key="compare_group",
-                           help="one line per value of this config field: the mean across its runs (e.g. seeds) with a band")
-band = c5.radio("band", ["std", "minmax"], format_func={"std": "mean ± std", "minmax": "min-max"}.get,
-                horizontal=True, key="compare_band", disabled=group_field == "(none)")
+# in projector mode the options fold away: the charts, not the controls, fill the first screen
+with st.expander("Chart options: smoothing, x axis, log y, group by", expanded=not presenting(),
+                 icon=":material/tune:"):
+    c1, c2, c3, c4, c5 = st.columns([3, 3, 1, 2, 2])
+    smoothing = c1.slider("smoothing", 0.0, 0.99, step=0.01, key="compare_smoothing",
+                          help="TensorBoard-style exponential moving average, debiased; the raw curve stays faint behind")
+    x_axis = c2.radio("x axis", X_AXES, format_func=X_LABELS.get, horizontal=True, key="compare_x")
+    log_y = c3.toggle("log y", key="compare_log")
+    config_fields = [c.removeprefix("cfg.") for c in runs.columns if c.startswith("cfg.")]
+    group_field = c4.selectbox("group by", ["(none)"] + config_fields, key="compare_group",
+                               help="one line per value of this config field: the mean across its runs (e.g. seeds) with a band")
+    band = c5.radio("band", ["std", "minmax"], format_func={"std": "mean ± std", "minmax": "min-max"}.get,
+                    horizontal=True, key="compare_band", disabled=group_field == "(none)")
 
 st.query_params.update({"runs": ",".join(selected_ids), "smooth": f"{smoothing:g}", "x": x_axis,
                         "log": "1" if log_y else "0", "group": "" if group_field == "(none)" else group_field,

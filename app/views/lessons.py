@@ -52,29 +52,35 @@ def start(lesson: lessons.Lesson) -> None:
 
 
 def lesson_view(lesson: lessons.Lesson) -> None:
-    st.page_link(PAGE, label="All lessons", icon=":material/arrow_back:", query_params={})
-    st.title(lesson.title)
-    st.markdown(f"### {escape_md(lesson.question)}")
     runs = runs_frame()
     groups = set(runs["group"].dropna())
     wanted = st.query_params.get("launch")
     group = wanted if wanted in groups and lessons.is_lesson_group(wanted, lesson.name) else (
         lessons.latest_group(groups, lesson.name))
-    label = "Run it again" if group else "Run this lesson"
     count = len(lesson.variants) * lesson.seeds
-    button_col, note_col = st.columns([1, 3], vertical_alignment="center")
-    if button_col.button(label, type="primary" if not group else "secondary", key="lesson_start"):
+    # one compact row above the title: on a projector the question and the charts need the first screen
+    back_col, button_col, note_col = st.columns([1, 1, 3], vertical_alignment="center")
+    back_col.page_link(PAGE, label="All lessons", icon=":material/arrow_back:", query_params={})
+    if button_col.button("Run it again" if group else "Run this lesson", type="secondary" if group else "primary",
+                         key="lesson_start"):
         start(lesson)
     note_col.caption(f"{count} run{'s' if count > 1 else ''} on identical data"
                      + (f", {lesson.seeds} seeds each" if lesson.seeds > 1 else "")
                      + f" · about {lesson.minutes:g} min on 2 CPU cores")
-    with st.expander("What to look for", expanded=not group):
-        st.markdown("\n".join(f"- {escape_md(item)}" for item in lesson.look_for))
+    st.title(lesson.title)
+    st.markdown(f"### {escape_md(lesson.question)}")
     if not group:
+        look_for(lesson, expanded=True)
         return
     run_ids = list(runs.loc[runs["group"] == group, "run_id"])
     st.query_params.update({"lesson": lesson.name, "launch": group})
     live_fragment("lesson_live", lambda now: live_panel(lesson, group, now), run_ids, every=1.5)
+    look_for(lesson, expanded=False)
+
+
+def look_for(lesson: lessons.Lesson, expanded: bool) -> None:
+    with st.expander("What to look for", expanded=expanded, icon=":material/visibility:"):
+        st.markdown("\n".join(f"- {escape_md(item)}" for item in lesson.look_for))
 
 
 def live_panel(lesson: lessons.Lesson, group: str, runs: pd.DataFrame) -> None:
@@ -87,8 +93,8 @@ def live_panel(lesson: lessons.Lesson, group: str, runs: pd.DataFrame) -> None:
     selected = selected.sort_values(VARIANT, key=lambda s: s.map(order), kind="stable")
     ended = int(selected["status"].isin(list(TERMINAL)).sum())
     active = bool(selected["status"].isin(list(ACTIVE)).any())
-    st.progress(ended / len(selected), text=f"{ended} of {len(selected)} runs finished"
-                + ("" if not active else " · the charts grow live"))
+    if active:  # once every run has ended, the answer below says so
+        st.progress(ended / len(selected), text=f"{ended} of {len(selected)} runs finished · the charts grow live")
     columns = st.columns(2)
     run_ids = list(selected["run_id"])
     for index, chart in enumerate(lesson.charts):
