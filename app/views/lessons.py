@@ -37,7 +37,8 @@ def gallery(found: list[lessons.Lesson], problems: dict[str, str]) -> None:
             st.caption(f"{runs} run{'s' if runs > 1 else ''} · about {lesson.minutes:g} min on 2 CPU cores")
             open_col, run_col = st.columns(2)
             open_col.page_link(PAGE, label="Open", icon=":material/school:", query_params={"lesson": lesson.name})
-            if run_col.button("Run this lesson", key=f"run_{lesson.name}", type="primary"):
+            if run_col.button("Run", icon=":material/play_arrow:", key=f"run_{lesson.name}", type="primary",
+                              help="run every run of this lesson now and open its page"):
                 start(lesson)
     for file_name, problem in problems.items():
         st.warning(f"Lesson file {escape_md(file_name)} could not be read: {escape_md(problem)}",
@@ -59,7 +60,7 @@ def lesson_view(lesson: lessons.Lesson) -> None:
         lessons.latest_group(groups, lesson.name))
     count = len(lesson.variants) * lesson.seeds
     # one compact row above the title: on a projector the question and the charts need the first screen
-    back_col, button_col, note_col = st.columns([1, 1, 3], vertical_alignment="center")
+    back_col, button_col, note_col = st.columns([1.3, 1.2, 3], vertical_alignment="center")
     back_col.page_link(PAGE, label="All lessons", icon=":material/arrow_back:", query_params={})
     if button_col.button("Run it again" if group else "Run this lesson", type="secondary" if group else "primary",
                          key="lesson_start"):
