@@ -160,7 +160,10 @@ def _curves(
                 dashes.update({prefix + k: dash for prefix, dash in _AVERAGED_DASHES.items()})
     marker_key = next((k for k in primary if is_epoch_level(k)), None)
     wanted = list(dashes) + (["best_epoch"] if marker_key and group_by is None else [])
-    all_series = run_series(metrics_df, wanted, x_axis)
+    starts = None
+    if x_axis == "wall_time" and "started_at" in runs_df.columns:
+        starts = {str(r): float(t) for r, t in zip(runs_df["run_id"], runs_df["started_at"]) if pd.notna(t)}
+    all_series = run_series(metrics_df, wanted, x_axis, starts)
     series = [s for s in all_series if s.key != "best_epoch"]
     several = len({s.key for s in series}) > 1
 

@@ -353,3 +353,13 @@ def test_the_palette_has_no_pale_colours():
     assert min(contrast_on_white(c) for c in PALETTE) >= 2.2
     assert contrast_on_white("#edc948") < 2.0  # the pale yellow it replaced
     assert all(contrast_on_white(shade(c, i, 4)) >= 2.2 for c in PALETTE for i in range(4))
+
+
+def test_wall_time_is_measured_from_the_run_start_on_step_and_epoch_charts():
+    metrics, runs = make_runs()
+    options = ChartOptions(x_axis="wall_time", averaged=False)
+    run_id, name, start = runs.loc[0, "run_id"], runs.loc[0, "name"], runs.loc[0, "started_at"]
+    for key in ("loss", "val_acc"):  # step-level and epoch-level: one origin, the run's start
+        trace = next(t for t in metric_figure(metrics, runs, key, options).data if t.name == name)
+        rows = metrics[(metrics["run_id"] == run_id) & (metrics["key"] == key)]
+        np.testing.assert_allclose(trace.x, rows["wall_time"].to_numpy() - start)
