@@ -331,7 +331,7 @@ with training_tab:
         track = m_col.selectbox("Method", [m for m in METHODS if not why_not(subject.model, m)],
                                 format_func=lambda m: METHODS[m].title, key="explain_track_method")
         epoch = e_col.select_slider("Epoch", all_epochs, value=all_epochs[-1], key=f"explain_epoch_{run_id}",
-                                    format_func=epoch_number)  # shown from 1, like every page
+                                    format_func=lambda e: str(epoch_number(e)))  # shown from 1, like every page
         stamps = tuple(resolve(run_id, e).stat().st_mtime_ns for e in all_epochs)
         history = epoch_history((picture["key"], stamps), run_id, tuple(all_epochs), target, _picture=picture)
         at_epoch = run_subject(run_id, str(epoch), resolve(run_id, epoch).stat().st_mtime_ns)
