@@ -171,9 +171,10 @@ def charts(runs_now: pd.DataFrame) -> None:
     # epoch-level rows only: the step count and duration come from the runs table, not 400k loss rows
     table = figures.final_metrics_table(run_metrics(run_ids, runs_now, ["val_acc", "train_loss", "best_epoch"]),
                                         selected.reset_index(drop=True))
-    table["best_epoch"] = table["best_epoch"] + 1  # numbered from 1, as on every page
-    # a rate, not a duration: seconds measure the machine (who else trained meanwhile) more than the optimizer
-    table["steps_per_s"] = steps_per_second(table["steps"], table["duration_s"])
+    # best epoch numbered from 1, as on every page; a rate, not a duration: seconds measure the machine (who else
+    # trained meanwhile) more than the optimizer. assign(): a new frame, never a cached table changed in place
+    table = table.assign(best_epoch=table["best_epoch"] + 1,
+                         steps_per_s=steps_per_second(table["steps"], table["duration_s"]))
     st.dataframe(table.drop(columns=["run_id", "duration_s"]), hide_index=True, key="final_table",
                  column_config={"best_val_acc": st.column_config.NumberColumn("best val acc", format="%.4f"),
                                 "final_val_acc": st.column_config.NumberColumn("final val acc", format="%.4f"),
