@@ -103,6 +103,8 @@ def style_figure(figure: go.Figure, present: bool) -> go.Figure:
 def plotly_chart(figure: go.Figure, *, key: str, container=None, **kwargs):
     """st.plotly_chart with the page's presentation applied (see module doc); `container` is a column or None."""
     present = presenting()
-    style_figure(figure, present)
+    # styled on a copy: the figure may be shared between sessions (a cached figure), and styling twice would add
+    # the legend's room twice
+    figure = style_figure(go.Figure(figure), present)
     config = {"displaylogo": False, "displayModeBar": "hover"}
     return (container or st).plotly_chart(figure, key=key, config=config, **kwargs)
