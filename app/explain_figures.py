@@ -86,8 +86,9 @@ def randomization_verdict(steps: pd.DataFrame) -> str:
 
 def epochs_figure(history: pd.DataFrame, epoch: int, target_name: str) -> go.Figure:
     """The target class's probability at every checkpoint (history: epoch, target_prob), the shown epoch dotted."""
-    fig = go.Figure(go.Scatter(x=history["epoch"], y=history["target_prob"], mode="lines+markers",
+    # epochs numbered from 1 as on every page (history holds the engine's 0-based indices)
+    fig = go.Figure(go.Scatter(x=history["epoch"] + 1, y=history["target_prob"], mode="lines+markers",
                                name=f"p({target_name})"))
-    fig.add_vline(x=epoch, line_dash="dot")
-    fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0), yaxis=dict(range=[0, 1]), xaxis_title="epoch")
+    fig.add_vline(x=epoch + 1, line_dash="dot")
+    fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0), yaxis=dict(range=[0, 1]), xaxis_title="after epoch")
     return fig

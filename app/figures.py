@@ -27,14 +27,12 @@ from app.series import (
     run_series,
     smooth_ema,
 )
-from engine.records import AVERAGED_PREFIXES, is_epoch_level
+from app.palette import PALETTE, family_colors
+from engine.records import AVERAGED_PREFIXES, epoch_label, is_epoch_level
 
-# Tableau 10: distinct hues that stay readable for the common colour-vision deficiencies.
-PALETTE = (
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
-    "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
-)
-# Above this many points in one figure, WebGL (Scattergl) draws faster than SVG paths.
+# Above this many points in one figure, WebGL (Scattergl) draws faster than SVG paths. Never for a figure with bands:
+# software WebGL (kiosks, classroom PCs without a GPU driver) does not draw fills, and a band's points are
+# downsampled anyway.
 GL_MIN_POINTS = 4000
 
 METRIC_TITLES = {
@@ -162,7 +160,10 @@ def _curves(
                 dashes.update({prefix + k: dash for prefix, dash in _AVERAGED_DASHES.items()})
     marker_key = next((k for k in primary if is_epoch_level(k)), None)
     wanted = list(dashes) + (["best_epoch"] if marker_key and group_by is None else [])
-    all_series = run_series(metrics_df, wanted, x_axis)
+    starts = None
+    if x_axis == "wall_time" and "started_at" in runs_df.columns:
+        starts = {str(r): float(t) for r, t in zip(runs_df["run_id"], runs_df["started_at"]) if pd.notna(t)}
+    all_series = run_series(metrics_df, wanted, x_axis, starts)
     series = [s for s in all_series if s.key != "best_epoch"]
     several = len({s.key for s in series}) > 1
 
@@ -173,7 +174,7 @@ def _curves(
         return _band_curves(series, runs_df, group_by, dashes, label, smoothing, options.band, max_points)
 
     names = {str(r): str(n) for r, n in zip(runs_df["run_id"], runs_df["name"])}
-    colors = run_colors(list(names) + [s.run_id for s in series])
+    colors = _seed_shaded_colors(runs_df, list(names) + [s.run_id for s in series])
     position = {run_id: i for i, run_id in enumerate(names)}  # legend follows the runs table
     curves = []
     for s in sorted(series, key=lambda s: position.get(s.run_id, len(position))):
@@ -192,11 +193,28 @@ def _curves(
             at = np.flatnonzero(s.epoch == best[s.run_id])
             if at.size:
                 # the stored 0-based index: on the epoch axis the point sits at index + 1 (epochs completed)
-                name = f"{names.get(s.run_id, s.run_id)} best (epoch index {best[s.run_id]})"
+                name = f"{names.get(s.run_id, s.run_id)} best ({epoch_label(best[s.run_id])})"
                 curves.append(
                     Curve(name, s.run_id, s.key, "best_epoch", s.x[at[-1:]], s.y[at[-1:]], colors[s.run_id])
                 )
     return curves
+
+
+_NOT_A_SETTING = ("cfg.seed", "cfg.name", "cfg.group")
+
+
+def _seed_shaded_colors(runs_df: pd.DataFrame, run_ids: list[str]) -> dict[str, str]:
+    """run_colors, except that runs with the same config but for the seed share one hue in shades (a race's seeds)."""
+    settings = [c for c in runs_df.columns if c.startswith("cfg.") and c not in _NOT_A_SETTING]
+    if not settings or "cfg.seed" not in runs_df.columns:
+        return run_colors(run_ids)
+    families = {str(r): "|".join(map(str, values))
+                for r, *values in zip(runs_df["run_id"], *(runs_df[c] for c in settings))}
+    keys = sorted({families.get(r, r) for r in run_ids})
+    if len(keys) == len(set(run_ids)):  # no seeds to shade: each run keeps its own stable colour
+        return run_colors(run_ids)
+    # families take the palette in order (its first hues are the most distinct), the same on every chart of a page
+    return family_colors(run_ids, families, {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(keys)})
 
 
 def _band_curves(series, runs_df, group_by, dashes, label, smoothing, band, max_points) -> list[Curve]:
@@ -260,7 +278,9 @@ def _traces(curves: list[Curve], x_title: str, labels: Mapping[str, str] | None)
     """Plotly trace specs. Plain dicts: go.Figure validates them once, where trace objects are
     validated, then deep-copied into the figure (about 3x the time for a 24-trace chart)."""
     total = sum(c.x.size * (3 if c.lower is not None else 1) for c in curves)
-    kind = "scattergl" if total > GL_MIN_POINTS else "scatter"  # one kind per figure: gl draws on top
+    banded = any(c.lower is not None for c in curves)
+    # one kind per figure: gl draws on top
+    kind = "scattergl" if total > GL_MIN_POINTS and not banded else "scatter"
     traces = []
     for c in curves:
         y_title = metric_title(c.key, labels)
@@ -276,9 +296,11 @@ def _traces(curves: list[Curve], x_title: str, labels: Mapping[str, str] | None)
             traces.append(dict(edge, y=c.lower, name=plotly_text(f"{c.series} (lower)")))
             traces.append(dict(edge, y=c.upper, name=plotly_text(f"{c.series} (upper)"), fill="tonexty",
                                fillcolor=_rgba(c.color, 0.2)))
+        alone = int(np.isfinite(c.y).sum()) == 1  # one point (a first validation epoch): a line would not show it
         traces.append(
             dict(
-                common, y=c.y, name=plotly_text(c.series), mode="lines", showlegend=not c.faint, hovertemplate=hover,
+                common, y=c.y, name=plotly_text(c.series), mode="lines+markers" if alone else "lines",
+                marker=dict(color=c.color, size=9), showlegend=not c.faint, hovertemplate=hover,
                 opacity=0.25 if c.faint else 1.0, line=dict(color=c.color, dash=c.dash, width=1 if c.faint else 2),
             )
         )
@@ -337,10 +359,38 @@ def _figure(curves: list[Curve], key: str | Sequence[str], options: ChartOptions
     ]
     y_title = " / ".join(metric_title(k, labels) for k in _keys(key))
     layout = _layout(x_title, y_title, log_y, f"{'|'.join(_keys(key))}@{x_axis}", best_epoch_lines)
-    flat = _flat_range([c.y for c in curves if c.kind != "best_epoch"], log_y)
+    drawn = [c.y for c in curves if c.kind != "best_epoch"]
+    if not any(np.isfinite(y).any() for y in drawn):
+        # Plotly's empty axes read -1..4, which looks like data: say what the chart is waiting for
+        layout["xaxis"] = dict(layout["xaxis"], showticklabels=False, showgrid=False, zeroline=False)
+        layout["yaxis"] = dict(layout["yaxis"], showticklabels=False, showgrid=False, zeroline=False, type="linear")
+        layout["annotations"] = [dict(text="waiting for the first point", showarrow=False, xref="paper", yref="paper",
+                                      x=0.5, y=0.5, font=dict(size=16, color="#555555"))]
+        return go.Figure(data=_traces(curves, x_title, labels), layout=layout)
+    flat = _flat_range(drawn, log_y)
     if flat is not None:
         layout["yaxis"] = dict(layout["yaxis"], range=flat)
+    if log_y:
+        ticks = log_ticks(np.concatenate([y[np.isfinite(y) & (y > 0)] for y in drawn]))
+        if ticks:
+            layout["yaxis"] = dict(layout["yaxis"], tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     return go.Figure(data=_traces(curves, x_title, labels), layout=layout)
+
+
+def log_ticks(values: np.ndarray, most: int = 12) -> list[float]:
+    """Readable ticks for a log axis over `values`: 1-2-5 per decade (1, 2, 5, 10, 20...), or only the powers of ten
+    when that would be more than `most` ticks. Plotly's own log ticks label 2 and 5 without their decade ("5, 2,
+    0.1, 5"), which reads as nonsense. Empty when there is nothing positive to label."""
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return []
+    low, high = np.floor(np.log10(values.min())), np.ceil(np.log10(values.max()))
+    decades = np.arange(low, high + 1)
+    ticks = [m * 10.0 ** d for d in decades for m in (1, 2, 5)]
+    ticks = [t for t in ticks if values.min() / 1.5 <= t <= values.max() * 1.5]
+    if len(ticks) > most:
+        ticks = [10.0 ** d for d in decades if values.min() / 10 <= 10.0 ** d <= values.max() * 10]
+    return [float(f"{t:.6g}") for t in ticks]
 
 
 def _flat_range(ys: list[np.ndarray], log_y: bool) -> list[float] | None:

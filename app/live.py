@@ -22,6 +22,7 @@ import pandas as pd
 import streamlit as st
 
 from app import figures
+from app.presentation import plotly_chart
 from app.series import chart_keys
 from app.state import format_duration, get_runner, run_metrics, runs_frame
 from app.text import escape_md
@@ -186,7 +187,7 @@ def live_runs_panel(run_ids: list[str], key: str) -> None:
         left, right = st.columns(2)
         loss = figures.metric_figure(metrics, selected, "loss", figures.ChartOptions(smoothing=0.6))
         accuracy = figures.metric_figure(metrics, selected, "val_acc", figures.ChartOptions(x_axis="epoch"))
-        left.plotly_chart(loss, key=f"{key}_loss")
-        right.plotly_chart(accuracy, key=f"{key}_acc")
+        plotly_chart(loss, key=f"{key}_loss", container=left)
+        plotly_chart(accuracy, key=f"{key}_acc", container=right)
 
     live_fragment(key, panel, run_ids)

@@ -21,13 +21,18 @@ import sqlite3  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app import identity  # noqa: E402
+from app.presentation import page_style, presenting  # noqa: E402
 from app.state import back_up_store_once, get_store, pool_warmup, start_pool_warmup, store_problem  # noqa: E402
 from app.text import escape_md  # noqa: E402
 
 # A local icon: a ":material/...:" page icon is fetched from a font host, and the dashboard must work offline
-st.set_page_config(page_title="TrainLens", page_icon=str(ROOT / "assets" / "icon.png"), layout="wide")
+# projector mode (?present=1) starts with the sidebar folded away: the charts get the whole width
+st.set_page_config(page_title="TrainLens", page_icon=str(ROOT / "assets" / "icon.png"), layout="wide",
+                   initial_sidebar_state="collapsed" if presenting() else "auto")
 
 PAGES = [
+    # first in the navigation; Train stays the page "/" opens (bookmarks and scripts rely on it)
+    st.Page("views/lessons.py", title="Lessons", icon=":material/menu_book:"),
     st.Page("views/train.py", title="Train", icon=":material/play_circle:", default=True),
     st.Page("views/runs.py", title="Runs", icon=":material/table_rows:"),
     st.Page("views/compare.py", title="Compare", icon=":material/stacked_line_chart:"),
@@ -51,6 +56,7 @@ try:
                            "and starting one tries again.", icon=":material/warning:")
     st.sidebar.caption("TrainLens: watch neural networks learn. Runs train in background workers and survive page "
                        "reloads.")
+    page_style()
     back_up_store_once()
     try:
         page.run()

@@ -176,7 +176,9 @@ def confusion_figure(evaluation: dict[str, Any], normalized: bool = False,
     heatmap = dict(type="heatmap", name="confusion", z=z.tolist(), x=list(range(n)), y=list(range(n)), text=text,
                    texttemplate="%{text}" if n <= 20 else None, colorscale="Blues", hoverinfo="skip",
                    zmin=0, zmax=1 if normalized else None,
-                   colorbar=dict(title=dict(text="share of the true class" if normalized else "images"),
+                   # the title along the bar: written across it, "share of the true class" took half the width
+                   colorbar=dict(title=dict(text="share of the true class" if normalized else "images", side="right"),
+                                 thickness=14,
                                  tickformat=".0%" if normalized else None))
     true_idx, pred_idx = np.divmod(np.arange(n * n), n)
     hover = [f"true <b>{labels[t]}</b>, predicted <b>{labels[p]}</b><br>{counts[t, p]} images "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -255,7 +255,8 @@ class RunSeries:
     y: np.ndarray
 
 
-def run_series(metrics_df: pd.DataFrame, keys: Sequence[str], x_axis: str = "step") -> list[RunSeries]:
+def run_series(metrics_df: pd.DataFrame, keys: Sequence[str], x_axis: str = "step",
+               starts: Mapping[str, float] | None = None) -> list[RunSeries]:
     """Split the long metrics frame into one RunSeries per (run, key) for the given keys.
 
     Ordered by run (first appearance) then by the order of `keys`; within a series, by step; x as
@@ -263,6 +264,8 @@ def run_series(metrics_df: pd.DataFrame, keys: Sequence[str], x_axis: str = "ste
     is several times slower on Arrow strings), run ids read per contiguous block rather than
     factorised row by row, a sort only when the rows are not already ordered by (run, step), and
     the x axes computed per series with numpy (no pandas joins or groupbys over the whole frame).
+    `starts` (run_id -> the run's start time) sets the origin of the wall-time axis; without it, each run's first
+    row in metrics_df.
     """
     if x_axis not in X_AXES:
         raise ValueError(f"x_axis={x_axis!r}: allowed values are {', '.join(X_AXES)}")
@@ -273,6 +276,11 @@ def run_series(metrics_df: pd.DataFrame, keys: Sequence[str], x_axis: str = "ste
     if not picked:
         return []
     origin = first_wall_times(metrics_df) if x_axis == "wall_time" else {}
+    for run_id, start in (starts or {}).items():
+        # a run's start (when known) is the origin of its wall-time axis, whichever keys are drawn: an epoch-level
+        # chart starting at its own first row would be shifted against the step-level charts of the same run
+        if run_id in origin and start is not None and np.isfinite(start):
+            origin[run_id] = min(origin[run_id], float(start))
     examples = {s.run_id: s for s in run_series(metrics_df, ["examples"])} if x_axis == "examples" else {}
     run_column = metrics_df["run_id"].array
     steps = metrics_df["step"].to_numpy(dtype=np.int64)
@@ -410,6 +418,8 @@ def group_labels(runs_df: pd.DataFrame, group_by: str) -> dict[str, str]:
     if group_by not in runs_df.columns:
         raise ValueError(f"group_by={group_by!r}: not a runs column; config columns are named cfg.<field>")
     field = group_by.removeprefix("cfg.")
+    if not group_by.startswith("cfg."):  # a label column a page added (a lesson's variant): the value says it all
+        return {str(run_id): "—" if pd.isna(value) else str(value) for run_id, value in zip(runs_df["run_id"], runs_df[group_by])}
     return {
         str(run_id): f"{field}={'—' if pd.isna(value) else value}"
         for run_id, value in zip(runs_df["run_id"], runs_df[group_by])

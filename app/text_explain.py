@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from app.presentation import plotly_chart
 from app.text import escape_md
 from app.text_tokens import colour_key, deletion_figure, token_spans
 from engine.checkpoints import load_checkpoint, load_run_model
@@ -158,7 +159,7 @@ def text_explain_section(run_id: str, which: str, stamp: int) -> None:
                                     "words that decide the label (ground truth of the generated sentence)."
                                     if relevant is not None else ""))
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="text_explain_quality")
-        st.plotly_chart(deletion_figure(curves, random, classes[target]), key="text_explain_deletion")
+        plotly_chart(deletion_figure(curves, random, classes[target]), key="text_explain_deletion")
     if split.text.val_relevance is not None and methods:
         usable = tuple(m for m in methods if why_not_text(model, m) is None)
         if usable and st.toggle(f"Score the methods on {SCORED_SENTENCES} validation sentences",

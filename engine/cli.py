@@ -5,6 +5,7 @@ train [--config FILE.toml] [--set key=value ...] [--name NAME] [--group G] [--wa
 runs [--json] | show RUN_ID [--json] | metrics RUN_ID [--all|--json|--csv] | cancel RUN_ID | resume RUN_ID
 explain RUN_ID IMAGE --method NAME [--target CLASS] [--checkpoint EPOCH] --out FILE.png
 explain RUN_ID --text "..." --method ig [--target CLASS] [--json]
+lesson [--list] | lesson NAME [--wait]
 workers [--stop]
 Bad arguments exit 2 with a one-line message, never a traceback; cancelling a run that already ended exits 1.
 A store that cannot be used (damaged, disk full, locked) is one line naming the file and what to do, exit 2; a
@@ -99,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="address to listen on (default: this computer's address on the local network)")
     klass.add_argument("--port", type=int, default=8501)
     klass.add_argument("--dry-run", action="store_true", help="check the settings and print the address, start nothing")
+
+    lesson = sub.add_parser("lesson", help="list the classroom lessons, or run one and print its answer (--wait)")
+    lesson.add_argument("name", nargs="?", help="the lesson to run (see --list)")
+    lesson.add_argument("--list", action="store_true", help="list the lessons")
+    lesson.add_argument("--wait", action="store_true", help="wait for the runs, print the answer; exit 1 if a claim fails")
 
     workers = sub.add_parser("workers", help="list worker processes")
     workers.add_argument("--stop", action="store_true", help="stop all workers on this host")
@@ -524,5 +530,12 @@ def _json_default(value):
     return str(value)
 
 
-COMMANDS = {"train": cmd_train, "runs": cmd_runs, "show": cmd_show, "metrics": cmd_metrics, "cancel": cmd_cancel,
-            "resume": cmd_resume, "explain": cmd_explain, "class": cmd_class, "workers": cmd_workers}
+def cmd_lesson(args) -> int:
+    from engine.lessons import cli
+
+    return cli(args.name, args.wait, args.list)
+
+
+COMMANDS = {"lesson": cmd_lesson, "train": cmd_train, "runs": cmd_runs, "show": cmd_show, "metrics": cmd_metrics,
+            "cancel": cmd_cancel, "resume": cmd_resume, "explain": cmd_explain, "class": cmd_class,
+            "workers": cmd_workers}

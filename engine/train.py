@@ -255,7 +255,7 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
             if not math.isfinite(loss_value):
                 stats.close()
                 sink.progress(step, total_steps, epoch)
-                return TrainResult(RunStatus.DIVERGED, step, epoch, error=f"loss became {loss_value} at step {step} (epoch {epoch}); "
+                return TrainResult(RunStatus.DIVERGED, step, epoch, error=f"loss became {loss_value} at step {step} (in epoch {records.epoch_number(epoch)}); "
                                    "try a smaller learning rate or gradient clipping")
             sink.progress(step, total_steps, epoch)
         if status == RunStatus.CANCELLED:

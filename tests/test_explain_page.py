@@ -122,10 +122,11 @@ def test_across_training_and_sanity_check_tabs():
     at.radio(key="explain_image_source").set_value("Example image").run()
     at.multiselect(key="explain_methods").set_value(["saliency"]).run()
     slider = at.select_slider(key=f"explain_epoch_{run_id}")
-    assert list(slider.options) == ["0", "1", "2"] and slider.value == 2
-    assert any(c.startswith("epoch 2: predicts") for image in at.image for c in image.captions)
+    # epochs are shown counted from 1, like every page: checkpoint index 2 reads "after epoch 3"
+    assert list(slider.options) == ["1", "2", "3"] and slider.value == 2
+    assert any(c.startswith("after epoch 3: predicts") for image in at.image for c in image.captions)
     slider.set_value(0).run()
-    assert any(c.startswith("epoch 0: predicts") for image in at.image for c in image.captions)
+    assert any(c.startswith("after epoch 1: predicts") for image in at.image for c in image.captions)
     at.button(key="explain_sanity_run").click().run()
     assert not at.exception, at.exception
     assert any("Rank correlation with every layer random" in c.value for c in at.caption)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import colorsys
 import math
 import subprocess
 import sys
@@ -113,9 +114,14 @@ def test_one_trace_per_run_named_and_coloured():
     metrics, runs = make_runs()
     fig = metric_figure(metrics, runs, "loss")
     assert [t.name for t in fig.data] == runs["name"].tolist()
-    colors = run_colors(runs["run_id"])
+    # the seeds of one optimizer are shades of one hue, distinct from each other and from the other optimizer's
+    colors = {trace.name: trace.line.color for trace in fig.data}
+    assert len(set(colors.values())) == len(runs)
+    hues = {name: colorsys.rgb_to_hls(*(int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)))[0] for name, c in colors.items()}
+    for _, members in runs.groupby("cfg.optimizer"):
+        assert len({round(hues[name], 2) for name in members["name"]}) == 1
+    assert len({round(h, 2) for h in hues.values()}) == runs["cfg.optimizer"].nunique()
     for trace, run_id in zip(fig.data, runs["run_id"]):
-        assert trace.line.color == colors[run_id]
         want = metrics[(metrics["run_id"] == run_id) & (metrics["key"] == "loss")]
         np.testing.assert_array_equal(trace.x, want["step"].to_numpy(float))  # 400 <= max_points: all
         np.testing.assert_array_equal(trace.y, want["value"].to_numpy())
@@ -214,7 +220,7 @@ def test_best_epoch_marker_and_averaged_twins_on_epoch_charts():
     assert by_name["adam seed 0 · ema_val_acc"].line.dash == "dash"
     assert by_name["adam seed 0 · swa_val_acc"].line.dash == "dot"
     assert by_name["adam seed 0 · val_acc"].line.dash == "solid"
-    marker = by_name[f"adam seed 0 best (epoch index {best})"]
+    marker = by_name[f"adam seed 0 best (after epoch {best + 1})"]
     val = metrics[metrics["key"] == "val_acc"]
     assert marker.mode == "markers" and marker.x[0] == best + 1  # epochs completed
     assert marker.y[0] == val.loc[val["epoch"] == best, "value"].iloc[0]
@@ -223,7 +229,7 @@ def test_best_epoch_marker_and_averaged_twins_on_epoch_charts():
     on_steps = metric_figure(metrics, runs, "val_acc")  # marker at the step the epoch ended
     assert on_steps.layout.shapes[0].x0 == (best + 1) * STEPS_PER_EPOCH
     plain = metric_figure(metrics, runs, "val_acc", ChartOptions(averaged=False))
-    assert [t.name for t in plain.data] == ["adam seed 0", f"adam seed 0 best (epoch index {best})"]
+    assert [t.name for t in plain.data] == ["adam seed 0", f"adam seed 0 best (after epoch {best + 1})"]
     assert not metric_figure(metrics, runs, "loss").layout.shapes  # step-level chart: no marker
     assert len(metric_figure(*make_runs(n_steps=100, averaged=False), "val_acc").data) == 12
 
@@ -308,3 +314,52 @@ def test_category_columns_plot_the_same_points(x_axis):
         options = ChartOptions(x_axis=x_axis, group_by=group_by, smoothing=0.5)
         want = plotted_data(metrics, runs, ["loss", "val_acc"], options)
         pd.testing.assert_frame_equal(plotted_data(categorical, runs, ["loss", "val_acc"], options), want)
+
+
+# ---------------------------------------------------------------------------------------------
+# readable everywhere: bands without WebGL, single points, empty charts, log ticks, no pale colours
+# ---------------------------------------------------------------------------------------------
+def test_a_grouped_band_is_never_drawn_with_webgl():
+    metrics, runs = make_runs(n_steps=3000)  # far above GL_MIN_POINTS
+    assert {t.type for t in metric_figure(metrics, runs, "loss").data} == {"scattergl"}
+    banded = metric_figure(metrics, runs, "loss", ChartOptions(group_by="cfg.optimizer"))
+    assert {t.type for t in banded.data} == {"scatter"}  # software WebGL draws no fills
+    assert any(t.fill == "tonexty" for t in banded.data)
+
+
+def test_a_single_point_has_a_marker_and_an_empty_chart_says_it_waits():
+    metrics, runs = make_runs(n_steps=STEPS_PER_EPOCH)  # one epoch: one validation point per run
+    fig = metric_figure(metrics, runs, "val_acc", ChartOptions(x_axis="epoch", averaged=False))
+    lines = [t for t in fig.data if t.mode != "markers"]
+    assert lines and all(t.mode == "lines+markers" for t in lines)
+    empty = metric_figure(metrics.iloc[0:0], runs, "val_acc")
+    assert [a.text for a in empty.layout.annotations] == ["waiting for the first point"]
+    assert empty.layout.yaxis.showticklabels is False
+
+
+def test_log_axes_get_1_2_5_ticks_with_their_decade():
+    from app.figures import log_ticks
+
+    assert log_ticks(np.array([0.08, 3.0])) == [0.1, 0.2, 0.5, 1.0, 2.0]
+    assert log_ticks(np.array([1e-6, 1e3])) == [1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
+    metrics, runs = make_runs()
+    fig = metric_figure(metrics, runs, "loss", ChartOptions(log_y=True))
+    assert fig.layout.yaxis.type == "log" and list(fig.layout.yaxis.ticktext) == [f"{t:g}" for t in fig.layout.yaxis.tickvals]
+
+
+def test_the_palette_has_no_pale_colours():
+    from app.palette import contrast_on_white, shade
+
+    assert min(contrast_on_white(c) for c in PALETTE) >= 2.2
+    assert contrast_on_white("#edc948") < 2.0  # the pale yellow it replaced
+    assert all(contrast_on_white(shade(c, i, 4)) >= 2.2 for c in PALETTE for i in range(4))
+
+
+def test_wall_time_is_measured_from_the_run_start_on_step_and_epoch_charts():
+    metrics, runs = make_runs()
+    options = ChartOptions(x_axis="wall_time", averaged=False)
+    run_id, name, start = runs.loc[0, "run_id"], runs.loc[0, "name"], runs.loc[0, "started_at"]
+    for key in ("loss", "val_acc"):  # step-level and epoch-level: one origin, the run's start
+        trace = next(t for t in metric_figure(metrics, runs, key, options).data if t.name == name)
+        rows = metrics[(metrics["run_id"] == run_id) & (metrics["key"] == key)]
+        np.testing.assert_allclose(trace.x, rows["wall_time"].to_numpy() - start)

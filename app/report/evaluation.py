@@ -7,6 +7,7 @@ import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
 from app import report_figures as rf
+from app.presentation import plotly_chart
 from app.state import run_split
 from app.text import escape_md
 from engine import records
@@ -115,7 +116,7 @@ def confusion_section(run_id: str, config: RunConfig, evaluation: EvaluationRepo
                         help="normalised: each row divided by the number of images of its true class")
         selected = st.session_state.get("report_cell")
         outline = tuple(int(v) for v in selected.split(",")) if selected else None
-        st.plotly_chart(rf.confusion_figure(evaluation, mode == "normalised", outline), key="report_confusion",
+        plotly_chart(rf.confusion_figure(evaluation, mode == "normalised", outline), key="report_confusion",
                         on_select="rerun", selection_mode="points")
         st.caption("Rows: true class; columns: predicted class. Click a cell to list its images.")
     with images_col:

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app import report_figures as rf
+from app.presentation import plotly_chart
 from engine import records
 from engine.config import RunConfig
 from engine.runs.store import Store
@@ -30,7 +31,7 @@ def gradient_clipping(config: RunConfig, metrics: pd.DataFrame) -> None:
                    "learning rate, sets the step size. Lower the learning rate or raise the clip threshold.")
     if config.clip == "value":
         st.caption("Element-wise clipping: the norm after clipping is not logged, so only the norm before is drawn.")
-    st.plotly_chart(rf.grad_norm_figure(metrics, config.clip, config.clip_value), key="report_grad_norm")
+    plotly_chart(rf.grad_norm_figure(metrics, config.clip, config.clip_value), key="report_grad_norm")
 
 
 def layer_statistics(store: Store, run_id: str, config: RunConfig, metrics: pd.DataFrame, run_active: bool) -> None:
@@ -53,22 +54,22 @@ def layer_statistics(store: Store, run_id: str, config: RunConfig, metrics: pd.D
     left, right = st.columns(2)
     with left:
         st.markdown("**Update-to-data ratio per parameter** (log10 std(update) / std(weights))")
-        st.plotly_chart(rf.update_ratio_figure(metrics, params), key="report_update_ratio")
+        plotly_chart(rf.update_ratio_figure(metrics, params), key="report_update_ratio")
         st.markdown("**Gradient std per parameter**")
-        st.plotly_chart(rf.layer_stat_figure(metrics, "grad_std", params, log_y=True), key="report_grad_std")
+        plotly_chart(rf.layer_stat_figure(metrics, "grad_std", params, log_y=True), key="report_grad_std")
     with right:
         st.markdown("**Activation std per layer**")
-        st.plotly_chart(rf.layer_stat_figure(metrics, "act_std"), key="report_act_std")
+        plotly_chart(rf.layer_stat_figure(metrics, "act_std"), key="report_act_std")
         prefix = "sat_frac" if rf.layer_names(metrics, "sat_frac") and not rf.layer_names(metrics, "dead_frac") else "dead_frac"
         st.markdown("**Dead ReLU units per layer**" if prefix == "dead_frac" else "**Saturated tanh/sigmoid outputs**")
-        st.plotly_chart(rf.layer_stat_figure(metrics, prefix, y_range=[-0.02, 1.02]), key="report_dead_frac")
+        plotly_chart(rf.layer_stat_figure(metrics, prefix, y_range=[-0.02, 1.02]), key="report_dead_frac")
         if prefix == "dead_frac" and rf.layer_names(metrics, "sat_frac"):
-            st.plotly_chart(rf.layer_stat_figure(metrics, "sat_frac", y_range=[-0.02, 1.02]), key="report_sat_frac")
+            plotly_chart(rf.layer_stat_figure(metrics, "sat_frac", y_range=[-0.02, 1.02]), key="report_sat_frac")
     more = [p for p in MORE_LAYER_STATS if rf.layer_names(metrics, p)]
     if more:
         with st.expander("More per-layer statistics"):
             extra = st.selectbox("statistic", more, format_func=rf.LAYER_STAT_TITLES.get, key="report_more_stat")
-            st.plotly_chart(rf.layer_stat_figure(metrics, extra), key="report_more_chart")
+            plotly_chart(rf.layer_stat_figure(metrics, extra), key="report_more_chart")
     histograms(store, run_id, hist_steps)
 
 
@@ -87,4 +88,4 @@ def histograms(store: Store, run_id: str, hist_steps: list[int]) -> None:
     columns = st.columns(3)
     for column, kind in zip(columns, ("activations", "act_grads", "grads")):
         with column:
-            st.plotly_chart(rf.histogram_figure(histogram, kind, step), key=f"report_hist_{kind}")
+            plotly_chart(rf.histogram_figure(histogram, kind, step), key=f"report_hist_{kind}")

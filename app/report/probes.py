@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from app import report_figures as rf
+from app.presentation import plotly_chart
 from app.report.checks import OVERFIT_BADGE_KEY, overfit_result, show_check
 from app.report.common import latest_job
 from app.text import escape_md
@@ -37,7 +38,7 @@ def job_poller(store: Store, runner: Runner, job_id: str, live_sweep: bool) -> N
         if live_sweep:
             sweep = rf.lr_sweep_frame(store.get_metrics(job_id, keys=list(records.LR_FIND_KEYS)))
             if not sweep.empty:
-                st.plotly_chart(rf.lr_finder_figure(sweep["lr"], sweep["loss"], sweep["smoothed"], live=True),
+                plotly_chart(rf.lr_finder_figure(sweep["lr"], sweep["loss"], sweep["smoothed"], live=True),
                                 key="report_lr_live")
         if st.button("Cancel", key=f"report_cancel_{job_id}"):
             runner.cancel(job_id)
@@ -125,7 +126,7 @@ def lr_finder_section(store: Store, runner: Runner, run: dict) -> None:
     if not result:
         st.info("The LR finder finished without a result.")
         return
-    st.plotly_chart(rf.lr_finder_figure(result["lrs"], result["losses"], result["smoothed"], result.get("suggestions")),
+    plotly_chart(rf.lr_finder_figure(result["lrs"], result["losses"], result["smoothed"], result.get("suggestions")),
                     key="report_lr_finder")
     st.caption(f"{result.get('steps', len(result['lrs']))} steps in {result.get('seconds', 0):.1f} s"
                + (", stopped when the loss exploded" if result.get("stopped_early") else "")
@@ -157,4 +158,4 @@ def overfit_section(store: Store, runner: Runner, run: dict) -> None:
         show_check(result)
     with curve_col:
         numbers = result.get("numbers") or {}
-        st.plotly_chart(rf.overfit_figure(numbers.get("curve") or [], numbers.get("target_loss")), key="report_overfit_curve")
+        plotly_chart(rf.overfit_figure(numbers.get("curve") or [], numbers.get("target_loss")), key="report_overfit_curve")

@@ -16,6 +16,8 @@ from app import figures
 from app.figures import ChartOptions
 from app.figure_cache import view_version
 from app.live import live_fragment
+from app.presentation import plotly_chart, presenting
+from app.race_view import opening_group_by, shared_machine, steps_per_second
 from app.series import X_AXES, chart_keys
 from app.state import get_metrics_cache, run_metric_keys, run_metrics, runs_frame, shared_figure
 from app.text import csv_cell, escape_md
@@ -67,7 +69,9 @@ def _from_url() -> None:
     st.session_state["compare_smoothing"] = _url_smoothing(params.get("smooth"))
     st.session_state["compare_x"] = params.get("x", "step") if params.get("x") in X_AXES else "step"
     st.session_state["compare_log"] = params.get("log") == "1"
-    group = params.get("group", "")
+    group = params.get("group")
+    if group is None:  # a race opens grouped by the field it raced
+        group = opening_group_by(runs[runs["run_id"].isin(st.session_state["compare_runs"])]) or ""
     st.session_state["compare_group"] = group if f"cfg.{group}" in runs.columns else "(none)"
     st.session_state["compare_band"] = params.get("band", "std") if params.get("band") in ("std", "minmax") else "std"
     st.session_state["compare_url_loaded"] = True
@@ -95,16 +99,19 @@ with group_col:
 with select_col:
     selected_ids = st.multiselect("runs", list(runs["run_id"]), format_func=lambda r: labels.get(r, r), key="compare_runs")
 
-c1, c2, c3, c4, c5 = st.columns([3, 3, 1, 2, 2])
-smoothing = c1.slider("smoothing", 0.0, 0.99, step=0.01, key="compare_smoothing",
-                      help="TensorBoard-style exponential moving average, debiased; the raw curve stays faint behind")
-x_axis = c2.radio("x axis", X_AXES, format_func=X_LABELS.get, horizontal=True, key="compare_x")
-log_y = c3.toggle("log y", key="compare_log")
-config_fields = [c.removeprefix("cfg.") for c in runs.columns if c.startswith("cfg.")]
-group_field = c4.selectbox("group by", ["(none)"] + config_fields, key="compare_group",
-                           help="one line per value of this config field: the mean across its runs (e.g. seeds) with a band")
-band = c5.radio("band", ["std", "minmax"], format_func={"std": "mean ± std", "minmax": "min-max"}.get,
-                horizontal=True, key="compare_band", disabled=group_field == "(none)")
+# in projector mode the options fold away: the charts, not the controls, fill the first screen
+with st.expander("Chart options: smoothing, x axis, log y, group by", expanded=not presenting(),
+                 icon=":material/tune:"):
+    c1, c2, c3, c4, c5 = st.columns([3, 3, 1, 2, 2])
+    smoothing = c1.slider("smoothing", 0.0, 0.99, step=0.01, key="compare_smoothing",
+                          help="TensorBoard-style exponential moving average, debiased; the raw curve stays faint behind")
+    x_axis = c2.radio("x axis", X_AXES, format_func=X_LABELS.get, horizontal=True, key="compare_x")
+    log_y = c3.toggle("log y", key="compare_log")
+    config_fields = [c.removeprefix("cfg.") for c in runs.columns if c.startswith("cfg.")]
+    group_field = c4.selectbox("group by", ["(none)"] + config_fields, key="compare_group",
+                               help="one line per value of this config field: the mean across its runs (e.g. seeds) with a band")
+    band = c5.radio("band", ["std", "minmax"], format_func={"std": "mean ± std", "minmax": "min-max"}.get,
+                    horizontal=True, key="compare_band", disabled=group_field == "(none)")
 
 st.query_params.update({"runs": ",".join(selected_ids), "smooth": f"{smoothing:g}", "x": x_axis,
                         "log": "1" if log_y else "0", "group": "" if group_field == "(none)" else group_field,
@@ -141,7 +148,7 @@ def charts(runs_now: pd.DataFrame) -> None:
                 lambda: figures.metric_figure_with_data(
                     run_metrics(run_ids, runs_now, chart_keys(keys, chart_options.x_axis)), selected,
                     keys if len(keys) > 1 else keys[0], chart_options))
-            st.plotly_chart(figure, key=chart_key)
+            plotly_chart(figure, key=chart_key)
         exported.append(plotted.assign(chart=title))
         shown += 1
 
@@ -159,7 +166,7 @@ def charts(runs_now: pd.DataFrame) -> None:
     if clipped is not None and clipped.loc[clipped["key"] == "clipped", "value"].max() > 0:
         with columns[shown % 2]:
             st.markdown("**Fraction of steps clipped**")
-            st.plotly_chart(figures.clipped_fraction_figure(clipped, selected, 100, options), key="chart_clipped")
+            plotly_chart(figures.clipped_fraction_figure(clipped, selected, 100, options), key="chart_clipped")
 
     other_keys = sorted(k for k in keys_present if k not in {"loss", "val_acc", "train_loss", "val_loss", "lr", "grad_norm",
                                                              "clipped", "examples"})
@@ -169,20 +176,27 @@ def charts(runs_now: pd.DataFrame) -> None:
             extra_options = replace(options, smoothing=0.0) if is_epoch_level(extra) else options
             metrics = run_metrics(run_ids, runs_now, chart_keys([extra], x_axis))
             figure, plotted = figures.metric_figure_with_data(metrics, selected, extra, extra_options)
-            st.plotly_chart(figure, key="chart_extra")
+            plotly_chart(figure, key="chart_extra")
             exported.append(plotted.assign(chart=extra))
 
     st.markdown("**Final metrics**")
     # epoch-level rows only: the step count and duration come from the runs table, not 400k loss rows
     table = shared_figure(("compare final table", version), lambda: figures.final_metrics_table(
         run_metrics(run_ids, runs_now, ["val_acc", "train_loss", "best_epoch"]), selected.reset_index(drop=True)))
-    st.dataframe(table.drop(columns=["run_id"]), hide_index=True, key="final_table",
+    # best epoch numbered from 1, as on every page; a rate, not a duration: seconds measure the machine (who else
+    # trained meanwhile) more than the optimizer. assign(): a new frame, never the shared cached table changed
+    table = table.assign(best_epoch=table["best_epoch"] + 1,
+                         steps_per_s=steps_per_second(table["steps"], table["duration_s"]))
+    st.dataframe(table.drop(columns=["run_id", "duration_s"]), hide_index=True, key="final_table",
                  column_config={"best_val_acc": st.column_config.NumberColumn("best val acc", format="%.4f"),
                                 "final_val_acc": st.column_config.NumberColumn("final val acc", format="%.4f"),
                                 "final_train_loss": st.column_config.NumberColumn("final train loss", format="%.4f"),
-                                "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f"),
-                                "best_epoch": st.column_config.NumberColumn("best epoch", help="0-based epoch index"),
+                                "steps_per_s": st.column_config.NumberColumn("steps/s", format="%.1f"),
+                                "best_epoch": st.column_config.NumberColumn("best epoch", help="after epoch N, from 1"),
                                 "steps": st.column_config.NumberColumn("steps")})
+    if shared_machine(selected):
+        st.caption("Steps/s: these runs trained at the same time and shared the machine's cores, so their speeds "
+                   "depend on what else was running; they say nothing about which optimizer is faster.")
     def csv_bytes() -> bytes:  # built on click, not on every live tick of every session
         data = pd.concat(exported, ignore_index=True) if exported else pd.DataFrame(columns=["series"])
         data["series"] = data["series"].map(csv_cell)  # a run named "=HYPERLINK(...)" stays text in a spreadsheet

@@ -34,6 +34,7 @@ from app.explain_figures import (
     topk_table,
 )
 from app.explain_jobs import FINISHED, JobBoard
+from app.presentation import plotly_chart
 from app.state import get_store
 from engine.checkpoints import list_epochs, resolve
 from engine.explain import pretrained
@@ -51,6 +52,7 @@ from engine.explain.render import (
     pixel_map,
     run_split,
 )
+from engine.records import epoch_label, epoch_number
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
@@ -169,7 +171,7 @@ if source == "Training run":
     run_id = run_col.selectbox("Run", ids, format_func=labels.get, key="explain_run")
     epochs = list_epochs(run_id)
     which = ckpt_col.selectbox("Checkpoint", ["best", "last", *map(str, epochs)], key=f"explain_ckpt_{run_id}",
-                               format_func=lambda w: f"epoch {w}" if w.isdigit() else w)
+                               format_func=lambda w: epoch_label(int(w)) if w.isdigit() else w)
     checkpoint = resolve(run_id, int(which) if which.isdigit() else which)
     from app.text_explain import checkpoint_is_text, text_explain_section  # text runs: tokens, not images
 
@@ -182,7 +184,7 @@ if source == "Training run":
         st.error(f"This checkpoint could not be loaded: {exc}")
         st.stop()
     subject_key = f"{run_id}:{which}:{subject.epoch}:{checkpoint.stat().st_mtime_ns}"
-    st.caption(f"{subject.config.model} on {subject.config.dataset}, epoch {subject.epoch} · "
+    st.caption(f"{subject.config.model} on {subject.config.dataset}, {epoch_label(subject.epoch)} · "
                f"explained on {subject.device}")
 else:
     name = st.selectbox("ImageNet model", pretrained.PRETRAINED, key="explain_pretrained")
@@ -264,7 +266,7 @@ with view_col:
     for note in picture["notes"]:
         st.caption(note)
 with prob_col:
-    st.plotly_chart(topk_figure(topk_table(probs.numpy(), subject.classes)), key="explain_topk")
+    plotly_chart(topk_figure(topk_table(probs.numpy(), subject.classes)), key="explain_topk")
     target = st.selectbox("Explain the class", range(len(subject.classes)), index=predicted,
                           key=f"explain_target_{subject_key}_{picture['key']}",
                           format_func=lambda i: f"{class_label(subject.classes, i)} · p = {float(probs[i]):.1%}"
@@ -333,20 +335,21 @@ with training_tab:
         m_col, e_col = st.columns([1, 2])
         track = m_col.selectbox("Method", [m for m in METHODS if not why_not(subject.model, m)],
                                 format_func=lambda m: METHODS[m].title, key="explain_track_method")
-        epoch = e_col.select_slider("Epoch", all_epochs, value=all_epochs[-1], key=f"explain_epoch_{run_id}")
+        epoch = e_col.select_slider("Epoch", all_epochs, value=all_epochs[-1], key=f"explain_epoch_{run_id}",
+                                    format_func=lambda e: str(epoch_number(e)))  # shown from 1, like every page
         stamps = tuple(resolve(run_id, e).stat().st_mtime_ns for e in all_epochs)
         history = epoch_history((picture["key"], stamps), run_id, tuple(all_epochs), target, _picture=picture)
         at_epoch = run_subject(run_id, str(epoch), resolve(run_id, epoch).stat().st_mtime_ns)
-        with st.spinner(f"{METHODS[track].title} at epoch {epoch}..."):
+        with st.spinner(f"{METHODS[track].title} {epoch_label(epoch)}..."):
             epoch_key = (run_id, epoch, stamps[all_epochs.index(epoch)], picture["key"], target, track, False, False)
             result = inline_map(epoch_key, at_epoch, picture, target, track, False, False)
         shown = METHODS[track].default_sign if sign == "auto" else sign
         map_col, chart_col = st.columns([1, 2])
         row = history.set_index("epoch").loc[epoch]
         map_col.image(enlarge(overlay(picture["pixels"], result["map"], shown), SHOW_PX),
-                      caption=f"epoch {epoch}: predicts {row['predicted']}, p({subject.classes[target]}) = "
+                      caption=f"{epoch_label(epoch)}: predicts {row['predicted']}, p({subject.classes[target]}) = "
                               f"{row['target_prob']:.1%}")
-        chart_col.plotly_chart(epochs_figure(history, epoch, subject.classes[target]), key="explain_epochs")
+        plotly_chart(epochs_figure(history, epoch, subject.classes[target]), key="explain_epochs", container=chart_col)
 
 with sanity_tab:
     st.markdown("Re-initialise the layers from the top, one by one, and compare each map with the trained model's "
@@ -359,5 +362,5 @@ with sanity_tab:
         st.session_state["explain_sanity_done"] = sanity_key
     if st.session_state.get("explain_sanity_done") == sanity_key:
         steps = sanity_steps(sanity_key, subject, picture, target, sanity_method)
-        st.plotly_chart(randomization_figure(steps), key="explain_sanity_chart")
+        plotly_chart(randomization_figure(steps), key="explain_sanity_chart")
         st.caption(randomization_verdict(steps))

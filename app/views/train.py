@@ -11,17 +11,21 @@ from app import figures
 from app.config_form import config_form
 from app.live import live_runs_panel
 from app.identity import session_actor
-from app.state import get_runner, get_store, run_split
+from app.presentation import plotly_chart
+from app.state import get_runner, get_store, run_split, runs_frame
 from app.text import escape_md
 from engine.config import OPTIMIZERS, RunConfig
 from engine.race import RECOMMENDED_LR, expand_race, parse_values
 from engine.runs.access import CapReached, PermissionDenied
 
 LAUNCHED_KEY = "launched_run_ids"
+LAUNCHED_PARAM = "launched"  # the runs launched from this page, in the URL: a reload keeps the live panel
 
 st.title("Train")
 st.caption("Configure a run, check what it will do, then start it. Runs train in background workers: "
            "closing or reloading this page never stops them.")
+# the live panel of the runs launched from here goes on top, where Start's result is seen without scrolling
+launched_slot = st.container()
 
 form_col, preview_col = st.columns([3, 2], gap="large")
 with form_col:
@@ -92,7 +96,7 @@ with preview_col:
         b.metric("training examples", f"{len(split.train_x):,}")
         c.metric("steps", f"{total:,}", help=f"{steps_per_epoch} steps per epoch x {config.epochs} epochs")
         steps, lrs = schedule_curve(config, total)
-        st.plotly_chart(figures.lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=240),
+        plotly_chart(figures.lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=240),
                         key="schedule_preview")
         grid, labels = batch_grid(config)
         augmented = config.augment_rotate or config.augment_scale or config.augment_translate or config.augment_flip
@@ -148,11 +152,17 @@ if start:
             st.error(escape_md(str(exc)), icon=":material/block:")
     if ids:
         st.session_state[LAUNCHED_KEY] = ids
+        st.query_params[LAUNCHED_PARAM] = ",".join(ids)
         st.toast(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''}")
 
-launched = st.session_state.get(LAUNCHED_KEY, [])
+launched = st.session_state.get(LAUNCHED_KEY) or []
+if not launched and st.query_params.get(LAUNCHED_PARAM):  # after a reload: the URL's runs that still exist
+    known = set(runs_frame()["run_id"])
+    launched = [r for r in st.query_params[LAUNCHED_PARAM].split(",")[:100] if r in known]
 if launched:
-    st.subheader("Launched from this page")
-    st.page_link("views/compare.py", label="Open these runs in Compare", icon=":material/stacked_line_chart:",
-                 query_params={"runs": ",".join(launched)})
-    live_runs_panel(launched, key="train_live")
+    with launched_slot:
+        st.subheader("Launched from this page")
+        st.page_link("views/compare.py", label="Open these runs in Compare", icon=":material/stacked_line_chart:",
+                     query_params={"runs": ",".join(launched)})
+        live_runs_panel(launched, key="train_live")
+        st.divider()

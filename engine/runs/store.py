@@ -980,6 +980,9 @@ def _check_fence(c: sqlite3.Connection, fence: Fence | None) -> None:
         raise LeaseLost(f"run {run_id} is no longer this worker's (lease {lease}; the run is {state})")
 
 
+ETA_AFTER_S = 5.0  # seconds a run trains before its ETA is shown
+
+
 def _progress(run: dict[str, Any]) -> dict[str, Any]:
     """Progress fraction, ETA and duration derived from the stored step counters and timestamps."""
     total, step = run.get("total_steps") or 0, run.get("step") or 0
@@ -988,7 +991,8 @@ def _progress(run: dict[str, Any]) -> dict[str, Any]:
     now = time.time()
     duration = ((finished or now) - started) if started else None
     eta = None
-    if run.get("status") == RunStatus.RUNNING and started and 0 < step < total:
+    # no ETA until it is stable: the first seconds (data loading, warm-up) say little about the pace
+    if run.get("status") == RunStatus.RUNNING and started and 0 < step < total and now - started >= ETA_AFTER_S:
         eta = (now - started) / progress * (1 - progress)
     if run.get("status") == RunStatus.COMPLETED:
         progress = 1.0

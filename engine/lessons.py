@@ -1,0 +1,509 @@
+"""Lessons: ready-made classroom experiments, each a plain TOML file in `lessons/` (or TRAINLENS_HOME/lessons).
+
+A lesson says what to ask the class (`question`), which runs answer it (a shared `[run]` config and its
+`[[variant]]`s, each with `seeds` seeds), which charts to show (`[[chart]]`), what to look for, and the expected
+outcome as a machine-checkable claim (`[[claim]]`) over the finished runs' metrics. `launch` queues the whole
+lesson as one group (every run of one seed sees identical data: the data stream depends only on seed and epoch);
+`outcome` reads the finished runs back, computes the answer sentence from the actual numbers and says whether
+each claim holds. Torch-free and streamlit-free: the CLI and the Lessons page both use it.
+
+A claim compares one statistic of a metric between two variants (`left` op `right` + `margin`), or with a
+number (`value`), or asks for a status (`status = "diverged"`). With several seeds the statistic is the mean
+over seeds. Statistics: last (the final value), max, min, first. The metric `parameters` is the model's
+parameter count; `steps` is the number of optimizer steps the run took.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from engine.config import RunConfig
+from engine.records import MODEL_SUMMARY, NAME_MAX, TERMINAL, RunStatus, check_name, epoch_label
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUILTIN_DIR = PROJECT_ROOT / "lessons"
+GROUP_PREFIX = "lesson "  # a lesson's runs share the group "lesson NAME · launch time"
+MAX_LESSON_BYTES = 50_000
+STATS = ("last", "max", "min", "first")
+OPS = (">", "<", ">=", "<=")
+PSEUDO_METRICS = ("parameters", "steps")
+X_AXES = ("step", "epoch", "examples", "wall_time")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of the lesson: a label (the run's name) and the config fields it changes."""
+
+    label: str
+    changes: dict[str, Any]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One chart of the lesson view: metric keys, x axis, smoothing, log y, and which variants it shows."""
+
+    title: str
+    keys: tuple[str, ...]
+    x: str = "step"
+    smoothing: float = 0.0
+    log_y: bool = False
+    only: tuple[str, ...] = ()  # variant labels shown; empty = all
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """`left`'s statistic of `metric` compared with `right`'s (or `value`), or `left`'s status."""
+
+    text: str
+    left: str
+    metric: str = ""
+    stat: str = "last"
+    op: str = ">"
+    right: str = ""  # another variant (or the same one, comparing two metrics or statistics of it)
+    right_metric: str = ""  # default: metric
+    right_stat: str = ""  # default: stat
+    value: float | None = None
+    margin: float = 0.0
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class Lesson:
+    name: str  # the file's stem: the URL (?lesson=NAME) and CLI name
+    title: str
+    question: str
+    minutes: float  # wall time on 2 CPU cores, measured
+    look_for: tuple[str, ...]
+    base: RunConfig
+    variants: tuple[Variant, ...]
+    seeds: int
+    charts: tuple[Chart, ...]
+    claims: tuple[Claim, ...]
+    answer_metric: str = "val_acc"
+    answer_stat: str = "last"
+    order: int = 100
+    explain: bool = False  # offer links into the Explain page for the lesson's runs
+    path: str = ""
+
+    def configs(self, group: str = "") -> list[RunConfig]:
+        """One config per (variant, seed), named by `run_name`, all in `group`."""
+        configs = []
+        for variant in self.variants:
+            for offset in range(self.seeds):
+                seed = self.base.seed + offset
+                changes = {**variant.changes, "seed": seed, "group": group,
+                           "name": run_name(variant.label, seed if self.seeds > 1 else None)}
+                configs.append(self.base.with_updates(**changes))
+        return configs
+
+    def variant_of(self, name: str) -> str | None:
+        """The variant label of a run named `name` (None for a run that is no part of this lesson)."""
+        for variant in self.variants:
+            if name == variant.label or name.startswith(variant.label + SEED_SEPARATOR):
+                return variant.label
+        return None
+
+
+SEED_SEPARATOR = " · seed "
+
+
+def run_name(label: str, seed: int | None) -> str:
+    return label if seed is None else f"{label}{SEED_SEPARATOR}{seed}"
+
+
+# ---- loading -----------------------------------------------------------------------------------------------------
+def lesson_dirs() -> list[Path]:
+    """Built-in lessons, then the teacher's own in TRAINLENS_HOME/lessons (a same-named file there wins)."""
+    from engine.paths import trainlens_home
+
+    return [BUILTIN_DIR, trainlens_home() / "lessons"]
+
+
+def lesson_files() -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for folder in lesson_dirs():
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.toml")):
+                files[path.stem] = path
+    return files
+
+
+def load_lessons() -> tuple[list[Lesson], dict[str, str]]:
+    """Every readable lesson in gallery order, and {file name: problem} for the ones that are not."""
+    lessons, problems = [], {}
+    for name, path in lesson_files().items():
+        try:
+            lessons.append(load_lesson_file(path))
+        except ValueError as exc:
+            problems[path.name] = str(exc)
+    return sorted(lessons, key=lambda lesson: (lesson.order, lesson.name)), problems
+
+
+def get_lesson(name: str) -> Lesson:
+    """The lesson called `name`; ValueError naming the known lessons otherwise."""
+    files = lesson_files()
+    if name not in files:
+        known = ", ".join(sorted(files)) or "none"
+        raise ValueError(f"no lesson named {name!r}; known lessons: {known}")
+    return load_lesson_file(files[name])
+
+
+def load_lesson_file(path: Path) -> Lesson:
+    if path.stat().st_size > MAX_LESSON_BYTES:
+        raise ValueError(f"{path.name}: {path.stat().st_size:,} bytes; a lesson file is at most {MAX_LESSON_BYTES:,}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"{path.name}: not a readable TOML file ({exc})") from None
+    try:
+        return parse_lesson(path.stem, data, str(path))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path.name}: {exc.args[0] if exc.args else exc}") from None
+
+
+def parse_lesson(name: str, data: dict[str, Any], path: str = "") -> Lesson:
+    """Build and validate a Lesson from a parsed TOML table; ValueError says which entry is wrong."""
+    known = {"title", "question", "minutes", "look_for", "run", "variant", "seeds", "chart", "claim", "answer",
+             "order", "explain"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown entries {', '.join(unknown)}; a lesson has {', '.join(sorted(known))}")
+    base = RunConfig.from_dict({**RunConfig().to_dict(), **_table(data, "run")})
+    variants = tuple(Variant(check_name("variant label", _text(v, "label")), dict(_table(v, "set")), str(v.get("note", "")))
+                     for v in _list(data, "variant"))
+    if not variants:
+        raise ValueError("a lesson needs at least one [[variant]]")
+    labels = [v.label for v in variants]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"variant labels must differ: {labels}")
+    for variant in variants:
+        base.with_updates(**variant.changes)  # every variant must be a valid config
+    seeds = int(data.get("seeds", 1))
+    if not 1 <= seeds <= 10:
+        raise ValueError(f"seeds={seeds}: must be 1..10")
+    if len(labels) * seeds > 30:
+        raise ValueError(f"{len(labels) * seeds} runs: a lesson has at most 30")
+    if len(max(labels, key=len)) + len(SEED_SEPARATOR) + 2 > NAME_MAX:
+        raise ValueError("a variant label is too long to name its runs")
+    charts = tuple(_chart(c, labels) for c in _list(data, "chart"))
+    claims = tuple(_claim(c, labels) for c in _list(data, "claim"))
+    if not claims:
+        raise ValueError("a lesson needs at least one [[claim]]: its expected outcome, checked on the results")
+    answer = _table(data, "answer")
+    lesson = Lesson(
+        name=name, title=_text(data, "title"), question=_text(data, "question"), minutes=float(data.get("minutes", 1)),
+        look_for=tuple(str(item) for item in data.get("look_for", [])), base=base, variants=variants, seeds=seeds,
+        charts=charts, claims=claims, answer_metric=str(answer.get("metric", "val_acc")),
+        answer_stat=_choice(answer.get("stat", "last"), STATS, "answer.stat"), order=int(data.get("order", 100)),
+        explain=bool(data.get("explain", False)), path=path)
+    return lesson
+
+
+def _table(data: dict, key: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} must be a table")
+    return value
+
+
+def _list(data: dict, key: str) -> list[dict]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ValueError(f"{key} must be an array of tables ([[{key}]])")
+    return value
+
+
+def _text(data: dict, key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{key} is required (text)")
+    return value.strip()
+
+
+def _choice(value: Any, allowed: Iterable[str], what: str) -> str:
+    if value not in tuple(allowed):
+        raise ValueError(f"{what}={value!r}: allowed values are {', '.join(allowed)}")
+    return value
+
+
+def _labels_known(names: Iterable[str], labels: list[str], what: str) -> None:
+    for name in names:
+        if name not in labels:
+            raise ValueError(f"{what} names variant {name!r}; the variants are {', '.join(labels)}")
+
+
+def _chart(data: dict, labels: list[str]) -> Chart:
+    keys = data.get("keys")
+    if isinstance(keys, str):
+        keys = [keys]
+    if not keys or not all(isinstance(k, str) for k in keys):
+        raise ValueError("chart.keys: give one metric key or a list of them")
+    only = tuple(data.get("only", ()))
+    _labels_known(only, labels, "chart.only")
+    smoothing = float(data.get("smoothing", 0.0))
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"chart.smoothing={smoothing}: must be in [0, 1)")
+    return Chart(title=_text(data, "title"), keys=tuple(keys), x=_choice(data.get("x", "step"), X_AXES, "chart.x"),
+                 smoothing=smoothing, log_y=bool(data.get("log_y", False)), only=only, note=str(data.get("note", "")))
+
+
+def _claim(data: dict, labels: list[str]) -> Claim:
+    claim = Claim(text=_text(data, "text"), left=_text(data, "left"), metric=str(data.get("metric", "")),
+                  stat=_choice(data.get("stat", "last"), STATS, "claim.stat"),
+                  op=_choice(data.get("op", ">"), OPS, "claim.op"), right=str(data.get("right", "")),
+                  right_metric=str(data.get("right_metric", "")),
+                  right_stat=_choice(data.get("right_stat", data.get("stat", "last")), STATS, "claim.right_stat"),
+                  value=float(data["value"]) if "value" in data else None, margin=float(data.get("margin", 0.0)),
+                  status=str(data.get("status", "")))
+    _labels_known([claim.left] + ([claim.right] if claim.right else []), labels, "claim")
+    if claim.status:
+        _choice(claim.status, [s.value for s in RunStatus], "claim.status")
+    elif not claim.metric or (not claim.right and claim.value is None):
+        raise ValueError(f"claim {claim.text!r}: give metric and right (a variant) or value, or a status")
+    return claim
+
+
+# ---- launching ---------------------------------------------------------------------------------------------------
+def launch_group(lesson: Lesson, when: float | None = None) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when or time.time()))
+    return f"{GROUP_PREFIX}{lesson.name} · {stamp}"
+
+
+def launch(lesson: Lesson, runner, owner: str | None = None) -> tuple[str, list[str]]:
+    """Queue every run of the lesson as one group; returns (group, run ids)."""
+    group = launch_group(lesson)
+    ids = [runner.submit(config, owner=owner, name=config.name, group=group).run_id for config in lesson.configs(group)]
+    return group, ids
+
+
+def is_lesson_group(group: str, lesson_name: str | None = None) -> bool:
+    if not isinstance(group, str) or not group.startswith(GROUP_PREFIX):
+        return False
+    return lesson_name is None or group.startswith(f"{GROUP_PREFIX}{lesson_name} · ")
+
+
+def latest_group(groups: Iterable[str], lesson_name: str) -> str | None:
+    """The most recent launch of the lesson among `groups` (launch groups sort by their time stamp)."""
+    mine = sorted({g for g in groups if is_lesson_group(g, lesson_name)})
+    return mine[-1] if mine else None
+
+
+# ---- results and the claim ---------------------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    """What a claim needs of one finished run: its variant, status and every metric's values in step order."""
+
+    run_id: str
+    variant: str
+    seed: int
+    status: str
+    values: dict[str, list[float]] = field(default_factory=dict)
+    epochs: dict[str, list[int]] = field(default_factory=dict)  # 0-based epoch index of each value
+    parameters: float | None = None
+    steps: int = 0
+    error: str = ""
+
+
+def results_from_store(store, lesson: Lesson, group: str) -> list[RunResult]:
+    """The lesson's runs in `group` read back from the store (all, finished or not)."""
+    runs = store.list_runs(group=group)
+    results = []
+    for row in runs.to_dict(orient="records"):
+        variant = lesson.variant_of(str(row["name"]))
+        if variant is None:
+            continue
+        metrics = store.get_metrics(row["run_id"], keys=_claim_keys(lesson))
+        result = RunResult(row["run_id"], variant, int(row.get("cfg.seed") or 0), str(row["status"]),
+                           steps=int(row.get("step") or 0), error=str(row.get("error") or ""))
+        for key, rows in metrics.sort_values("step", kind="stable").groupby("key"):
+            result.values[str(key)] = [float(v) for v in rows["value"]]
+            result.epochs[str(key)] = [int(e) for e in rows["epoch"]]
+        summary = store.get_artifact(row["run_id"], MODEL_SUMMARY)
+        if isinstance(summary, dict) and "parameters" in summary:
+            result.parameters = float(summary["parameters"])
+        results.append(result)
+    return results
+
+
+def _claim_keys(lesson: Lesson) -> list[str]:
+    keys = {lesson.answer_metric} | {c.metric for c in lesson.claims if c.metric} | {
+        c.right_metric for c in lesson.claims if c.right_metric}
+    return sorted(keys - set(PSEUDO_METRICS))
+
+
+def statistic(result: RunResult, metric: str, stat: str) -> float | None:
+    """One number of one run: `stat` of `metric`'s finite values (None when it logged none)."""
+    if metric == "parameters":
+        return result.parameters
+    if metric == "steps":
+        return float(result.steps)
+    values = [v for v in result.values.get(metric, []) if math.isfinite(v)]
+    if not values:
+        return None
+    return {"last": values[-1], "first": values[0], "max": max(values), "min": min(values)}[stat]
+
+
+def variant_statistic(results: list[RunResult], variant: str, metric: str, stat: str) -> float | None:
+    """The mean over the variant's seeds (None when any seed has no value: a claim needs every run)."""
+    values = [statistic(r, metric, stat) for r in results if r.variant == variant]
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values) / len(values)
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    claim: Claim
+    holds: bool | None  # None: not decidable yet (runs unfinished or missing)
+    detail: str  # the numbers behind the verdict
+
+
+def check_claims(lesson: Lesson, results: list[RunResult]) -> list[ClaimCheck]:
+    return [_check(claim, results) for claim in lesson.claims]
+
+
+def _check(claim: Claim, results: list[RunResult]) -> ClaimCheck:
+    left_runs = [r for r in results if r.variant == claim.left]
+    if not left_runs:
+        return ClaimCheck(claim, None, f"no runs of {claim.left!r}")
+    if claim.status:
+        statuses = sorted({r.status for r in left_runs})
+        holds = all(r.status == claim.status for r in left_runs)
+        return ClaimCheck(claim, holds, f"{claim.left}: {', '.join(s.replace('_', ' ') for s in statuses)}")
+    left = variant_statistic(results, claim.left, claim.metric, claim.stat)
+    if claim.right:
+        right_metric, right_stat = claim.right_metric or claim.metric, claim.right_stat or claim.stat
+        right = variant_statistic(results, claim.right, right_metric, right_stat)
+        same = (right_metric, right_stat) == (claim.metric, claim.stat)
+        right_text = f"{claim.right} {_number(right)}" if same else f"{claim.right} {right_stat} {right_metric} {_number(right)}"
+    else:
+        right, right_text = claim.value, _number(claim.value)
+    if left is None or right is None:
+        return ClaimCheck(claim, None, f"{claim.stat} {claim.metric}: not logged yet")
+    bound = right + claim.margin if claim.op in (">", ">=") else right - claim.margin
+    holds = {">": left > bound, ">=": left >= bound, "<": left < bound, "<=": left <= bound}[claim.op]
+    signed = claim.margin if claim.op in (">", ">=") else -claim.margin
+    margin = f" {'+' if signed > 0 else '-'} {abs(signed):g}" if claim.margin else ""
+    return ClaimCheck(claim, holds, f"{claim.stat} {claim.metric}: {claim.left} {_number(left)} {claim.op} "
+                                    f"{right_text}{margin}")
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == int(value) and abs(value) >= 100:
+        return f"{int(value):,}"
+    return f"{value:.3g}" if abs(value) < 1 else f"{value:.4g}"
+
+
+METRIC_WORDS = {"val_acc": "validation accuracy", "val_loss": "validation loss", "train_loss": "training loss",
+                "loss": "training loss", "ema_val_acc": "EMA validation accuracy", "swa_val_acc": "SWA validation accuracy",
+                "train_acc": "training accuracy", "parameters": "parameters"}
+
+
+def answer_sentence(lesson: Lesson, results: list[RunResult]) -> str:
+    """The answer from the actual numbers, e.g. 'Adam reached 0.95 validation accuracy after epoch 2, SGD 0.46.'"""
+    metric, stat = lesson.answer_metric, lesson.answer_stat
+    words = METRIC_WORDS.get(metric, metric)
+    parts = []
+    for variant in lesson.variants:
+        runs = [r for r in results if r.variant == variant.label]
+        if not runs:
+            continue
+        diverged = [r for r in runs if r.status == RunStatus.DIVERGED]
+        if diverged:
+            parts.append(f"{variant.label} diverged" + (f" at step {diverged[0].steps}" if diverged[0].steps else ""))
+            continue
+        value = variant_statistic(results, variant.label, metric, stat)
+        if value is None:
+            parts.append(f"{variant.label} has no {words} yet")
+            continue
+        epochs = runs[0].epochs.get(metric) or []
+        when = f" {epoch_label(epochs[-1])}" if stat == "last" and epochs else ""
+        parts.append(f"{variant.label} {_number(value)}{when}")
+    if not parts:
+        return "No results yet."
+    lead = {"last": "final", "max": "best", "min": "lowest", "first": "first"}[stat]
+    seeds = f" (mean of {lesson.seeds} seeds)" if lesson.seeds > 1 else ""
+    return f"{lead.capitalize()} {words}{seeds}: " + "; ".join(parts) + "."
+
+
+@dataclass(frozen=True)
+class Outcome:
+    finished: bool  # every run has ended
+    answer: str
+    checks: list[ClaimCheck]
+
+    @property
+    def holds(self) -> bool | None:
+        """True when every claim holds, False when one fails, None while undecided."""
+        if any(c.holds is False for c in self.checks):
+            return False
+        if self.finished and all(c.holds for c in self.checks):
+            return True
+        return None
+
+
+def outcome(lesson: Lesson, results: list[RunResult]) -> Outcome:
+    finished = bool(results) and all(r.status in TERMINAL for r in results)
+    checks = check_claims(lesson, results) if finished else [ClaimCheck(c, None, "waiting for the runs to finish")
+                                                             for c in lesson.claims]
+    return Outcome(finished, answer_sentence(lesson, results) if finished else "", checks)
+
+
+def lessons_home_hint() -> str:
+    from engine.paths import trainlens_home
+
+    return os.fspath(trainlens_home() / "lessons")
+
+
+# ---- the command line: `trainlens lesson [--list] [NAME] [--wait]` -------------------------------------------------
+def cli(name: str | None, wait: bool, list_only: bool, out=None, err=None) -> int:
+    """List the lessons, or launch one (printing its group and run ids) and, with `wait`, print its answer and
+    claims once every run has ended. Exit 0 when launched (or, waiting, when every claim holds), 1 when a claim
+    fails, 2 for an unknown lesson (ValueError, turned into one line by the CLI)."""
+    import sys
+
+    out, err = out or sys.stdout, err or sys.stderr
+    if list_only or not name:
+        found, problems = load_lessons()
+        for lesson in found:
+            runs = len(lesson.variants) * lesson.seeds
+            print(f"{lesson.name:<22} {lesson.title} ({runs} run{'s' if runs > 1 else ''}, ~{lesson.minutes:g} min)", file=out)
+        for file_name, problem in problems.items():
+            print(f"unreadable lesson {problem}", file=err)
+        return 0
+    from engine.runs.runner import Runner
+
+    lesson = get_lesson(name)
+    runner = Runner()
+    group, run_ids = launch(lesson, runner)
+    print(f"{lesson.title}\n{lesson.question}", file=out)
+    print(f"group: {group}", file=out)
+    for run_id in run_ids:
+        print(run_id, file=out, flush=True)
+    if not wait:
+        return 0
+    last_recover = time.time()
+    while True:
+        runs = runner.store.list_runs(group=group)
+        if time.time() - last_recover > 3.0:  # a killed worker: mark its run, keep the pool alive
+            runner.recover()
+            last_recover = time.time()
+        if not runs["status"].isin([s.value for s in (RunStatus.QUEUED, RunStatus.RUNNING)]).any():
+            break
+        time.sleep(0.5)
+    result = outcome(lesson, results_from_store(runner.store, lesson, group))
+    print(result.answer, file=out)
+    for check in result.checks:
+        mark = {True: "holds", False: "does NOT hold", None: "undecided"}[check.holds]
+        print(f"  [{mark}] {check.claim.text} ({check.detail})", file=out)
+    return 0 if result.holds else 1

@@ -1,0 +1,25 @@
+"""The Train page's "Launched from this page" panel comes from the URL, so a reload (a new session) keeps it, on top
+of the page where Start's result is seen without scrolling."""
+
+from __future__ import annotations
+
+import pytest
+from ui_helpers import fresh_app
+
+from engine.config import RunConfig
+from engine.runs.store import Store
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_a_reload_keeps_the_launched_panel(trainlens_home):
+    run_id = Store().create_run(RunConfig(train_limit=100, epochs=1), name="launched earlier")  # queued: no worker
+    at = fresh_app()
+    at.query_params["launched"] = f"{run_id},not-a-run"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.subheader[0].value == "Launched from this page"  # the first subheader: above the form's sections
+    assert "launched earlier" in " ".join(m.value for m in at.markdown)
+    plain = fresh_app()
+    plain.run()
+    assert "Launched from this page" not in [s.value for s in plain.subheader]
