@@ -278,9 +278,23 @@ def launch_group(lesson: Lesson, when: float | None = None) -> str:
 
 
 def launch(lesson: Lesson, runner, owner: str | None = None) -> tuple[str, list[str]]:
-    """Queue every run of the lesson as one group; returns (group, run ids)."""
+    """Queue every run of the lesson as one group; returns (group, run ids).
+
+    All or nothing: when a submission is refused (a class limit, CapReached), the runs already queued are
+    cancelled and deleted and the refusal is raised, so a student never gets half a lesson."""
     group = launch_group(lesson)
-    ids = [runner.submit(config, owner=owner, name=config.name, group=group).run_id for config in lesson.configs(group)]
+    ids: list[str] = []
+    try:
+        for config in lesson.configs(group):
+            ids.append(runner.submit(config, owner=owner, name=config.name, group=group).run_id)
+    except ValueError as exc:
+        for run_id in ids:
+            runner.cancel(run_id)
+            try:
+                runner.delete(run_id)
+            except ValueError:  # already taken by a worker: it stops after its current step
+                pass
+        raise ValueError(f"This lesson starts {len(lesson.configs(group))} runs: {exc}") from None
     return group, ids
 
 

@@ -281,3 +281,16 @@ def test_the_class_command_refuses_without_passphrases_and_says_where_students_g
     assert main(["class", "--dry-run", "--host", "10.1.2.3", "--port", "8600"]) == 0
     out = capsys.readouterr().out
     assert "http://10.1.2.3:8600" in out and "sunflower" not in out
+
+
+def test_a_lesson_too_big_for_a_students_queue_is_refused_whole(store):
+    from engine import lessons
+
+    runner = Runner(store, workers=1)
+    runner.ensure_workers = lambda: 0  # no worker processes: the runs only need to be queued
+    lesson = lessons.get_lesson("optimizer_race")
+    with pytest.raises(ValueError, match="class limit is 4"):
+        lessons.launch(lesson, runner.as_actor(ANA))
+    assert store.list_runs().empty  # no half lesson left behind
+    group, ids = lessons.launch(lesson, runner.as_actor(TEACH))
+    assert len(ids) == len(lesson.configs(group)) > 4

@@ -47,7 +47,11 @@ def gallery(found: list[lessons.Lesson], problems: dict[str, str]) -> None:
 
 
 def start(lesson: lessons.Lesson) -> None:
-    group, _ = lessons.launch(lesson, get_runner())
+    try:
+        group, _ = lessons.launch(lesson, get_runner())
+    except (ValueError, PermissionError) as exc:  # a class limit: the whole lesson is refused, with the reason
+        st.error(escape_md(str(exc)), icon=":material/block:")
+        return
     st.query_params.update({"lesson": lesson.name, "launch": group})
     st.rerun()
 
