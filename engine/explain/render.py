@@ -176,3 +176,12 @@ def explain_to_png(run_id: str, image_path: str | Path, method: str, target: int
             "predicted_class": subject.classes[predicted], "confidence": float(probs[predicted]),
             "target": target, "target_class": subject.classes[target], "inverted": prepared.inverted,
             "notes": prepared.notes, "seconds": seconds, "out": str(out)}
+
+
+def colour_bar(sign: str, width: int = 168, height: int = 10) -> np.ndarray:
+    """uint8 RGB [height, width, 3]: the heatmap's colour scale under `sign`, weakest/most negative on the left."""
+    values = np.linspace(-1.0 if sign == "all" else 0.0, 1.0, width)
+    if sign == "negative":
+        values = -values[::-1]  # strongest "against" on the right, like the other keys' strongest end
+    row = heatmap(values[None, :], sign)
+    return np.repeat(row, height, axis=0)
