@@ -101,5 +101,6 @@ def epochs_figure(history: pd.DataFrame, epoch: int, target_name: str) -> go.Fig
     fig = go.Figure(go.Scatter(x=history["epoch"], y=history["target_prob"], mode="lines+markers",
                                name=f"p({target_name})"))
     fig.add_vline(x=epoch, line_dash="dot")
-    fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0), yaxis=dict(range=[0, 1]), xaxis_title="epoch")
+    fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0), yaxis=dict(range=[0, 1]), xaxis=dict(dtick=1),
+                      xaxis_title="epoch (0 = before training)")
     return fig

@@ -67,7 +67,9 @@ def _weights_form() -> Subject | None:
     upload = st.file_uploader("Weights (.safetensors)", type=["safetensors"], key="own_weights",
                               help="Only safetensors: it holds tensors and nothing that runs. A PyTorch .pt/.pth "
                                    "state dict can be converted with safetensors.torch.save_file, or given to "
-                                   "the CLI by path. Exported programs (.pt2) are never accepted from a browser.")
+                                   "the CLI by path. Exported programs (.pt2) are never accepted from a browser. "
+                                   "Uploads are capped at the server's upload size (10 MB by default): bigger "
+                                   "weights (resnet18 is 45 MB) go through `trainlens explain-model --weights`.")
     if upload is None:
         st.info("Upload the weights (a safetensors file) to explain your model.")
         return None

@@ -105,11 +105,11 @@ class OodReport:
         """The warning shown above the maps (empty when the input looks familiar)."""
         if not self.unfamiliar:
             return ""
-        reasons = ", ".join(f"{name} ({d:.1f})" for name, d in sorted(self.distances.items(), key=lambda kv: -kv[1])
+        reasons = ", ".join(f"{name} {d:.1f}" for name, d in sorted(self.distances.items(), key=lambda kv: -kv[1])
                             if d > THRESHOLD)
-        return ("This input is unlike anything the model was trained on (" + reasons + " validation spreads "
-                "outside the usual range). The prediction is not to be trusted, and the maps below describe how "
-                "the model reacts to an unfamiliar input, not what is in the picture.")
+        return ("This input is unlike anything the model was trained on: it lies outside the range of the "
+                f"validation images ({reasons} spreads beyond it). The prediction is not to be trusted, and the maps "
+                "below describe how the model reacts to an unfamiliar input, not what is in the picture.")
 
 
 @dataclass

@@ -149,11 +149,12 @@ def from_weights(architecture: str, state: dict[str, Tensor], preparation: Prepa
 
 
 def _classes_in(state: dict[str, Tensor]) -> int:
-    # the last 2-D weight is the classifier in every torchvision classification model
-    matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
-    if not matrices:
-        raise OwnModelError("the weights have no classifier layer (no 2-D weight): give the class names")
-    return int(matrices[-1].shape[0])
+    # the classifier is the last weight of a layer (Linear, or SqueezeNet's 1x1 Conv2d) in every torchvision
+    # classification model: its first dimension is the number of classes
+    layers = [v for k, v in state.items() if k.endswith("weight") and v.dim() >= 2]
+    if not layers:
+        raise OwnModelError("the weights have no classifier layer: give the class names")
+    return int(layers[-1].shape[0])
 
 
 def _load(model: nn.Module, state: dict[str, Tensor], architecture: str) -> None:
