@@ -134,8 +134,8 @@ def test_across_training_and_sanity_check_tabs():
     assert not at.exception, at.exception
     verdicts = [e.value for e in (*at.success, *at.error) if "Mean rank correlation" in e.value]
     assert len(verdicts) == 1 and "below 0.65" in verdicts[0]
-    stages = [c for image in at.image for c in image.captions if "ρ =" in c]
-    assert stages[0] == "trained · ρ = 1.00" and any(c.startswith("… fc3 random") for c in stages)
+    stages = [c for image in at.image for c in image.captions if ": ρ " in c]
+    assert stages[0] == "trained: ρ 1.00" and any(c.startswith("fc3 random: ρ ") for c in stages)
 
 
 def test_pretrained_model_without_weights_says_where_to_put_them(tmp_path, monkeypatch):

@@ -161,7 +161,8 @@ def test_every_run_keeps_its_weights_from_before_training(tiny_split, trainlens_
     config = RunConfig(model="mlp", epochs=1, batch_size=32, hidden=8, depth=1).validate()
     sink = MemorySink()
     train(config, sink, split=tiny_split, run_id="fresh")
-    assert (INITIAL_EPOCH, "initial", str(initial_path("fresh"))) in sink.checkpoints
+    assert initial_path("fresh").is_file()
+    assert all(epoch >= 0 for epoch, _, _ in sink.checkpoints)  # not a checkpoint to resume from
     assert history_epochs("fresh") == [INITIAL_EPOCH, 0]
     initial, trained = load_checkpoint(resolve("fresh", INITIAL_EPOCH)), load_checkpoint(resolve("fresh", 0))
     assert initial.epoch == INITIAL_EPOCH and initial.step == 0

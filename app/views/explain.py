@@ -409,9 +409,9 @@ with sanity_tab:
         per_row = 6
         for start in range(0, len(stage_maps), per_row):
             for col, (index, row) in zip(st.columns(per_row), list(steps.iterrows())[start:start + per_row]):
-                label = "trained" if index == 0 else f"… {row['layer']} random"
+                label = "trained" if index == 0 else f"{row['layer']} random"
                 col.image(enlarge(heatmap(stage_maps[index], shown), 84),
-                          caption=f"{label} · ρ = {row['compared']:.2f}", width=84)
+                          caption=f"{label}: ρ {row['compared']:.2f}", width=84)
         st.plotly_chart(randomization_figure(steps), key="explain_sanity_chart")
         verdict_text = randomization_verdict(steps)
         (st.success if "(passes" in verdict_text else st.error)(verdict_text)
