@@ -265,6 +265,15 @@ def test_cli_explain_writes_a_png(trainlens_home, tmp_path, capsys):
                  "--checkpoint", "last", "--out", str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["target"] == 1 and result["inverted"] is True and result["epoch"] == 0
+    assert result["epoch_label"] == "after epoch 1" and isinstance(result["unfamiliar"], bool)
+    # a photo given to the digit model: the same warning as on the page
+    from sklearn.datasets import load_sample_image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(load_sample_image("china.jpg")).save(photo)
+    assert main(["explain", run_id, str(photo), "--method", "grad_cam", "--out", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["unfamiliar"] is True and "unlike anything the model was trained on" in result["warning"]
     assert Image.open(out).size[0] > 3 * 224  # input, heatmap and overlay side by side
     assert main(["explain", run_id, str(image), "--method", "grad_cam", "--target", "12", "--out", str(out)]) == 2
     assert "--target 12: classes are 0..9" in capsys.readouterr().err

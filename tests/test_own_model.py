@@ -44,6 +44,10 @@ def test_safetensors_weights_for_a_torchvision_architecture_are_explained_like_a
         assert explain(own.model, x, 1, method).shape == x.shape
     numbered = from_weights("resnet18", state_from_upload("w.safetensors", data), Preparation(size=64))
     assert numbered.classes == ("class 0", "class 1", "class 2")  # class count read from the classifier
+    # safetensors sorts keys: the classifier is found by the architecture's order (SqueezeNet's is a 1x1 conv)
+    squeeze = save(torchvision.models.squeezenet1_1(num_classes=5).state_dict())
+    small = from_weights("squeezenet1_1", state_from_upload("s.safetensors", squeeze), Preparation(size=64))
+    assert len(small.classes) == 5 and explain(small.model, x, 4, "grad_cam").shape == x.shape
 
 
 def test_weights_that_do_not_fit_say_which_keys_and_shapes(tmp_path):

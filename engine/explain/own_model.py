@@ -136,7 +136,7 @@ def from_weights(architecture: str, state: dict[str, Tensor], preparation: Prepa
     """A torchvision architecture with these weights; the class count is read from the weights' last layer."""
     if architecture not in architectures():
         raise OwnModelError(f"architecture {architecture!r} is not one of torchvision's classification models")
-    num_classes = _classes_in(state)  # class names, when given, must match it (checked in _finish)
+    num_classes = _classes_in(architecture, state)  # class names, when given, must match it (checked in _finish)
     try:
         model = tvm.get_model(architecture, weights=None, num_classes=num_classes)
     except Exception as exc:
@@ -148,13 +148,16 @@ def from_weights(architecture: str, state: dict[str, Tensor], preparation: Prepa
     return _finish(f"{architecture} · {label}".strip(" ·"), model, preparation, num_classes)
 
 
-def _classes_in(state: dict[str, Tensor]) -> int:
-    # the classifier is the last weight of a layer (Linear, or SqueezeNet's 1x1 Conv2d) in every torchvision
-    # classification model: its first dimension is the number of classes
-    layers = [v for k, v in state.items() if k.endswith("weight") and v.dim() >= 2]
-    if not layers:
-        raise OwnModelError("the weights have no classifier layer: give the class names")
-    return int(layers[-1].shape[0])
+def _classes_in(architecture: str, state: dict[str, Tensor]) -> int:
+    """The class count of these weights: the first dimension of the architecture's classifier weight, the last
+    layer weight in its own registration order (a file's key order is not kept: safetensors sorts the keys)."""
+    with torch.device("meta"):  # the architecture's key order without allocating its weights
+        probe = tvm.get_model(architecture, weights=None)
+    layers = [k for k, v in probe.state_dict().items() if k.endswith("weight") and v.dim() >= 2]
+    if not layers or layers[-1] not in state:
+        raise OwnModelError(f"these weights have no {layers[-1] if layers else 'classifier'} for torchvision's "
+                            f"{architecture}: are they for another architecture?")
+    return int(state[layers[-1]].shape[0])
 
 
 def _load(model: nn.Module, state: dict[str, Tensor], architecture: str) -> None:
