@@ -71,6 +71,7 @@ def test_your_own_model_from_a_safetensors_upload_shows_its_maps(trained_server,
     torch.manual_seed(0)
     weights = tmp_path / "mine.safetensors"
     save_file(torchvision.models.squeezenet1_1(num_classes=3).state_dict(), str(weights))
+    expect.set_options(timeout=60_000)
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     try:
         page.set_default_timeout(60_000)
@@ -83,6 +84,7 @@ def test_your_own_model_from_a_safetensors_upload_shows_its_maps(trained_server,
         size = page.get_by_label("Input size (pixels, square)")
         size.fill("64")
         size.press("Enter")
+        page.wait_for_timeout(1000)  # the rerun for the new size, before the upload
         expect(page.get_by_text("Upload the weights")).to_be_visible()
         page.locator("input[type=file]").first.set_input_files(str(weights))
         expect(page.get_by_text("squeezenet1_1 with your weights · 3 classes")).to_be_visible()
