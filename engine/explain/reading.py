@@ -38,10 +38,10 @@ def colour_key(sign: str) -> str:
 def cost(method) -> str:
     """How expensive a method is, in words (from its registry entry: heavy = many forward passes)."""
     if method.heavy:
-        return "cost: many forward passes (computed in the background)"
-    if method.needs_layer:
-        return "cost: one forward and one backward pass"
-    return "cost: one forward and one backward pass" if method.name != "deeplift" else "cost: two forward passes and a backward"
+        return "cost: many forward passes (in the background for big inputs)"
+    if method.name == "deeplift":
+        return "cost: two forward passes and a backward"
+    return "cost: one forward and one backward pass"
 
 
 def blank_note(method_name: str, values: np.ndarray) -> str | None:
