@@ -17,14 +17,15 @@ from engine.config import RunConfig
 
 GROUPS: dict[str, list[str]] = {
     "Data": ["dataset", "data_dir", "val_fraction", "train_limit", "batch_size", "augment_rotate", "augment_scale",
-             "augment_translate", "augment_flip"],
-    "Model": ["model", "hidden", "depth", "width", "skip", "activation", "dropout"],
+             "augment_translate", "augment_flip", "text_negation", "text_contrast", "text_filler", "vocab_size",
+             "vocab_min_count", "text_level", "text_column", "label_column"],
+    "Model": ["model", "hidden", "depth", "width", "skip", "activation", "dropout", "embed_dim", "bidirectional"],
     "Optimizer": ["optimizer", "lr", "momentum", "beta1", "beta2", "weight_decay"],
     "Schedule": ["schedule", "warmup_steps", "step_every", "gamma", "decay_steps", "min_lr_ratio"],
     "Regularisation": ["clip", "clip_value"],
     "Stopping & averaging": ["epochs", "early_stop", "early_stop_metric", "patience", "min_delta", "restore_best",
                              "ema", "ema_decay", "swa", "swa_start"],
-    "Run": ["seed", "name", "group", "device", "layer_stats_every"],
+    "Run": ["seed", "name", "group", "device", "layer_stats_every", "num_cpus", "num_gpus"],
 }
 
 LABELS = {
@@ -38,15 +39,27 @@ LABELS = {
     "min_delta": "min improvement", "restore_best": "restore best weights", "ema": "EMA of weights",
     "ema_decay": "EMA decay", "swa": "SWA (stochastic weight averaging)", "swa_start": "SWA from epoch",
     "layer_stats_every": "layer statistics every K steps (0 = off)", "skip": "skip connections",
+    "text_negation": "share of negated clauses", "text_contrast": "share of 'but' contrasts",
+    "text_filler": "filler phrases (at most)", "vocab_size": "vocabulary size (at most)",
+    "vocab_min_count": "min count of a word", "text_column": "text column", "label_column": "label column", "text_level": "tokens",
+    "embed_dim": "embedding size", "bidirectional": "bidirectional",
+    "num_cpus": "CPU cores (Ray)", "num_gpus": "GPUs (Ray; fractions share one)",
 }
 
 
 def _visible(name: str, values: dict[str, Any]) -> bool:
     """Whether a field matters for the current values (hidden ones keep their value)."""
     model, optimizer, schedule = values.get("model"), values.get("optimizer"), values.get("schedule")
+    dataset = values.get("dataset")
+    text = dataset in cfg.DATASETS and cfg.DATASETS[dataset].kind == "text"
     rules = {
-        "data_dir": values.get("dataset") in ("mnist", "fashion_mnist", "cifar10"),
-        "hidden": model in ("mlp", "rnn", "gru", "lstm"),
+        "data_dir": dataset in ("mnist", "fashion_mnist", "cifar10", "imdb", "sst2", "ag_news", "text_csv"),
+        **{name: text for name in ("vocab_size", "vocab_min_count", "embed_dim", "text_level")},
+        **{name: not text for name in ("augment_rotate", "augment_scale", "augment_translate", "augment_flip")},
+        **{name: dataset == "sentiment" for name in ("text_negation", "text_contrast", "text_filler")},
+        **{name: dataset == "text_csv" for name in ("text_column", "label_column")},
+        "bidirectional": text and model in ("rnn", "gru", "lstm"),
+        "hidden": model in ("mlp", "rnn", "gru", "lstm", "bow", "textcnn"),
         "depth": model in ("mlp", "resnet", "rnn", "gru", "lstm"),
         "width": model == "resnet",
         "skip": model == "resnet",
@@ -82,6 +95,10 @@ def _widget(name: str, current: Any, help_text: str) -> Any:
     if key not in st.session_state:
         st.session_state[key] = current
     choices = cfg._CHOICES.get(name)
+    if name == "model":  # only the models that read the chosen dataset (text or images)
+        choices = _model_choices(st.session_state.get(widget_key("dataset"), RunConfig().dataset))
+        if st.session_state[key] not in choices:  # switched between text and images: the closest fitting model
+            st.session_state[key] = "gru" if "gru" in choices else choices[0]
     kind = cfg._TYPES[name]
     if choices:
         return st.selectbox(label, choices, key=key, help=help_text)
@@ -99,8 +116,14 @@ def _widget(name: str, current: Any, help_text: str) -> Any:
                                  step=_float_step(name), key=key, help=help_text))
 
 
+def _model_choices(dataset: str) -> tuple[str, ...]:
+    text = dataset in cfg.DATASETS and cfg.DATASETS[dataset].kind == "text"
+    return cfg.TEXT_MODELS if text else cfg.MODELS
+
+
 def _float_step(name: str) -> float:
-    return {"lr": 1e-4, "weight_decay": 1e-4, "augment_rotate": 5.0, "clip_value": 0.1, "min_delta": 1e-3}.get(name, 0.01)
+    return {"lr": 1e-4, "weight_decay": 1e-4, "augment_rotate": 5.0, "clip_value": 0.1, "min_delta": 1e-3,
+            "num_cpus": 1.0, "num_gpus": 0.25}.get(name, 0.01)
 
 
 def config_form(columns: int = 2) -> tuple[RunConfig | None, str | None]:

@@ -3,10 +3,19 @@
 `live_fragment` is the one rule for live parts of every page: an `st.fragment` that reruns on its own while any of
 its runs is queued or running (only the charts refresh, never the form around them) and settles when they end.
 The panel reads only new metric rows.
+
+Refresh intervals adapt to the server's load (`LoadMeter`): every tick's CPU time is recorded, and when all
+sessions' ticks together would need more than CORE_BUDGET cores at the pages' own intervals (thirty students
+watching one server), every interval is stretched by the same factor, up to MAX_STRETCH. A laptop with one tab
+never notices. TRAINLENS_TICK_LOG=FILE appends one line per tick (time, view, wall ms, CPU ms) for benchmarks.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from collections import deque
 from typing import Callable, Sequence
 
 import pandas as pd
@@ -35,6 +44,47 @@ def status_label(status: str) -> str:
     return f"{STATUS_ICONS.get(status, '')} {status_text(status)}"
 
 
+CORE_BUDGET = float(os.environ.get("TRAINLENS_REFRESH_CORES", "0.6"))  # server cores live refreshes may use
+MAX_STRETCH = 8.0  # intervals grow at most this much: a 1.5 s chart still refreshes every 12 s under any load
+
+
+class LoadMeter:
+    """CPU seconds spent in live ticks over the last `window` seconds, across every session of this server."""
+
+    def __init__(self, window: float = 10.0):
+        self.window = window
+        self._ticks: deque[tuple[float, float]] = deque()  # (when, cpu seconds at the pages' own interval)
+        self._lock = threading.Lock()
+
+    def record(self, cpu_s: float, stretch: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            # a tick drawn at a stretched interval stands for `stretch` ticks at the page's own interval
+            self._ticks.append((now, cpu_s * stretch))
+            while self._ticks and self._ticks[0][0] < now - self.window:
+                self._ticks.popleft()
+
+    def demand_cores(self, now: float | None = None) -> float:
+        """Cores the live ticks would need at the pages' own intervals."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            return sum(cost for when, cost in self._ticks if when >= now - self.window) / self.window
+
+    def stretch(self, now: float | None = None) -> float:
+        """The factor every refresh interval is multiplied by now (1.0 when the budget is met)."""
+        return min(MAX_STRETCH, max(1.0, self.demand_cores(now) / CORE_BUDGET))
+
+
+LOAD = LoadMeter()
+_TICK_LOG = os.environ.get("TRAINLENS_TICK_LOG")
+_tick_log_lock = threading.Lock()
+
+
+def _log_tick(key: str, wall_s: float, cpu_s: float) -> None:
+    with _tick_log_lock, open(_TICK_LOG, "a") as out:
+        out.write(f"{time.time():.3f},{key},{wall_s * 1000:.1f},{cpu_s * 1000:.1f}\n")
+
+
 def live_fragment(key: str, body: Callable[[pd.DataFrame], None], run_ids: Sequence[str] | None = None,
                   every: float = 1.0) -> None:
     """Draw `body(runs)` as a fragment that redraws itself every `every` seconds while any of `run_ids` (all runs
@@ -47,15 +97,35 @@ def live_fragment(key: str, body: Callable[[pd.DataFrame], None], run_ids: Seque
         return bool(chosen["status"].isin(ACTIVE).any())
 
     active = active_in(runs_frame())
+    stretch = LOAD.stretch()
 
-    @st.fragment(run_every=every if active else None)
+    @st.fragment(run_every=every * stretch if active else None)
     def fragment() -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
         runs = runs_frame()
         if active:
             settle_when_done(key, active_in(runs))
+            readapt(key, stretch)
         body(runs)
+        cpu = time.thread_time() - cpu
+        if active:
+            LOAD.record(cpu, stretch)
+        if _TICK_LOG:
+            _log_tick(key, time.perf_counter() - wall, cpu)
 
     fragment()
+
+
+def readapt(key: str, built_with: float) -> None:
+    """Rerun the page (rebuilding the fragment with a new interval) when the load has moved the stretch factor well
+    away from the one this fragment was built with; at most every 10 s per fragment, so it cannot thrash."""
+    now = LOAD.stretch()
+    if max(now, built_with) / min(now, built_with) < 1.5:
+        return
+    flag = f"{key}_readapted_at"
+    if time.monotonic() - st.session_state.get(flag, 0.0) > 10.0:
+        st.session_state[flag] = time.monotonic()
+        st.rerun()
 
 
 def settle_when_done(key: str, active_now: bool) -> None:
@@ -91,8 +161,11 @@ def run_status_row(run: pd.Series, key: str) -> None:
     bar_col.progress(min(1.0, max(0.0, progress)), text=text)
     if run["status"] in ACTIVE:
         if button_col.button("Cancel", key=f"{key}_cancel_{run['run_id']}", help="stop this run after its current step"):
-            get_runner().cancel(run["run_id"])
-            st.toast(f"Cancel requested for {escape_md(run['name'])}")
+            try:
+                get_runner().cancel(run["run_id"])
+                st.toast(f"Cancel requested for {escape_md(run['name'])}")
+            except PermissionError as exc:  # another's run (class mode): the engine refuses, the page says why
+                st.error(escape_md(str(exc)), icon=":material/block:")
     if run["status"] in UNSUCCESSFUL and isinstance(run["error"], str) and run["error"]:
         st.caption(f":red[{escape_md(run['error'])}]")
 

@@ -1,6 +1,7 @@
 """TrainLens dashboard entry point: `streamlit run app/main.py`.
 
-Only routing lives here (st.navigation over the pages in app/views/), and, once the server's first page
+Only routing lives here (st.navigation over the pages in app/views/, behind the class sign-in of app.identity when
+class mode is on), and, once the server's first page
 is drawn, the warm-up of the worker pool (app.state.start_pool_warmup); the pages talk to the engine's
 store and runner, never train in the page script.
 """
@@ -19,7 +20,8 @@ import sqlite3  # noqa: E402
 
 import streamlit as st  # noqa: E402
 
-from app.state import back_up_store_once, pool_warmup, start_pool_warmup, store_problem  # noqa: E402
+from app import identity  # noqa: E402
+from app.state import back_up_store_once, get_store, pool_warmup, start_pool_warmup, store_problem  # noqa: E402
 from app.text import escape_md  # noqa: E402
 
 # A local icon: a ":material/...:" page icon is fetched from a font host, and the dashboard must work offline
@@ -32,18 +34,23 @@ PAGES = [
     st.Page("views/run_detail.py", title="Run report", icon=":material/fact_check:"),
     st.Page("views/explain.py", title="Explain", icon=":material/visibility:"),
 ]
+CLASS_PAGE = st.Page("views/classroom.py", title="Class", icon=":material/school:")
 
-page = st.navigation(PAGES)
-warmup = pool_warmup()
-if warmup is not None and warmup.error:
-    st.sidebar.warning(f"The training workers could not be started in advance: {warmup.error}. Runs still queue, "
-                       "and starting one tries again.", icon=":material/warning:")
-st.sidebar.caption("TrainLens: watch neural networks learn. Runs train in background workers and survive page reloads.")
 try:
     problem = store_problem()
     if problem is not None:  # damaged, on a full disk, newer schema...: one clear message instead of every page crashing
         st.error(problem, icon=":material/database:")
         st.stop()
+    # who is here: the local user, or a signed-in student/teacher (class mode); the sign-in form stops the page
+    actor = identity.gate(get_store())
+    page = st.navigation(PAGES + ([CLASS_PAGE] if identity.class_mode().enabled else []))
+    identity.sidebar(actor, get_store())
+    warmup = pool_warmup()
+    if warmup is not None and warmup.error:
+        st.sidebar.warning(f"The training workers could not be started in advance: {warmup.error}. Runs still queue, "
+                           "and starting one tries again.", icon=":material/warning:")
+    st.sidebar.caption("TrainLens: watch neural networks learn. Runs train in background workers and survive page "
+                       "reloads.")
     back_up_store_once()
     try:
         page.run()

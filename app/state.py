@@ -17,9 +17,11 @@ import time
 import pandas as pd
 import streamlit as st
 
+from app import figure_cache
+from app.figure_cache import FigureCache
 from app.metrics_cache import MetricsCache
 from app.text import escape_md
-from engine.runs.runner import Runner
+from engine.runs.runner import ActingRunner, Runner
 from engine.runs.store import Store
 
 
@@ -102,11 +104,20 @@ _warmup: list[PoolWarmup] = []  # the warm-up of the current runner (one per ser
 
 
 @st.cache_resource(show_spinner=False)
-def get_runner() -> Runner:
-    """The runner, with its worker pool's warm-up (see PoolWarmup; app/main.py starts it after the first page)."""
+def shared_runner() -> Runner:
+    """The server's one runner, with its worker pool's warm-up (see PoolWarmup; app/main.py starts it after the
+    first page). Pages act through `get_runner()`, which binds it to the session's user."""
     runner = Runner(get_store())
     _warmup[:] = [PoolWarmup(runner)] if PoolWarmup.enabled() else []
     return runner
+
+
+def get_runner() -> ActingRunner:
+    """The runner acting for this session's user (app.identity): every cancel, resume, delete and submission is
+    checked by the engine against that user's rights and the class limits, whatever the page shows."""
+    from app.identity import session_actor
+
+    return shared_runner().as_actor(session_actor())
 
 
 def pool_warmup() -> PoolWarmup | None:
@@ -117,7 +128,7 @@ def pool_warmup() -> PoolWarmup | None:
 def start_pool_warmup() -> None:
     """Start warming the worker pool in the background, once per server process (later calls do nothing)."""
     try:
-        get_runner()
+        shared_runner()
     except Exception:  # no store: the page that needs it says why
         return
     warmup = pool_warmup()
@@ -130,9 +141,22 @@ def get_metrics_cache() -> MetricsCache:
     return MetricsCache(get_store())
 
 
+@st.cache_resource(show_spinner=False)
+def shared_figures() -> FigureCache:
+    return FigureCache()
+
+
+def shared_figure(key: tuple, build):
+    """`build()`'s result, shared by every session asking for the same key (see app/figure_cache.py); built
+    per call when TRAINLENS_SHARED_FIGURES=0."""
+    if not figure_cache.enabled():
+        return build()
+    return shared_figures().get(key, build)
+
+
 def runs_frame() -> pd.DataFrame:
     """All runs with progress; reaps dead workers first so a killed worker's run shows as interrupted."""
-    runner = get_runner()
+    runner = shared_runner()
     _reap_now_and_then(runner)
     return get_store().list_runs(kind="train")
 

@@ -177,6 +177,10 @@ def load_run_model(run_id: str, which: str | int = "best", weights: str = "model
 
     ckpt = load_checkpoint(resolve(run_id, which), device=device)
     info = dataset_info(ckpt.config.dataset)
+    if info.kind == "text":  # the vocabulary size and classes come from the data (the split is deterministic)
+        from engine.data.loading import cached_run_split
+
+        info = cached_run_split(ckpt.config, download=False).info
     model = model_from_config(ckpt.config, info.channels, info.size, len(info.classes))
     state = {"model": ckpt.model, "ema": ckpt.ema, "swa": ckpt.swa}[weights]
     if state is None:

@@ -4,6 +4,7 @@ preparing a class.
 train [--config FILE.toml] [--set key=value ...] [--name NAME] [--group G] [--wait]
 runs [--json] | show RUN_ID [--json] | metrics RUN_ID [--all|--json|--csv] | cancel RUN_ID | resume RUN_ID
 explain RUN_ID IMAGE --method NAME [--target CLASS] [--checkpoint EPOCH] --out FILE.png
+explain RUN_ID --text "..." --method ig [--target CLASS] [--json]
 explain-model IMAGE (--arch NAME --weights FILE [--config FILE.json] | --program FILE.pt2) [--method NAME] --out FILE.png
 workers [--stop]
 Bad arguments exit 2 with a one-line message, never a traceback; cancelling a run that already ended exits 1.
@@ -86,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="attribution heatmap of an image for a run's checkpoint")
     explain.add_argument("run_id")
-    explain.add_argument("image")
+    explain.add_argument("image", nargs="?", default=None, help="image file (image runs)")
+    explain.add_argument("--text", default=None, help="text to explain, token by token (text runs)")
+    explain.add_argument("--json", action="store_true", help="with --text: print JSON")
     explain.add_argument("--method", default="saliency")
     explain.add_argument("--target", type=int, default=None, help="class index (default: the predicted class)")
     explain.add_argument("--checkpoint", default="best", help="epoch number, 'best' or 'last'")
-    explain.add_argument("--out", required=True, help="PNG file to write")
+    explain.add_argument("--out", default=None, help="PNG file to write (image runs)")
     own = sub.add_parser("explain-model", help="attribution heatmap of an image for a model TrainLens did not train")
     own.add_argument("image")
     own.add_argument("--arch", help="torchvision architecture of --weights, e.g. resnet18")
@@ -100,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     own.add_argument("--method", default="saliency")
     own.add_argument("--target", type=int, default=None, help="class index (default: the predicted class)")
     own.add_argument("--out", required=True, help="PNG file to write")
+
+    klass = sub.add_parser("class", help="serve the dashboard to a class on this network (class mode)")
+    klass.add_argument("--host", default="auto",
+                       help="address to listen on (default: this computer's address on the local network)")
+    klass.add_argument("--port", type=int, default=8501)
+    klass.add_argument("--dry-run", action="store_true", help="check the settings and print the address, start nothing")
 
     workers = sub.add_parser("workers", help="list worker processes")
     workers.add_argument("--stop", action="store_true", help="stop all workers on this host")
@@ -417,6 +426,23 @@ def cmd_explain(args) -> int:
 
     store = _store()
     run_id = _resolve(store, args.run_id)
+    if args.text is not None:  # a text run: one score per token (engine.explain.text_run)
+        from engine.explain.text_run import explain_text_run, format_scores
+
+        which = args.checkpoint if args.checkpoint in ("best", "last") else _int(args.checkpoint, "--checkpoint")
+        try:
+            result = explain_text_run(run_id, args.text, args.method, args.target, which)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print(json.dumps(result) if args.json else format_scores(result))
+        return 0
+    run = store.get_run(run_id)
+    from engine.data.registry import dataset_info
+
+    if run is not None and run["config"] is not None and dataset_info(run["config"].dataset).kind == "text":
+        raise UsageError(f"run {run_id} reads text: explain a sentence with --text \"...\" (no image, no --out)")
+    if args.image is None or args.out is None:
+        raise UsageError("explain needs an IMAGE and --out FILE.png (or --text \"...\" for a text run)")
     from engine.explain.images import MAX_BYTES
 
     if not Path(args.image).is_file():
@@ -445,6 +471,51 @@ def cmd_explain_model(args) -> int:
         raise UsageError(str(exc)) from None
     print(json.dumps(result, default=_json_default))
     return 0
+
+
+def cmd_class(args) -> int:
+    """Serve the dashboard to a room: class mode on (both passphrases set), listening on the LAN address."""
+    import getpass
+    import subprocess
+
+    from engine.classroom import ClassMode
+
+    for variable, who in (("TRAINLENS_CLASS_PASSPHRASE", "students"), ("TRAINLENS_TEACHER_PASSPHRASE", "the teacher")):
+        if not os.environ.get(variable) and sys.stdin.isatty() and not args.dry_run:
+            os.environ[variable] = getpass.getpass(f"Passphrase for {who} ({variable}): ")  # never echoed
+    problem = ClassMode().problem()
+    if problem:
+        raise UsageError(f"{problem}; set them in the environment (e.g. `export TRAINLENS_CLASS_PASSPHRASE=...`)")
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: use a port between 1 and 65535")
+    host = _lan_address() if args.host == "auto" else args.host
+    hosts = ["localhost", "127.0.0.1", "::1"] + ([host] if host not in ("0.0.0.0", "::") else ["*"])
+    print(f"Class mode: students open http://{host}:{args.port} and enter the class passphrase; the teacher enters "
+          "the teacher passphrase. Stop with Ctrl-C.")
+    if args.dry_run:
+        return 0
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "streamlit", "run", str(root / "app" / "main.py"), "--server.address", host,
+               "--server.port", str(args.port)]
+    for name in hosts:
+        command += ["--server.allowedHosts", name]
+    try:
+        return subprocess.call(command, cwd=root)  # the passphrases travel in the environment, never in argv
+    except KeyboardInterrupt:
+        return 0
+
+
+def _lan_address() -> str:
+    """This computer's address on the local network (the interface a packet to the LAN would leave by); no packet
+    is sent. 127.0.0.1 when there is no network."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
 
 
 def cmd_workers(args) -> int:
@@ -478,5 +549,5 @@ def _json_default(value):
 
 
 COMMANDS = {"train": cmd_train, "runs": cmd_runs, "show": cmd_show, "metrics": cmd_metrics, "cancel": cmd_cancel,
-            "resume": cmd_resume, "explain": cmd_explain, "explain-model": cmd_explain_model,
+            "resume": cmd_resume, "explain": cmd_explain, "explain-model": cmd_explain_model, "class": cmd_class,
             "workers": cmd_workers}

@@ -21,12 +21,16 @@ from engine.records import check_name
 
 MAX_TOML_CHARS = 100_000  # a run's config is a few hundred bytes; a bigger file is a mistake (or an attack)
 
-MODELS = ("mlp", "convnet", "resnet", "rnn", "gru", "lstm")
+MODELS = ("mlp", "convnet", "resnet", "rnn", "gru", "lstm")  # the models of image datasets
+TEXT_MODELS = ("bow", "textcnn", "rnn", "gru", "lstm")  # the models of text datasets (rnn/gru/lstm read both)
+TEXT_ONLY_MODELS = ("bow", "textcnn")
+IMAGE_ONLY_MODELS = ("mlp", "convnet", "resnet")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "inverse_time", "warmup", "onecycle")
 CLIPS = ("none", "norm", "value")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
 STOP_METRICS = ("val_loss", "val_acc")
+TEXT_LEVELS = ("word", "char")  # engine.text.vocab.LEVELS
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -42,14 +46,24 @@ class RunConfig:
     augment_scale: float = 0.0  # max random zoom: factor in [1-s, 1+s], 0..0.9
     augment_translate: float = 0.0  # max random shift as a fraction of the image side, 0..0.5
     augment_flip: bool = False  # random horizontal flips (off for digits: a flipped 2 is not a 2)
+    text_negation: float = 0.35  # sentiment: share of clauses with a negator (not, never, hardly), 0..1
+    text_contrast: float = 0.3  # sentiment: share of reviews of two clauses joined by 'but', 0..1
+    text_filler: int = 3  # sentiment: most filler phrases around the clauses (sets sentence length), 0..10
+    vocab_size: int = 20000  # text: most tokens in the vocabulary (from the training split), 2..1000000
+    vocab_min_count: int = 1  # text: a token enters the vocabulary when seen this many times in training, >= 1
+    text_level: str = "word"  # text: tokens are words (and punctuation) or single characters, word | char
+    text_column: str = ""  # text_csv: name of the text column; "" = detected (the longest values)
+    label_column: str = ""  # text_csv: name of the label column; "" = detected (label, sentiment, class...)
     # --- model ---
-    model: str = "convnet"  # one of MODELS
+    model: str = "convnet"  # one of MODELS (images) or TEXT_MODELS (text)
     hidden: int = 128  # MLP width / RNN hidden size, 1..8192
     depth: int = 2  # MLP hidden layers / RNN layers / ResNet blocks per stage, 1..64
     width: int = 16  # ResNet channels in the first stage (doubled per stage), 1..512
     skip: bool = True  # ResNet skip connections; off shows why deep plain nets train badly
     activation: str = "relu"  # MLP activation, one of ACTIVATIONS
     dropout: float = 0.0  # dropout probability before the classifier, 0..0.9
+    embed_dim: int = 64  # text models: embedding size per token, 1..1024
+    bidirectional: bool = False  # text rnn/gru/lstm: also read each sentence right to left
     # --- optimizer ---
     optimizer: str = "adam"  # one of OPTIMIZERS; momentum = SGD with momentum, nesterov = SGD with Nesterov momentum
     lr: float = 2e-3  # peak learning rate, > 0 and <= 10
@@ -82,6 +96,8 @@ class RunConfig:
     # --- diagnostics and execution ---
     layer_stats_every: int = 50  # log per-layer activation/gradient statistics every K steps; 0 = off (~2% cost at 50)
     device: str = "auto"  # auto (CUDA when the worker has it, else CPU) | cpu | cuda
+    num_cpus: float = 1.0  # CPU cores the run reserves on a Ray cluster (also its torch threads, at least 1), (0, 1024]
+    num_gpus: float = 0.0  # GPUs the run reserves on a Ray cluster; fractions share one GPU (0.25 = 4 runs per GPU), 0..64
     name: str = ""  # display name of the run; "" = generated from the config
     group: str = ""  # group (race) the run belongs to; "" = none
 
@@ -110,6 +126,12 @@ class RunConfig:
                 lo = "(" if low_open else "["
                 hi = ")" if high_open else "]"
                 raise ValueError(f"{name}={_shown(value)}: must be in {lo}{low}, {high}{hi}")
+        text = DATASETS[self.dataset].kind == "text"
+        if text and self.model in IMAGE_ONLY_MODELS:
+            raise ValueError(f"model={self.model}: {self.dataset} is a text dataset; text models are "
+                             "bow, textcnn, rnn, gru, lstm")
+        if not text and self.model in TEXT_ONLY_MODELS:
+            raise ValueError(f"model={self.model}: reads text; {self.dataset} is an image dataset")
         return self
 
     # ---- serialisation ----
@@ -210,13 +232,14 @@ _TYPES: dict[str, type] = {f.name: {"str": str, "int": int, "float": float, "boo
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": tuple(DATASETS),
-    "model": MODELS,
+    "model": MODELS + TEXT_ONLY_MODELS,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
     "clip": CLIPS,
     "activation": ACTIVATIONS,
     "early_stop_metric": STOP_METRICS,
     "device": DEVICES,
+    "text_level": TEXT_LEVELS,
 }
 
 # name -> (low, high, low_open, high_open)
@@ -228,6 +251,12 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "augment_scale": (0.0, 0.9, False, False),
     "augment_translate": (0.0, 0.5, False, False),
     "hidden": (1, 8192, False, False),
+    "embed_dim": (1, 1024, False, False),
+    "text_negation": (0.0, 1.0, False, False),
+    "text_contrast": (0.0, 1.0, False, False),
+    "text_filler": (0, 10, False, False),
+    "vocab_size": (2, 1_000_000, False, False),
+    "vocab_min_count": (1, 10**9, False, False),
     "depth": (1, 64, False, False),
     "width": (1, 512, False, False),
     "dropout": (0.0, 0.9, False, False),
@@ -249,6 +278,8 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "ema_decay": (0.0, 1.0, False, True),
     "swa_start": (0, 1000, False, False),
     "layer_stats_every": (0, 10**9, False, False),
+    "num_cpus": (0.0, 1024.0, True, False),
+    "num_gpus": (0.0, 64.0, False, False),
 }
 
 

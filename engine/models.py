@@ -170,6 +170,13 @@ def build_model(name: str, *, channels: int, size: int, num_classes: int, hidden
 
 
 def model_from_config(config: RunConfig, channels: int, size: int, num_classes: int) -> nn.Module:
+    """The run's model. For a text dataset (channels 0) `size` is the vocabulary size (see DatasetInfo.kind)."""
+    if channels == 0:
+        from engine.text.models import build_text_model
+
+        return build_text_model(config.model, vocab_size=size, num_classes=num_classes, embed_dim=config.embed_dim,
+                                hidden=config.hidden, depth=config.depth, bidirectional=config.bidirectional,
+                                dropout=config.dropout)
     return build_model(config.model, channels=channels, size=size, num_classes=num_classes, hidden=config.hidden,
                        depth=config.depth, width=config.width, skip=config.skip, activation=config.activation,
                        dropout=config.dropout)

@@ -58,6 +58,8 @@ STEP_KEYS = ("loss", "lr", "grad_norm", "clipped", "examples")
 # Logged once per epoch, at the epoch's last step. The EMA/SWA twins of the validation keys carry a prefix.
 EPOCH_KEYS = frozenset({"train_loss", "train_acc", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1",
                         "examples_per_s", "best_epoch"})
+# Also per epoch, only for text datasets with a negation/contrast subset (sentiment): accuracy on it and off it.
+SUBSET_KEYS = ("val_acc_hard", "val_acc_easy")
 AVERAGED_PREFIXES = ("ema_", "swa_")  # ema_val_acc, swa_val_loss...: validation of the averaged weights
 FINAL_KEYS = ("train_loss", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1")  # a run's summary
 # Helper jobs stream their points as metrics of their own row.
@@ -103,7 +105,7 @@ def epoch_label(epoch_index: int) -> str:
 def is_epoch_level(key: str) -> bool:
     """True for keys logged once per epoch (validation metrics, their EMA/SWA twins, best_epoch). Any other key is
     step-level: the per-step keys and the per-layer statistics (every K steps)."""
-    return key in EPOCH_KEYS or key.startswith(AVERAGED_PREFIXES)
+    return key in EPOCH_KEYS or key in SUBSET_KEYS or key.startswith(AVERAGED_PREFIXES)
 
 
 # ---- artifact names ----------------------------------------------------------------------------------------------

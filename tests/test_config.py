@@ -52,12 +52,20 @@ RANGES = {
     "min_lr_ratio": ([-0.1, 1.1], [0.0, 1.0]),
     "clip_value": ([0.0, -1.0], [1e-6, 100.0]),
     "epochs": ([0, 1001], [1, 1000]),
+    "embed_dim": ([0, 1025], [1, 1024]),
+    "text_negation": ([-0.1, 1.1], [0.0, 1.0]),
+    "text_contrast": ([-0.1, 1.1], [0.0, 1.0]),
+    "text_filler": ([-1, 11], [0, 10]),
+    "vocab_size": ([1], [2, 1_000_000]),
+    "vocab_min_count": ([0], [1]),
     "seed": ([-1, 2**31], [0, 2**31 - 1]),
     "patience": ([0], [1]),
     "min_delta": ([-0.1], [0.0]),
     "ema_decay": ([-0.1, 1.0], [0.0, 0.999]),
     "swa_start": ([-1], [0]),
     "layer_stats_every": ([-1], [0, 10]),
+    "num_cpus": ([0.0, -1.0, 1025.0], [0.5, 1024.0]),
+    "num_gpus": ([-0.5, 65.0], [0.0, 0.25, 64.0]),
 }
 CHOICES = {
     "dataset": (DATASETS, "imagenet"),
@@ -68,9 +76,10 @@ CHOICES = {
     "clip": (CLIPS, "both"),
     "early_stop_metric": (STOP_METRICS, "train_loss"),
     "device": (DEVICES, "tpu"),
+    "text_level": (("word", "char"), "byte"),
 }
-FREE_TEXT = {"data_dir", "name", "group"}  # any string is fine
-FLAGS = {"augment_flip", "skip", "early_stop", "restore_best", "ema", "swa"}
+FREE_TEXT = {"data_dir", "name", "group", "text_column", "label_column"}  # any string is fine
+FLAGS = {"augment_flip", "skip", "early_stop", "restore_best", "ema", "swa", "bidirectional"}
 
 # values of the wrong type for each kind of field (bools are ints in Python: they must still be refused)
 WRONG_TYPES = {
@@ -131,7 +140,8 @@ def test_unknown_choice_is_rejected_listing_the_allowed_values(field):
     _assert_names(message, field, bad)
     assert all(choice in message for choice in allowed)
     for choice in allowed:
-        RunConfig(**{field: choice}).validate()
+        # gru reads images and text alike, so every dataset (text ones included) accepts it
+        RunConfig(**{field: choice, **({"model": "gru"} if field == "dataset" else {})}).validate()
 
 
 @pytest.mark.parametrize("field", ["lr", "dropout", "clip_value", "min_delta"])
@@ -156,6 +166,9 @@ def _unusual_config() -> RunConfig:
         min_lr_ratio=0.05, clip="norm", clip_value=2.5, epochs=42, seed=2**31 - 1, early_stop=True,
         early_stop_metric="val_acc", patience=4, min_delta=1e-4, restore_best=False, ema=True, ema_decay=0.995,
         swa=True, swa_start=3, layer_stats_every=10, device="cpu", name='run "quoted" \\ name', group="race 1",
+        embed_dim=48, bidirectional=True, text_negation=0.1 + 0.2, text_contrast=0.55, text_filler=7,
+        vocab_size=1234, vocab_min_count=2, text_column="body ü", label_column="stars", text_level="char",
+        num_cpus=2.5, num_gpus=0.25,
     ).validate()
 
 

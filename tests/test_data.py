@@ -29,8 +29,10 @@ def tmp_data_folders_are_allowed(tmp_path, monkeypatch):
 
 # --- registry ------------------------------------------------------------------------------------------
 
-def test_registry_lists_the_five_datasets_with_static_facts():
-    assert set(DATASETS) == {"mnist5k", "shapes", "mnist", "fashion_mnist", "cifar10"}
+def test_registry_lists_the_datasets_with_static_facts():
+    images = {name for name, info in DATASETS.items() if info.kind == "image"}
+    assert images == {"mnist5k", "shapes", "mnist", "fashion_mnist", "cifar10"}
+    assert set(DATASETS) - images == {"sentiment", "imdb", "sst2", "ag_news", "text_csv"}  # engine.text
     assert dataset_info("cifar10").channels == 3 and dataset_info("cifar10").size == 32
     assert dataset_info("mnist5k").classes == tuple("0123456789")
     assert not dataset_info("mnist").light_background and dataset_info("shapes").light_background
@@ -38,7 +40,7 @@ def test_registry_lists_the_five_datasets_with_static_facts():
 
 
 def test_unknown_dataset_names_the_allowed_ones():
-    with pytest.raises(ValueError, match="allowed: mnist5k, shapes, mnist, fashion_mnist, cifar10"):
+    with pytest.raises(ValueError, match="allowed: mnist5k, shapes, mnist, fashion_mnist, cifar10, sentiment"):
         dataset_info("imagenet")
 
 

@@ -85,14 +85,15 @@ def chart_by_key(at, key: str):
 
 # ---- AppTest with an isolated data home ----
 def clear_app_caches() -> None:
-    """Forget the cached Store/Runner/MetricsCache (bound to the previous test's TRAINLENS_HOME).
+    """Forget the cached Store/Runner/MetricsCache (bound to the previous test's TRAINLENS_HOME) and class settings.
 
-    Only these three: the dataset cache is keyed by its arguments and stays valid, so it is kept
+    Only these: the dataset cache is keyed by its arguments and stays valid, so it is kept
     (reloading MNIST on every test would only cost time).
     """
-    from app import state
+    from app import identity, state
 
-    for cached in (state.get_store, state.get_runner, state.get_metrics_cache):
+    for cached in (state.get_store, state.shared_runner, state.get_metrics_cache, state.shared_figures,
+                   identity.class_mode, identity._guesses):
         cached.clear()
 
 

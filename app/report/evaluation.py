@@ -11,6 +11,7 @@ from app.state import run_split
 from app.text import escape_md
 from engine import records
 from engine.config import RunConfig
+from engine.data.registry import dataset_info
 from engine.records import ACTIVE, UNSUCCESSFUL, EvaluationReport, RunStatus
 from engine.runs.store import Store
 
@@ -28,14 +29,18 @@ def explain_link(run_id: str, index: int) -> bool:
         return False
 
 
-def cell_label(cell: str, evaluation: EvaluationReport) -> str:
+def cell_label(cell: str, evaluation: EvaluationReport, noun: str = "images") -> str:
     true, pred = (int(v) for v in cell.split(","))
     labels, counts = evaluation["labels"], evaluation["confusion"]
-    return f"true {labels[true]} → predicted {labels[pred]} ({counts[true][pred]} images)"
+    return f"true {labels[true]} → predicted {labels[pred]} ({counts[true][pred]} {noun})"
 
 
 def misclassified_grid(run_id: str, config: RunConfig, evaluation: EvaluationReport, true: int, pred: int) -> None:
     """Thumbnails of one confusion cell's images (the run's own validation split), most confident mistake first."""
+    from app.report.text_mistakes import is_text, misclassified_sentences
+
+    if is_text(config):  # a text run's cells list sentences, not thumbnails
+        return misclassified_sentences(config, evaluation, true, pred)
     labels = evaluation["labels"]
     examples = rf.cell_examples(evaluation, true, pred)
     total = int(evaluation["confusion"][true][pred])
@@ -119,8 +124,9 @@ def confusion_section(run_id: str, config: RunConfig, evaluation: EvaluationRepo
         if not cells:
             st.success("No validation image was misclassified.")
             return
-        cell = st.selectbox("misclassified images of the cell", cells,
-                            format_func=lambda c: cell_label(c, evaluation), key="report_cell")
+        noun = "sentences" if dataset_info(config.dataset).kind == "text" else "images"
+        cell = st.selectbox(f"misclassified {noun} of the cell", cells,
+                            format_func=lambda c: cell_label(c, evaluation, noun), key="report_cell")
         true, pred = (int(v) for v in cell.split(","))
         misclassified_grid(run_id, config, evaluation, true, pred)
 
@@ -158,8 +164,12 @@ def evaluation_section(store: Store, run: dict) -> None:
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("accuracy", f"{evaluation['accuracy']:.2%}")
     m2.metric("validation loss", f"{evaluation['loss']:.4f}" if evaluation.get("loss") is not None else "n/a")
-    m3.metric("validation images", f"{evaluation['n']:,}")
+    m3.metric(f"validation {'sentences' if dataset_info(config.dataset).kind == 'text' else 'images'}",
+              f"{evaluation['n']:,}")
     m4.metric("misclassified", f"{evaluation.get('misclassified_total', 0):,}")
+    from app.report.text_mistakes import subset_accuracy  # sentiment: accuracy on and off the hard subset
+
+    subset_accuracy(store, run_id)
     table_tab, text_tab = st.tabs(["Classification report", "As printed by scikit-learn"])
     with table_tab:
         shown = rf.report_display(rf.report_table(evaluation))

@@ -14,10 +14,11 @@ import streamlit as st
 
 from app import figures
 from app.figures import ChartOptions
+from app.figure_cache import view_version
 from app.live import live_fragment
 from app.series import X_AXES, chart_keys
-from app.state import run_metric_keys, run_metrics, runs_frame
-from app.text import csv_cell
+from app.state import get_metrics_cache, run_metric_keys, run_metrics, runs_frame, shared_figure
+from app.text import csv_cell, escape_md
 from engine.records import is_epoch_level
 
 CHARTS = [  # (title, keys, default x axis override or None)
@@ -37,9 +38,13 @@ if runs.empty:
         from app.state import get_runner
         from engine.config import RunConfig
 
-        handle = get_runner().submit(RunConfig())
-        st.query_params["runs"] = handle.run_id
-        st.rerun()
+        try:
+            handle = get_runner().submit(RunConfig())
+        except (ValueError, PermissionError) as exc:  # a class limit (CapReached) says which and what to do
+            st.error(escape_md(str(exc)))
+        else:
+            st.query_params["runs"] = handle.run_id
+            st.rerun()
     st.stop()
 
 
@@ -116,7 +121,10 @@ options = ChartOptions(x_axis=x_axis, smoothing=smoothing, log_y=log_y, group_by
 def charts(runs_now: pd.DataFrame) -> None:
     selected = runs_now[runs_now["run_id"].isin(selected_ids)]
     run_ids = list(selected["run_id"])
-    keys_present = run_metric_keys(run_ids, runs_now)
+    # Everything below is shared by the sessions showing the same runs in the same state (app/figure_cache.py):
+    # with thirty students on this view, one session reads the new rows and builds the figures, the others reuse.
+    version = view_version(selected, get_metrics_cache().coarse_keys(run_ids))
+    keys_present = shared_figure(("compare keys", version), lambda: run_metric_keys(run_ids, runs_now))
     if not keys_present:
         st.info("No points yet: the selected runs are waiting for a worker.")
         return
@@ -126,11 +134,13 @@ def charts(runs_now: pd.DataFrame) -> None:
 
     def chart(title: str, keys: list[str], chart_options: ChartOptions, chart_key: str) -> None:
         nonlocal shown
-        metrics = run_metrics(run_ids, runs_now, chart_keys(keys, chart_options.x_axis))
         with columns[shown % 2]:
             st.markdown(f"**{title}**")
-            figure, plotted = figures.metric_figure_with_data(metrics, selected, keys if len(keys) > 1 else keys[0],
-                                                              chart_options)
+            figure, plotted = shared_figure(
+                ("compare chart", chart_key, tuple(keys), repr(chart_options), version),
+                lambda: figures.metric_figure_with_data(
+                    run_metrics(run_ids, runs_now, chart_keys(keys, chart_options.x_axis)), selected,
+                    keys if len(keys) > 1 else keys[0], chart_options))
             st.plotly_chart(figure, key=chart_key)
         exported.append(plotted.assign(chart=title))
         shown += 1
@@ -143,7 +153,9 @@ def charts(runs_now: pd.DataFrame) -> None:
         if all(is_epoch_level(k) for k in wanted):  # a handful of epoch points: smoothing would only lag them
             chart_options = replace(chart_options, smoothing=0.0)
         chart(title, wanted, chart_options, f"chart_{index}")
-    clipped = run_metrics(run_ids, runs_now, chart_keys(["clipped"], x_axis)) if "clipped" in keys_present else None
+    clipped = shared_figure(("compare clipped", x_axis, version),
+                            lambda: run_metrics(run_ids, runs_now, chart_keys(["clipped"], x_axis))) \
+        if "clipped" in keys_present else None
     if clipped is not None and clipped.loc[clipped["key"] == "clipped", "value"].max() > 0:
         with columns[shown % 2]:
             st.markdown("**Fraction of steps clipped**")
@@ -162,8 +174,8 @@ def charts(runs_now: pd.DataFrame) -> None:
 
     st.markdown("**Final metrics**")
     # epoch-level rows only: the step count and duration come from the runs table, not 400k loss rows
-    table = figures.final_metrics_table(run_metrics(run_ids, runs_now, ["val_acc", "train_loss", "best_epoch"]),
-                                        selected.reset_index(drop=True))
+    table = shared_figure(("compare final table", version), lambda: figures.final_metrics_table(
+        run_metrics(run_ids, runs_now, ["val_acc", "train_loss", "best_epoch"]), selected.reset_index(drop=True)))
     st.dataframe(table.drop(columns=["run_id"]), hide_index=True, key="final_table",
                  column_config={"best_val_acc": st.column_config.NumberColumn("best val acc", format="%.4f"),
                                 "final_val_acc": st.column_config.NumberColumn("final val acc", format="%.4f"),
@@ -171,9 +183,12 @@ def charts(runs_now: pd.DataFrame) -> None:
                                 "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f"),
                                 "best_epoch": st.column_config.NumberColumn("best epoch", help="0-based epoch index"),
                                 "steps": st.column_config.NumberColumn("steps")})
-    data = pd.concat(exported, ignore_index=True) if exported else pd.DataFrame(columns=["series"])
-    data["series"] = data["series"].map(csv_cell)  # a run named "=HYPERLINK(...)" stays text in a spreadsheet
-    st.download_button("Download the plotted data (CSV)", data.to_csv(index=False).encode(), "trainlens_compare.csv",
+    def csv_bytes() -> bytes:  # built on click, not on every live tick of every session
+        data = pd.concat(exported, ignore_index=True) if exported else pd.DataFrame(columns=["series"])
+        data["series"] = data["series"].map(csv_cell)  # a run named "=HYPERLINK(...)" stays text in a spreadsheet
+        return data.to_csv(index=False).encode()
+
+    st.download_button("Download the plotted data (CSV)", csv_bytes, "trainlens_compare.csv",
                        "text/csv", key="download_csv", on_click="ignore")
 
 

@@ -197,6 +197,11 @@ if source == "Training run":
     which = ckpt_col.selectbox("Checkpoint", ["best", "last", *map(str, history_epochs(run_id))],
                                key=f"explain_ckpt_{run_id}", format_func=checkpoint_label)
     checkpoint = resolve(run_id, checkpoint_key(which))
+    from app.text_explain import checkpoint_is_text, text_explain_section  # text runs: tokens, not images
+
+    if checkpoint_is_text(str(checkpoint), checkpoint.stat().st_mtime_ns):
+        text_explain_section(run_id, which, checkpoint.stat().st_mtime_ns)
+        st.stop()
     try:
         subject = run_subject(run_id, which, checkpoint.stat().st_mtime_ns)
     except (OSError, RuntimeError, ValueError) as exc:  # unreadable or mismatched checkpoint: say so, don't crash

@@ -1,16 +1,26 @@
-"""Runs page: a live table of every run, with filters and actions (compare, cancel, resume, delete)."""
+"""Runs page: a live table of every run, with filters and actions (compare, cancel, resume, delete).
+
+In class mode everyone sees every run (read-only), students start on "My runs only", queued runs show their place
+in the queue and why they wait, and the action buttons count only the selected runs this user may change (the
+engine refuses the others anyway: see engine.runs.access)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
+from app.identity import class_mode, session_actor
 from app.live import live_fragment, status_text
 from app.state import format_duration, get_runner, get_store, runs_frame
+from app.text import escape_md
 from engine.records import ACTIVE, DELETABLE, RESUMABLE, STATUSES, RunStatus
+from engine.runs.placement import cluster_summary, placements, read_cluster, runs_on
+from engine.runs.access import CapReached, PermissionDenied
 
 st.title("Runs")
 runs = runs_frame()
+actor = session_actor()
+in_class = class_mode().enabled
 
 
 def quarantined(unreadable: list[dict]) -> None:
@@ -34,11 +44,20 @@ if runs.empty:
     if st.button("Start the default run", type="primary", key="runs_default_run"):
         from engine.config import RunConfig
 
-        get_runner().submit(RunConfig())
-        st.rerun()
+        try:
+            get_runner().submit(RunConfig())
+        except (CapReached, PermissionDenied) as exc:
+            st.error(escape_md(str(exc)))
+        else:
+            st.rerun()
     st.page_link("views/train.py", label="Configure a run", icon=":material/tune:")
     st.stop()
 
+if in_class:
+    mine_only = st.toggle("My runs only", value=actor.is_student, key="runs_mine",
+                          help="Everyone's runs are visible to the whole class; you can change only your own.")
+else:
+    mine_only = False
 f1, f2, f3 = st.columns(3)
 status_filter = f1.multiselect("status", STATUSES, key="runs_status", format_func=status_text)
 group_filter = f2.multiselect("group", sorted({g for g in runs["group"] if g}), key="runs_group")
@@ -53,6 +72,8 @@ def best_val_acc(run_ids: list[str]) -> dict[str, float]:
 
 def table(runs: pd.DataFrame) -> pd.DataFrame:
     view = runs.copy()
+    if mine_only:
+        view = view[(view["owner"] == actor.name) & (view["owner_role"] == actor.role)]
     if status_filter:
         view = view[view["status"].isin(status_filter)]
     if group_filter:
@@ -60,22 +81,29 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
     if owner_filter:
         view = view[view["owner"].isin(owner_filter)]
     best = best_val_acc(list(view["run_id"]))
+    where = placements(get_store(), list(view["run_id"]))
+    places = get_store().queue_positions() if (view["status"] == RunStatus.QUEUED).any() else {}
     return pd.DataFrame({
         "run_id": view["run_id"],
         "name": view["name"],
         "group": view["group"],
-        "status": view["status"].map(status_text),
+        "status": [status_text(s) + (f" #{places[r]} in queue" if r in places else "")
+                   for r, s in zip(view["run_id"], view["status"])],
         "progress": view["progress"].astype(float),
         "ETA": [format_duration(e) if s == RunStatus.RUNNING else "" for e, s in zip(view["eta_s"], view["status"])],
         "device": view["device"].fillna(""),
+        "runs on": [runs_on(where.get(r), d) for r, d in zip(view["run_id"], view["device"].fillna(""))],
         "best val acc": view["run_id"].map(best).astype(float),
         "duration": view["duration_s"].map(format_duration),
-        "owner": view["owner"],
+        "owner": [o + (" (teacher)" if role == "teacher" else "") for o, role in zip(view["owner"], view["owner_role"])],
         "error": view["error"].fillna(""),
     })
 
 
 def runs_table(runs_now: pd.DataFrame) -> None:
+    cluster = cluster_summary(read_cluster())
+    if cluster:
+        st.caption(escape_md(cluster))  # the error and the address are quoted text, never markdown
     view = table(runs_now)
     event = st.dataframe(
         view, hide_index=True, key="runs_table", on_select="rerun", selection_mode="multi-row",
@@ -88,31 +116,59 @@ def runs_table(runs_now: pd.DataFrame) -> None:
     )
     chosen = [view["run_id"].iloc[i] for i in event.selection.rows] if event and event.selection else []
     st.session_state["runs_selected"] = chosen
-    actions(chosen, view)
+    actions(chosen, runs_now)
+    if in_class:
+        why_waiting(runs_now)
 
 
-def actions(chosen: list[str], view: pd.DataFrame) -> None:
+def why_waiting(runs_now: pd.DataFrame) -> None:
+    """For this user's queued runs: their place in the queue and what holds them back."""
+    mine = runs_now[(runs_now["status"] == RunStatus.QUEUED) & (runs_now["owner"] == actor.name)
+                    & (runs_now["owner_role"] == actor.role)]
+    store = get_store()
+    for _, run in mine.head(3).iterrows():
+        st.info(f"**{escape_md(run['name'])}** is waiting. {escape_md(store.waiting_reason(run))}",
+                icon=":material/hourglass_top:")
+
+
+def actions(chosen: list[str], runs_now: pd.DataFrame) -> None:
     runner = get_runner()
-    runs_now = runs_frame().set_index("run_id")
-    statuses = {r: runs_now.loc[r, "status"] for r in chosen if r in runs_now.index}
-    b1, b2, b3, b4 = st.columns(4)
+    runs_now = runs_now.set_index("run_id")
+    # only runs this user may change count for the buttons; the engine refuses the others whatever is clicked
+    mine = [r for r in chosen if r in runs_now.index
+            and runner.may_act_on(runs_now.loc[r, "owner"], runs_now.loc[r, "owner_role"])]
+    statuses = {r: runs_now.loc[r, "status"] for r in mine}
+    b1, b2, b3, b4 = st.columns([3, 2, 2, 2])  # the compare link's label is the longest
     b1.page_link("views/compare.py", label=f"Compare selected ({len(chosen)})", icon=":material/stacked_line_chart:",
                  query_params={"runs": ",".join(chosen)}, disabled=not chosen)
     cancellable = [r for r, s in statuses.items() if s in ACTIVE]
+    if len(mine) < len(chosen):
+        st.caption(f"{len(chosen) - len(mine)} selected run(s) belong to someone else: you can view and compare "
+                   "them, but only their owner or the teacher can cancel, resume or delete them.")
     if b2.button(f"Cancel ({len(cancellable)})", disabled=not cancellable, key="runs_cancel"):
-        for run_id in cancellable:
-            runner.cancel(run_id)
-        st.toast(f"Cancel requested for {len(cancellable)} run(s)")
+        if act(runner.cancel, cancellable):
+            st.toast(f"Cancel requested for {len(cancellable)} run(s)")
     resumable = [r for r, s in statuses.items() if s in RESUMABLE]
     if b3.button(f"Resume ({len(resumable)})", disabled=not resumable, key="runs_resume",
                  help="continue from the last epoch checkpoint"):
-        for run_id in resumable:
-            runner.resume(run_id)
-        st.toast(f"Resuming {len(resumable)} run(s)")
+        if act(runner.resume, resumable):
+            st.toast(f"Resuming {len(resumable)} run(s)")
     deletable = [r for r, s in statuses.items() if s in DELETABLE]
     if b4.button(f"Delete ({len(deletable)})", disabled=not deletable, key="runs_delete",
                  help="delete runs with their metrics and checkpoints (running runs must be cancelled first)"):
         confirm_delete(deletable)
+
+
+def act(action, run_ids: list[str]) -> bool:
+    """Apply `action` to each run; show the engine's refusal (another's run, a class limit, a run that changed
+    state meanwhile) as a message instead of a traceback. True when all went through."""
+    for run_id in run_ids:
+        try:
+            action(run_id)
+        except (PermissionDenied, CapReached, ValueError, KeyError) as exc:
+            st.error(escape_md(str(exc).strip("'\"")), icon=":material/block:")
+            return False
+    return True
 
 
 @st.dialog("Delete runs?")
@@ -126,10 +182,11 @@ def confirm_delete(run_ids: list[str]) -> None:
         runner = get_runner()
         from app.state import get_metrics_cache
 
+        done = act(runner.delete, run_ids)
         for run_id in run_ids:
-            runner.delete(run_id)
             get_metrics_cache().forget(run_id)
-        st.rerun()
+        if done:
+            st.rerun()
 
 
 live_fragment("runs_table", runs_table, every=2.0)

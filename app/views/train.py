@@ -10,10 +10,12 @@ import streamlit as st
 from app import figures
 from app.config_form import config_form
 from app.live import live_runs_panel
-from app.state import get_runner, run_split
+from app.identity import session_actor
+from app.state import get_runner, get_store, run_split
 from app.text import escape_md
 from engine.config import OPTIMIZERS, RunConfig
 from engine.race import RECOMMENDED_LR, expand_race, parse_values
+from engine.runs.access import CapReached, PermissionDenied
 
 LAUNCHED_KEY = "launched_run_ids"
 
@@ -72,7 +74,12 @@ with preview_col:
     st.subheader("Before you launch")
     if data_error:
         st.error(escape_md(data_error))
-    if config is not None and split is not None:
+    from app.text_train import csv_upload, text_preview  # text datasets: sentences, not image grids
+
+    csv_upload(config)
+    if config is not None and split is not None and split.text is not None:
+        text_preview(config, split)
+    elif config is not None and split is not None:
         from engine.data.loading import batches_per_epoch
         from engine.optim import schedule_curve
 
@@ -124,15 +131,24 @@ if mode == "Race" and config is not None:
         st.caption(f"{len(configs)} runs: " + escape_md(", ".join(c.name for c in configs[:12])) + (" ..." if len(configs) > 12 else ""))
 elif config is not None:
     configs = [config]
+    if not config.name:  # the store names it; show the name now so a student can find their run in the class's list
+        st.caption("It will be named " + escape_md(get_store().unique_name(config, session_actor()))
+                   + " (type a name in the form to choose your own).")
 
 start = st.button("Start race" if mode == "Race" else "Start run", type="primary",
                   disabled=not configs or bool(data_error) or race_error is not None, key="start")
 if start:
     runner = get_runner()
+    ids = []
     with st.spinner("Queuing..."):
-        ids = [runner.submit(c, name=c.display_name(), group=c.group).run_id for c in configs]
-    st.session_state[LAUNCHED_KEY] = ids
-    st.toast(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''}")
+        try:
+            for c in configs:  # no name typed: the store gives a unique default (see Store.create_run)
+                ids.append(runner.submit(c, name=c.name or None, group=c.group).run_id)
+        except (CapReached, PermissionDenied) as exc:  # a class limit: say which, keep what was queued
+            st.error(escape_md(str(exc)), icon=":material/block:")
+    if ids:
+        st.session_state[LAUNCHED_KEY] = ids
+        st.toast(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''}")
 
 launched = st.session_state.get(LAUNCHED_KEY, [])
 if launched:

@@ -44,6 +44,9 @@ class DatasetSplit:
     std: tuple[float, ...]  # per-channel std of train_x
     train_masks: torch.Tensor | None  # bool [N, H, W] object masks (shapes only)
     val_masks: torch.Tensor | None  # bool [M, H, W]
+    # text datasets: x are int64 token ids [N, L] padded with 0, mean/std are empty, and this holds the
+    # vocabulary and the ground truth (engine.text.datasets.TextExtras)
+    text: object | None = None
 
 
 @lru_cache(maxsize=1)
@@ -84,6 +87,7 @@ def load_dataset(
     data_dir: str | None = None,
     limit: int = 0,
     download: bool = True,
+    text_options=None,
 ) -> DatasetSplit:
     """Load a dataset by name as in-memory tensors.
 
@@ -95,12 +99,20 @@ def load_dataset(
     data_dir: folder of the torchvision datasets (default TRAINLENS_HOME/data).
     limit: keep at most this many training images (0 = all); the validation set is not cut.
     download: fetch missing torchvision files; DatasetUnavailable when that fails or is not allowed.
+    text_options: for text datasets, an engine.text.datasets.TextOptions (corpus knobs, vocabulary, CSV columns).
     """
     info = dataset_info(name)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     if limit < 0:
         raise ValueError(f"limit must be >= 0 (0 = all), got {limit!r}")
+    if info.kind == "text":
+        from engine.text.datasets import TextOptions, load_text_dataset
+
+        loaded = load_text_dataset(name, seed=seed, val_fraction=val_fraction, data_dir=data_dir, limit=limit,
+                                   options=text_options or TextOptions())
+        return DatasetSplit(loaded.info, loaded.train_x, loaded.train_y, loaded.val_x, loaded.val_y, mean=(), std=(),
+                            train_masks=None, val_masks=None, text=loaded.extras)
     train_masks = val_masks = None
     if info.source == "torchvision":
         from engine.data.official import load_official
@@ -140,10 +152,15 @@ def load_dataset(
     )
 
 
-def split_key(config: RunConfig) -> tuple[str, float, str, int]:
+def split_key(config: RunConfig) -> tuple:
     """The config fields that decide a run's data: two runs with the same key train and validate on the same
-    images whatever their seeds. Caches of loaded splits are keyed by it."""
-    return config.dataset, config.val_fraction, config.data_dir, config.train_limit
+    images whatever their seeds. Caches of loaded splits are keyed by it. Text datasets add their options."""
+    key = (config.dataset, config.val_fraction, config.data_dir, config.train_limit)
+    if dataset_info(config.dataset).kind == "text":
+        from engine.text.datasets import TextOptions
+
+        return key + (TextOptions.from_config(config),)
+    return key
 
 
 def load_run_split(config: RunConfig, *, download: bool = True) -> DatasetSplit:
@@ -161,20 +178,23 @@ def cached_run_split(config: RunConfig, *, download: bool = True) -> DatasetSpli
 
 
 @lru_cache(maxsize=4)
-def _cached_split(key: tuple[str, float, str, int], download: bool) -> DatasetSplit:
+def _cached_split(key: tuple, download: bool) -> DatasetSplit:
     return _load_split(key, download)
 
 
-def _load_split(key: tuple[str, float, str, int], download: bool) -> DatasetSplit:
-    dataset, val_fraction, data_dir, limit = key
+def _load_split(key: tuple, download: bool) -> DatasetSplit:
+    dataset, val_fraction, data_dir, limit = key[:4]
     return load_dataset(dataset, seed=DATA_SEED, val_fraction=val_fraction, data_dir=data_dir or None, limit=limit,
-                        download=download)
+                        download=download, text_options=key[4] if len(key) > 4 else None)
 
 
 def normalize(
     x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor
 ) -> torch.Tensor:
-    """(x - mean) / std per channel, for x [N, C, H, W] or [C, H, W]; returns a new tensor."""
+    """(x - mean) / std per channel, for x [N, C, H, W] or [C, H, W]; returns a new tensor.
+    Token ids (an integer tensor, text datasets) are not normalised: they come back as they are."""
+    if not x.is_floating_point():
+        return x
     mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     if mean_t.shape[0] != x.shape[-3] or std_t.shape[0] != x.shape[-3]:
@@ -226,7 +246,8 @@ def iterate_batches(
     for start in range(0, len(x), batch_size):
         index = order[start:start + batch_size]
         images, labels = x[index], y[index.to(y.device)]
-        if augment is not None and augment.active:
+        # token ids (text) are never augmented: the image augmentation fields a text run may carry do not apply
+        if augment is not None and augment.active and images.is_floating_point():
             images = augment_batch(images, augment, generator)
         if mean is not None:
             images = normalize(images, mean, std)

@@ -25,6 +25,7 @@ class DatasetInfo:
     source: str  # "embedded" (ships with a package) | "synthetic" (generated) | "torchvision" (downloaded)
     description: str  # one line for the UI
     light_background: bool  # False for white-on-black digits: uploads with a light background get inverted
+    kind: str = "image"  # "image" ([N, C, H, W] floats) | "text" (token ids [N, L]; channels 0, size = vocabulary size once loaded)
 
 
 # Seed of the train/validation split and of the generated shapes used by runs: fixed, so that runs with
@@ -33,6 +34,7 @@ class DatasetInfo:
 DATA_SEED = 0
 SHAPES_COUNT = 6000  # images generated for the shapes dataset (before the train/validation split)
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
+SENTIMENT_COUNT = 6000  # reviews generated for the sentiment dataset (before the train/validation split)
 _DIGITS = tuple(str(d) for d in range(10))
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -52,6 +54,22 @@ DATASETS: dict[str, DatasetInfo] = {
                     ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
                     "torchvision", "60,000 small colour photos in 10 classes (50k train, 10k test); downloaded once.",
                     True),
+        # text: the vocabulary is built from the training split when loaded, so `size` (the vocabulary size) is
+        # known only then (DatasetSplit.info has it); a CSV's classes likewise
+        DatasetInfo("sentiment", "Sentiment reviews (synthetic text)", 0, 0, ("negative", "positive"), "synthetic",
+                    "Generated film reviews with negation and 'but' contrast, and the deciding words marked.", True,
+                    "text"),
+        DatasetInfo("imdb", "IMDB reviews (text)", 0, 0, ("negative", "positive"), "files",
+                    "50,000 movie reviews from the official aclImdb folders you provide (25k train, 25k test).", True,
+                    "text"),
+        DatasetInfo("sst2", "SST-2 (text)", 0, 0, ("negative", "positive"), "files",
+                    "Stanford Sentiment Treebank sentences, GLUE TSV files you provide (train.tsv, dev.tsv).", True,
+                    "text"),
+        DatasetInfo("ag_news", "AG News (text)", 0, 0, ("World", "Sports", "Business", "Sci/Tech"), "files",
+                    "News headlines in 4 topics, the official train.csv/test.csv you provide.", True, "text"),
+        DatasetInfo("text_csv", "Your CSV (text)", 0, 0, (), "csv",
+                    "A CSV file of texts and labels: point the data folder at it (or upload it on the Train page).",
+                    True, "text"),
     )
 }
 

@@ -235,6 +235,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 # ---------------------------------------------------------------------------------------------------------
 
 
+# Explainers of inputs that are not images, as (accepts(inputs) -> bool, explain-like function): a module
+# registers itself here (engine.explain.text: integer token ids), so this one does not import it
+INPUT_EXPLAINERS: list[tuple[Callable[[Tensor], bool], Callable[..., Tensor]]] = []
+
+
 def get_method(name: str) -> Method:
     """The registry entry; ValueError listing the known names when there is none."""
     if name not in METHODS:
@@ -281,6 +286,9 @@ def explain(model: nn.Module, inputs: Tensor, target: Target, method: str, *, de
     device; a different one explains a copy of the model there). `progress(fraction)` is called as forward
     passes complete. The result is detached, float32, on the device `inputs` came from.
     """
+    for accepts, explainer in INPUT_EXPLAINERS:  # other kinds of input: token ids (engine.explain.text)
+        if accepts(inputs):
+            return explainer(model, inputs, target, method, **params)
     spec = get_method(method)
     p = resolve_params(method, params)
     reason = why_not(model, method, p)

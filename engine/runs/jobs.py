@@ -5,7 +5,8 @@ jobs: queued like runs so they never block the page, streaming their points as m
 result as an artifact on themselves and on the run they serve (`parent_id`), where the run report finds it.
 
 Kept apart from worker.py, and given only a sink (never the store), so that any executor that can hand it a run
-dict, a sink, a should_stop callable and a device can run it: the local worker processes today.
+dict, a sink, a should_stop callable and a device can run it: the local worker processes (engine.runs.worker)
+and the Ray executor's task (engine.runs.ray_remote).
 """
 
 from __future__ import annotations

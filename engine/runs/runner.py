@@ -20,9 +20,12 @@ import time
 import uuid
 from pathlib import Path
 
+from engine.classroom import Actor
 from engine.config import RunConfig
 from engine.paths import logs_dir, trainlens_home
 from engine.records import TERMINAL, RunKind, RunStatus
+from engine.runs.executor import executor_name, local_pool_size, worker_module
+from engine.runs.access import check_may_teach, may_act
 from engine.runs.store import Store
 from engine.runs.procs import pid_alive
 
@@ -75,7 +78,9 @@ class Runner:
 
     @functools.cached_property
     def size(self) -> int:
-        size = self._workers or (int(self._env_workers) if self._env_workers else (self.gpus or 2))
+        if executor_name() == "ray":
+            return 1  # one dispatcher on this host; Ray schedules the runs on the cluster
+        size = self._workers or (int(self._env_workers) if self._env_workers else local_pool_size(self.gpus))
         if size < 1:
             raise ValueError(f"TRAINLENS_WORKERS={size}: the worker pool needs at least 1 worker")
         return size
@@ -86,26 +91,58 @@ class Runner:
 
     # ---- runs ----
     def submit(self, config: RunConfig, *, owner: str | None = None, name: str | None = None,
-               group: str | None = None, kind: str = RunKind.TRAIN, parent_id: str | None = None) -> RunHandle:
-        """Queue a run (kind 'train') or a helper job ('lr_find', 'overfit' for `parent_id`) and make sure workers run."""
+               group: str | None = None, kind: str = RunKind.TRAIN, parent_id: str | None = None,
+               actor: Actor | None = None) -> RunHandle:
+        """Queue a run (kind 'train') or a helper job ('lr_find', 'overfit' for `parent_id`) and make sure workers run.
+
+        With an `actor` the run is theirs and must fit the class limits (CapReached); otherwise it is the OS
+        user's (or `owner`'s)."""
         run_id = self.store.create_run(config, kind=kind, owner=owner if owner is not None else _user(), name=name,
-                                       group=group, parent_id=parent_id)
+                                       group=group, parent_id=parent_id, actor=actor)
         self.ensure_workers()
         return RunHandle(self.store, run_id)
 
-    def cancel(self, run_id: str) -> str:
-        return self.store.request_cancel(run_id)
+    def cancel(self, run_id: str, actor: Actor | None = None) -> str:
+        return self.store.request_cancel(run_id, actor=actor)
 
-    def resume(self, run_id: str) -> RunHandle:
-        self.store.resume_run(run_id)
+    def resume(self, run_id: str, actor: Actor | None = None) -> RunHandle:
+        self.store.resume_run(run_id, actor=actor)
         self.ensure_workers()
         return RunHandle(self.store, run_id)
 
-    def delete(self, run_id: str) -> None:
+    def delete(self, run_id: str, actor: Actor | None = None) -> None:
         import shutil
 
-        self.store.delete_run(run_id)
+        self.store.delete_run(run_id, actor=actor)
         shutil.rmtree(trainlens_home() / "checkpoints" / run_id, ignore_errors=True)
+
+    def remove_owner_runs(self, owner: str, owner_role: str = "student", actor: Actor | None = None) -> int:
+        """Cancel and delete every run of one owner (teacher only); returns how many were removed. A running run
+        is asked to stop and deleted once its worker lets go of it (within seconds)."""
+        check_may_teach(actor, "remove a student's runs")
+        runs = self.store.list_runs()
+        mine = runs[(runs["owner"] == owner) & (runs["owner_role"] == owner_role)]
+        for run_id in mine["run_id"]:
+            self.store.request_cancel(run_id, actor=actor)
+        removed, deadline = 0, time.time() + 15.0
+        pending = list(mine["run_id"])
+        while pending and time.time() < deadline:
+            for run_id in list(pending):
+                try:
+                    self.delete(run_id, actor=actor)
+                    pending.remove(run_id)
+                    removed += 1
+                except KeyError:  # already gone
+                    pending.remove(run_id)
+                except ValueError:  # still running: its worker stops it after the current step
+                    pass
+            if pending:
+                time.sleep(0.2)
+        return removed
+
+    def as_actor(self, actor: Actor) -> ActingRunner:
+        """This runner, every call made on behalf of `actor` (the dashboard's per-session handle)."""
+        return ActingRunner(self, actor)
 
     # ---- workers ----
     def reap(self) -> list[str]:
@@ -129,6 +166,8 @@ class Runner:
             self.reap()
             live = self.store.live_workers()
             live = live[live["host"] == socket.gethostname()]
+            # the Ray dispatcher registers with device 'ray': it is not a local worker, nor the other way round
+            live = live[(live["device"] == "ray") == (executor_name() == "ray")]
             missing = self.size - len(live)
             for index in range(max(0, missing)):
                 self._start_worker(len(live) + index)
@@ -138,19 +177,21 @@ class Runner:
         env = dict(os.environ)
         env["TRAINLENS_HOME"] = str(trainlens_home())
         env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        if self.gpus:
+        module = worker_module()
+        if module == "engine.runs.worker" and self.gpus:  # TRAINLENS_WORKERS_PER_GPU workers share each GPU
             env["CUDA_VISIBLE_DEVICES"] = str(index % self.gpus)
         log = open(logs_dir() / "workers.log", "ab")
         worker_id = uuid.uuid4().hex[:8]
         # A fresh interpreter (fork+exec), never a bare fork of this process: forking after torch ran hangs.
         # start_new_session: the worker outlives the dashboard, and Ctrl-C in the terminal does not kill runs.
-        proc = subprocess.Popen([sys.executable, "-m", "engine.runs.worker", "--threads", str(self.threads),
+        proc = subprocess.Popen([sys.executable, "-m", module, "--threads", str(self.threads),
                                  "--worker-id", worker_id],
                                 cwd=str(PROJECT_ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         # Register it now (the worker registers again once torch is imported, seconds later): otherwise the
         # next ensure_workers (every submit calls it) would not count it and would start another pool.
-        self.store.register_worker(worker_id, proc.pid, socket.gethostname(), "starting")
+        self.store.register_worker(worker_id, proc.pid, socket.gethostname(),
+                                   "ray" if module == "engine.runs.ray_dispatch" else "starting")
         return proc
 
     def shutdown(self, timeout: float = 15.0) -> None:
@@ -172,6 +213,37 @@ class Runner:
                 except ProcessLookupError:
                     pass
         self.reap()
+
+
+class ActingRunner:
+    """A Runner bound to one Actor: the same calls, each checked by the store against that actor's rights."""
+
+    def __init__(self, runner: Runner, actor: Actor):
+        self.runner, self.actor, self.store = runner, actor, runner.store
+
+    def may_act_on(self, owner: str, owner_role: str) -> bool:
+        return may_act(self.actor, owner, owner_role)
+
+    def submit(self, config: RunConfig, **kwargs) -> RunHandle:
+        return self.runner.submit(config, actor=self.actor, **kwargs)
+
+    def cancel(self, run_id: str) -> str:
+        return self.runner.cancel(run_id, actor=self.actor)
+
+    def resume(self, run_id: str) -> RunHandle:
+        return self.runner.resume(run_id, actor=self.actor)
+
+    def delete(self, run_id: str) -> None:
+        self.runner.delete(run_id, actor=self.actor)
+
+    def remove_owner_runs(self, owner: str, owner_role: str = "student") -> int:
+        return self.runner.remove_owner_runs(owner, owner_role, actor=self.actor)
+
+    def cancel_all(self) -> int:
+        return self.store.cancel_all(actor=self.actor)
+
+    def __getattr__(self, name: str):  # pool operations (ensure_workers, recover, size...) need no actor
+        return getattr(self.runner, name)
 
 
 def _user() -> str:

@@ -32,13 +32,17 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from engine.classroom import LOCAL, Actor, name_key
 from engine.config import RunConfig
 from engine.paths import check_data_dir, db_path
-from engine.records import DELETABLE, RESUMABLE, STATUSES, TERMINAL, RunKind, RunStatus, check_name
+from engine.records import (DELETABLE, NAME_MAX, RESUMABLE, STATUSES, TERMINAL, RunKind, RunStatus, check_name,
+                            fit_name)
+from engine.runs.access import (LIMIT_PREFIX, ClassLimits, check_limit, check_may_act, check_may_teach,
+                                 check_submission, run_examples)
 from engine.runs.procs import pid_alive, pulse_age
 from engine.runs.store_errors import BACKUPS_DIR, StoreUnavailable, damaged, describe
 
-SCHEMA_VERSION = 2  # 2: runs.lease
+SCHEMA_VERSION = 3  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,6 +52,7 @@ CREATE TABLE IF NOT EXISTS runs (
     name TEXT NOT NULL,
     grp TEXT NOT NULL DEFAULT '',
     owner TEXT NOT NULL DEFAULT '',
+    owner_role TEXT NOT NULL DEFAULT '',      -- local (the OS user) | student | teacher: see engine.classroom
     config TEXT NOT NULL,                    -- RunConfig as JSON
     status TEXT NOT NULL,
     device TEXT,
@@ -93,10 +98,16 @@ CREATE TABLE IF NOT EXISTS workers (
     status TEXT NOT NULL,                     -- idle | busy | stopped | dead
     run_id TEXT, stop_requested INTEGER NOT NULL DEFAULT 0
 );
+-- class mode: display names taken in the class (one seat each), and when each owner's queue was last served
+CREATE TABLE IF NOT EXISTS members (
+    name_key TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, seat_id TEXT NOT NULL,
+    joined_at REAL NOT NULL, left_at REAL
+);
+CREATE TABLE IF NOT EXISTS queue_turns (owner TEXT PRIMARY KEY, served_at REAL NOT NULL);
 """
 
 METRIC_COLUMNS = ["id", "run_id", "step", "epoch", "key", "value", "wall_time"]
-RUN_COLUMNS = ("run_id", "kind", "name", "grp", "owner", "config", "status", "device", "worker_id", "created_at",
+RUN_COLUMNS = ("run_id", "kind", "name", "grp", "owner", "owner_role", "config", "status", "device", "worker_id", "created_at",
                "queued_at", "parent_id", "started_at", "finished_at", "heartbeat_at", "step", "total_steps", "epoch",
                "error", "cancel_requested", "resume_from", "lease")
 # Names are capped when written (engine.records.NAME_MAX); rows written before the cap are cut when read, so one
@@ -183,6 +194,9 @@ class Store:
             columns = {r["name"] for r in c.execute("PRAGMA table_info(runs)")}
             if "lease" not in columns:  # schema 1 -> 2
                 c.execute("ALTER TABLE runs ADD COLUMN lease INTEGER NOT NULL DEFAULT 0")
+            if "owner_role" not in columns:  # schema 2 -> 3 (older runs: the OS user's, role local)
+                c.execute("ALTER TABLE runs ADD COLUMN owner_role TEXT NOT NULL DEFAULT ''")
+                c.execute(f"UPDATE runs SET owner_role='{LOCAL}'")
             c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def backup(self, keep: int = 3) -> Path:
@@ -210,26 +224,44 @@ class Store:
 
     # ---- runs ----
     def create_run(self, config: RunConfig, *, kind: str = RunKind.TRAIN, owner: str = "", name: str | None = None,
-                   group: str | None = None, parent_id: str | None = None) -> str:
-        """Validate and enqueue a run; returns its run_id."""
+                   group: str | None = None, parent_id: str | None = None, actor: Actor | None = None) -> str:
+        """Validate and enqueue a run; returns its run_id.
+
+        With an `actor` the run is theirs (owner = display name, owner_role = role), and a student's run must fit
+        the class limits (`CapReached`), checked in the same transaction that inserts it, so 1,000 submissions at
+        once cannot slip past the queued cap. Without a `name` the run gets a unique readable default
+        (`unique_name`)."""
         config.validate()
         kind = RunKind(kind)  # ValueError names the allowed kinds
         if name is not None:
             check_name("run name", name)
         if group is not None:
             check_name("group", group)
+        owner, owner_role = (actor.name, actor.role) if actor is not None else (owner, LOCAL)
         check_name("owner", owner)
         if config.data_dir:
             check_data_dir(config.data_dir)  # ValueError: a dashboard user cannot point a worker anywhere on disk
         run_id = uuid.uuid4().hex[:12]
         now = time.time()
-        self.conn.execute(
-            "INSERT INTO runs(run_id, kind, name, grp, owner, config, status, created_at, queued_at, parent_id) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (run_id, kind, name or config.display_name(), group if group is not None else config.group, owner,
-             config.to_json(), RunStatus.QUEUED, now, now, parent_id),
-        )
+        with self._tx() as c:
+            if actor is not None and actor.is_student:
+                queued = c.execute(f"SELECT COUNT(*) FROM runs WHERE status='{RunStatus.QUEUED}' AND owner=? "
+                                   "AND owner_role=?", (owner, owner_role)).fetchone()[0]
+                check_submission(actor, self._limits(c), epochs=config.epochs, examples=run_examples(config),
+                                 queued=queued)
+            if name is None:
+                name = _unique_name(c, default_name(config, actor))
+            c.execute(
+                "INSERT INTO runs(run_id, kind, name, grp, owner, owner_role, config, status, created_at, queued_at, "
+                "parent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, kind, name, group if group is not None else config.group, owner, owner_role,
+                 config.to_json(), RunStatus.QUEUED, now, now, parent_id),
+            )
         return run_id
+
+    def unique_name(self, config: RunConfig, actor: Actor | None = None) -> str:
+        """The default name a run of `config` by `actor` would get now (the Train form suggests it)."""
+        return _unique_name(self.conn, default_name(config, actor))
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """One run as a dict (None when there is no such run). Reaps dead workers first: see `reap_if_due`."""
@@ -292,7 +324,7 @@ class Store:
             run.update(_progress(run))
             run.update({f"cfg.{k}": v for k, v in config.items()})
             records.append(run)
-        columns = ["run_id", "kind", "name", "group", "owner", "status", "device", "created_at", "queued_at", "started_at",
+        columns = ["run_id", "kind", "name", "group", "owner", "owner_role", "status", "device", "created_at", "queued_at", "started_at",
                    "finished_at", "step", "total_steps", "epoch", "progress", "eta_s", "duration_s", "error"]
         frame = pd.DataFrame.from_records(records)
         if frame.empty:
@@ -329,12 +361,17 @@ class Store:
                       (step, total_steps, epoch, time.time(), run_id))
 
     def claim_next(self, worker_id: str, device: str) -> dict[str, Any] | None:
-        """Atomically take the oldest queued run for this worker, under a new lease (`run["lease"]`); None when
-        the queue is empty. A queued run whose record cannot be read is failed with the reason and skipped."""
+        """Atomically take the next queued run for this worker, under a new lease (`run["lease"]`); None when no
+        queued run may start. A queued run whose record cannot be read is failed with the reason and skipped.
+
+        Owners are served round-robin (the owner served longest ago goes first; among owners never served, the one
+        whose oldest run waited longest), each owner's own runs in the order queued: one student's 20 queued runs
+        cannot starve the others. A student at the class's running limit waits, and while the teacher has paused
+        the queue only the teacher's (and the local user's) runs start. With a single owner this is first come,
+        first served."""
         with self._tx() as c:
             while True:
-                row = c.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE status='{RunStatus.QUEUED}' "
-                                "ORDER BY queued_at, rowid LIMIT 1").fetchone()
+                row = _next_in_turn(c, self._limits(c), self._settings(c).get("queue_paused") == "1")
                 if row is None:
                     return None
                 try:
@@ -347,16 +384,119 @@ class Store:
             c.execute(f"UPDATE runs SET status='{RunStatus.RUNNING}', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
                       "heartbeat_at=?, error=NULL, finished_at=NULL, lease=lease+1 WHERE run_id=?",
                       (worker_id, device, now, now, row["run_id"]))
+            c.execute("INSERT OR REPLACE INTO queue_turns(owner, served_at) VALUES (?, ?)", (_turn_key(row), now))
             run = dict(c.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE run_id=?", (row["run_id"],)).fetchone())
         run["group"] = run.pop("grp")
         run["config"] = _parse_run(run)
         run.update(_progress(run))
         return run
 
-    def request_cancel(self, run_id: str) -> str:
-        """Cancel a queued run at once, or ask a running one to stop; returns the resulting status."""
+    def queue_positions(self) -> dict[str, int]:
+        """run_id -> place in the queue (1 = next), in the round-robin order `claim_next` serves (class limits and a
+        pause can still hold a run back: see `waiting_reason`)."""
+        c = self.conn
+        queued = c.execute(f"SELECT run_id, owner, owner_role, queued_at FROM runs WHERE status='{RunStatus.QUEUED}' "
+                           "ORDER BY queued_at, rowid").fetchall()
+        turns = {r["owner"]: r["served_at"] for r in c.execute("SELECT owner, served_at FROM queue_turns")}
+        by_owner: dict[str, list] = {}
+        for row in queued:
+            by_owner.setdefault(_turn_key(row), []).append(row)
+        owners = sorted(by_owner, key=lambda o: (turns.get(o, 0.0), by_owner[o][0]["queued_at"]))
+        positions, place, depth = {}, 1, 0
+        while any(depth < len(by_owner[o]) for o in owners):
+            for owner in owners:
+                if depth < len(by_owner[owner]):
+                    positions[by_owner[owner][depth]["run_id"]] = place
+                    place += 1
+            depth += 1
+        return positions
+
+    def waiting_reason(self, run: dict[str, Any] | pd.Series) -> str:
+        """Why a queued run has not started yet, in a sentence for its owner."""
+        settings, limits = self.settings(), self.limits()
+        if run.get("owner_role") == "student":
+            if settings.get("queue_paused") == "1":
+                return "The teacher has paused the queue: your run starts when they resume it."
+            running = self.conn.execute(f"SELECT COUNT(*) FROM runs WHERE status='{RunStatus.RUNNING}' AND owner=? "
+                                        "AND owner_role=?", (run["owner"], run["owner_role"])).fetchone()[0]
+            if running >= limits.running:
+                return (f"You have {running} run(s) training, the class limit at once; this one starts when one of "
+                        "them ends.")
+        place = self.queue_positions().get(run["run_id"])
+        ahead = f"{place - 1} run(s) are ahead of it" if place and place > 1 else "it is next"
+        return f"Every worker is busy; {ahead} (owners take turns, one run each)."
+
+    # ---- class settings ----
+    def _settings(self, c: sqlite3.Connection) -> dict[str, str]:
+        return {r["key"]: r["value"] for r in c.execute(
+            "SELECT key, value FROM meta WHERE key='queue_paused' OR key LIKE ?", (LIMIT_PREFIX + "%",))}
+
+    def settings(self) -> dict[str, str]:
+        """The class settings the teacher stored: `queue_paused` ('1' / '0') and `limit.<name>`."""
+        return self._settings(self.conn)
+
+    def _limits(self, c: sqlite3.Connection) -> ClassLimits:
+        try:
+            return ClassLimits.from_settings(self._settings(c))
+        except ValueError:  # a hand-edited meta row: fall back to the environment's limits
+            return ClassLimits.from_settings()
+
+    def limits(self) -> ClassLimits:
+        return self._limits(self.conn)
+
+    def set_queue_paused(self, paused: bool, actor: Actor | None = None) -> None:
+        check_may_teach(actor, "pause or resume the queue")
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('queue_paused', ?)", ("1" if paused else "0",))
+
+    def set_limit(self, name: str, value: int, actor: Actor | None = None) -> None:
+        check_may_teach(actor, "change the class limits")
+        value = check_limit(name, value)
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (LIMIT_PREFIX + name, str(value)))
+
+    def cancel_all(self, actor: Actor | None = None) -> int:
+        """Cancel every queued run and ask every running one to stop (teacher only); returns how many."""
+        check_may_teach(actor, "cancel every run")
         with self._tx() as c:
-            status = _status_in_tx(c, run_id)
+            queued = c.execute(f"UPDATE runs SET status='{RunStatus.CANCELLED}', finished_at=? "
+                               f"WHERE status='{RunStatus.QUEUED}'", (time.time(),)).rowcount
+            running = c.execute(f"UPDATE runs SET cancel_requested=1 WHERE status='{RunStatus.RUNNING}'").rowcount
+        return queued + running
+
+    # ---- class members (display names) ----
+    def join_class(self, actor: Actor, seat_id: str) -> None:
+        """Take `actor.name` for this seat; ValueError when another seat (a classmate) holds the same name."""
+        key = name_key(actor.name)
+        with self._tx() as c:
+            row = c.execute("SELECT seat_id, left_at FROM members WHERE name_key=?", (key,)).fetchone()
+            if row is not None and row["left_at"] is None and row["seat_id"] != seat_id:
+                raise ValueError(f"Someone in the class already uses the name {actor.name!r}; choose another "
+                                 "(add an initial, say)")
+            c.execute("INSERT OR REPLACE INTO members(name_key, name, role, seat_id, joined_at, left_at) "
+                      "VALUES (?,?,?,?,?,NULL)", (key, actor.name, actor.role, seat_id, time.time()))
+
+    def seat_holds(self, actor: Actor, seat_id: str) -> bool:
+        """Whether this seat still holds its name (the teacher may have freed it, or the student signed out)."""
+        row = self.conn.execute("SELECT seat_id, role, left_at FROM members WHERE name_key=?",
+                                (name_key(actor.name),)).fetchone()
+        return row is not None and row["left_at"] is None and row["seat_id"] == seat_id and row["role"] == actor.role
+
+    def leave_class(self, seat_id: str) -> None:
+        self.conn.execute("UPDATE members SET left_at=? WHERE seat_id=? AND left_at IS NULL", (time.time(), seat_id))
+
+    def free_name(self, name: str, actor: Actor | None = None) -> None:
+        """Sign a name out of the class (teacher only): its seat token stops working, the name can be taken again."""
+        check_may_teach(actor, "free a student's name")
+        self.conn.execute("UPDATE members SET left_at=? WHERE name_key=? AND left_at IS NULL", (time.time(), name_key(name)))
+
+    def members(self) -> pd.DataFrame:
+        rows = self.conn.execute("SELECT name, role, joined_at FROM members WHERE left_at IS NULL ORDER BY joined_at")
+        return pd.DataFrame([dict(r) for r in rows], columns=["name", "role", "joined_at"])
+
+    def request_cancel(self, run_id: str, actor: Actor | None = None) -> str:
+        """Cancel a queued run at once, or ask a running one to stop; returns the resulting status.
+        PermissionDenied when `actor` may not (a student and another's run)."""
+        with self._tx() as c:
+            status = _status_in_tx(c, run_id, actor, "cancel")
             if status == RunStatus.QUEUED:
                 c.execute("UPDATE runs SET status=?, finished_at=? WHERE run_id=?",
                           (RunStatus.CANCELLED, time.time(), run_id))
@@ -369,19 +509,29 @@ class Store:
         row = self.conn.execute("SELECT cancel_requested FROM runs WHERE run_id=?", (run_id,)).fetchone()
         return bool(row and row["cancel_requested"])
 
-    def resume_run(self, run_id: str) -> None:
-        """Re-queue an interrupted/cancelled/failed run to continue from its last checkpoint."""
+    def resume_run(self, run_id: str, actor: Actor | None = None) -> None:
+        """Re-queue an interrupted/cancelled/failed run to continue from its last checkpoint (PermissionDenied when
+        `actor` may not; CapReached when a student's queue is full)."""
         with self._tx() as c:
-            status = _status_in_tx(c, run_id)
+            status = _status_in_tx(c, run_id, actor, "resume")
             if status not in RESUMABLE:
                 raise ValueError(f"run {run_id} is {status}; only {', '.join(RESUMABLE)} runs can be resumed")
+            if actor is not None and actor.is_student:
+                queued = c.execute(f"SELECT COUNT(*) FROM runs WHERE status='{RunStatus.QUEUED}' AND owner=? "
+                                   "AND owner_role=?", (actor.name, actor.role)).fetchone()[0]
+                if queued >= (limit := self._limits(c).queued):
+                    from engine.runs.access import CapReached
+
+                    raise CapReached(f"You already have {queued} run(s) waiting in the queue; the class limit is "
+                                     f"{limit}. Wait for one to start, or cancel one")
             c.execute(f"UPDATE runs SET status='{RunStatus.QUEUED}', resume_from='last', cancel_requested=0, error=NULL, "
                       "finished_at=NULL, worker_id=NULL, queued_at=? WHERE run_id=?", (time.time(), run_id))
 
-    def delete_run(self, run_id: str) -> None:
-        """Delete a run's rows (the caller removes its checkpoint folder). Running runs must be cancelled first."""
+    def delete_run(self, run_id: str, actor: Actor | None = None) -> None:
+        """Delete a run's rows (the caller removes its checkpoint folder). Running runs must be cancelled first.
+        PermissionDenied when `actor` may not."""
         with self._tx() as c:
-            status = _status_in_tx(c, run_id)
+            status = _status_in_tx(c, run_id, actor, "delete")
             if status not in DELETABLE:
                 raise ValueError(f"run {run_id} is running; cancel it before deleting it")
             for table in ("metrics", "checkpoints", "artifacts", "runs"):
@@ -689,12 +839,60 @@ class Store:
             return []
 
 
-def _status_in_tx(c: sqlite3.Connection, run_id: str) -> str:
-    """A run's status read inside a write transaction; KeyError when there is no such run."""
-    row = c.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+def _status_in_tx(c: sqlite3.Connection, run_id: str, actor: Actor | None = None, what: str = "change") -> str:
+    """A run's status read inside a write transaction, after checking that `actor` may `what` it (PermissionDenied);
+    KeyError when there is no such run."""
+    row = c.execute("SELECT status, owner, owner_role FROM runs WHERE run_id=?", (run_id,)).fetchone()
     if row is None:
         raise KeyError(f"no run {run_id}")
+    check_may_act(actor, run_id, row["owner"], row["owner_role"], what)
     return row["status"]
+
+
+def default_name(config: RunConfig, actor: Actor | None) -> str:
+    """A run's readable default name: the config's own name, else model-optimizer-lr-seed, led by the owner's
+    display name in a class (where thirty people start the same default run)."""
+    base = config.display_name()
+    if actor is not None and actor.role != LOCAL and not config.name:
+        base = f"{actor.name}-{base}"
+    return fit_name(base)
+
+
+def _unique_name(c: sqlite3.Connection, base: str) -> str:
+    """`base`, or `base #2`, `base #3`...: the first one no run has (a short counter keeps names readable)."""
+    taken = {r["name"] for r in c.execute("SELECT name FROM runs WHERE name=? OR substr(name, 1, ?)=?",
+                                         (base, len(base) + 2, base + " #"))}
+    if base not in taken:
+        return base
+    counter = 2
+    while f"{base} #{counter}" in taken:
+        counter += 1
+    return fit_name(f"{base[:NAME_MAX - 8]} #{counter}") if len(base) > NAME_MAX - 8 else f"{base} #{counter}"
+
+
+def _turn_key(row) -> str:
+    return f"{row['owner_role']}:{row['owner']}"
+
+
+def _next_in_turn(c: sqlite3.Connection, limits: ClassLimits, paused: bool):
+    """The queued run `claim_next` takes: see there. None when nothing may start."""
+    queued = c.execute(f"SELECT run_id, owner, owner_role, queued_at FROM runs WHERE status='{RunStatus.QUEUED}' "
+                       "ORDER BY queued_at, rowid").fetchall()
+    if not queued:
+        return None
+    running = {(r["owner"], r["owner_role"]): r["n"] for r in c.execute(
+        f"SELECT owner, owner_role, COUNT(*) AS n FROM runs WHERE status='{RunStatus.RUNNING}' GROUP BY owner, owner_role")}
+    turns = {r["owner"]: r["served_at"] for r in c.execute("SELECT owner, served_at FROM queue_turns")}
+    first: dict[str, Any] = {}
+    for row in queued:  # each owner's oldest queued run
+        first.setdefault(_turn_key(row), row)
+    eligible = [row for row in first.values()
+                if row["owner_role"] != "student"
+                or (not paused and running.get((row["owner"], row["owner_role"]), 0) < limits.running)]
+    if not eligible:
+        return None
+    chosen = min(eligible, key=lambda r: (turns.get(_turn_key(r), 0.0), r["queued_at"]))
+    return c.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE run_id=?", (chosen["run_id"],)).fetchone()
 
 
 class _Transaction:

@@ -1,0 +1,74 @@
+"""Figures shared by every session watching the same view of the same data.
+
+In a class, thirty students watch the same lesson's Compare view. Each live tick used to rebuild the same figures
+once per session (reading the new metric rows, smoothing, bands, traces: ~400 ms of server CPU per session and
+tick with 8 running runs), which 2 cores cannot do thirty times a second. A figure here is built once per (view,
+options, data version) and handed to every session that asks; the data version says what the runs are at, so a new point
+(or a coarse history refined) makes a new figure (see `view_version`).
+
+Figures handed out are shared: callers must not modify them (copy with `go.Figure(fig)` first).
+TRAINLENS_SHARED_FIGURES=0 turns sharing off (benchmarks/class_load.py measures both).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Hashable
+
+import pandas as pd
+
+MAX_FIGURES = 256  # a few views x charts x option sets; a figure of 1,000-point lines is ~100 KB
+
+
+class FigureCache:
+    def __init__(self, max_entries: int = MAX_FIGURES):
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self._building: dict[Hashable, threading.Event] = {}
+        self._lock = threading.Lock()
+        self.hits = self.builds = 0
+
+    def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """The value for `key`, built by `build()` once even when several sessions ask at the same moment."""
+        while True:
+            with self._lock:
+                if key in self._entries:
+                    self._entries.move_to_end(key)
+                    self.hits += 1
+                    return self._entries[key]
+                pending = self._building.get(key)
+                if pending is None:
+                    pending = self._building[key] = threading.Event()
+                    break
+            pending.wait(30.0)  # another session is building it: wait and take theirs
+        try:
+            value = build()
+            with self._lock:
+                self._entries[key] = value
+                self.builds += 1
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+            return value
+        finally:
+            with self._lock:
+                self._building.pop(key, None)
+            pending.set()
+
+
+def enabled() -> bool:
+    return os.environ.get("TRAINLENS_SHARED_FIGURES", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def view_version(runs: pd.DataFrame, coarse: dict[str, list[str]]) -> tuple:
+    """What a view of `runs` shows, cheaply, from the runs frame alone: each run's step, status, resume time and
+    name, and which of its histories the metrics cache still holds coarse (refining them changes the picture).
+
+    Reading the metric rows to fingerprint them would cost each session what sharing saves (measured: the metrics
+    read was half of a Compare tick). A worker writes a step's rows before reporting the step, and a run's last
+    rows before its final status, so a view keyed by these never misses a point for longer than one progress
+    update (0.5 s)."""
+    columns = [c for c in ("run_id", "step", "status", "queued_at", "name", "group") if c in runs.columns]
+    return (tuple(map(tuple, runs[columns].astype(str).to_numpy())),
+            tuple(sorted((run_id, tuple(keys)) for run_id, keys in coarse.items())))

@@ -1,0 +1,78 @@
+"""The class leaderboard: each student's best validation accuracy, per validation split (no streamlit: tests use it).
+
+Accuracies are comparable only on the same validation images, so entries are grouped by the fields that decide a
+run's data (engine.data.loading.split_key: dataset, validation fraction, data folder, training-example limit);
+the page shows one split at a time. Only finished training runs count (completed or stopped early), so a run
+that is still climbing cannot top a challenge before it is done.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from engine.data.registry import DATASETS
+from engine.records import SUCCEEDED, RunKind
+
+SPLIT_COLUMNS = ["cfg.dataset", "cfg.val_fraction", "cfg.data_dir", "cfg.train_limit"]
+
+
+def split_label(dataset: str, val_fraction: float, data_dir: str, train_limit: int) -> str:
+    info = DATASETS.get(dataset)
+    parts = [info.title if info else dataset, f"{val_fraction:.0%} validation"]
+    if train_limit:
+        parts.append(f"{int(train_limit):,} training examples")
+    if data_dir:
+        parts.append(f"from {data_dir}")
+    return " · ".join(parts)
+
+
+def splits(runs: pd.DataFrame) -> dict[str, tuple]:
+    """label -> split key, for the splits that have at least one finished student run (most entries first)."""
+    finished = _finished_student_runs(runs)
+    if finished.empty:
+        return {}
+    counts = finished.groupby(SPLIT_COLUMNS, dropna=False)["owner"].nunique().sort_values(ascending=False)
+    return {split_label(*key): tuple(key) for key in counts.index}
+
+
+def leaderboard(runs: pd.DataFrame, best_val_acc: dict[str, float], split: tuple) -> pd.DataFrame:
+    """One row per student (their best finished run on `split`), best first, ranked from 1."""
+    finished = _finished_student_runs(runs)
+    for column, value in zip(SPLIT_COLUMNS, split):
+        finished = finished[finished[column] == value]
+    finished = finished.assign(best=finished["run_id"].map(best_val_acc)).dropna(subset=["best"])
+    columns = ["rank", "student", "best val acc", "run", "model", "optimizer", "lr", "epochs", "run_id"]
+    if finished.empty:
+        return pd.DataFrame(columns=columns)
+    top = (finished.sort_values(["best", "finished_at"], ascending=[False, True])
+           .drop_duplicates("owner", keep="first").reset_index(drop=True))
+    return pd.DataFrame({
+        "rank": range(1, len(top) + 1),
+        "student": top["owner"],
+        "best val acc": top["best"].astype(float),
+        "run": top["name"],
+        "model": top["cfg.model"],
+        "optimizer": top["cfg.optimizer"],
+        "lr": top["cfg.lr"].astype(float),
+        "epochs": top["cfg.epochs"].astype(int),
+        "run_id": top["run_id"],
+    })[columns]
+
+
+def class_summary(runs: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
+    """Per student: runs running, queued and finished (members with no run yet included), for the teacher."""
+    students = runs[(runs["owner_role"] == "student") & (runs["kind"] == RunKind.TRAIN)]
+    names = list(dict.fromkeys(list(members.loc[members["role"] == "student", "name"]) + list(students["owner"])))
+    rows = []
+    for name in names:
+        mine = students[students["owner"] == name]
+        rows.append({"student": name, "running": int((mine["status"] == "running").sum()),
+                     "queued": int((mine["status"] == "queued").sum()),
+                     "finished": int(mine["status"].isin(SUCCEEDED).sum()), "runs": len(mine)})
+    return pd.DataFrame(rows, columns=["student", "running", "queued", "finished", "runs"])
+
+
+def _finished_student_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    if runs.empty:
+        return runs
+    return runs[(runs["owner_role"] == "student") & (runs["kind"] == RunKind.TRAIN) & runs["status"].isin(SUCCEEDED)]

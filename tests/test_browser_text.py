@@ -1,0 +1,59 @@
+"""Text explanation in a real headless Chromium: type a sentence, see its tokens coloured; markup stays text."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ui_helpers import server_log, streamlit_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def text_server(tmp_path_factory):
+    """A live dashboard whose store holds one finished GRU run on `sentiment` (trained by a real worker)."""
+    home = tmp_path_factory.mktemp("text_browser_home")
+    previous = os.environ.get("TRAINLENS_HOME")
+    os.environ["TRAINLENS_HOME"] = str(home)
+    try:
+        with streamlit_server(home, workers=1) as url:
+            from engine.config import RunConfig
+            from engine.runs.runner import Runner
+
+            config = RunConfig(dataset="sentiment", model="gru", train_limit=600, epochs=1, batch_size=64, hidden=16,
+                               embed_dim=8, layer_stats_every=0)
+            handle = Runner(workers=1).submit(config, name="reviews")
+            assert handle.wait(timeout=180) == "completed", server_log(home)
+            yield url
+    finally:
+        if previous is None:
+            os.environ.pop("TRAINLENS_HOME", None)
+        else:
+            os.environ["TRAINLENS_HOME"] = previous
+
+
+def test_type_a_sentence_and_see_coloured_tokens(text_server, browser):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=60_000)  # the first visit imports torch and Captum in the server
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    try:
+        page.set_default_timeout(60_000)
+        page.goto(f"{text_server}/explain")
+        box = page.locator("textarea")
+        expect(box).to_be_visible()
+        box.fill("the plot was <script>alert('x')</script> never dull")
+        box.press("Control+Enter")
+        tokens = page.locator(".tl-tokens").first.locator(".tl-token")
+        expect(tokens.filter(has_text="never")).to_have_count(1)
+        expect(tokens.filter(has_text="script")).to_have_count(2)  # "<script>" and "</script>", split, as text
+        expect(tokens.filter(has_text="<").first).to_be_visible()
+        colours = tokens.evaluate_all("spans => spans.map(s => getComputedStyle(s).backgroundColor)")
+        assert len(set(colours)) > 3, colours  # shaded token by token, not one colour
+        assert page.locator(".tl-tokens script").count() == 0 and not dialogs
+    finally:
+        page.close()

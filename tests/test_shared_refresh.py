@@ -1,0 +1,109 @@
+"""Thirty sessions watching one view share its figures, and live refresh intervals stretch under load."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from ui_helpers import fresh_app
+
+from engine.config import RunConfig
+from engine.records import RunStatus
+from engine.runs.store import Store
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_a_figure_is_built_once_for_sessions_asking_at_the_same_moment_and_again_for_new_data():
+    from app.figure_cache import FigureCache
+
+    cache, calls = FigureCache(), []
+
+    def build():
+        calls.append(1)
+        time.sleep(0.2)  # long enough for every thread to ask while it is being built
+        return object()
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get(("view", 1), build))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and len({id(r) for r in results}) == 1
+    cache.get(("view", 2), build)  # a new data version
+    assert len(calls) == 2
+
+
+def finished_runs(n: int = 3) -> list[str]:
+    store = Store()
+    ids = []
+    for seed in range(n):
+        run_id = store.create_run(RunConfig(seed=seed), name=f"seed {seed}")
+        rng = np.random.default_rng(seed)
+        store.log_batch([(run_id, step, 0, "loss", float(2.3 * np.exp(-step / 40) + rng.normal(0, .05)), step * .1)
+                         for step in range(200)])
+        store.update_status(run_id, RunStatus.COMPLETED)
+        ids.append(run_id)
+    return ids
+
+
+def compare_session(run_ids: list[str], clear: bool):
+    at = fresh_app() if clear else _app_keeping_caches()
+    at.query_params["runs"] = ",".join(run_ids)
+    at.run()
+    at.switch_page("views/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _app_keeping_caches():
+    from streamlit.testing.v1 import AppTest
+    from ui_helpers import MAIN
+
+    return AppTest.from_file(str(MAIN), default_timeout=90)
+
+
+@pytest.mark.parametrize("sharing", [True, False])
+def test_sessions_watching_the_same_compare_view_share_its_figures(trainlens_home, monkeypatch, sharing):
+    monkeypatch.setenv("TRAINLENS_SHARED_FIGURES", "1" if sharing else "0")
+    run_ids = finished_runs()
+    first = compare_session(run_ids, clear=True)
+    from app.state import shared_figures
+
+    builds = shared_figures().builds
+    sessions = [compare_session(run_ids, clear=False) for _ in range(3)]
+    charts = [[c.proto.spec for c in at.get("plotly_chart")] for at in [first] + sessions]
+    assert charts[0] and all(c == charts[0] for c in charts)  # every session sees the same figures
+    if sharing:
+        assert builds >= 1 and shared_figures().builds == builds  # ...built once, by the first session
+        assert shared_figures().hits >= 3 * builds
+    else:
+        assert shared_figures().builds == 0
+
+
+def test_refresh_intervals_stretch_when_ticks_would_need_more_than_the_budget():
+    from app.live import CORE_BUDGET, MAX_STRETCH, LoadMeter
+
+    meter = LoadMeter(window=10.0)
+    assert meter.stretch() == 1.0
+    for i in range(20):  # a laptop: 2 ticks/s of 20 ms
+        meter.record(0.02, 1.0, now=100.0 + i * 0.5)
+    assert meter.demand_cores(now=110.0) < CORE_BUDGET and meter.stretch(now=110.0) == 1.0
+    busy = LoadMeter(window=10.0)
+    for i in range(300):  # thirty sessions: 30 ticks/s of 60 ms -> 1.8 cores wanted
+        busy.record(0.06, 1.0, now=100.0 + i / 30)
+    demand = busy.demand_cores(now=110.0)
+    assert demand == pytest.approx(1.8, rel=0.05)
+    assert busy.stretch(now=110.0) == pytest.approx(min(MAX_STRETCH, demand / CORE_BUDGET))
+    # ticks drawn at a stretched interval count for what they would cost at the page's own interval
+    stretched = LoadMeter(window=10.0)
+    for i in range(100):
+        stretched.record(0.06, 3.0, now=100.0 + i / 10)
+    assert stretched.demand_cores(now=110.0) == pytest.approx(1.8, rel=0.05)
+    hopeless = LoadMeter(window=10.0)
+    for i in range(100):
+        hopeless.record(5.0, 1.0, now=time.monotonic())
+    assert hopeless.stretch() == MAX_STRETCH
