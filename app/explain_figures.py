@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.text import plotly_text
-from engine.explain import sanity
+from engine import sanity_check as sanity
 
 TOP_K = 5
 
@@ -65,7 +65,7 @@ def quality_table(scores: Mapping[str, float | None]) -> pd.Series:
 def randomization_table(steps: Iterable[Any], default_sign: str = "absolute") -> pd.DataFrame:
     """The sanity check's stages (objects with layer, spearman, spearman_signed) after a first row for the trained
     model itself, which resembles its own map perfectly; `compared` is the correlation the verdict reads (the
-    map as shown by default, see engine.explain.sanity)."""
+    map as shown by default, see engine.sanity_check)."""
     steps = list(steps)
     rows = [{"layer": "(trained)", "spearman": 1.0, "spearman_signed": 1.0, "compared": 1.0}]
     rows += [{"layer": s.layer, "spearman": s.spearman, "spearman_signed": s.spearman_signed, "compared": c}

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from engine.data.loading import normalize
-from engine.explain import sanity
+from engine import sanity_check as sanity
 from engine.explain.methods import METHODS
 from engine.explain.quality import randomization_check
 

@@ -38,7 +38,8 @@ from app.own_model_form import own_model_form
 from app.state import get_store
 from app.text import escape_md
 from engine.checkpoints import history_epochs, list_epochs, resolve
-from engine.explain import pretrained, reading, sanity
+from engine import sanity_check as sanity
+from engine.explain import pretrained, reading
 from engine.explain.ood import OodDetector, calibrate_on_split
 from engine.records import epoch_label, epoch_number
 from engine.explain.images import ImageDecodeError, PreparedImage, decode_image

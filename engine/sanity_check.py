@@ -1,5 +1,7 @@
 """The verdict of the model-randomisation sanity check (Adebayo et al., 2018, "Sanity Checks for Saliency Maps").
 
+Torch-free (the pure figure builders of the Explain page read it), so it lives outside engine.explain.
+
 `engine.explain.quality.randomization_check` re-initialises the layers from the top down and records, at each
 stage, the rank correlation between the map of the (partly) random model and the trained model's map. Here
 that becomes one number and a verdict:
