@@ -124,6 +124,19 @@ def best_path(run_id: str) -> Path:
     return checkpoint_dir(run_id) / "best.safetensors"
 
 
+INITIAL_EPOCH = -1  # the engine's index of the weights before training (users read "before training", epoch 0)
+
+
+def initial_path(run_id: str) -> Path:
+    """The untrained model, saved before the first step, so "across training" starts from a random model."""
+    return checkpoint_dir(run_id) / "initial.safetensors"
+
+
+def history_epochs(run_id: str) -> list[int]:
+    """Every checkpoint over training, ascending: INITIAL_EPOCH first when the run saved its initial weights."""
+    return ([INITIAL_EPOCH] if initial_path(run_id).exists() else []) + list_epochs(run_id)
+
+
 def list_epochs(run_id: str) -> list[int]:
     """Epochs that have a checkpoint on disk, ascending."""
     epochs = []
@@ -135,7 +148,7 @@ def list_epochs(run_id: str) -> list[int]:
 
 
 def resolve(run_id: str, which: str | int = "best") -> Path:
-    """Path of a run's checkpoint: 'best', 'last', or an epoch number. FileNotFoundError with a readable message."""
+    """Path of a run's checkpoint: 'best', 'last', or an epoch number (INITIAL_EPOCH: before training). FileNotFoundError with a readable message."""
     epochs = list_epochs(run_id)
     if which == "best" and best_path(run_id).exists():
         return best_path(run_id)
@@ -144,6 +157,11 @@ def resolve(run_id: str, which: str | int = "best") -> Path:
             raise FileNotFoundError(f"run {run_id} has no checkpoint yet (one is written at the end of each epoch)")
         return epoch_path(run_id, epochs[-1])
     epoch = int(which)
+    if epoch == INITIAL_EPOCH:
+        if not initial_path(run_id).exists():
+            raise FileNotFoundError(f"run {run_id} has no checkpoint from before training (runs trained before it "
+                                    "was introduced do not)")
+        return initial_path(run_id)
     if epoch not in epochs:
         raise FileNotFoundError(f"run {run_id} has no checkpoint for epoch {epoch}; available: {epochs or 'none'}")
     return epoch_path(run_id, epoch)

@@ -6,6 +6,7 @@ runs [--json] | show RUN_ID [--json] | metrics RUN_ID [--all|--json|--csv] | can
 explain RUN_ID IMAGE --method NAME [--target CLASS] [--checkpoint EPOCH] --out FILE.png
 explain RUN_ID --text "..." --method ig [--target CLASS] [--json]
 lesson [--list] | lesson NAME [--wait]
+explain-model IMAGE (--arch NAME --weights FILE [--config FILE.json] | --program FILE.pt2) [--method NAME] --out FILE.png
 workers [--stop]
 Bad arguments exit 2 with a one-line message, never a traceback; cancelling a run that already ended exits 1.
 A store that cannot be used (damaged, disk full, locked) is one line naming the file and what to do, exit 2; a
@@ -94,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--target", type=int, default=None, help="class index (default: the predicted class)")
     explain.add_argument("--checkpoint", default="best", help="epoch number, 'best' or 'last'")
     explain.add_argument("--out", default=None, help="PNG file to write (image runs)")
+    own = sub.add_parser("explain-model", help="attribution heatmap of an image for a model TrainLens did not train")
+    own.add_argument("image")
+    own.add_argument("--arch", help="torchvision architecture of --weights, e.g. resnet18")
+    own.add_argument("--weights", help="safetensors file or a PyTorch state dict (read with weights_only=True)")
+    own.add_argument("--program", help=".pt2 exported program in a folder listed in TRAINLENS_MODEL_DIRS")
+    own.add_argument("--config", help="JSON: input_size, mean, std, classes (default: ImageNet preparation)")
+    own.add_argument("--method", default="saliency")
+    own.add_argument("--target", type=int, default=None, help="class index (default: the predicted class)")
+    own.add_argument("--out", required=True, help="PNG file to write")
 
     klass = sub.add_parser("class", help="serve the dashboard to a class on this network (class mode)")
     klass.add_argument("--host", default="auto",
@@ -455,6 +465,20 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_explain_model(args) -> int:
+    from engine.explain.own_model import OwnModelError, explain_own_to_png
+
+    if not Path(args.image).is_file():
+        raise UsageError(f"{args.image}: no such file")
+    try:
+        result = explain_own_to_png(args.image, args.method, architecture=args.arch, weights=args.weights,
+                                    program=args.program, config=args.config, target=args.target, out=args.out)
+    except OwnModelError as exc:
+        raise UsageError(str(exc)) from None
+    print(json.dumps(result, default=_json_default))
+    return 0
+
+
 def cmd_class(args) -> int:
     """Serve the dashboard to a room: class mode on (both passphrases set), listening on the LAN address."""
     import getpass
@@ -537,5 +561,5 @@ def cmd_lesson(args) -> int:
 
 
 COMMANDS = {"lesson": cmd_lesson, "train": cmd_train, "runs": cmd_runs, "show": cmd_show, "metrics": cmd_metrics,
-            "cancel": cmd_cancel, "resume": cmd_resume, "explain": cmd_explain, "class": cmd_class,
-            "workers": cmd_workers}
+            "cancel": cmd_cancel, "resume": cmd_resume, "explain": cmd_explain, "explain-model": cmd_explain_model,
+            "class": cmd_class, "workers": cmd_workers}

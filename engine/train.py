@@ -195,6 +195,8 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
     else:
         sink.artifact(records.MODEL_SUMMARY, {"parameters": count_parameters(model), "repr": str(model),
                                         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
+        if run_id is not None:
+            _write_initial_checkpoint(run_id, config, model, mean, std)
     checks = _Checks(sink, resumed=bool(resume_from))
     if not resume_from:
         first_x, first_y = next(iterate_batches(train_x, train_y, config.batch_size, seed=config.seed, epoch=0,
@@ -365,6 +367,21 @@ def _final_reports(model, ema, swa, config, run_id, val_x, val_y, mean, std, cla
     reports = evaluate_weights(model, weights, normalize(val_x, mean, std), val_y, list(classes), device=device)
     for name, report in reports.items():
         sink.artifact(records.report_artifact(name), report)
+
+
+def _write_initial_checkpoint(run_id: str, config: RunConfig, model: nn.Module, mean, std) -> None:
+    """The untrained weights (engine epoch -1, "before training"), so explanations can be compared before and
+    after learning. Only the file: it is not a checkpoint to resume from, so the store's checkpoint list (which
+    resuming and the runner read) does not name it. Any worker writing it for this run writes the same weights
+    (same config, same seed), so it needs no fencing; staged, so a reader never sees half a file."""
+    from engine.checkpoints import INITIAL_EPOCH, initial_path
+
+    path = initial_path(run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    save_checkpoint(staged, Checkpoint(config=config, epoch=INITIAL_EPOCH, step=0, model=model.state_dict(),
+                                       extra={"mean": list(mean), "std": list(std)}))
+    os.replace(staged, path)
 
 
 def _write_checkpoints(run_id: str, ckpt: Checkpoint, improved: bool, sink: Sink) -> None:

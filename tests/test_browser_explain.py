@@ -59,3 +59,40 @@ def test_upload_an_asset_and_see_two_attribution_maps(trained_server, browser):
         page.screenshot(path=str(ROOT / "test-artifacts" / "explain.png"), full_page=True)
     finally:
         page.close()
+
+
+def test_your_own_model_from_a_safetensors_upload_shows_its_maps(trained_server, browser, tmp_path):
+    """The critical path of "Your own model": weights uploaded as safetensors, an image, labelled maps."""
+    import torch
+    import torchvision
+    from playwright.sync_api import expect
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    weights = tmp_path / "mine.safetensors"
+    save_file(torchvision.models.squeezenet1_1(num_classes=3).state_dict(), str(weights))
+    expect.set_options(timeout=60_000)
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    try:
+        page.set_default_timeout(60_000)
+        page.goto(f"{trained_server}/explain")
+        page.get_by_text("Your own model").click()
+        arch = page.get_by_test_id("stSelectbox").filter(has_text="Architecture")
+        arch.click()
+        page.keyboard.type("squeezenet1_1")
+        page.keyboard.press("Enter")
+        size = page.get_by_label("Input size (pixels, square)")
+        size.fill("64")
+        size.press("Enter")
+        page.wait_for_timeout(1000)  # the rerun for the new size, before the upload
+        expect(page.get_by_text("Upload the weights")).to_be_visible()
+        page.locator("input[type=file]").first.set_input_files(str(weights))
+        expect(page.get_by_text("squeezenet1_1 with your weights · 3 classes")).to_be_visible()
+        page.locator("input[type=file]").nth(1).set_input_files(str(ROOT / "assets" / "digit_7.png"))
+        expect(page.get_by_text("The model says: class")).to_be_visible()
+        expect(page.get_by_text("No familiarity check")).to_be_visible()
+        # input, then heatmap + overlay + colour key for Saliency and Integrated Gradients (in the background)
+        page.wait_for_function("document.querySelectorAll('[data-testid=stImage] img').length >= 7")
+        expect(page.get_by_text("pushes the score of the explained class").first).to_be_visible()
+    finally:
+        page.close()

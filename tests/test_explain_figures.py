@@ -51,8 +51,10 @@ def test_topk_table_and_figure_show_the_most_probable_classes_first():
     assert bars.type == "bar" and bars.orientation == "h"
     assert list(bars.y) == ["1", "3", "5", "0", "6"]
     np.testing.assert_array_equal(bars.x, probs[[1, 3, 5, 0, 6]])
-    assert list(bars.text) == ["40.0%", "30.0%", "10.0%", "5.0%", "4.0%"]
+    assert list(bars.text) == ["1 · 40.0%", "3 · 30.0%", "5 · 10.0%", "0 · 5.0%", "6 · 4.0%"]
     assert tuple(fig.layout.xaxis.range) == (0, 1) and fig.layout.yaxis.autorange == "reversed"  # first on top
+    # digit names are categories: never a numeric axis with ticks 2/4/6 or a "10"
+    assert fig.layout.yaxis.type == "category" and list(fig.layout.yaxis.categoryarray) == ["1", "3", "5", "0", "6"]
     json.loads(fig.to_json())
 
 
@@ -91,10 +93,16 @@ def test_randomization_table_and_figure():
     assert fig.layout.yaxis.title.text == "Spearman ρ"
 
 
-def test_randomization_verdict_passes_only_when_the_map_changes_enough():
-    assert randomization_verdict(steps_of(("fc", 0.1, 0.0))).startswith(
-        "Rank correlation with every layer random: 0.10 (passes")
-    assert "(fails" in randomization_verdict(steps_of(("fc", 0.9, 0.8)))
+def test_randomization_verdict_reads_the_mean_over_stages_against_the_stated_threshold():
+    # the default (absolute) view compares |map|: mean of 0.5 and 0.1 = 0.30 passes
+    assert randomization_verdict(steps_of(("fc2", 0.5, 0.0), ("fc1", 0.1, 0.0))).startswith(
+        "Mean rank correlation with the trained map over the stages: 0.30 (passes; a method passes below 0.65")
+    assert "(fails" in randomization_verdict(steps_of(("fc2", 0.9, 0.8), ("fc1", 0.6, 0.5)))  # mean 0.75
+    # a signed method is judged on its signed map
+    signed = randomization_table([SimpleNamespace(layer="fc", spearman=0.99, spearman_signed=0.02)], "all")
+    assert "0.02 (passes" in randomization_verdict(signed)
+    fig = randomization_figure(signed)
+    assert fig.layout.shapes[0].y0 == 0.65  # the threshold is drawn
 
 
 def test_epochs_figure_marks_the_shown_epoch():

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from streamlit.testing.v1 import AppTest
 
-from engine.checkpoints import Checkpoint, epoch_path, save_checkpoint
+from engine.checkpoints import INITIAL_EPOCH, Checkpoint, epoch_path, initial_path, save_checkpoint
 from engine.config import RunConfig
 from engine.models import build_model
 from ui_helpers import clear_app_caches
@@ -25,6 +25,8 @@ def make_run(model_name: str = "convnet", epochs: int = 2) -> str:
     run_id = Store().create_run(config)
     torch.manual_seed(0)
     model = build_model(model_name, channels=1, size=28, num_classes=10, hidden=16)
+    save_checkpoint(initial_path(run_id), Checkpoint(config=config, epoch=INITIAL_EPOCH, step=0,
+                                                     model=model.state_dict(), extra=MNIST_STATS))
     for epoch in range(epochs):
         with torch.no_grad():  # a different model at every epoch, as training would leave
             for p in model.parameters():
@@ -122,14 +124,18 @@ def test_across_training_and_sanity_check_tabs():
     at.radio(key="explain_image_source").set_value("Example image").run()
     at.multiselect(key="explain_methods").set_value(["saliency"]).run()
     slider = at.select_slider(key=f"explain_epoch_{run_id}")
-    # epochs are shown counted from 1, like every page: checkpoint index 2 reads "after epoch 3"
-    assert list(slider.options) == ["1", "2", "3"] and slider.value == 2
+    # from the untrained model (saved before training), numbered as everywhere else in the app
+    assert list(slider.options) == ["before training", "after epoch 1", "after epoch 2", "after epoch 3"]
+    assert slider.value == 2
     assert any(c.startswith("after epoch 3: predicts") for image in at.image for c in image.captions)
-    slider.set_value(0).run()
-    assert any(c.startswith("after epoch 1: predicts") for image in at.image for c in image.captions)
+    slider.set_value(-1).run()
+    assert any(c.startswith("before training: predicts") for image in at.image for c in image.captions)
     at.button(key="explain_sanity_run").click().run()
     assert not at.exception, at.exception
-    assert any("Rank correlation with every layer random" in c.value for c in at.caption)
+    verdicts = [e.value for e in (*at.success, *at.error) if "Mean rank correlation" in e.value]
+    assert len(verdicts) == 1 and "below 0.65" in verdicts[0]
+    stages = [c for image in at.image for c in image.captions if ": ρ " in c]
+    assert stages[0] == "trained: ρ 1.00" and any(c.startswith("fc3 random: ρ ") for c in stages)
 
 
 def test_pretrained_model_without_weights_says_where_to_put_them(tmp_path, monkeypatch):

@@ -35,9 +35,14 @@ from app.explain_figures import (
 )
 from app.explain_jobs import FINISHED, JobBoard
 from app.presentation import plotly_chart
+from app.own_model_form import own_model_form
 from app.state import get_store
-from engine.checkpoints import list_epochs, resolve
-from engine.explain import pretrained
+from app.text import escape_md
+from engine.checkpoints import history_epochs, list_epochs, resolve
+from engine import sanity_check as sanity
+from engine.explain import pretrained, reading
+from engine.explain.ood import OodDetector, calibrate_on_split
+from engine.records import epoch_label, epoch_number
 from engine.explain.images import ImageDecodeError, PreparedImage, decode_image
 from engine.explain.methods import METHODS, SIGNS, copy_model, explain, predict, why_not
 from engine.explain.quality import quality, randomization_check
@@ -46,13 +51,13 @@ from engine.explain.render import (
     default_params,
     enlarge,
     heatmap,
+    colour_bar,
     image_rgb,
     load_subject,
     overlay,
     pixel_map,
     run_split,
 )
-from engine.records import epoch_label, epoch_number
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
@@ -66,7 +71,24 @@ SHOW_PX = 168  # side of each map on screen
 @st.cache_resource(max_entries=6, show_spinner="Loading the checkpoint...")
 def run_subject(run_id: str, which: str, stamp: int) -> Subject:
     # `stamp` (the file's mtime) makes 'best' and 'last' reload when training writes a newer checkpoint
-    return load_subject(run_id, int(which) if which.isdigit() else which)
+    return load_subject(run_id, checkpoint_key(which))
+
+
+def checkpoint_key(which: str) -> str | int:
+    """'best' / 'last', or an engine epoch index given as text ("-1" = before training)."""
+    return which if which in ("best", "last") else int(which)
+
+
+def checkpoint_label(which: str) -> str:
+    return which if which in ("best", "last") else epoch_label(int(which))
+
+
+@st.cache_resource(max_entries=6, show_spinner="Measuring the validation images, for the familiarity check...")
+def ood_detector(subject_key: str, _subject: Subject) -> OodDetector | None:
+    """Calibrated once per checkpoint on the run's validation split (None for a model without one)."""
+    if _subject.config is None:
+        return None
+    return calibrate_on_split(_subject.model, _subject.spec, run_split(_subject.config))
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the ImageNet model...")
@@ -125,9 +147,13 @@ def background_map(subject: Subject, picture: dict, target: int, method: str, wi
 
 
 @st.cache_data(max_entries=16, show_spinner="Re-initialising layers and recomputing maps...")
-def sanity_steps(key: str, _subject: Subject, _picture: dict, target: int, method: str) -> pd.DataFrame:
-    return randomization_table(randomization_check(_subject.model, _picture["inputs"].to(_subject.device), target,
-                                                   method, **default_params(method, _subject.spec)))
+def sanity_steps(key: str, _subject: Subject, _picture: dict, target: int, method: str) -> tuple[pd.DataFrame, list]:
+    """The stages' table and, per stage, the map of the (partly) random model; the trained map first."""
+    params = default_params(method, _subject.spec)
+    inputs = _picture["inputs"].to(_subject.device)
+    steps = randomization_check(_subject.model, inputs, target, method, **params)
+    trained = pixel_map(explain(_subject.model, inputs, target, method, **params))
+    return randomization_table(steps, METHODS[method].default_sign), [trained, *(s.pixel_map for s in steps)]
 
 
 @st.cache_data(max_entries=16, show_spinner="Predicting at every epoch...")
@@ -137,7 +163,7 @@ def epoch_history(key: tuple, run_id: str, epochs: tuple[int, ...], target: int,
     for epoch in epochs:
         past = load_subject(run_id, epoch, device="cpu")
         probs = predict(past.model, _picture["inputs"])[0]
-        rows.append({"epoch": epoch, "target_prob": float(probs[target]),
+        rows.append({"epoch": epoch_number(epoch), "target_prob": float(probs[target]),
                      "predicted": past.classes[int(probs.argmax())]})
     return pd.DataFrame(rows)
 
@@ -154,7 +180,8 @@ def background_progress(job_key: tuple) -> None:
 # ---- the page ------------------------------------------------------------------------------------------------------
 
 st.title("Explain")
-source = st.radio("Model", ["Training run", "Pretrained ImageNet model"], horizontal=True, key="explain_source")
+source = st.radio("Model", ["Training run", "Pretrained ImageNet model", "Your own model"], horizontal=True,
+                  key="explain_source")
 
 if source == "Training run":
     runs = get_store().list_runs(kind="train")
@@ -169,10 +196,9 @@ if source == "Training run":
     labels = {r.run_id: f"{r.name} · {r.status} · {r.run_id[:6]}" for r in runs.itertuples()}
     run_col, ckpt_col = st.columns([3, 1])
     run_id = run_col.selectbox("Run", ids, format_func=labels.get, key="explain_run")
-    epochs = list_epochs(run_id)
-    which = ckpt_col.selectbox("Checkpoint", ["best", "last", *map(str, epochs)], key=f"explain_ckpt_{run_id}",
-                               format_func=lambda w: epoch_label(int(w)) if w.isdigit() else w)
-    checkpoint = resolve(run_id, int(which) if which.isdigit() else which)
+    which = ckpt_col.selectbox("Checkpoint", ["best", "last", *map(str, history_epochs(run_id))],
+                               key=f"explain_ckpt_{run_id}", format_func=checkpoint_label)
+    checkpoint = resolve(run_id, checkpoint_key(which))
     from app.text_explain import checkpoint_is_text, text_explain_section  # text runs: tokens, not images
 
     if checkpoint_is_text(str(checkpoint), checkpoint.stat().st_mtime_ns):
@@ -186,6 +212,11 @@ if source == "Training run":
     subject_key = f"{run_id}:{which}:{subject.epoch}:{checkpoint.stat().st_mtime_ns}"
     st.caption(f"{subject.config.model} on {subject.config.dataset}, {epoch_label(subject.epoch)} · "
                f"explained on {subject.device}")
+elif source == "Your own model":
+    subject = own_model_form()
+    if subject is None:
+        st.stop()
+    run_id, which, subject_key = None, None, subject.run_id
 else:
     name = st.selectbox("ImageNet model", pretrained.PRETRAINED, key="explain_pretrained")
     if not pretrained.available(name) and not st.session_state.get(f"explain_download_{name}"):
@@ -260,6 +291,15 @@ if picture is None:
 
 probs = predict(subject.model, picture["inputs"])[0]
 predicted = int(probs.argmax())
+st.markdown(f"#### The model says: {escape_md(subject.classes[predicted])} ({float(probs[predicted]):.1%})")
+detector = ood_detector(subject_key, _subject=subject)
+if detector is not None:
+    familiarity = detector.score(subject.model, picture["inputs"], picture["pixels"])
+    if familiarity.unfamiliar:
+        st.warning(familiarity.message(), icon="⚠️")
+else:
+    st.caption("No familiarity check: this model comes without its training data, so TrainLens cannot tell whether "
+               "the input resembles what it learned from.")
 view_col, prob_col = st.columns([1, 2])
 with view_col:
     st.image(enlarge(image_rgb(picture["pixels"]), SHOW_PX), caption="as the model sees it")
@@ -287,17 +327,22 @@ with compare_tab:
     with_quality = q_col.toggle("Quality scores", value=True, key="explain_quality")
     with_sensitivity = s_col.toggle("Include sensitivity (re-runs each method 8 times)", value=small,
                                     key="explain_sensitivity", disabled=not with_quality)
+    with st.expander("How to read these maps"):
+        st.markdown(reading.HOW_TO_READ)
     for row_start in range(0, len(chosen), 3):
         for col, method in zip(st.columns(3), chosen[row_start:row_start + 3]):
             with col:
                 st.markdown(f"**{METHODS[method].title}**")
+                st.caption(f"{METHODS[method].summary} {reading.cost(METHODS[method]).capitalize()}.")
                 reason = why_not(subject.model, method)
                 if reason:
                     st.info(reason)
                     continue
                 job_key = (*base_key, method, with_quality, with_quality and with_sensitivity)
                 args = (subject, picture, target, method, with_quality, with_quality and with_sensitivity)
-                if small and not METHODS[method].heavy:
+                # your own model's maps are computed inline: on the job board's thread they did not finish in
+                # the browser test (cause not found yet), while the same job finishes in 2 s outside Streamlit
+                if (small and not METHODS[method].heavy) or subject.run_id.startswith("own:"):
                     with st.spinner(f"{METHODS[method].title}..."):
                         result = inline_map(job_key, *args)
                 else:
@@ -315,7 +360,11 @@ with compare_tab:
                 st.image([enlarge(heatmap(result["map"], shown), SHOW_PX),
                           enlarge(overlay(picture["pixels"], result["map"], shown), SHOW_PX)],
                          caption=[f"heatmap ({shown})", "overlay"], width=SHOW_PX)
-                st.caption(f"{result['seconds'] * 1000:.0f} ms")
+                st.image(colour_bar(shown, SHOW_PX), width=SHOW_PX)
+                st.caption(f"{reading.colour_key(shown)} · {result['seconds'] * 1000:.0f} ms")
+                blank = reading.blank_note(method, result["map"])
+                if blank:
+                    st.info(blank)
                 if result["quality"]:
                     st.dataframe(quality_table(result["quality"]), width="stretch")
     with st.expander("What do the scores mean?"):
@@ -329,14 +378,14 @@ with compare_tab:
 
 with training_tab:
     if subject.config is None:
-        st.info("A pretrained model has no checkpoints over training.")
+        st.info("This model was not trained here: it has no checkpoints over training.")
     else:
-        all_epochs = list_epochs(run_id)
+        all_epochs = history_epochs(run_id)  # from the untrained model when the run saved it
         m_col, e_col = st.columns([1, 2])
         track = m_col.selectbox("Method", [m for m in METHODS if not why_not(subject.model, m)],
                                 format_func=lambda m: METHODS[m].title, key="explain_track_method")
         epoch = e_col.select_slider("Epoch", all_epochs, value=all_epochs[-1], key=f"explain_epoch_{run_id}",
-                                    format_func=lambda e: str(epoch_number(e)))  # shown from 1, like every page
+                                    format_func=epoch_label)
         stamps = tuple(resolve(run_id, e).stat().st_mtime_ns for e in all_epochs)
         history = epoch_history((picture["key"], stamps), run_id, tuple(all_epochs), target, _picture=picture)
         at_epoch = run_subject(run_id, str(epoch), resolve(run_id, epoch).stat().st_mtime_ns)
@@ -345,11 +394,13 @@ with training_tab:
             result = inline_map(epoch_key, at_epoch, picture, target, track, False, False)
         shown = METHODS[track].default_sign if sign == "auto" else sign
         map_col, chart_col = st.columns([1, 2])
-        row = history.set_index("epoch").loc[epoch]
+        row = history.set_index("epoch").loc[epoch_number(epoch)]
         map_col.image(enlarge(overlay(picture["pixels"], result["map"], shown), SHOW_PX),
                       caption=f"{epoch_label(epoch)}: predicts {row['predicted']}, p({subject.classes[target]}) = "
                               f"{row['target_prob']:.1%}")
-        plotly_chart(epochs_figure(history, epoch, subject.classes[target]), key="explain_epochs", container=chart_col)
+        plotly_chart(epochs_figure(history, epoch_number(epoch), subject.classes[target]), key="explain_epochs",
+                     container=chart_col)
+        st.caption("Epoch 0 is the model before training (random weights).")
 
 with sanity_tab:
     st.markdown("Re-initialise the layers from the top, one by one, and compare each map with the trained model's "
@@ -361,6 +412,20 @@ with sanity_tab:
     if st.button("Run the sanity check", key="explain_sanity_run"):
         st.session_state["explain_sanity_done"] = sanity_key
     if st.session_state.get("explain_sanity_done") == sanity_key:
-        steps = sanity_steps(sanity_key, subject, picture, target, sanity_method)
+        steps, stage_maps = sanity_steps(sanity_key, subject, picture, target, sanity_method)
+        shown = METHODS[sanity_method].default_sign
+        st.markdown("The map of the trained model, then after re-initialising each layer from the top (cumulatively):")
+        per_row = 6
+        for start in range(0, len(stage_maps), per_row):
+            for col, (index, row) in zip(st.columns(per_row), list(steps.iterrows())[start:start + per_row]):
+                label = "trained" if index == 0 else f"{row['layer']} random"
+                col.image(enlarge(heatmap(stage_maps[index], shown), 84),
+                          caption=f"{label}: ρ {row['compared']:.2f}", width=84)
         plotly_chart(randomization_figure(steps), key="explain_sanity_chart")
-        st.caption(randomization_verdict(steps))
+        verdict_text = randomization_verdict(steps)
+        (st.success if "(passes" in verdict_text else st.error)(verdict_text)
+        st.caption(f"ρ: Spearman rank correlation with the trained model's map, on the "
+                   f"{'absolute' if sanity.uses_magnitude(shown) else 'signed'} map (as the method is shown). The "
+                   f"threshold {sanity.THRESHOLD:.2f} on the mean over the stages was calibrated on models trained "
+                   "here so that it separates the methods Adebayo et al. find sensitive to the weights (gradients, "
+                   "Integrated Gradients) from Guided Backprop, which they find insensitive.")

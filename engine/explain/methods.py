@@ -32,16 +32,16 @@ from captum.attr import (
     DeepLift,
     GradientShap,
     GuidedBackprop,
-    GuidedGradCam,
     InputXGradient,
     IntegratedGradients,
-    LayerAttribution,
     LayerGradCam,
     NoiseTunnel,
     Occlusion,
     Saliency,
 )
 from torch import Tensor, nn
+
+from engine.explain.geometry import place, trace_geometry
 
 # Captum announces every hook it sets; the page would show them on each click
 warnings.filterwarnings("ignore", message=r"Setting (forward, )?backward hooks", category=UserWarning)
@@ -178,15 +178,23 @@ def _layer(model: nn.Module, p: dict[str, Any]) -> nn.Module:
     return model.get_submodule(p["layer"]) if p["layer"] else model.target_layer
 
 
+def _placed_cam(forward, inputs: Tensor, target, layer: nn.Module, model: nn.Module) -> Tensor:
+    """Grad-CAM [B, 1, H, W]: the layer's map placed over the input by its cells' receptive fields
+    (engine.explain.geometry), not stretched over the whole image."""
+    cam = LayerGradCam(forward, layer).attribute(inputs, target=target, relu_attributions=True)
+    return place(cam, trace_geometry(model, inputs, layer), tuple(inputs.shape[-2:]))
+
+
 def _grad_cam(model, forward, inputs, target, p):
-    cam = LayerGradCam(forward, p["layer_module"]).attribute(inputs, target=target, relu_attributions=True)
-    cam = LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode="bilinear")
+    cam = _placed_cam(forward, inputs, target, p["layer_module"], model)
     # spread the one-channel map over the input channels so that the channel sum is the CAM itself
     return (cam / inputs.shape[1]).expand_as(inputs).contiguous()
 
 
 def _guided_grad_cam(model, forward, inputs, target, p):
-    return GuidedGradCam(model, p["layer_module"]).attribute(inputs, target=target, interpolate_mode="bilinear")
+    # Captum's GuidedGradCam stretches the map; the product is the same with the CAM placed correctly
+    cam = _placed_cam(forward, inputs, target, p["layer_module"], model)
+    return GuidedBackprop(model).attribute(inputs, target=target) * cam
 
 
 _BASELINE = {"baseline": 0.0}  # reference input in the model's (normalised) input space
@@ -217,7 +225,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("occlusion", "Occlusion", "Drop in the class score when a window of the input is blanked out.",
            _occlusion, {**_BASELINE, "window": 0, "stride": 0, "per_eval": 64}, heavy=True, calls=_occlusion_calls,
            multiplies_inputs=True),
-    Method("grad_cam", "Grad-CAM", "Feature-map channels weighted by their mean gradient, upsampled to the input.",
+    Method("grad_cam", "Grad-CAM", "Feature-map channels weighted by their mean gradient, placed over the input where each cell looks.",
            _grad_cam, {"layer": ""}, needs_layer=True, default_sign="positive"),
     Method("guided_grad_cam", "Guided Grad-CAM", "Guided Backprop masked by Grad-CAM: sharp and class-specific.",
            _guided_grad_cam, {"layer": ""}, needs_layer=True),

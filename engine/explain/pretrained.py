@@ -101,7 +101,7 @@ def _entry(name: str):
 
 def _offline_message(name: str, why: str) -> str:
     return (f"The ImageNet weights of {name} are not on this machine and {why}. Copy the file "
-            f"{Path(_entry(name)[1].url).name} into {cache_path(name).parent}, or pass a local weights file.")
+            f"{Path(_entry(name)[1].url).name} into {cache_path(name).parent}, or load the weights under 'Your own model' (a safetensors upload) or with `trainlens explain-model --weights FILE`.")
 
 
 def _read_state(path: Path) -> dict[str, Tensor]:

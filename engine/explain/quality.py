@@ -187,6 +187,7 @@ class RandomizationStep:
     layer: str  # the layer re-initialised at this step (all layers above it are already random)
     spearman: float  # rank correlation of |map| with the trained model's |map|
     spearman_signed: float  # the same on the signed maps
+    pixel_map: np.ndarray | None = None  # the map [H, W] at this step (signed channel total), to show side by side
 
 
 def randomization_check(model: nn.Module, inputs: Tensor, target: Target, method: str, *, seed: int = 0,
@@ -198,9 +199,10 @@ def randomization_check(model: nn.Module, inputs: Tensor, target: Target, method
     with _seeded(seed):
         for name, layer in reversed(_parameter_layers(randomized)):
             layer.reset_parameters()
-            current = channel_map(explain(randomized, inputs, target, method, **params)[:1]).flatten().cpu().numpy()
+            current_map = channel_map(explain(randomized, inputs, target, method, **params)[0]).cpu().numpy()
+            current = current_map.flatten()
             steps.append(RandomizationStep(name, _spearman(np.abs(reference), np.abs(current)),
-                                           _spearman(reference, current)))
+                                           _spearman(reference, current), current_map.astype(np.float64)))
     return steps
 
 

@@ -24,6 +24,9 @@ from torch import Tensor, nn
 from engine.config import RunConfig
 from engine.explain.methods import SIGNS, explain, get_method, predict
 from engine.explain.images import InputSpec, decode_image, input_spec
+from engine.explain.ood import OodReport
+from engine.explain.reading import blank_note
+from engine.records import epoch_label
 
 _CMAPS = {"all": "RdBu_r", "positive": "Reds", "negative": "Blues", "absolute": "inferno"}
 
@@ -104,7 +107,7 @@ class Subject:
     config: RunConfig | None  # None for a pretrained ImageNet model
     spec: InputSpec  # how inputs are prepared (channels, size, framing, train mean/std)
     classes: tuple[str, ...]
-    epoch: int  # the epoch the checkpoint closes (0-based); -1 for a pretrained model
+    epoch: int  # the epoch the checkpoint closes (0-based); -1 before training, or for a pretrained model
     device: str
 
 
@@ -143,6 +146,21 @@ def default_params(method: str, spec: InputSpec) -> dict[str, Any]:
     return {"baseline": spec.black()} if "baseline" in get_method(method).defaults else {}
 
 
+def familiarity_of(subject: Subject, prepared) -> OodReport | None:
+    """The out-of-distribution report of a prepared image, calibrated on the run's validation split; None when
+    the run's data is not on this machine (explaining never downloads)."""
+    from engine.explain.ood import calibrate_on_split
+
+    if subject.config is None:
+        return None
+    try:
+        split = run_split(subject.config)
+    except (OSError, RuntimeError, ValueError):
+        return None
+    detector = calibrate_on_split(subject.model, subject.spec, split)
+    return detector.score(subject.model, prepared.inputs, prepared.pixels)
+
+
 def explain_to_png(run_id: str, image_path: str | Path, method: str, target: int | None = None,
                    which: str | int = "best", out: str | Path = "explain.png", *, sign: str | None = None,
                    **params: Any) -> dict[str, Any]:
@@ -152,8 +170,13 @@ def explain_to_png(run_id: str, image_path: str | Path, method: str, target: int
     inverted, the preparation notes, the seconds taken and the output path. ValueError (ImageDecodeError,
     NotApplicable, bad target) and FileNotFoundError carry one-line messages for the CLI.
     """
+    return subject_to_png(load_subject(run_id, which), image_path, method, target, out, sign=sign, **params)
+
+
+def subject_to_png(subject: Subject, image_path: str | Path, method: str, target: int | None = None,
+                   out: str | Path = "explain.png", *, sign: str | None = None, **params: Any) -> dict[str, Any]:
+    """`explain_to_png` for any Subject (a run's checkpoint, or your own model)."""
     spec_method = get_method(method)
-    subject = load_subject(run_id, which)
     prepared = subject.spec.prepare(decode_image(Path(image_path).read_bytes()))
     probs = predict(subject.model, prepared.inputs)[0]
     predicted = int(probs.argmax())
@@ -172,7 +195,20 @@ def explain_to_png(run_id: str, image_path: str | Path, method: str, target: int
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(panels_png(panels))
-    return {"run_id": run_id, "epoch": subject.epoch, "method": method, "predicted": predicted,
+    familiarity = familiarity_of(subject, prepared)
+    return {"run_id": subject.run_id, "epoch": subject.epoch, "epoch_label": epoch_label(subject.epoch),
+            "unfamiliar": familiarity.unfamiliar if familiarity else None,
+            "warning": familiarity.message() if familiarity else "", "blank": blank_note(method, values) or "",
+            "method": method, "predicted": predicted,
             "predicted_class": subject.classes[predicted], "confidence": float(probs[predicted]),
             "target": target, "target_class": subject.classes[target], "inverted": prepared.inverted,
             "notes": prepared.notes, "seconds": seconds, "out": str(out)}
+
+
+def colour_bar(sign: str, width: int = 168, height: int = 10) -> np.ndarray:
+    """uint8 RGB [height, width, 3]: the heatmap's colour scale under `sign`, weakest/most negative on the left."""
+    values = np.linspace(-1.0 if sign == "all" else 0.0, 1.0, width)
+    if sign == "negative":
+        values = -values[::-1]  # strongest "against" on the right, like the other keys' strongest end
+    row = heatmap(values[None, :], sign)
+    return np.repeat(row, height, axis=0)
