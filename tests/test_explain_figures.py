@@ -109,10 +109,10 @@ def test_epochs_figure_marks_the_shown_epoch():
     history = pd.DataFrame({"epoch": [0, 1, 2], "target_prob": [0.2, 0.5, 0.9], "predicted": ["1", "7", "7"]})
     fig = epochs_figure(history, 1, "7")
     (line,) = fig.data
-    # epochs numbered from 1 as on every page: checkpoint index 1 is "after epoch 2"
-    assert line.name == "p(7)" and list(line.x) == [1, 2, 3] and list(line.y) == [0.2, 0.5, 0.9]
+    # the page hands epochs already numbered as everywhere (0 = before training): the figure draws them as given
+    assert line.name == "p(7)" and list(line.x) == [0, 1, 2] and list(line.y) == [0.2, 0.5, 0.9]
     (marker,) = fig.layout.shapes
-    assert marker.x0 == marker.x1 == 2 and marker.line.dash == "dot"
+    assert marker.x0 == marker.x1 == 1 and marker.line.dash == "dot"
     assert tuple(fig.layout.yaxis.range) == (0, 1)
 
 
