@@ -487,3 +487,51 @@ def lr_schedule_figure(
         # from 0 to just above the peak: a constant schedule is a flat line at its value, not at an autoscaled 0
         layout["yaxis"] = dict(layout["yaxis"], range=[0.0, float(finite.max()) * 1.1 or 1.0])
     return go.Figure(data=[trace], layout=dict(layout, title=dict(text=title), showlegend=False))
+
+
+def per_layer_figure(metrics_df: pd.DataFrame, runs_df: pd.DataFrame, statistic: str, group_by: str,
+                     log_y: bool = True, layers_pattern: str = "") -> go.Figure:
+    """A per-layer statistic (`statistic/<layer>` rows, e.g. grad_std) at each run's latest sampled step, across the
+    layers from input to output: one line per value of `group_by` (the mean over its runs, e.g. seeds).
+
+    Layers are ordered as the model logs them (its parameter order: input first), which the rows' ids keep; this
+    is the picture of vanishing gradients: the line falling towards the input layers. `layers_pattern` (a regular
+    expression) keeps the layers it matches, e.g. the convolution and linear weights only."""
+    prefix = f"{statistic}/"
+    keys = metrics_df["key"].astype(str)
+    wanted = keys.str.startswith(prefix)
+    if layers_pattern:
+        wanted &= keys.str[len(prefix):].str.contains(layers_pattern, regex=True)
+    rows = metrics_df[wanted]
+    fig = go.Figure()
+    if rows.empty:
+        fig.add_annotation(text="waiting for the first layer statistics", showarrow=False, xref="paper",
+                           yref="paper", x=0.5, y=0.5)
+        fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False), height=320)
+        return fig
+    latest = rows[rows["step"] == rows.groupby("run_id")["step"].transform("max")]
+    order_col = "id" if "id" in latest.columns else "step"
+    layers = list(dict.fromkeys(latest.sort_values(order_col)["key"].str[len(prefix):]))
+    groups = runs_df.set_index("run_id")[group_by].astype(str)
+    latest = latest.assign(layer=latest["key"].str[len(prefix):], group=latest["run_id"].map(groups))
+    table = latest.groupby(["group", "layer"])["value"].mean().unstack("layer").reindex(columns=layers)
+    order = [g for g in ordered_groups(runs_df.assign(**{group_by: groups.to_numpy()}), group_by) if g in table.index]
+    members = latest.groupby("group")["run_id"].unique()
+    if all(len(members[g]) == 1 for g in order):  # one run per group: the colour its run has on every other chart
+        by_run = run_colors(runs_df["run_id"])
+        colors = {g: by_run[members[g][0]] for g in order}
+    else:  # the colours the grouped charts give these groups
+        colors = run_colors(order)
+    for group in order:
+        values = table.loc[group]
+        fig.add_trace(go.Scatter(x=list(range(1, len(layers) + 1)), y=values.to_numpy(dtype=float),
+                                 mode="lines+markers", name=plotly_text(group), customdata=layers,
+                                 hovertemplate="%{customdata}: %{y:.3g}<extra>%{fullData.name}</extra>",
+                                 line=dict(color=colors[group], width=2.5)))
+    fig.update_layout(height=320, margin=dict(l=0, r=0, t=10, b=0), legend=dict(orientation="h", y=-0.25),
+                      xaxis=dict(title=f"layer (1 = input side, {len(layers)} = output)", dtick=1 if len(layers) <= 12
+                                 else None),
+                      yaxis=dict(title=metric_title(prefix[:-1]), type="log" if log_y else "linear"))
+    if log_y and (ticks := log_ticks(table.to_numpy(dtype=float).ravel())):
+        fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    return fig

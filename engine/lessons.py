@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine.config import RunConfig
-from engine.records import MODEL_SUMMARY, NAME_MAX, TERMINAL, RunStatus, check_name, epoch_label
+from engine.records import (LAYER_STAT_SEPARATOR, MODEL_SUMMARY, NAME_MAX, TERMINAL, RunStatus, check_name,
+                            epoch_label)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUILTIN_DIR = PROJECT_ROOT / "lessons"
@@ -56,6 +57,8 @@ class Chart:
     log_y: bool = False
     only: tuple[str, ...] = ()  # variant labels shown; empty = all
     note: str = ""
+    per_layer: str = ""  # a per-layer statistic (e.g. "grad_std"): one line per variant across the layers instead
+    layers: str = ""  # with per_layer: a regular expression the layers shown must match (e.g. conv/linear weights)
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,10 @@ def _labels_known(names: Iterable[str], labels: list[str], what: str) -> None:
 
 
 def _chart(data: dict, labels: list[str]) -> Chart:
-    keys = data.get("keys")
+    per_layer = data.get("per_layer", "")
+    if not isinstance(per_layer, str) or (per_layer and LAYER_STAT_SEPARATOR in per_layer):
+        raise ValueError("chart.per_layer: give one per-layer statistic such as \"grad_std\"")
+    keys = data.get("keys", [f"{per_layer}{LAYER_STAT_SEPARATOR}*"] if per_layer else None)
     if isinstance(keys, str):
         keys = [keys]
     if not keys or not all(isinstance(k, str) for k in keys):
@@ -252,7 +258,20 @@ def _chart(data: dict, labels: list[str]) -> Chart:
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"chart.smoothing={smoothing}: must be in [0, 1)")
     return Chart(title=_text(data, "title"), keys=tuple(keys), x=_choice(data.get("x", "step"), X_AXES, "chart.x"),
-                 smoothing=smoothing, log_y=bool(data.get("log_y", False)), only=only, note=str(data.get("note", "")))
+                 smoothing=smoothing, log_y=bool(data.get("log_y", False)), only=only, note=str(data.get("note", "")),
+                 per_layer=per_layer, layers=_pattern(data.get("layers", "")))
+
+
+def _pattern(text: Any) -> str:
+    import re
+
+    if not isinstance(text, str):
+        raise ValueError("chart.layers: give a regular expression as text")
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"chart.layers: {exc}") from None
+    return text
 
 
 def _claim(data: dict, labels: list[str]) -> Claim:

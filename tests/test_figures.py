@@ -363,3 +363,26 @@ def test_wall_time_is_measured_from_the_run_start_on_step_and_epoch_charts():
         trace = next(t for t in metric_figure(metrics, runs, key, options).data if t.name == name)
         rows = metrics[(metrics["run_id"] == run_id) & (metrics["key"] == key)]
         np.testing.assert_allclose(trace.x, rows["wall_time"].to_numpy() - start)
+
+
+def test_per_layer_figure_orders_layers_input_first_and_averages_seeds():
+    from app.figures import per_layer_figure
+
+    layers = ["stem.0.weight", "blocks.0.conv1.weight", "fc.weight"]
+    rows, next_id = [], 0
+    for run_id, scale in (("a", 1.0), ("b", 3.0), ("c", 10.0)):
+        for step in (8, 16):
+            for depth, layer in enumerate(layers):  # logged in parameter order: ids follow the model
+                next_id += 1
+                rows.append({"id": next_id, "run_id": run_id, "step": step, "key": f"grad_std/{layer}",
+                             "value": scale * (depth + 1) * (2 if step == 16 else 1)})
+    runs = pd.DataFrame({"run_id": ["a", "b", "c"], "variant": ["plain", "plain", "skips"]})
+    fig = per_layer_figure(pd.DataFrame(rows), runs, "grad_std", "variant")
+    by_name = {trace.name: trace for trace in fig.data}
+    assert set(by_name) == {"plain", "skips"}
+    assert list(by_name["plain"].customdata) == layers  # input side first
+    # the latest step only (16: values doubled), the mean over the plain runs (scales 1 and 3 -> 2)
+    assert list(by_name["plain"].y) == [4.0, 8.0, 12.0] and list(by_name["skips"].y) == [20.0, 40.0, 60.0]
+    assert fig.layout.yaxis.type == "log"
+    empty = per_layer_figure(pd.DataFrame(columns=["run_id", "step", "key", "value"]), runs, "grad_std", "variant")
+    assert "waiting" in empty.layout.annotations[0].text
