@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Callable, Hashable
 
@@ -30,14 +31,18 @@ class FigureCache:
         self._lock = threading.Lock()
         self.hits = self.builds = 0
 
-    def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
-        """The value for `key`, built by `build()` once even when several sessions ask at the same moment."""
+    def get(self, key: Hashable, build: Callable[[], Any], version: Hashable = None, max_age: float = 0.0) -> Any:
+        """The value for `key` at `version`, built by `build()` once even when several sessions ask at the same
+        moment. With `max_age`, a value built less than that many seconds ago is served even if the version has
+        moved on: live runs change every half second, and thirty sessions ticking out of phase would otherwise
+        each see a version of their own (so each build serves a second's worth of sessions)."""
         while True:
             with self._lock:
-                if key in self._entries:
+                held = self._entries.get(key)
+                if held is not None and (held[0] == version or time.monotonic() - held[1] < max_age):
                     self._entries.move_to_end(key)
                     self.hits += 1
-                    return self._entries[key]
+                    return held[2]
                 pending = self._building.get(key)
                 if pending is None:
                     pending = self._building[key] = threading.Event()
@@ -46,7 +51,7 @@ class FigureCache:
         try:
             value = build()
             with self._lock:
-                self._entries[key] = value
+                self._entries[key] = (version, time.monotonic(), value)
                 self.builds += 1
                 while len(self._entries) > self.max_entries:
                     self._entries.popitem(last=False)

@@ -146,19 +146,26 @@ def shared_figures() -> FigureCache:
     return FigureCache()
 
 
-def shared_figure(key: tuple, build):
-    """`build()`'s result, shared by every session asking for the same key (see app/figure_cache.py); built
-    per call when TRAINLENS_SHARED_FIGURES=0."""
+LIVE_MAX_AGE_S = 1.0  # how stale a shared view of runs still training may be (their points arrive every 0.5 s)
+
+
+def shared_figure(key: tuple, build, version=None, live: bool = False):
+    """`build()`'s result for `key` at `version`, shared by every session asking (see app/figure_cache.py): while
+    `live` (runs still training), one built less than LIVE_MAX_AGE_S ago is reused even if a newer point arrived.
+    Built per call when TRAINLENS_SHARED_FIGURES=0."""
     if not figure_cache.enabled():
         return build()
-    return shared_figures().get(key, build)
+    return shared_figures().get(key, build, version, LIVE_MAX_AGE_S if live else 0.0)
 
 
 def runs_frame() -> pd.DataFrame:
     """All runs with progress; reaps dead workers first so a killed worker's run shows as interrupted."""
     runner = shared_runner()
     _reap_now_and_then(runner)
-    return get_store().list_runs(kind="train")
+    store = get_store()
+    # one listing for every session while nothing changed (a fingerprint query costs far less than parsing every
+    # run's config); shared: callers must not modify the frame in place
+    return shared_figure(("runs frame",), lambda: store.list_runs(kind="train"), store.runs_fingerprint())
 
 
 _last_reap = [0.0]

@@ -33,8 +33,14 @@ def test_a_figure_is_built_once_for_sessions_asking_at_the_same_moment_and_again
     for thread in threads:
         thread.join()
     assert len(calls) == 1 and len({id(r) for r in results}) == 1
-    cache.get(("view", 2), build)  # a new data version
+    cache.get(("view", 2), build)  # another view
     assert len(calls) == 2
+    cache.get(("view", 2), build, version="step 10")  # a new data version: built again
+    assert len(calls) == 3
+    cache.get(("view", 2), build, version="step 11", max_age=60.0)  # live: a value built just now still serves
+    assert len(calls) == 3
+    cache.get(("view", 2), build, version="step 12")  # ended runs ask for the exact version
+    assert len(calls) == 4
 
 
 def finished_runs(n: int = 3) -> list[str]:

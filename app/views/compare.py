@@ -21,7 +21,7 @@ from app.race_view import opening_group_by, shared_machine, steps_per_second
 from app.series import X_AXES, chart_keys
 from app.state import get_metrics_cache, run_metric_keys, run_metrics, runs_frame, shared_figure
 from app.text import csv_cell, escape_md
-from engine.records import is_epoch_level
+from engine.records import ACTIVE, is_epoch_level
 
 CHARTS = [  # (title, keys, default x axis override or None)
     ("Training loss (per step)", "loss", None),
@@ -131,7 +131,13 @@ def charts(runs_now: pd.DataFrame) -> None:
     # Everything below is shared by the sessions showing the same runs in the same state (app/figure_cache.py):
     # with thirty students on this view, one session reads the new rows and builds the figures, the others reuse.
     version = view_version(selected, get_metrics_cache().coarse_keys(run_ids))
-    keys_present = shared_figure(("compare keys", version), lambda: run_metric_keys(run_ids, runs_now))
+    live = bool(selected["status"].isin(ACTIVE).any())  # ended runs: always the exact final picture
+    view = tuple(run_ids)
+
+    def shared(key: tuple, build):
+        return shared_figure(key + (view,), build, version, live)
+
+    keys_present = shared(("compare keys",), lambda: run_metric_keys(run_ids, runs_now))
     if not keys_present:
         st.info("No points yet: the selected runs are waiting for a worker.")
         return
@@ -143,8 +149,8 @@ def charts(runs_now: pd.DataFrame) -> None:
         nonlocal shown
         with columns[shown % 2]:
             st.markdown(f"**{title}**")
-            figure, plotted = shared_figure(
-                ("compare chart", chart_key, tuple(keys), repr(chart_options), version),
+            figure, plotted = shared(
+                ("compare chart", chart_key, tuple(keys), repr(chart_options)),
                 lambda: figures.metric_figure_with_data(
                     run_metrics(run_ids, runs_now, chart_keys(keys, chart_options.x_axis)), selected,
                     keys if len(keys) > 1 else keys[0], chart_options))
@@ -160,7 +166,7 @@ def charts(runs_now: pd.DataFrame) -> None:
         if all(is_epoch_level(k) for k in wanted):  # a handful of epoch points: smoothing would only lag them
             chart_options = replace(chart_options, smoothing=0.0)
         chart(title, wanted, chart_options, f"chart_{index}")
-    clipped = shared_figure(("compare clipped", x_axis, version),
+    clipped = shared(("compare clipped", x_axis),
                             lambda: run_metrics(run_ids, runs_now, chart_keys(["clipped"], x_axis))) \
         if "clipped" in keys_present else None
     if clipped is not None and clipped.loc[clipped["key"] == "clipped", "value"].max() > 0:
@@ -181,7 +187,7 @@ def charts(runs_now: pd.DataFrame) -> None:
 
     st.markdown("**Final metrics**")
     # epoch-level rows only: the step count and duration come from the runs table, not 400k loss rows
-    table = shared_figure(("compare final table", version), lambda: figures.final_metrics_table(
+    table = shared(("compare final table",), lambda: figures.final_metrics_table(
         run_metrics(run_ids, runs_now, ["val_acc", "train_loss", "best_epoch"]), selected.reset_index(drop=True)))
     # best epoch numbered from 1, as on every page; a rate, not a duration: seconds measure the machine (who else
     # trained meanwhile) more than the optimizer. assign(): a new frame, never the shared cached table changed

@@ -332,6 +332,18 @@ class Store:
         frame.attrs["unreadable"] = unreadable
         return frame
 
+    def runs_fingerprint(self) -> str:
+        """A value that changes whenever anything `list_runs` shows changes (status, progress, names, owners,
+        errors, configs...): readers that share one listing (the dashboard's sessions) compare it instead of
+        listing again. One aggregate query in SQLite."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) || ':' || COALESCE(group_concat(run_id || status || step || '/' || total_steps || '/' || "
+            "epoch || '/' || lease || '/' || queued_at || '/' || COALESCE(started_at, '') || '/' || "
+            "COALESCE(finished_at, '') || '/' || COALESCE(device, '') || '/' || length(name) || name || grp || owner || "
+            "owner_role || kind || length(COALESCE(error, '')) || '/' || length(config) || '/' || cancel_requested, "
+            "'|'), '') FROM runs").fetchone()
+        return row[0]
+
     def set_running(self, run_id: str, worker_id: str, device: str, fence: Fence | None = None) -> None:
         now = time.time()
         with self._tx() as c:
