@@ -2,7 +2,7 @@
 claim holds (the contract of a lesson), the CLI runs one and prints its answer, and lesson files are validated
 with messages that name the wrong entry.
 
-All ten lessons are queued at once on one pool of two workers (about 40 small runs), so the module costs one
+All eleven lessons are queued at once on one pool of two workers (about 42 small runs), so the module costs one
 pool start and the lessons' own training time. Their margins across seeds were chosen with
 benchmarks/lesson_margins.py.
 """
@@ -45,12 +45,12 @@ def launched(runner):
     return groups
 
 
-def test_the_gallery_has_the_ten_lessons_of_the_syllabus():
+def test_the_gallery_has_the_lessons_of_the_syllabus():
     found, problems = lessons.load_lessons()
     assert problems == {}
     assert [lesson.name for lesson in found] == ["learning_rate", "momentum", "optimizer_race", "schedules",
                                                  "overfitting", "depth_skips", "exploding_gradients", "averaging",
-                                                 "architectures", "explain_cnn"]
+                                                 "architectures", "explain_cnn", "order_matters"]
     for lesson in found:
         assert lesson.question.endswith("?") and lesson.look_for and lesson.charts and lesson.claims
 
