@@ -10,6 +10,9 @@ chart; in projector mode it also enlarges fonts, lines and markers.
 
 from __future__ import annotations
 
+import threading
+import weakref
+
 import tomllib
 from pathlib import Path
 
@@ -100,11 +103,40 @@ def style_figure(figure: go.Figure, present: bool) -> go.Figure:
     return figure
 
 
+_STYLED: dict[int, tuple[weakref.ref, dict[bool, go.Figure]]] = {}  # id(figure) -> (figure, {present: styled copy})
+_STYLED_LOCK = threading.Lock()
+
+
+def styled(figure: go.Figure, present: bool) -> go.Figure:
+    """`figure` styled for the mode, on a copy: the figure may be shared between sessions (a cached figure), and
+    styling twice would add the legend's room twice. The copy is kept while the figure lives (figures are not
+    hashable, so they are held by id with a weak reference that drops the entry with the figure), so thirty
+    sessions showing one shared figure copy and style it once (a copy costs tens of ms per figure)."""
+    key = id(figure)
+    with _STYLED_LOCK:
+        held = _STYLED.get(key)
+        copy = held[1].get(present) if held is not None and held[0]() is figure else None
+    if copy is None:
+        copy = style_figure(go.Figure(figure), present)
+        with _STYLED_LOCK:
+            held = _STYLED.get(key)
+            if held is None or held[0]() is not figure:
+                held = (weakref.ref(figure, lambda _, key=key: _forget(key)), {})
+                _STYLED[key] = held
+            held[1][present] = copy
+    return copy
+
+
+def _forget(key: int) -> None:
+    with _STYLED_LOCK:
+        held = _STYLED.get(key)
+        if held is not None and held[0]() is None:
+            del _STYLED[key]
+
+
 def plotly_chart(figure: go.Figure, *, key: str, container=None, **kwargs):
     """st.plotly_chart with the page's presentation applied (see module doc); `container` is a column or None."""
     present = presenting()
-    # styled on a copy: the figure may be shared between sessions (a cached figure), and styling twice would add
-    # the legend's room twice
-    figure = style_figure(go.Figure(figure), present)
+    figure = styled(figure, present)
     config = {"displaylogo": False, "displayModeBar": "hover"}
     return (container or st).plotly_chart(figure, key=key, config=config, **kwargs)

@@ -37,3 +37,20 @@ def test_the_default_comes_from_the_settings_file(tmp_path, monkeypatch):
     assert presentation.default_on() is True
     (tmp_path / "trainlens_settings.toml").write_text("not toml [")
     assert presentation.default_on() is False
+
+
+def test_a_shared_figure_is_styled_once_per_mode_on_a_copy_dropped_with_it():
+    import gc
+
+    import plotly.graph_objects as go
+
+    from app import presentation
+
+    figure = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))
+    plain, again, projector = (presentation.styled(figure, False), presentation.styled(figure, False),
+                               presentation.styled(figure, True))
+    assert plain is again and plain is not projector and plain is not figure
+    assert figure.layout.legend.orientation is None  # the shared original is never styled
+    del figure, plain, again, projector
+    gc.collect()
+    assert not presentation._STYLED
