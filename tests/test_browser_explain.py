@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from ui_helpers import ROOT, server_log, streamlit_server
+from ui_helpers import ROOT, server_with_trained_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -14,22 +12,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 @pytest.fixture(scope="module")
 def trained_server(tmp_path_factory):
     """A live dashboard whose store holds one finished convnet run on mnist5k (trained by a real worker)."""
-    home = tmp_path_factory.mktemp("explain_browser_home")
-    previous = os.environ.get("TRAINLENS_HOME")
-    os.environ["TRAINLENS_HOME"] = str(home)
-    try:
-        with streamlit_server(home, workers=1) as url:
-            from engine.config import RunConfig
-            from engine.runs.runner import Runner
+    from engine.config import RunConfig
 
-            handle = Runner(workers=1).submit(RunConfig(train_limit=1500, epochs=2, layer_stats_every=0), name="digits")
-            assert handle.wait(timeout=180) == "completed", server_log(home)
-            yield url
-    finally:
-        if previous is None:
-            os.environ.pop("TRAINLENS_HOME", None)
-        else:
-            os.environ["TRAINLENS_HOME"] = previous
+    config = RunConfig(train_limit=1500, epochs=2, layer_stats_every=0)
+    with server_with_trained_run(tmp_path_factory.mktemp("explain_browser_home"), config, "digits") as url:
+        yield url
 
 
 def test_upload_an_asset_and_see_two_attribution_maps(trained_server, browser):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from ui_helpers import server_log, streamlit_server
+from ui_helpers import server_with_trained_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -14,24 +12,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 @pytest.fixture(scope="module")
 def text_server(tmp_path_factory):
     """A live dashboard whose store holds one finished GRU run on `sentiment` (trained by a real worker)."""
-    home = tmp_path_factory.mktemp("text_browser_home")
-    previous = os.environ.get("TRAINLENS_HOME")
-    os.environ["TRAINLENS_HOME"] = str(home)
-    try:
-        with streamlit_server(home, workers=1) as url:
-            from engine.config import RunConfig
-            from engine.runs.runner import Runner
+    from engine.config import RunConfig
 
-            config = RunConfig(dataset="sentiment", model="gru", train_limit=600, epochs=1, batch_size=64, hidden=16,
-                               embed_dim=8, layer_stats_every=0)
-            handle = Runner(workers=1).submit(config, name="reviews")
-            assert handle.wait(timeout=180) == "completed", server_log(home)
-            yield url
-    finally:
-        if previous is None:
-            os.environ.pop("TRAINLENS_HOME", None)
-        else:
-            os.environ["TRAINLENS_HOME"] = previous
+    config = RunConfig(dataset="sentiment", model="gru", train_limit=600, epochs=1, batch_size=64, hidden=16,
+                       embed_dim=8, layer_stats_every=0)
+    with server_with_trained_run(tmp_path_factory.mktemp("text_browser_home"), config, "reviews") as url:
+        yield url
 
 
 def test_type_a_sentence_and_see_coloured_tokens(text_server, browser):

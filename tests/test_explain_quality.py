@@ -7,12 +7,12 @@ import pytest
 import torch
 from captum.metrics import infidelity, sensitivity_max
 from scipy.stats import spearmanr
+from explain_helpers import quick_convnet
 
 from engine.data.loading import load_dataset, normalize
 from engine.explain.methods import explain
 from engine.explain.quality import (deletion_curve, infidelity_score, mask_score, quality, randomization_check,
                                     relative_infidelity, sensitivity_score)
-from engine.models import build_model
 
 N_IMAGES = 12  # validation images the statistical checks average over
 
@@ -21,23 +21,7 @@ N_IMAGES = 12  # validation images the statistical checks average over
 def trained():
     """A convnet trained for a few seconds on shapes (about 75% validation accuracy), with its val images."""
     split = load_dataset("shapes", seed=0)
-    x, y = normalize(split.train_x, split.mean, split.std), split.train_y
-    torch.manual_seed(0)
-    model = build_model("convnet", channels=3, size=32, num_classes=5)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    generator = torch.Generator().manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny net on a shared 2-core machine: one thread is faster than two fighting
-    try:
-        for _ in range(400):
-            index = torch.randint(0, len(x), (48,), generator=generator)
-            loss = torch.nn.functional.cross_entropy(model(x[index]), y[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
+    model = quick_convnet(split, steps=400, batch_size=48)
     val_x = normalize(split.val_x[:200], split.mean, split.std)
     with torch.no_grad():
         correct = model(val_x).argmax(1) == split.val_y[:200]

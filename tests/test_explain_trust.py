@@ -13,6 +13,7 @@ import torchvision
 from captum.attr import LayerGradCam
 from PIL import Image
 from sklearn.datasets import load_sample_image
+from explain_helpers import quick_convnet
 
 from engine.checkpoints import INITIAL_EPOCH, history_epochs, initial_path, load_checkpoint, resolve
 from engine.data.loading import load_dataset, normalize
@@ -33,23 +34,7 @@ N_IMAGES = 24
 def digits():
     """A convnet trained on mnist5k for a few seconds (about 93% validation accuracy), with its split."""
     split = load_dataset("mnist5k", seed=0)
-    x, y = normalize(split.train_x, split.mean, split.std), split.train_y
-    torch.manual_seed(0)
-    model = build_model("convnet", channels=1, size=28, num_classes=10)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    generator = torch.Generator().manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for _ in range(300):
-            index = torch.randint(0, len(x), (64,), generator=generator)
-            loss = F.cross_entropy(model(x[index]), y[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
+    model = quick_convnet(split, steps=300, batch_size=64)
     val_x = normalize(split.val_x[:300], split.mean, split.std)
     with torch.no_grad():
         correct = model(val_x).argmax(1) == split.val_y[:300]

@@ -8,8 +8,8 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from captum.attr import LayerIntegratedGradients
+from text_helpers import fit
 
 from engine.data.loading import load_dataset
 from engine.explain.methods import NotApplicable, explain
@@ -32,16 +32,7 @@ def trained():
     torch.manual_seed(0)
     split = load_dataset("sentiment", limit=2000, text_options=TextOptions())
     model = build_text_model("gru", vocab_size=split.info.size, num_classes=2, embed_dim=16, hidden=32)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for epoch in range(5):
-        order = torch.randperm(len(split.train_y), generator=torch.Generator().manual_seed(epoch))
-        for start in range(0, len(order), 64):
-            index = order[start:start + 64]
-            loss = F.cross_entropy(model(split.train_x[index]), split.train_y[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval(), split
+    return fit(model, split, epochs=5), split
 
 
 def test_integrated_gradients_equal_captum_called_directly():

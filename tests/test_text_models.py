@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
+from text_helpers import fit
 
 from engine.config import RunConfig
 from engine.data.loading import load_dataset
@@ -73,18 +73,10 @@ def test_a_gru_learns_contrast_that_a_bag_of_words_cannot():
     scores = {}
     for name in ("bow", "gru"):
         torch.manual_seed(0)
-        model = build_text_model(name, vocab_size=split.info.size, num_classes=2, embed_dim=16, hidden=32)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-        for epoch in range(4):
-            order = torch.randperm(len(split.train_y), generator=torch.Generator().manual_seed(epoch))
-            for start in range(0, len(order), 64):
-                index = order[start:start + 64]
-                loss = F.cross_entropy(model(split.train_x[index]), split.train_y[index])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+        model = fit(build_text_model(name, vocab_size=split.info.size, num_classes=2, embed_dim=16, hidden=32),
+                    split, epochs=4)
         with torch.no_grad():
-            scores[name] = (model.eval()(split.val_x).argmax(1) == split.val_y).float().mean().item()
+            scores[name] = (model(split.val_x).argmax(1) == split.val_y).float().mean().item()
     assert scores["gru"] >= 0.95, scores
     assert scores["bow"] <= 0.85, scores
 

@@ -196,6 +196,26 @@ def streamlit_server(home: Path, workers: int = 3, startup_timeout: float = 90.0
         stop_home_workers(home)
 
 
+@contextlib.contextmanager
+def server_with_trained_run(home: Path, config, name: str) -> Iterator[str]:
+    """A live dashboard (see streamlit_server) whose store holds one finished run of `config`, trained by a real
+    worker; yields its URL. TRAINLENS_HOME points at `home` meanwhile (the runner here and the server share it)."""
+    previous = os.environ.get("TRAINLENS_HOME")
+    os.environ["TRAINLENS_HOME"] = str(home)
+    try:
+        with streamlit_server(home, workers=1) as url:
+            from engine.runs.runner import Runner
+
+            handle = Runner(workers=1).submit(config, name=name)
+            assert handle.wait(timeout=180) == "completed", server_log(home)
+            yield url
+    finally:
+        if previous is None:
+            os.environ.pop("TRAINLENS_HOME", None)
+        else:
+            os.environ["TRAINLENS_HOME"] = previous
+
+
 def server_log(home: Path) -> str:
     path = home / "streamlit_server.log"
     return path.read_text(errors="replace")[-4000:] if path.exists() else ""

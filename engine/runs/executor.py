@@ -40,26 +40,24 @@ def ray_address() -> str:
 def ray_retries() -> int:
     """How many times a run whose Ray worker or node died is resumed from its last checkpoint before it stays
     `interrupted` (`TRAINLENS_RAY_RETRIES`, default 1; 0 = never)."""
-    raw = os.environ.get("TRAINLENS_RAY_RETRIES", "1")
-    try:
-        retries = int(raw)
-    except ValueError:
-        raise ValueError(f"TRAINLENS_RAY_RETRIES={raw!r}: expected a whole number >= 0") from None
-    if retries < 0:
-        raise ValueError(f"TRAINLENS_RAY_RETRIES={retries}: expected a whole number >= 0")
-    return retries
+    return _env_int("TRAINLENS_RAY_RETRIES", 1, minimum=0)
 
 
 def workers_per_gpu() -> int:
     """Local warm workers per GPU (`TRAINLENS_WORKERS_PER_GPU`, default 1): several small runs share one GPU."""
-    raw = os.environ.get("TRAINLENS_WORKERS_PER_GPU", "1")
+    return _env_int("TRAINLENS_WORKERS_PER_GPU", 1, minimum=1)
+
+
+def _env_int(name: str, default: int, minimum: int) -> int:
+    """The whole number in environment variable `name` (`default` when unset); ValueError naming it otherwise."""
+    raw = os.environ.get(name, str(default))
     try:
-        count = int(raw)
+        value = int(raw)
     except ValueError:
-        raise ValueError(f"TRAINLENS_WORKERS_PER_GPU={raw!r}: expected a whole number >= 1") from None
-    if count < 1:
-        raise ValueError(f"TRAINLENS_WORKERS_PER_GPU={count}: expected a whole number >= 1")
-    return count
+        raise ValueError(f"{name}={raw!r}: expected a whole number >= {minimum}") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value}: expected a whole number >= {minimum}")
+    return value
 
 
 def require_ray():
