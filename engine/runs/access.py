@@ -107,6 +107,11 @@ def check_submission(actor: Actor | None, limits: ClassLimits, *, epochs: int, e
     if examples is not None and examples > limits.examples:
         raise CapReached(f"This run trains on {examples:,} examples; the class limit is {limits.examples:,} per run. "
                          "Set 'train limit' to at most that")
-    if queued >= limits.queued:
+    check_queue_room(actor, limits, queued)
+
+
+def check_queue_room(actor: Actor | None, limits: ClassLimits, queued: int) -> None:
+    """CapReached when a student who has `queued` runs waiting may not queue one more (a new run or a resume)."""
+    if actor is not None and actor.is_student and queued >= limits.queued:
         raise CapReached(f"You already have {queued} run(s) waiting in the queue; the class limit is {limits.queued}. "
                          "Wait for one to start, or cancel one")

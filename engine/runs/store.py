@@ -38,7 +38,7 @@ from engine.paths import check_data_dir, db_path
 from engine.records import (DELETABLE, NAME_MAX, RESUMABLE, STATUSES, TERMINAL, RunKind, RunStatus, check_name,
                             fit_name)
 from engine.runs.access import (LIMIT_PREFIX, ClassLimits, check_limit, check_may_act, check_may_teach,
-                                 check_submission, run_examples)
+                                 check_queue_room, check_submission, run_examples)
 from engine.runs.procs import pid_alive, pulse_age
 from engine.runs.store_errors import BACKUPS_DIR, StoreUnavailable, damaged, describe
 
@@ -245,10 +245,8 @@ class Store:
         now = time.time()
         with self._tx() as c:
             if actor is not None and actor.is_student:
-                queued = c.execute(f"SELECT COUNT(*) FROM runs WHERE status='{RunStatus.QUEUED}' AND owner=? "
-                                   "AND owner_role=?", (owner, owner_role)).fetchone()[0]
                 check_submission(actor, self._limits(c), epochs=config.epochs, examples=run_examples(config),
-                                 queued=queued)
+                                 queued=_queued_of(c, actor))
             if name is None:
                 name = _unique_name(c, default_name(config, actor))
             c.execute(
@@ -413,7 +411,7 @@ class Store:
         by_owner: dict[str, list] = {}
         for row in queued:
             by_owner.setdefault(_turn_key(row), []).append(row)
-        owners = sorted(by_owner, key=lambda o: (turns.get(o, 0.0), by_owner[o][0]["queued_at"]))
+        owners = sorted(by_owner, key=lambda o: _turn_rank(turns, by_owner[o][0]))
         positions, place, depth = {}, 1, 0
         while any(depth < len(by_owner[o]) for o in owners):
             for owner in owners:
@@ -529,13 +527,7 @@ class Store:
             if status not in RESUMABLE:
                 raise ValueError(f"run {run_id} is {status}; only {', '.join(RESUMABLE)} runs can be resumed")
             if actor is not None and actor.is_student:
-                queued = c.execute(f"SELECT COUNT(*) FROM runs WHERE status='{RunStatus.QUEUED}' AND owner=? "
-                                   "AND owner_role=?", (actor.name, actor.role)).fetchone()[0]
-                if queued >= (limit := self._limits(c).queued):
-                    from engine.runs.access import CapReached
-
-                    raise CapReached(f"You already have {queued} run(s) waiting in the queue; the class limit is "
-                                     f"{limit}. Wait for one to start, or cancel one")
+                check_queue_room(actor, self._limits(c), _queued_of(c, actor))
             c.execute(f"UPDATE runs SET status='{RunStatus.QUEUED}', resume_from='last', cancel_requested=0, error=NULL, "
                       "finished_at=NULL, worker_id=NULL, queued_at=? WHERE run_id=?", (time.time(), run_id))
 
@@ -882,8 +874,21 @@ def _unique_name(c: sqlite3.Connection, base: str) -> str:
     return fit_name(f"{base[:NAME_MAX - 8]} #{counter}") if len(base) > NAME_MAX - 8 else f"{base} #{counter}"
 
 
+def _queued_of(c: sqlite3.Connection, actor: Actor) -> int:
+    """How many runs `actor` has waiting in the queue (read inside the caller's transaction)."""
+    return c.execute(f"SELECT COUNT(*) FROM runs WHERE status='{RunStatus.QUEUED}' AND owner=? AND owner_role=?",
+                     (actor.name, actor.role)).fetchone()[0]
+
+
 def _turn_key(row) -> str:
     return f"{row['owner_role']}:{row['owner']}"
+
+
+def _turn_rank(turns: dict[str, float], first_queued) -> tuple[float, float]:
+    """Which owner's turn comes first, by their oldest queued run: served longest ago (never = 0) first, then the
+    one whose run has waited longest. `claim_next` and `queue_positions` share it, so the page's places are the
+    order runs really start in."""
+    return turns.get(_turn_key(first_queued), 0.0), first_queued["queued_at"]
 
 
 def _next_in_turn(c: sqlite3.Connection, limits: ClassLimits, paused: bool):
@@ -903,7 +908,7 @@ def _next_in_turn(c: sqlite3.Connection, limits: ClassLimits, paused: bool):
                 or (not paused and running.get((row["owner"], row["owner_role"]), 0) < limits.running)]
     if not eligible:
         return None
-    chosen = min(eligible, key=lambda r: (turns.get(_turn_key(r), 0.0), r["queued_at"]))
+    chosen = min(eligible, key=lambda r: _turn_rank(turns, r))
     return c.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE run_id=?", (chosen["run_id"],)).fetchone()
 
 
