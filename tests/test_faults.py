@@ -63,7 +63,9 @@ def pool(trainlens_home, monkeypatch):
 
 def test_a_write_lock_held_35_s_mid_run_loses_no_row_and_the_run_completes(pool):
     runner = pool(1)
-    config = slow_run(epochs=3)
+    # 900 steps: on an idle machine the 300 of `slow_run(epochs=3)` could end between the read that saw step 21
+    # and the lock being taken, and the lock must fall mid-run
+    config = slow_run(epochs=3, train_limit=600)
     handle = runner.submit(config)
     wait_for(lambda: runner.store.get_run(handle.run_id)["step"] > 20, 120, what="the run to be training")
     worker_pid = int(runner.store.live_workers()["pid"].iloc[0])
