@@ -4,8 +4,8 @@
 its runs is queued or running (only the charts refresh, never the form around them) and settles when they end.
 The panel reads only new metric rows.
 
-Refresh intervals adapt to the server's load (`LoadMeter`): every tick's CPU time is recorded, and when all
-sessions' ticks together would need more than CORE_BUDGET cores at the pages' own intervals (thirty students
+Refresh intervals adapt to the server's load (`LoadMeter`): every tick samples the server process's CPU clock, and
+when the server would need more than CORE_BUDGET cores with every view at its page's own interval (thirty students
 watching one server), every interval is stretched by the same factor, up to MAX_STRETCH. A laptop with one tab
 never notices. TRAINLENS_TICK_LOG=FILE appends one line per tick (time, view, wall ms, CPU ms) for benchmarks.
 """
@@ -13,15 +13,18 @@ never notices. TRAINLENS_TICK_LOG=FILE appends one line per tick (time, view, wa
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections import deque
 from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from app import figures
+from app.memory import collect_now_and_then
 from app.presentation import plotly_chart
 from app.series import chart_keys
 from app.state import format_duration, get_runner, run_metrics, runs_frame
@@ -50,30 +53,49 @@ MAX_STRETCH = 8.0  # intervals grow at most this much: a 1.5 s chart still refre
 
 
 class LoadMeter:
-    """CPU seconds spent in live ticks over the last `window` seconds, across every session of this server."""
+    """How busy this server process is, from its own CPU clock, sampled at every live tick.
+
+    The process clock counts everything a refresh costs: the page's code, and Streamlit's work around it
+    (messages, websockets, sessions), which was about as much again as the page's code under a class's load; a
+    sum of the ticks' own CPU missed it. Page loads and clicks count too, so the budget errs towards calm."""
 
     def __init__(self, window: float = 10.0):
         self.window = window
-        self._ticks: deque[tuple[float, float]] = deque()  # (when, cpu seconds at the pages' own interval)
+        self._samples: deque[tuple[float, float, float]] = deque()  # (when, process CPU s, stretch in effect)
         self._lock = threading.Lock()
 
-    def record(self, cpu_s: float, stretch: float, now: float | None = None) -> None:
+    def sample(self, stretch: float, now: float | None = None, cpu: float | None = None) -> None:
+        """Note the process CPU clock now, while intervals are stretched by `stretch`."""
         now = time.monotonic() if now is None else now
+        cpu = time.process_time() if cpu is None else cpu
         with self._lock:
-            # a tick drawn at a stretched interval stands for `stretch` ticks at the page's own interval
-            self._ticks.append((now, cpu_s * stretch))
-            while self._ticks and self._ticks[0][0] < now - self.window:
-                self._ticks.popleft()
+            self._samples.append((now, cpu, stretch))
+            while len(self._samples) > 2 and self._samples[1][0] < now - self.window:
+                self._samples.popleft()  # keep one sample at or before the window's start
 
     def demand_cores(self, now: float | None = None) -> float:
-        """Cores the live ticks would need at the pages' own intervals."""
+        """Cores the server would use with every live view at its page's own interval: the cores it used over the
+        window, times the stretch in effect meanwhile (a tick drawn at 3x the interval stands for three)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            return sum(cost for when, cost in self._ticks if when >= now - self.window) / self.window
+            samples = [s for s in self._samples if s[0] >= now - 2 * self.window]
+        if len(samples) < 2 or samples[-1][0] - samples[0][0] < 1.0:
+            return 0.0
+        (t0, cpu0, _), (t1, cpu1, _) = samples[0], samples[-1]
+        stretch = sum(s[2] for s in samples) / len(samples)
+        return (cpu1 - cpu0) / (t1 - t0) * stretch
 
     def stretch(self, now: float | None = None) -> float:
-        """The factor every refresh interval is multiplied by now (1.0 when the budget is met)."""
-        return min(MAX_STRETCH, max(1.0, self.demand_cores(now) / CORE_BUDGET))
+        """The factor every refresh interval is multiplied by now (1.0 when the budget is met); worked out at most
+        every half second (each tick asks several times)."""
+        at = time.monotonic() if now is None else now
+        held = getattr(self, "_held", None)
+        if now is None and held is not None and 0 <= at - held[0] < 0.5:
+            return held[1]
+        value = min(MAX_STRETCH, max(1.0, self.demand_cores(now) / CORE_BUDGET))
+        if now is None:
+            self._held = (at, value)
+        return value
 
 
 LOAD = LoadMeter()
@@ -94,8 +116,11 @@ def live_fragment(key: str, body: Callable[[pd.DataFrame], None], run_ids: Seque
     `runs` is the runs frame read at each tick. The one rule for every live part of every page: a page whose runs
     have ended draws once and stays still (no refresh traffic for as long as the tab is open)."""
     def active_in(runs: pd.DataFrame) -> bool:
-        chosen = runs if run_ids is None else runs[runs["run_id"].isin(list(run_ids))]
-        return bool(chosen["status"].isin(ACTIVE).any())
+        # two columns as numpy arrays: filtering the wide runs frame first cost ms per tick and session
+        status = runs["status"].to_numpy(dtype=object)
+        if run_ids is not None:
+            status = status[np.isin(runs["run_id"].to_numpy(dtype=object), list(run_ids))]
+        return bool(np.isin(status, list(ACTIVE)).any())
 
     active = active_in(runs_frame())
     stretch = LOAD.stretch()
@@ -110,22 +135,29 @@ def live_fragment(key: str, body: Callable[[pd.DataFrame], None], run_ids: Seque
         body(runs)
         cpu = time.thread_time() - cpu
         if active:
-            LOAD.record(cpu, stretch)
+            LOAD.sample(stretch)
         if _TICK_LOG:
             _log_tick(key, time.perf_counter() - wall, cpu)
+        wall, cpu = time.perf_counter(), time.thread_time()
+        if collect_now_and_then() and _TICK_LOG:  # Streamlit's own collection after each run is off (app/memory.py)
+            _log_tick("gc", time.perf_counter() - wall, time.thread_time() - cpu)
 
     fragment()
 
 
 def readapt(key: str, built_with: float) -> None:
     """Rerun the page (rebuilding the fragment with a new interval) when the load has moved the stretch factor well
-    away from the one this fragment was built with; at most every 10 s per fragment, so it cannot thrash."""
+    away from the one this fragment was built with. A whole page run costs several ticks, so each fragment does it
+    at most once in 20-30 s (at a random point in that span: sixty tabs must not all rerun in the same second)."""
     now = LOAD.stretch()
     if max(now, built_with) / min(now, built_with) < 1.5:
         return
-    flag = f"{key}_readapted_at"
-    if time.monotonic() - st.session_state.get(flag, 0.0) > 10.0:
-        st.session_state[flag] = time.monotonic()
+    flag = f"{key}_readapt_after"
+    due = st.session_state.get(flag)
+    if due is None:  # the first tick to see the change picks this fragment's moment
+        st.session_state[flag] = time.monotonic() + random.uniform(0.0, 10.0)
+    elif time.monotonic() >= due:
+        st.session_state[flag] = time.monotonic() + 20.0 + random.uniform(0.0, 10.0)
         st.rerun()
 
 

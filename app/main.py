@@ -21,6 +21,7 @@ import sqlite3  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app import identity  # noqa: E402
+from app.memory import collect_now_and_then, freeze_imports  # noqa: E402
 from app.presentation import page_style, presenting  # noqa: E402
 from app.state import back_up_store_once, get_store, pool_warmup, start_pool_warmup, store_problem  # noqa: E402
 from app.text import escape_md  # noqa: E402
@@ -70,3 +71,6 @@ finally:
     # a worker imports torch for seconds, and now does it before the first Start instead of after it. Not earlier:
     # workers importing torch beside the first page's own script would slow that page down (2 cores).
     start_pool_warmup()
+    # after the page's imports: later collections skip the modules' objects (app/memory.py)
+    freeze_imports()
+    collect_now_and_then()

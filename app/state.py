@@ -155,7 +155,10 @@ def shared_figure(key: tuple, build, version=None, live: bool = False):
     Built per call when TRAINLENS_SHARED_FIGURES=0."""
     if not figure_cache.enabled():
         return build()
-    return shared_figures().get(key, build, version, LIVE_MAX_AGE_S if live else 0.0)
+    from app.live import LOAD  # app.live imports this module
+
+    # a loaded server refreshes every view less often (app.live.LoadMeter), and rebuilds shared views as rarely
+    return shared_figures().get(key, build, version, LIVE_MAX_AGE_S * LOAD.stretch() if live else 0.0)
 
 
 def runs_frame() -> pd.DataFrame:
@@ -165,7 +168,14 @@ def runs_frame() -> pd.DataFrame:
     store = get_store()
     # one listing for every session while nothing changed (a fingerprint query costs far less than parsing every
     # run's config); shared: callers must not modify the frame in place
-    return shared_figure(("runs frame",), lambda: store.list_runs(kind="train"), store.runs_fingerprint())
+    fingerprint = store.runs_fingerprint()
+
+    def listing() -> pd.DataFrame:
+        frame = store.list_runs(kind="train")
+        frame.attrs["fingerprint"] = fingerprint  # views derived from it are shared under the same version
+        return frame
+
+    return shared_figure(("runs frame",), listing, fingerprint)
 
 
 _last_reap = [0.0]

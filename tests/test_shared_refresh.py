@@ -90,26 +90,32 @@ def test_sessions_watching_the_same_compare_view_share_its_figures(trainlens_hom
         assert shared_figures().builds == 0
 
 
-def test_refresh_intervals_stretch_when_ticks_would_need_more_than_the_budget():
+def test_refresh_intervals_stretch_when_the_server_would_need_more_than_the_budget():
     from app.live import CORE_BUDGET, MAX_STRETCH, LoadMeter
 
-    meter = LoadMeter(window=10.0)
-    assert meter.stretch() == 1.0
-    for i in range(20):  # a laptop: 2 ticks/s of 20 ms
-        meter.record(0.02, 1.0, now=100.0 + i * 0.5)
-    assert meter.demand_cores(now=110.0) < CORE_BUDGET and meter.stretch(now=110.0) == 1.0
-    busy = LoadMeter(window=10.0)
-    for i in range(300):  # thirty sessions: 30 ticks/s of 60 ms -> 1.8 cores wanted
-        busy.record(0.06, 1.0, now=100.0 + i / 30)
-    demand = busy.demand_cores(now=110.0)
-    assert demand == pytest.approx(1.8, rel=0.05)
-    assert busy.stretch(now=110.0) == pytest.approx(min(MAX_STRETCH, demand / CORE_BUDGET))
+    def meter_at(cores: float, stretch: float) -> LoadMeter:
+        """A meter whose process clock advanced `cores` CPU seconds per second over 10 s of ticks."""
+        meter = LoadMeter(window=10.0)
+        for i in range(101):
+            meter.sample(stretch, now=100.0 + i * 0.1, cpu=50.0 + cores * i * 0.1)
+        return meter
+
+    assert LoadMeter().stretch() == 1.0  # no ticks yet
+    laptop = meter_at(0.05, 1.0)
+    assert laptop.demand_cores(now=110.0) == pytest.approx(0.05) and laptop.stretch(now=110.0) == 1.0
+    busy = meter_at(1.2, 1.0)  # thirty students at the pages' own intervals
+    assert busy.stretch(now=110.0) == pytest.approx(min(MAX_STRETCH, 1.2 / CORE_BUDGET))
     # ticks drawn at a stretched interval count for what they would cost at the page's own interval
-    stretched = LoadMeter(window=10.0)
-    for i in range(100):
-        stretched.record(0.06, 3.0, now=100.0 + i / 10)
-    assert stretched.demand_cores(now=110.0) == pytest.approx(1.8, rel=0.05)
-    hopeless = LoadMeter(window=10.0)
-    for i in range(100):
-        hopeless.record(5.0, 1.0, now=time.monotonic())
-    assert hopeless.stretch() == MAX_STRETCH
+    stretched = meter_at(0.6, 3.0)
+    assert stretched.demand_cores(now=110.0) == pytest.approx(1.8)
+    assert meter_at(10.0, 1.0).stretch(now=110.0) == MAX_STRETCH
+    # a window with no ticks (the class went home): back to the pages' own intervals
+    assert busy.stretch(now=200.0) == 1.0
+    # the real clock: a thread burning CPU for a second makes the live meter see about one core
+    live = LoadMeter(window=10.0)
+    live.sample(1.0)
+    end = time.monotonic() + 1.2
+    while time.monotonic() < end:
+        sum(range(1000))
+    live.sample(1.0)
+    assert 0.5 < live.demand_cores() < 2.5

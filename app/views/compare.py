@@ -16,7 +16,7 @@ from app import figures
 from app.figures import ChartOptions
 from app.figure_cache import view_version
 from app.live import live_fragment
-from app.presentation import plotly_chart, presenting
+from app.presentation import plotly_chart, prestyled, presenting
 from app.race_view import opening_group_by, shared_machine, steps_per_second
 from app.series import X_AXES, chart_keys
 from app.state import get_metrics_cache, run_metric_keys, run_metrics, runs_frame, shared_figure
@@ -126,12 +126,21 @@ options = ChartOptions(x_axis=x_axis, smoothing=smoothing, log_y=log_y, group_by
 
 
 def charts(runs_now: pd.DataFrame) -> None:
-    selected = runs_now[runs_now["run_id"].isin(selected_ids)]
-    run_ids = list(selected["run_id"])
     # Everything below is shared by the sessions showing the same runs in the same state (app/figure_cache.py):
     # with thirty students on this view, one session reads the new rows and builds the figures, the others reuse.
-    version = view_version(selected, get_metrics_cache().coarse_keys(run_ids))
+    listing = runs_now.attrs.get("fingerprint")  # app.state.runs_frame's version of the whole listing
+    wanted = tuple(selected_ids)
+    if listing is None:
+        selected = runs_now[runs_now["run_id"].isin(selected_ids)]
+    else:  # picking rows out of the wide runs frame (a column per config field) costs ms: once per listing
+        selected = shared_figure(("compare selected", wanted), lambda: runs_now[runs_now["run_id"].isin(wanted)],
+                                 listing)
+    run_ids = list(selected["run_id"])
+    coarse = get_metrics_cache().coarse_keys(run_ids)
+    version = (listing, tuple(sorted((r, tuple(k)) for r, k in coarse.items()))) if listing is not None \
+        else view_version(selected, coarse)
     live = bool(selected["status"].isin(ACTIVE).any())  # ended runs: always the exact final picture
+    present = presenting()
     view = tuple(run_ids)
 
     def shared(key: tuple, build):
@@ -149,13 +158,15 @@ def charts(runs_now: pd.DataFrame) -> None:
         nonlocal shown
         with columns[shown % 2]:
             st.markdown(f"**{title}**")
-            figure, plotted = shared(
-                ("compare chart", chart_key, tuple(keys), repr(chart_options)),
-                lambda: figures.metric_figure_with_data(
+            def build():
+                figure, plotted = figures.metric_figure_with_data(
                     run_metrics(run_ids, runs_now, chart_keys(keys, chart_options.x_axis)), selected,
-                    keys if len(keys) > 1 else keys[0], chart_options))
+                    keys if len(keys) > 1 else keys[0], chart_options)
+                return prestyled(figure, present), plotted
+
+            figure, plotted = shared(("compare chart", chart_key, tuple(keys), repr(chart_options), present), build)
             plotly_chart(figure, key=chart_key)
-        exported.append(plotted.assign(chart=title))
+        exported.append((title, plotted))
         shown += 1
 
     for index, (title, keys, forced_x) in enumerate(CHARTS):
@@ -183,17 +194,20 @@ def charts(runs_now: pd.DataFrame) -> None:
             metrics = run_metrics(run_ids, runs_now, chart_keys([extra], x_axis))
             figure, plotted = figures.metric_figure_with_data(metrics, selected, extra, extra_options)
             plotly_chart(figure, key="chart_extra")
-            exported.append(plotted.assign(chart=extra))
+            exported.append((extra, plotted))
 
     st.markdown("**Final metrics**")
     # epoch-level rows only: the step count and duration come from the runs table, not 400k loss rows
-    table = shared(("compare final table",), lambda: figures.final_metrics_table(
-        run_metrics(run_ids, runs_now, ["val_acc", "train_loss", "best_epoch"]), selected.reset_index(drop=True)))
-    # best epoch numbered from 1, as on every page; a rate, not a duration: seconds measure the machine (who else
-    # trained meanwhile) more than the optimizer. assign(): a new frame, never the shared cached table changed
-    table = table.assign(best_epoch=table["best_epoch"] + 1,
-                         steps_per_s=steps_per_second(table["steps"], table["duration_s"]))
-    st.dataframe(table.drop(columns=["run_id", "duration_s"]), hide_index=True, key="final_table",
+    def final_table() -> pd.DataFrame:
+        table = figures.final_metrics_table(run_metrics(run_ids, runs_now, ["val_acc", "train_loss", "best_epoch"]),
+                                            selected.reset_index(drop=True))
+        # best epoch numbered from 1, as on every page; a rate, not a duration: seconds measure the machine (who
+        # else trained meanwhile) more than the optimizer
+        table = table.assign(best_epoch=table["best_epoch"] + 1,
+                             steps_per_s=steps_per_second(table["steps"], table["duration_s"]))
+        return table.drop(columns=["run_id", "duration_s"])
+
+    st.dataframe(shared(("compare final table",), final_table), hide_index=True, key="final_table",
                  column_config={"best_val_acc": st.column_config.NumberColumn("best val acc", format="%.4f"),
                                 "final_val_acc": st.column_config.NumberColumn("final val acc", format="%.4f"),
                                 "final_train_loss": st.column_config.NumberColumn("final train loss", format="%.4f"),
@@ -204,7 +218,8 @@ def charts(runs_now: pd.DataFrame) -> None:
         st.caption("Steps/s: these runs trained at the same time and shared the machine's cores, so their speeds "
                    "depend on what else was running; they say nothing about which optimizer is faster.")
     def csv_bytes() -> bytes:  # built on click, not on every live tick of every session
-        data = pd.concat(exported, ignore_index=True) if exported else pd.DataFrame(columns=["series"])
+        data = pd.concat([plotted.assign(chart=title) for title, plotted in exported], ignore_index=True) \
+            if exported else pd.DataFrame(columns=["series"])
         data["series"] = data["series"].map(csv_cell)  # a run named "=HYPERLINK(...)" stays text in a spreadsheet
         return data.to_csv(index=False).encode()
 

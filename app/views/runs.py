@@ -6,12 +6,15 @@ engine refuses the others anyway: see engine.runs.access)."""
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from app.identity import class_mode, session_actor
 from app.live import live_fragment, status_text
-from app.state import format_duration, get_runner, get_store, runs_frame
+from app.state import format_duration, get_runner, get_store, runs_frame, shared_figure
 from app.text import escape_md
 from engine.records import ACTIVE, DELETABLE, RESUMABLE, STATUSES, RunStatus
 from engine.runs.placement import cluster_summary, placements, read_cluster, runs_on
@@ -70,43 +73,69 @@ def best_val_acc(run_ids: list[str]) -> dict[str, float]:
     return frame.groupby("run_id")["value"].max().to_dict()
 
 
-def table(runs: pd.DataFrame) -> pd.DataFrame:
-    view = runs.copy()
-    if mine_only:
-        view = view[(view["owner"] == actor.name) & (view["owner_role"] == actor.role)]
-    if status_filter:
-        view = view[view["status"].isin(status_filter)]
-    if group_filter:
-        view = view[view["group"].isin(group_filter)]
-    if owner_filter:
-        view = view[view["owner"].isin(owner_filter)]
-    best = best_val_acc(list(view["run_id"]))
-    where = placements(get_store(), list(view["run_id"]))
-    places = get_store().queue_positions() if (view["status"] == RunStatus.QUEUED).any() else {}
-    return pd.DataFrame({
-        "run_id": view["run_id"],
-        "name": view["name"],
-        "group": view["group"],
+# columns the filters and actions read; shown columns are everything else
+HIDDEN = ["raw_status", "raw_owner", "raw_role"]
+
+
+def class_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run's row as the table shows it, plus the HIDDEN columns: one table for every session while the runs
+    stay as they are (app.state.shared_figure), so a class's sixty ticking tabs do not each filter the wide runs
+    frame (one column per config field), read best accuracies and queue places, and format it all again.
+    Plain object columns: filtering a dozen of them per tick costs far less than Arrow-backed strings do."""
+    best = best_val_acc(list(runs["run_id"]))
+    where = placements(get_store(), list(runs["run_id"]))
+    places = get_store().queue_positions() if (runs["status"] == RunStatus.QUEUED).any() else {}
+    table = pd.DataFrame({
+        "run_id": runs["run_id"],
+        "name": runs["name"],
+        "group": runs["group"],
         "status": [status_text(s) + (f" #{places[r]} in queue" if r in places else "")
-                   for r, s in zip(view["run_id"], view["status"])],
-        "progress": view["progress"].astype(float),
-        "ETA": [format_duration(e) if s == RunStatus.RUNNING else "" for e, s in zip(view["eta_s"], view["status"])],
-        "device": view["device"].fillna(""),
-        "runs on": [runs_on(where.get(r), d) for r, d in zip(view["run_id"], view["device"].fillna(""))],
-        "best val acc": view["run_id"].map(best).astype(float),
-        "duration": view["duration_s"].map(format_duration),
-        "owner": [o + (" (teacher)" if role == "teacher" else "") for o, role in zip(view["owner"], view["owner_role"])],
-        "error": view["error"].fillna(""),
+                   for r, s in zip(runs["run_id"], runs["status"])],
+        "progress": runs["progress"].astype(float),
+        "ETA": [format_duration(e) if s == RunStatus.RUNNING else "" for e, s in zip(runs["eta_s"], runs["status"])],
+        "device": runs["device"].fillna(""),
+        "runs on": [runs_on(where.get(r), d) for r, d in zip(runs["run_id"], runs["device"].fillna(""))],
+        "best val acc": runs["run_id"].map(best).astype(float),
+        "duration": runs["duration_s"].map(format_duration),
+        "owner": [o + (" (teacher)" if role == "teacher" else "") for o, role in zip(runs["owner"], runs["owner_role"])],
+        "error": runs["error"].fillna(""),
+        "raw_status": runs["status"], "raw_owner": runs["owner"], "raw_role": runs["owner_role"],
     })
+    text = [c for c in table.columns if c not in ("progress", "best val acc")]
+    return table.astype({c: object for c in text}).reset_index(drop=True)
+
+
+def shared_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """class_table of `runs`, shared by every session while the runs' fingerprint (app.state.runs_frame) holds."""
+    version = runs.attrs.get("fingerprint")
+    if version is None:  # a frame not from runs_frame: nothing says when a shared table would be stale
+        return class_table(runs)
+    # after this user changed runs (cancel, resume, delete) the table they see must show it: the exact version,
+    # not one built up to a second before their click
+    just_acted = time.monotonic() - st.session_state.get("runs_acted_at", 0.0) < 5.0
+    return shared_figure(("runs table",), lambda: class_table(runs), version,
+                         live=bool(runs["status"].isin(ACTIVE).any()) and not just_acted)
+
+
+def filtered(full: pd.DataFrame) -> pd.DataFrame:
+    """This session's rows of the table: its filters applied (My runs, status, group, owner)."""
+    keep = np.ones(len(full), dtype=bool)
+    if mine_only:
+        keep &= (full["raw_owner"].to_numpy() == actor.name) & (full["raw_role"].to_numpy() == actor.role)
+    for column, chosen in (("raw_status", status_filter), ("group", group_filter), ("raw_owner", owner_filter)):
+        if chosen:
+            keep &= np.isin(full[column].to_numpy(), chosen)
+    return full if keep.all() else full[keep]
 
 
 def runs_table(runs_now: pd.DataFrame) -> None:
     cluster = cluster_summary(read_cluster())
     if cluster:
         st.caption(escape_md(cluster))  # the error and the address are quoted text, never markdown
-    view = table(runs_now)
+    full = shared_table(runs_now)
+    view = filtered(full)
     event = st.dataframe(
-        view, hide_index=True, key="runs_table", on_select="rerun", selection_mode="multi-row",
+        view.drop(columns=HIDDEN), hide_index=True, key="runs_table", on_select="rerun", selection_mode="multi-row",
         column_config={
             "run_id": st.column_config.TextColumn("run id", width="small"),
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
@@ -116,28 +145,30 @@ def runs_table(runs_now: pd.DataFrame) -> None:
     )
     chosen = [view["run_id"].iloc[i] for i in event.selection.rows] if event and event.selection else []
     st.session_state["runs_selected"] = chosen
-    actions(chosen, runs_now)
+    actions(chosen, view)
     if in_class:
-        why_waiting(runs_now)
+        why_waiting(full)
 
 
-def why_waiting(runs_now: pd.DataFrame) -> None:
-    """For this user's queued runs: their place in the queue and what holds them back."""
-    mine = runs_now[(runs_now["status"] == RunStatus.QUEUED) & (runs_now["owner"] == actor.name)
-                    & (runs_now["owner_role"] == actor.role)]
+def why_waiting(view: pd.DataFrame) -> None:
+    """For this user's queued runs (whatever the filters show): their place in the queue and what holds them back."""
+    mine = ((view["raw_status"].to_numpy() == RunStatus.QUEUED) & (view["raw_owner"].to_numpy() == actor.name)
+            & (view["raw_role"].to_numpy() == actor.role))
+    if not mine.any():
+        return
     store = get_store()
-    for _, run in mine.head(3).iterrows():
-        st.info(f"**{escape_md(run['name'])}** is waiting. {escape_md(store.waiting_reason(run))}",
+    for row in view[mine].head(3).itertuples():
+        run = {"run_id": row.run_id, "owner": row.raw_owner, "owner_role": row.raw_role}
+        st.info(f"**{escape_md(row.name)}** is waiting. {escape_md(store.waiting_reason(run))}",
                 icon=":material/hourglass_top:")
 
 
-def actions(chosen: list[str], runs_now: pd.DataFrame) -> None:
+def actions(chosen: list[str], view: pd.DataFrame) -> None:
     runner = get_runner()
-    runs_now = runs_now.set_index("run_id")
+    rows = {row.run_id: row for row in view[view["run_id"].isin(chosen)].itertuples()} if chosen else {}
     # only runs this user may change count for the buttons; the engine refuses the others whatever is clicked
-    mine = [r for r in chosen if r in runs_now.index
-            and runner.may_act_on(runs_now.loc[r, "owner"], runs_now.loc[r, "owner_role"])]
-    statuses = {r: runs_now.loc[r, "status"] for r in mine}
+    mine = [r for r in chosen if r in rows and runner.may_act_on(rows[r].raw_owner, rows[r].raw_role)]
+    statuses = {r: rows[r].raw_status for r in mine}
     b1, b2, b3, b4 = st.columns([3, 2, 2, 2])  # the compare link's label is the longest
     b1.page_link("views/compare.py", label=f"Compare selected ({len(chosen)})", icon=":material/stacked_line_chart:",
                  query_params={"runs": ",".join(chosen)}, disabled=not chosen)
@@ -162,6 +193,7 @@ def actions(chosen: list[str], runs_now: pd.DataFrame) -> None:
 def act(action, run_ids: list[str]) -> bool:
     """Apply `action` to each run; show the engine's refusal (another's run, a class limit, a run that changed
     state meanwhile) as a message instead of a traceback. True when all went through."""
+    st.session_state["runs_acted_at"] = time.monotonic()
     for run_id in run_ids:
         try:
             action(run_id)
