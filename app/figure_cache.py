@@ -23,26 +23,48 @@ import pandas as pd
 MAX_FIGURES = 256  # a few views x charts x option sets; a figure of 1,000-point lines is ~100 KB
 
 
+STALE_FACTOR = 3.0  # a live value is served stale for at most this many times its max age (plus 2 s)
+_tick = threading.local()  # per script thread: how many stale live values this tick has rebuilt
+
+
+def start_tick() -> None:
+    """Call at the start of a page run or live tick (app.live does): this tick may rebuild one stale value."""
+    _tick.refreshed = 0
+
+
 class FigureCache:
     def __init__(self, max_entries: int = MAX_FIGURES):
         self.max_entries = max_entries
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._building: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
-        self.hits = self.builds = 0
+        self.hits = self.builds = self.stale = 0
 
-    def get(self, key: Hashable, build: Callable[[], Any], version: Hashable = None, max_age: float = 0.0) -> Any:
+    def get(self, key: Hashable, build: Callable[[], Any], version: Hashable = None, max_age: float = 0.0,
+            spread: bool = False) -> Any:
         """The value for `key` at `version`, built by `build()` once even when several sessions ask at the same
         moment. With `max_age`, a value built less than that many seconds ago is served even if the version has
         moved on: live runs change every half second, and thirty sessions ticking out of phase would otherwise
-        each see a version of their own (so each build serves a second's worth of sessions)."""
+        each see a version of their own (so each build serves a second's worth of sessions). `spread` (a busy
+        server): a tick rebuilds at most one stale live value and shows the others as they were."""
         while True:
             with self._lock:
                 held = self._entries.get(key)
-                if held is not None and (held[0] == version or time.monotonic() - held[1] < max_age):
+                age = time.monotonic() - held[1] if held is not None else 0.0
+                if held is not None and (held[0] == version or age < max_age):
                     self._entries.move_to_end(key)
                     self.hits += 1
                     return held[2]
+                if held is not None and max_age > 0 and age < STALE_FACTOR * max_age + 2.0 and (
+                        key in self._building or (spread and getattr(_tick, "refreshed", 0) >= 1)):
+                    # A live view whose value just went stale: while one session rebuilds it, the others show the
+                    # previous one instead of waiting (the tail of every refresh was a build); and one session
+                    # rebuilds at most one value per tick on a busy server, so a view's charts, which all go stale
+                    # together, are rebuilt by several sessions' ticks rather than all by one
+                    self.stale += 1
+                    return held[2]
+                if held is not None and max_age > 0:
+                    _tick.refreshed = getattr(_tick, "refreshed", 0) + 1
                 pending = self._building.get(key)
                 if pending is None:
                     pending = self._building[key] = threading.Event()
@@ -60,6 +82,16 @@ class FigureCache:
             with self._lock:
                 self._building.pop(key, None)
             pending.set()
+
+
+    def peek(self, key: Hashable, max_age: float) -> Any:
+        """The value held for `key` if it was built less than `max_age` seconds ago, else None (builds nothing)."""
+        with self._lock:
+            held = self._entries.get(key)
+            if held is not None and time.monotonic() - held[1] < max_age:
+                self.hits += 1
+                return held[2]
+        return None
 
 
 def enabled() -> bool:

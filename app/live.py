@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import figures
+from app import figure_cache, figures
 from app.memory import collect_now_and_then
 from app.presentation import plotly_chart
 from app.series import chart_keys
-from app.state import format_duration, get_runner, run_metrics, runs_frame
+from app.state import format_duration, get_runner, note_own_change, run_metrics, runs_frame
 from app.text import escape_md
 from engine.records import ACTIVE, UNSUCCESSFUL, RunStatus
 
@@ -128,7 +128,8 @@ def live_fragment(key: str, body: Callable[[pd.DataFrame], None], run_ids: Seque
     @st.fragment(run_every=every * stretch if active else None)
     def fragment() -> None:
         wall, cpu = time.perf_counter(), time.thread_time()
-        runs = runs_frame()
+        figure_cache.start_tick()
+        runs = runs_frame(live_tick=True)
         if active:
             settle_when_done(key, active_in(runs))
             readapt(key, stretch)
@@ -195,6 +196,7 @@ def run_status_row(run: pd.Series, key: str) -> None:
     if run["status"] in ACTIVE:
         if button_col.button("Cancel", key=f"{key}_cancel_{run['run_id']}", help="stop this run after its current step"):
             try:
+                note_own_change()
                 get_runner().cancel(run["run_id"])
                 st.toast(f"Cancel requested for {escape_md(run['name'])}")
             except PermissionError as exc:  # another's run (class mode): the engine refuses, the page says why

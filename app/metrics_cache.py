@@ -139,6 +139,7 @@ class MetricsCache:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
         self._idle = threading.Condition(self._lock)
+        self._coarse_seen: dict[tuple[str, ...], dict[str, list[str]]] = {}  # run ids -> last coarse_keys answer
         self._thread: threading.Thread | None = None
 
     # ---- reads ----
@@ -175,11 +176,27 @@ class MetricsCache:
             return set().union(*(self._runs[run_id].keys for run_id in run_ids))
 
     def coarse_keys(self, run_ids: Iterable[str]) -> dict[str, list[str]]:
-        """run_id -> the keys this cache holds at a coarse level for it (rows left out of the history)."""
-        with self._lock:
+        """run_id -> the keys this cache holds at a coarse level for it (rows left out of the history).
+
+        Every session asks on every tick (it is part of a shared view's version), so while another thread holds
+        the cache (reading new rows for a figure) the last answer for the same runs is given instead of waiting:
+        a view then notices a refinement one tick later, never a wrong figure."""
+        run_ids = tuple(run_ids)
+        if not self._lock.acquire(blocking=False):
+            last = self._coarse_seen.get(run_ids)
+            if last is not None:
+                return last
+            self._lock.acquire()
+        try:
             held = {run_id: self._runs.get(run_id) for run_id in run_ids}
-            return {run_id: sorted(k for k, e in run.coarse.items() if e.sampled)
-                    for run_id, run in held.items() if run is not None and any(e.sampled for e in run.coarse.values())}
+            answer = {run_id: sorted(k for k, e in run.coarse.items() if e.sampled) for run_id, run in held.items()
+                      if run is not None and any(e.sampled for e in run.coarse.values())}
+            if len(self._coarse_seen) > 64:
+                self._coarse_seen.clear()
+            self._coarse_seen[run_ids] = answer
+            return answer
+        finally:
+            self._lock.release()
 
     def forget(self, run_id: str) -> None:
         with self._lock:

@@ -158,13 +158,38 @@ def shared_figure(key: tuple, build, version=None, live: bool = False):
     from app.live import LOAD  # app.live imports this module
 
     # a loaded server refreshes every view less often (app.live.LoadMeter), and rebuilds shared views as rarely
-    return shared_figures().get(key, build, version, LIVE_MAX_AGE_S * LOAD.stretch() if live else 0.0)
+    stretch = LOAD.stretch()
+    return shared_figures().get(key, build, version, LIVE_MAX_AGE_S * stretch if live else 0.0,
+                                spread=stretch > 1.0)
 
 
-def runs_frame() -> pd.DataFrame:
-    """All runs with progress; reaps dead workers first so a killed worker's run shows as interrupted."""
+OWN_CHANGE_S = 5.0  # how long after a user's own change (cancel, resume, delete) their views read it exactly
+
+
+def note_own_change() -> None:
+    """Call when this session changes runs: for a few seconds its views read the store exactly, never a shared
+    listing or table built before the click (see runs_frame)."""
+    st.session_state["_own_change_at"] = time.monotonic()
+
+
+def own_change_recent() -> bool:
+    return time.monotonic() - st.session_state.get("_own_change_at", -1e9) < OWN_CHANGE_S
+
+
+def runs_frame(live_tick: bool = False) -> pd.DataFrame:
+    """All runs with progress; reaps dead workers first so a killed worker's run shows as interrupted.
+
+    `live_tick`: a live fragment's refresh, which may take a listing another session read up to LIVE_MAX_AGE_S
+    (times the load's stretch) ago without asking the store anything: with a class of thirty watching runs that
+    report progress twice a second, the listing would otherwise be read and parsed on almost every tick."""
     runner = shared_runner()
     _reap_now_and_then(runner)
+    if live_tick and figure_cache.enabled() and not own_change_recent():
+        from app.live import LOAD
+
+        held = shared_figures().peek(("runs frame",), LIVE_MAX_AGE_S * LOAD.stretch())
+        if held is not None:
+            return held
     store = get_store()
     # one listing for every session while nothing changed (a fingerprint query costs far less than parsing every
     # run's config); shared: callers must not modify the frame in place

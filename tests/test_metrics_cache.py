@@ -383,3 +383,31 @@ def test_the_cache_holds_at_most_max_runs_least_recently_used_out(store):
     got = cache.get(wide, versions(store, *wide), keys=["loss"])
     same_rows(got, stored(store, wide, ["loss"]))
     assert set(cache.held_runs()) == set(wide)
+
+
+def test_coarse_keys_do_not_wait_for_a_read_in_progress(store):
+    import threading
+    import time
+
+    run_id = new_run(store)
+    log_steps(store, run_id, range(1, 2001), keys=("loss",))
+    cache = live_cache(store, max_rows=500, extreme_buckets=50, refine="off")
+    cache.get([run_id], versions(store, run_id), ["loss"])
+    first = cache.coarse_keys([run_id])
+    assert first == {run_id: ["loss"]}
+    held = threading.Event()
+    done = threading.Event()
+
+    def reader():  # another session's figure build holding the cache
+        with cache._lock:
+            held.set()
+            done.wait(5.0)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert held.wait(5.0)
+    asked = time.monotonic()
+    assert cache.coarse_keys([run_id]) == first  # the last answer, at once
+    assert time.monotonic() - asked < 0.5
+    done.set()
+    thread.join()

@@ -119,3 +119,58 @@ def test_refresh_intervals_stretch_when_the_server_would_need_more_than_the_budg
         sum(range(1000))
     live.sample(1.0)
     assert 0.5 < live.demand_cores() < 2.5
+
+
+def test_a_stale_live_figure_is_served_while_another_session_rebuilds_it():
+    from app import figure_cache
+    from app.figure_cache import FigureCache
+
+    cache = FigureCache()
+    cache.get("chart", lambda: "old", version=1, max_age=0.05)
+    time.sleep(0.1)  # stale now
+    started, release = threading.Event(), threading.Event()
+
+    def slow_build():
+        started.set()
+        release.wait(5.0)
+        return "new"
+
+    builder = threading.Thread(target=lambda: cache.get("chart", slow_build, version=2, max_age=0.05))
+    builder.start()
+    assert started.wait(5.0)
+    asked = time.monotonic()
+    assert cache.get("chart", lambda: "never", version=2, max_age=0.05) == "old"  # no waiting for the build
+    assert time.monotonic() - asked < 0.5
+    release.set()
+    builder.join()
+    assert cache.get("chart", lambda: "never", version=2, max_age=0.05) == "new"
+    # ended runs ask for the exact version: never a stale one
+    assert cache.get("chart", lambda: "exact", version=3) == "exact"
+
+    # a busy server: one tick rebuilds at most one stale value, the others show as they were
+    busy = FigureCache()
+    for key in "abc":
+        busy.get(key, lambda key=key: key + "0", version=0, max_age=0.05)
+    time.sleep(0.1)
+    figure_cache.start_tick()
+    got = [busy.get(key, lambda key=key: key + "1", version=1, max_age=0.05, spread=True) for key in "abc"]
+    assert got == ["a1", "b0", "c0"]
+    figure_cache.start_tick()  # the next tick (of any session) takes the next one
+    assert busy.get("b", lambda: "b1", version=1, max_age=0.05, spread=True) == "b1"
+    # without load (a laptop), one tick brings every chart up to date
+    figure_cache.start_tick()
+    time.sleep(0.1)
+    assert [busy.get(key, lambda key=key: key + "2", version=2, max_age=0.05) for key in "abc"] == ["a2", "b2", "c2"]
+    # a value far past its age is rebuilt even on a busy server (never shown minutes old)
+    old = FigureCache()
+    old.get("x", lambda: "x0", version=0, max_age=0.01)
+    time.sleep(0.1)
+    figure_cache.start_tick()
+    old.get("y", lambda: "y0", version=0, max_age=0.01)
+    figure_cache.start_tick()
+    time.sleep(0.02)
+    assert old.get("y", lambda: "y1", version=1, max_age=0.01, spread=True) == "y1"  # this tick's one rebuild
+    assert old.get("x", lambda: "x1", version=1, max_age=0.01, spread=True) == "x0"  # within 3x age + 2 s
+    monkey_old = old._entries["x"]
+    old._entries["x"] = (monkey_old[0], monkey_old[1] - 10.0, monkey_old[2])  # built 10 s ago
+    assert old.get("x", lambda: "x1", version=1, max_age=0.01, spread=True) == "x1"

@@ -6,15 +6,14 @@ engine refuses the others anyway: see engine.runs.access)."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from app.identity import class_mode, session_actor
 from app.live import live_fragment, status_text
-from app.state import format_duration, get_runner, get_store, runs_frame, shared_figure
+from app.state import (format_duration, get_runner, get_store, note_own_change, own_change_recent, runs_frame,
+                       shared_figure)
 from app.text import escape_md
 from engine.records import ACTIVE, DELETABLE, RESUMABLE, STATUSES, RunStatus
 from engine.runs.placement import cluster_summary, placements, read_cluster, runs_on
@@ -112,9 +111,8 @@ def shared_table(runs: pd.DataFrame) -> pd.DataFrame:
         return class_table(runs)
     # after this user changed runs (cancel, resume, delete) the table they see must show it: the exact version,
     # not one built up to a second before their click
-    just_acted = time.monotonic() - st.session_state.get("runs_acted_at", 0.0) < 5.0
     return shared_figure(("runs table",), lambda: class_table(runs), version,
-                         live=bool(runs["status"].isin(ACTIVE).any()) and not just_acted)
+                         live=bool(runs["status"].isin(ACTIVE).any()) and not own_change_recent())
 
 
 def filtered(full: pd.DataFrame) -> pd.DataFrame:
@@ -193,7 +191,7 @@ def actions(chosen: list[str], view: pd.DataFrame) -> None:
 def act(action, run_ids: list[str]) -> bool:
     """Apply `action` to each run; show the engine's refusal (another's run, a class limit, a run that changed
     state meanwhile) as a message instead of a traceback. True when all went through."""
-    st.session_state["runs_acted_at"] = time.monotonic()
+    note_own_change()
     for run_id in run_ids:
         try:
             action(run_id)
