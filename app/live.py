@@ -4,10 +4,8 @@
 its runs is queued or running (only the charts refresh, never the form around them) and settles when they end.
 The panel reads only new metric rows.
 
-Refresh intervals adapt to the server's load (`LoadMeter`): every tick samples the server process's CPU clock, and
-when the server would need more than CORE_BUDGET cores with every view at its page's own interval (thirty students
-watching one server), every interval is stretched by the same factor, up to MAX_STRETCH. A laptop with one tab
-never notices. TRAINLENS_TICK_LOG=FILE appends one line per tick (time, view, wall ms, CPU ms) for benchmarks.
+Refresh intervals adapt to the server's load (app/load.py): every tick samples the server process's CPU clock,
+and a busy server stretches every interval by the same factor. A laptop with one tab never notices. TRAINLENS_TICK_LOG=FILE appends one line per tick (time, view, wall ms, CPU ms) for benchmarks.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ import os
 import random
 import threading
 import time
-from collections import deque
 from typing import Callable, Sequence
 
 import numpy as np
@@ -24,6 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from app import figure_cache, figures
+from app.load import LOAD
 from app.memory import collect_now_and_then
 from app.presentation import plotly_chart
 from app.series import chart_keys
@@ -48,57 +46,6 @@ def status_label(status: str) -> str:
     return f"{STATUS_ICONS.get(status, '')} {status_text(status)}"
 
 
-CORE_BUDGET = float(os.environ.get("TRAINLENS_REFRESH_CORES", "0.6"))  # server cores live refreshes may use
-MAX_STRETCH = 8.0  # intervals grow at most this much: a 1.5 s chart still refreshes every 12 s under any load
-
-
-class LoadMeter:
-    """How busy this server process is, from its own CPU clock, sampled at every live tick.
-
-    The process clock counts everything a refresh costs: the page's code, and Streamlit's work around it
-    (messages, websockets, sessions), which was about as much again as the page's code under a class's load; a
-    sum of the ticks' own CPU missed it. Page loads and clicks count too, so the budget errs towards calm."""
-
-    def __init__(self, window: float = 10.0):
-        self.window = window
-        self._samples: deque[tuple[float, float, float]] = deque()  # (when, process CPU s, stretch in effect)
-        self._lock = threading.Lock()
-
-    def sample(self, stretch: float, now: float | None = None, cpu: float | None = None) -> None:
-        """Note the process CPU clock now, while intervals are stretched by `stretch`."""
-        now = time.monotonic() if now is None else now
-        cpu = time.process_time() if cpu is None else cpu
-        with self._lock:
-            self._samples.append((now, cpu, stretch))
-            while len(self._samples) > 2 and self._samples[1][0] < now - self.window:
-                self._samples.popleft()  # keep one sample at or before the window's start
-
-    def demand_cores(self, now: float | None = None) -> float:
-        """Cores the server would use with every live view at its page's own interval: the cores it used over the
-        window, times the stretch in effect meanwhile (a tick drawn at 3x the interval stands for three)."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            samples = [s for s in self._samples if s[0] >= now - 2 * self.window]
-        if len(samples) < 2 or samples[-1][0] - samples[0][0] < 1.0:
-            return 0.0
-        (t0, cpu0, _), (t1, cpu1, _) = samples[0], samples[-1]
-        stretch = sum(s[2] for s in samples) / len(samples)
-        return (cpu1 - cpu0) / (t1 - t0) * stretch
-
-    def stretch(self, now: float | None = None) -> float:
-        """The factor every refresh interval is multiplied by now (1.0 when the budget is met); worked out at most
-        every half second (each tick asks several times)."""
-        at = time.monotonic() if now is None else now
-        held = getattr(self, "_held", None)
-        if now is None and held is not None and 0 <= at - held[0] < 0.5:
-            return held[1]
-        value = min(MAX_STRETCH, max(1.0, self.demand_cores(now) / CORE_BUDGET))
-        if now is None:
-            self._held = (at, value)
-        return value
-
-
-LOAD = LoadMeter()
 _TICK_LOG = os.environ.get("TRAINLENS_TICK_LOG")
 _tick_log_lock = threading.Lock()
 

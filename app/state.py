@@ -19,6 +19,7 @@ import streamlit as st
 
 from app import figure_cache
 from app.figure_cache import FigureCache
+from app.load import LOAD
 from app.metrics_cache import MetricsCache
 from app.text import escape_md
 from engine.runs.runner import ActingRunner, Runner
@@ -155,8 +156,6 @@ def shared_figure(key: tuple, build, version=None, live: bool = False):
     Built per call when TRAINLENS_SHARED_FIGURES=0."""
     if not figure_cache.enabled():
         return build()
-    from app.live import LOAD  # app.live imports this module
-
     # a loaded server refreshes every view less often (app.live.LoadMeter), and rebuilds shared views as rarely
     stretch = LOAD.stretch()
     return shared_figures().get(key, build, version, LIVE_MAX_AGE_S * stretch if live else 0.0,
@@ -185,8 +184,6 @@ def runs_frame(live_tick: bool = False) -> pd.DataFrame:
     runner = shared_runner()
     _reap_now_and_then(runner)
     if live_tick and figure_cache.enabled() and not own_change_recent():
-        from app.live import LOAD
-
         held = shared_figures().peek(("runs frame",), LIVE_MAX_AGE_S * LOAD.stretch())
         if held is not None:
             return held

@@ -13,6 +13,11 @@ from pathlib import Path
 
 import pytest
 
+# Every figure the tests build (in process, and in the dashboards they serve) goes through Plotly's property
+# checks, which the server skips for speed (app/figures.py VALIDATE): a misspelt property fails here.
+os.environ["TRAINLENS_VALIDATE_FIGURES"] = "1"
+
+
 def pytest_configure(config):
     # Tiny models run several times faster on one thread than on threads fighting for 2 shared cores.
     import torch

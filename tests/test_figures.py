@@ -386,3 +386,25 @@ def test_per_layer_figure_orders_layers_input_first_and_averages_seeds():
     assert fig.layout.yaxis.type == "log"
     empty = per_layer_figure(pd.DataFrame(columns=["run_id", "step", "key", "value"]), runs, "grad_std", "variant")
     assert "waiting" in empty.layout.annotations[0].text
+
+
+def test_an_unchecked_figure_is_the_checked_one(monkeypatch):
+    """The server builds metric charts without Plotly's property checks (app.figures.VALIDATE): the JSON sent must
+    mean exactly what the checked figure's does."""
+    from app import figures
+
+    assert figures.VALIDATE  # the tests check every figure (tests/conftest.py)
+    rng = np.random.default_rng(0)
+    rows = [("r1" if i % 2 else "r2", s, s // 50, key, float(rng.random()), s * 0.1)
+            for i in range(2) for s in range(200) for key in ("loss", "val_acc")]
+    metrics = pd.DataFrame(rows, columns=["run_id", "step", "epoch", "key", "value", "wall_time"])
+    runs = pd.DataFrame({"run_id": ["r1", "r2"], "name": ["sgd <b>", "adam"], "status": ["completed"] * 2,
+                         "cfg.optimizer": ["sgd", "adam"], "cfg.seed": [0, 0]})
+    cases = [("loss", figures.ChartOptions(smoothing=0.6)), ("val_acc", figures.ChartOptions(x_axis="epoch")),
+             ("loss", figures.ChartOptions(group_by="cfg.optimizer", log_y=True)), ("nothing", figures.ChartOptions())]
+    for key, options in cases:
+        checked = json.loads(figures.metric_figure(metrics, runs, key, options).to_json())
+        monkeypatch.setattr(figures, "VALIDATE", False)
+        unchecked = json.loads(figures.metric_figure(metrics, runs, key, options).to_json())
+        monkeypatch.setattr(figures, "VALIDATE", True)
+        assert unchecked == checked, key

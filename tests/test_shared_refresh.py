@@ -91,7 +91,7 @@ def test_sessions_watching_the_same_compare_view_share_its_figures(trainlens_hom
 
 
 def test_refresh_intervals_stretch_when_the_server_would_need_more_than_the_budget():
-    from app.live import CORE_BUDGET, MAX_STRETCH, LoadMeter
+    from app.load import CORE_BUDGET, MAX_STRETCH, LoadMeter
 
     def meter_at(cores: float, stretch: float) -> LoadMeter:
         """A meter whose process clock advanced `cores` CPU seconds per second over 10 s of ticks."""

@@ -159,14 +159,14 @@ def charts(runs_now: pd.DataFrame) -> None:
         with columns[shown % 2]:
             st.markdown(f"**{title}**")
             def build():
-                figure, plotted = figures.metric_figure_with_data(
+                figure, curves = figures.metric_figure_and_curves(
                     run_metrics(run_ids, runs_now, chart_keys(keys, chart_options.x_axis)), selected,
                     keys if len(keys) > 1 else keys[0], chart_options)
-                return prestyled(figure, present), plotted
+                return prestyled(figure, present), curves
 
-            figure, plotted = shared(("compare chart", chart_key, tuple(keys), repr(chart_options), present), build)
+            figure, curves = shared(("compare chart", chart_key, tuple(keys), repr(chart_options), present), build)
             plotly_chart(figure, key=chart_key)
-        exported.append((title, plotted))
+        exported.append((title, curves))
         shown += 1
 
     for index, (title, keys, forced_x) in enumerate(CHARTS):
@@ -192,9 +192,9 @@ def charts(runs_now: pd.DataFrame) -> None:
         if extra:
             extra_options = replace(options, smoothing=0.0) if is_epoch_level(extra) else options
             metrics = run_metrics(run_ids, runs_now, chart_keys([extra], x_axis))
-            figure, plotted = figures.metric_figure_with_data(metrics, selected, extra, extra_options)
+            figure, curves = figures.metric_figure_and_curves(metrics, selected, extra, extra_options)
             plotly_chart(figure, key="chart_extra")
-            exported.append((extra, plotted))
+            exported.append((extra, curves))
 
     st.markdown("**Final metrics**")
     # epoch-level rows only: the step count and duration come from the runs table, not 400k loss rows
@@ -218,7 +218,8 @@ def charts(runs_now: pd.DataFrame) -> None:
         st.caption("Steps/s: these runs trained at the same time and shared the machine's cores, so their speeds "
                    "depend on what else was running; they say nothing about which optimizer is faster.")
     def csv_bytes() -> bytes:  # built on click, not on every live tick of every session
-        data = pd.concat([plotted.assign(chart=title) for title, plotted in exported], ignore_index=True) \
+        data = pd.concat([figures.curves_table(curves).assign(chart=title) for title, curves in exported],
+                         ignore_index=True) \
             if exported else pd.DataFrame(columns=["series"])
         data["series"] = data["series"].map(csv_cell)  # a run named "=HYPERLINK(...)" stays text in a spreadsheet
         return data.to_csv(index=False).encode()
