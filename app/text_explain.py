@@ -60,7 +60,7 @@ def _validation_order(key: str, _model, _split) -> tuple[list[int], int]:
 @st.cache_data(max_entries=16, show_spinner="Scoring each method on validation sentences...")
 def _method_agreement(key: str, methods: tuple[str, ...], _model, _split) -> pd.DataFrame:
     ids, labels = _split.val_x[:SCORED_SENTENCES], _split.val_y[:SCORED_SENTENCES]
-    rows, curves, random = [], {}, None
+    rows = []
     for method in methods:
         scores = explain(_model, ids, labels, method)
         agreement = mean_agreement([token_agreement(scores[i], _split.text.val_relevance[i]) for i in range(len(ids))])

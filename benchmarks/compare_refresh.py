@@ -7,8 +7,8 @@ serialising each with fig.to_json(), as Streamlit does before sending them to th
 Prints the median milliseconds per tick, the split per figure, and the points sent per trace.
 Then the whole server-side tick of the page as it runs: the same data in a real SQLite store, and per tick
 the runs query, the metrics read through app.metrics_cache.MetricsCache (only the keys each chart draws, long
-histories at its coarse level), every chart of the Compare page with its CSV data, the clipped-fraction chart and
-the final-metrics table. The cold tick is a fresh server's first (an empty cache; median over --repeats fresh
+histories at its coarse level), every chart of the Compare page (its CSV data is made on click, not per
+tick), the clipped-fraction chart and the final-metrics table. The cold tick is a fresh server's first (an empty cache; median over --repeats fresh
 caches), the warm tick one with 100 new steps per run since the last (median over --repeats ticks).
 Team targets: cold <= 1 s, warm <= 250 ms.
 
@@ -122,12 +122,13 @@ STEP_KEYS = ("loss", "lr", "grad_norm", "clipped", "examples")
 
 
 def page_tick(cache, store, run_ids: list[str], x_axis: str, smoothing: float) -> int:
-    """The server-side work of one refresh of the Compare page's charts, as app/views/compare.py does it: the runs
-    query, the metric keys, each chart reading only its keys through the cache and built with its CSV data, the
-    clipped-fraction chart, the final-metrics table and the CSV bytes. Returns the points plotted."""
+    """The server-side work of one refresh of the Compare page's charts, as app/views/compare.py does it for the
+    session that builds them (the others share them): the runs query, the metric keys, each chart reading only its
+    keys through the cache and encoded once as JSON, the clipped-fraction chart and the final-metrics table. The
+    CSV data is made when its button is clicked, not per refresh. Returns the points plotted."""
     from dataclasses import replace
 
-    from app.figures import ChartOptions, clipped_fraction_figure, final_metrics_table, metric_figure_with_data
+    from app.figures import ChartOptions, clipped_fraction_figure, final_metrics_table, metric_figure_and_curves
     from app.series import chart_keys
     from engine.records import is_epoch_level
 
@@ -137,7 +138,7 @@ def page_tick(cache, store, run_ids: list[str], x_axis: str, smoothing: float) -
     selected = runs_now[runs_now["run_id"].isin(run_ids)]
     keys_present = cache.keys(run_ids, versions)
     options = ChartOptions(x_axis=x_axis, smoothing=smoothing)
-    exported = []
+    points = 0
     for title, keys, forced_x in PAGE_CHARTS:
         if not keys_present.intersection(keys):
             continue
@@ -145,17 +146,15 @@ def page_tick(cache, store, run_ids: list[str], x_axis: str, smoothing: float) -
         if all(is_epoch_level(k) for k in keys):
             chart_options = replace(chart_options, smoothing=0.0)
         frame = cache.get(run_ids, versions, chart_keys(keys, chart_options.x_axis))
-        figure, plotted = metric_figure_with_data(frame, selected, keys if len(keys) > 1 else keys[0], chart_options)
+        figure, curves = metric_figure_and_curves(frame, selected, keys if len(keys) > 1 else keys[0], chart_options)
         figure.to_json()
-        exported.append(plotted.assign(chart=title))
+        points += sum(len(curve.x) for curve in curves)
     clipped = cache.get(run_ids, versions, chart_keys(["clipped"], x_axis))
     if clipped.loc[clipped["key"] == "clipped", "value"].max() > 0:
         clipped_fraction_figure(clipped, selected, 100, options).to_json()
     final_metrics_table(cache.get(run_ids, versions, ["val_acc", "train_loss", "best_epoch"]),
                         selected.reset_index(drop=True))
-    data = pd.concat(exported, ignore_index=True)
-    data.to_csv(index=False).encode()
-    return len(data)
+    return points
 
 
 def store_ticks(metrics: pd.DataFrame, runs: pd.DataFrame, repeats: int, x_axis: str = "step") -> None:
@@ -217,7 +216,7 @@ def store_ticks(metrics: pd.DataFrame, runs: pd.DataFrame, repeats: int, x_axis:
             warm.append(time.perf_counter() - start)
             warm_cpu.append(time.process_time() - start_cpu)
             read.append(cache.rows_read - before)
-        print(f"  warm tick (runs + new rows + 5 charts with CSV data + clipped chart + final table): median "
+        print(f"  warm tick (runs + new rows + 5 charts + clipped chart + final table): median "
               f"{1000 * statistics.median(warm):.0f} ms wall, {1000 * statistics.median(warm_cpu):.0f} ms CPU "
               f"(min {1000 * min(warm):.0f}, max {1000 * max(warm):.0f}) over {repeats} ticks; rows read per tick: "
               f"{', '.join(f'{n:,}' for n in read)} ({len(new):,} new rows per tick; more only for the examples "

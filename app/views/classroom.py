@@ -54,7 +54,6 @@ def board(runs: pd.DataFrame) -> None:
 
 def teacher_controls() -> None:
     st.subheader("Queue and limits")
-    runner = get_runner()
     paused = store.settings().get("queue_paused") == "1"
     q1, q2 = st.columns([3, 2])
     want_paused = q1.toggle("Pause the queue", value=paused, key="class_pause",
