@@ -83,7 +83,6 @@ class FigureCache:
                 self._building.pop(key, None)
             pending.set()
 
-
     def peek(self, key: Hashable, max_age: float) -> Any:
         """The value held for `key` if it was built less than `max_age` seconds ago, else None (builds nothing)."""
         with self._lock:
@@ -98,14 +97,18 @@ def enabled() -> bool:
     return os.environ.get("TRAINLENS_SHARED_FIGURES", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def view_version(runs: pd.DataFrame, coarse: dict[str, list[str]]) -> tuple:
+def view_version(runs: pd.DataFrame, coarse: dict[str, list[str]], listing: Hashable = None) -> tuple:
     """What a view of `runs` shows, cheaply, from the runs frame alone: each run's step, status, resume time and
-    name, and which of its histories the metrics cache still holds coarse (refining them changes the picture).
+    name (or, given `listing`, the version of the whole runs listing those rows come from: app.state.runs_frame's
+    fingerprint, which already changes with all of them), and which of its histories the metrics cache still holds
+    coarse (refining them changes the picture).
 
     Reading the metric rows to fingerprint them would cost each session what sharing saves (measured: the metrics
     read was half of a Compare tick). A worker writes a step's rows before reporting the step, and a run's last
     rows before its final status, so a view keyed by these never misses a point for longer than one progress
     update (0.5 s)."""
+    refined = tuple(sorted((run_id, tuple(keys)) for run_id, keys in coarse.items()))
+    if listing is not None:
+        return listing, refined
     columns = [c for c in ("run_id", "step", "status", "queued_at", "name", "group") if c in runs.columns]
-    return (tuple(map(tuple, runs[columns].astype(str).to_numpy())),
-            tuple(sorted((run_id, tuple(keys)) for run_id, keys in coarse.items())))
+    return tuple(map(tuple, runs[columns].astype(str).to_numpy())), refined

@@ -5,7 +5,8 @@ its runs is queued or running (only the charts refresh, never the form around th
 The panel reads only new metric rows.
 
 Refresh intervals adapt to the server's load (app/load.py): every tick samples the server process's CPU clock,
-and a busy server stretches every interval by the same factor. A laptop with one tab never notices. TRAINLENS_TICK_LOG=FILE appends one line per tick (time, view, wall ms, CPU ms) for benchmarks.
+and a busy server stretches every interval by the same factor. A laptop with one tab never notices.
+TRAINLENS_TICK_LOG=FILE appends one line per tick (time, view, wall ms, CPU ms) for benchmarks.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from app.load import LOAD
 from app.memory import collect_now_and_then
 from app.presentation import plotly_chart
 from app.series import chart_keys
-from app.state import format_duration, get_runner, note_own_change, run_metrics, runs_frame
+from app.state import format_duration, get_runner, run_metrics, runs_frame
 from app.text import escape_md
 from engine.records import ACTIVE, UNSUCCESSFUL, RunStatus
 
@@ -143,7 +144,6 @@ def run_status_row(run: pd.Series, key: str) -> None:
     if run["status"] in ACTIVE:
         if button_col.button("Cancel", key=f"{key}_cancel_{run['run_id']}", help="stop this run after its current step"):
             try:
-                note_own_change()
                 get_runner().cancel(run["run_id"])
                 st.toast(f"Cancel requested for {escape_md(run['name'])}")
             except PermissionError as exc:  # another's run (class mode): the engine refuses, the page says why

@@ -31,6 +31,7 @@ class LoadMeter:
         self.window = window
         self._samples: deque[tuple[float, float, float]] = deque()  # (when, process CPU s, stretch in effect)
         self._lock = threading.Lock()
+        self._held: tuple[float, float] | None = None  # (when, stretch) last worked out
 
     def sample(self, stretch: float, now: float | None = None, cpu: float | None = None) -> None:
         """Note the process CPU clock now, while intervals are stretched by `stretch`."""
@@ -57,7 +58,7 @@ class LoadMeter:
         """The factor every refresh interval is multiplied by now (1.0 when the budget is met); worked out at most
         every half second (each tick asks several times)."""
         at = time.monotonic() if now is None else now
-        held = getattr(self, "_held", None)
+        held = self._held
         if now is None and held is not None and 0 <= at - held[0] < 0.5:
             return held[1]
         value = min(MAX_STRETCH, max(1.0, self.demand_cores(now) / CORE_BUDGET))

@@ -118,7 +118,8 @@ def get_runner() -> ActingRunner:
     checked by the engine against that user's rights and the class limits, whatever the page shows."""
     from app.identity import session_actor
 
-    return shared_runner().as_actor(session_actor())
+    # its changes are this session's own: its views read them exactly for a while (note_own_change)
+    return shared_runner().as_actor(session_actor(), on_change=note_own_change)
 
 
 def pool_warmup() -> PoolWarmup | None:
@@ -166,8 +167,8 @@ OWN_CHANGE_S = 5.0  # how long after a user's own change (cancel, resume, delete
 
 
 def note_own_change() -> None:
-    """Call when this session changes runs: for a few seconds its views read the store exactly, never a shared
-    listing or table built before the click (see runs_frame)."""
+    """This session changes runs (get_runner's runner calls it before every change): for a few seconds its views
+    read the store exactly, never a shared listing or table built before the click (see runs_frame)."""
     st.session_state["_own_change_at"] = time.monotonic()
 
 

@@ -8,8 +8,9 @@ Prints the median milliseconds per tick, the split per figure, and the points se
 Then the whole server-side tick of the page as it runs: the same data in a real SQLite store, and per tick
 the runs query, the metrics read through app.metrics_cache.MetricsCache (only the keys each chart draws, long
 histories at its coarse level), every chart of the Compare page (its CSV data is made on click, not per
-tick), the clipped-fraction chart and the final-metrics table. The cold tick is a fresh server's first (an empty cache; median over --repeats fresh
-caches), the warm tick one with 100 new steps per run since the last (median over --repeats ticks).
+tick), the clipped-fraction chart and the final-metrics table. The cold tick is a fresh server's first (an empty
+cache; median over --repeats fresh caches), the warm tick one with 100 new steps per run since the last (median
+over --repeats ticks).
 Team targets: cold <= 1 s, warm <= 250 ms.
 
     python benchmarks/compare_refresh.py [--runs 8] [--steps 50000] [--repeats 7] [--store-only] [--x-axis step]

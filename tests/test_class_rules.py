@@ -86,6 +86,25 @@ def test_the_runner_refuses_through_an_acting_handle_and_touches_nothing(store, 
     assert store.get_run(bens) is None and not (trainlens_home / "checkpoints" / bens).exists()
 
 
+def test_an_acting_handle_reports_each_change_it_is_asked_to_make(store):
+    """The dashboard hears of every change a session makes (app.state.note_own_change), refused ones included."""
+    runner = Runner(store, workers=1)
+    runner.ensure_workers = lambda: 0
+    changes = []
+    teacher = runner.as_actor(TEACH, on_change=lambda: changes.append(1))
+    run_id = teacher.submit(TINY).run_id
+    teacher.cancel(run_id)
+    teacher.cancel_all()
+    teacher.remove_owner_runs("Ben")
+    teacher.delete(run_id)
+    assert len(changes) == 5
+    assert teacher.may_act_on("Ben", STUDENT) and len(changes) == 5  # asking what one may do changes nothing
+    ana = runner.as_actor(ANA, on_change=lambda: changes.append(1))
+    with pytest.raises(PermissionDenied):
+        ana.cancel_all()
+    assert len(changes) == 6
+
+
 def test_thirty_students_submitting_at_once_each_start_a_first_run_before_anyones_third(store):
     """Round-robin: the queue serves owners in turn, not first come first served."""
     store.set_limit("running", 5)

@@ -14,7 +14,7 @@ import streamlit as st
 from app.identity import session_actor
 from app.leaderboard import class_summary, leaderboard, splits
 from app.live import live_fragment, status_text
-from app.state import get_runner, get_store, note_own_change, runs_frame
+from app.state import get_runner, get_store, runs_frame
 from app.text import escape_md
 from engine.runs.access import ClassLimits, PermissionDenied
 
@@ -114,7 +114,6 @@ def students_live(runs: pd.DataFrame) -> None:
 def confirm_cancel_all() -> None:
     st.write("Every queued run is cancelled and every running run stops after its current step, yours included.")
     if st.button("Cancel them all", type="primary", key="class_cancel_all_confirm"):
-        note_own_change()  # the live views show it at once, not a listing read before the click
         count = get_runner().cancel_all()
         st.toast(f"{count} run(s) cancelled")
         st.rerun()
@@ -125,7 +124,6 @@ def confirm_remove(student: str) -> None:
     st.write("Every run of this student is cancelled and deleted, with its metrics and checkpoints:")
     st.dataframe(pd.DataFrame({"student": [student]}), hide_index=True, key="class_remove_who")
     if st.button("Remove for good", type="primary", key="class_remove_confirm"):
-        note_own_change()
         with st.spinner("Stopping and deleting..."):
             removed = get_runner().remove_owner_runs(student)
         st.toast(f"Removed {removed} run(s)")

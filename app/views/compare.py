@@ -136,9 +136,7 @@ def charts(runs_now: pd.DataFrame) -> None:
         selected = shared_figure(("compare selected", wanted), lambda: runs_now[runs_now["run_id"].isin(wanted)],
                                  listing)
     run_ids = list(selected["run_id"])
-    coarse = get_metrics_cache().coarse_keys(run_ids)
-    version = (listing, tuple(sorted((r, tuple(k)) for r, k in coarse.items()))) if listing is not None \
-        else view_version(selected, coarse)
+    version = view_version(selected, get_metrics_cache().coarse_keys(run_ids), listing)
     live = bool(selected["status"].isin(ACTIVE).any())  # ended runs: always the exact final picture
     present = presenting()
     view = tuple(run_ids)

@@ -12,8 +12,7 @@ import streamlit as st
 
 from app.identity import class_mode, session_actor
 from app.live import live_fragment, status_text
-from app.state import (format_duration, get_runner, get_store, note_own_change, own_change_recent, runs_frame,
-                       shared_figure)
+from app.state import format_duration, get_runner, get_store, own_change_recent, runs_frame, shared_figure
 from app.text import escape_md
 from engine.records import ACTIVE, DELETABLE, RESUMABLE, STATUSES, RunStatus
 from engine.runs.placement import cluster_summary, placements, read_cluster, runs_on
@@ -76,7 +75,7 @@ def best_val_acc(run_ids: list[str]) -> dict[str, float]:
 HIDDEN = ["raw_status", "raw_owner", "raw_role"]
 
 
-def class_table(runs: pd.DataFrame) -> pd.DataFrame:
+def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Every run's row as the table shows it, plus the HIDDEN columns: one table for every session while the runs
     stay as they are (app.state.shared_figure), so a class's sixty ticking tabs do not each filter the wide runs
     frame (one column per config field), read best accuracies and queue places, and format it all again.
@@ -96,7 +95,8 @@ def class_table(runs: pd.DataFrame) -> pd.DataFrame:
         "runs on": [runs_on(where.get(r), d) for r, d in zip(runs["run_id"], runs["device"].fillna(""))],
         "best val acc": runs["run_id"].map(best).astype(float),
         "duration": runs["duration_s"].map(format_duration),
-        "owner": [o + (" (teacher)" if role == "teacher" else "") for o, role in zip(runs["owner"], runs["owner_role"])],
+        "owner": [o + (" (teacher)" if role == "teacher" else "")
+                  for o, role in zip(runs["owner"], runs["owner_role"])],
         "error": runs["error"].fillna(""),
         "raw_status": runs["status"], "raw_owner": runs["owner"], "raw_role": runs["owner_role"],
     })
@@ -105,13 +105,13 @@ def class_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def shared_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """class_table of `runs`, shared by every session while the runs' fingerprint (app.state.runs_frame) holds."""
+    """everyones_table of `runs`, shared by every session while the runs' fingerprint (app.state.runs_frame) holds."""
     version = runs.attrs.get("fingerprint")
     if version is None:  # a frame not from runs_frame: nothing says when a shared table would be stale
-        return class_table(runs)
+        return everyones_table(runs)
     # after this user changed runs (cancel, resume, delete) the table they see must show it: the exact version,
     # not one built up to a second before their click
-    return shared_figure(("runs table",), lambda: class_table(runs), version,
+    return shared_figure(("runs table",), lambda: everyones_table(runs), version,
                          live=bool(runs["status"].isin(ACTIVE).any()) and not own_change_recent())
 
 
@@ -191,7 +191,6 @@ def actions(chosen: list[str], view: pd.DataFrame) -> None:
 def act(action, run_ids: list[str]) -> bool:
     """Apply `action` to each run; show the engine's refusal (another's run, a class limit, a run that changed
     state meanwhile) as a message instead of a traceback. True when all went through."""
-    note_own_change()
     for run_id in run_ids:
         try:
             action(run_id)

@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from engine.classroom import Actor
 from engine.config import RunConfig
@@ -140,9 +141,10 @@ class Runner:
                 time.sleep(0.2)
         return removed
 
-    def as_actor(self, actor: Actor) -> ActingRunner:
-        """This runner, every call made on behalf of `actor` (the dashboard's per-session handle)."""
-        return ActingRunner(self, actor)
+    def as_actor(self, actor: Actor, on_change: Callable[[], None] | None = None) -> ActingRunner:
+        """This runner, every call made on behalf of `actor` (the dashboard's per-session handle); `on_change` is
+        called before each call that changes runs (the dashboard then reads its next views exactly)."""
+        return ActingRunner(self, actor, on_change)
 
     # ---- workers ----
     def reap(self) -> list[str]:
@@ -216,30 +218,38 @@ class Runner:
 
 
 class ActingRunner:
-    """A Runner bound to one Actor: the same calls, each checked by the store against that actor's rights."""
+    """A Runner bound to one Actor: the same calls, each checked by the store against that actor's rights.
+    `on_change()`, when given, runs before every call that changes runs (submit, cancel, resume, delete...)."""
 
-    def __init__(self, runner: Runner, actor: Actor):
+    def __init__(self, runner: Runner, actor: Actor, on_change: Callable[[], None] | None = None):
         self.runner, self.actor, self.store = runner, actor, runner.store
+        self._on_change = on_change or (lambda: None)
 
     def may_act_on(self, owner: str, owner_role: str) -> bool:
         return may_act(self.actor, owner, owner_role)
 
     def submit(self, config: RunConfig, **kwargs) -> RunHandle:
+        self._on_change()
         return self.runner.submit(config, actor=self.actor, **kwargs)
 
     def cancel(self, run_id: str) -> str:
+        self._on_change()
         return self.runner.cancel(run_id, actor=self.actor)
 
     def resume(self, run_id: str) -> RunHandle:
+        self._on_change()
         return self.runner.resume(run_id, actor=self.actor)
 
     def delete(self, run_id: str) -> None:
+        self._on_change()
         self.runner.delete(run_id, actor=self.actor)
 
     def remove_owner_runs(self, owner: str, owner_role: str = "student") -> int:
+        self._on_change()
         return self.runner.remove_owner_runs(owner, owner_role, actor=self.actor)
 
     def cancel_all(self) -> int:
+        self._on_change()
         return self.store.cancel_all(actor=self.actor)
 
     def __getattr__(self, name: str):  # pool operations (ensure_workers, recover, size...) need no actor
