@@ -22,7 +22,7 @@ from ui_helpers import wait_for
 from engine import records
 from engine.config import RunConfig
 from engine.runs.store import LeaseLost, Store, UnreadableRun
-from engine.runs.store_errors import StoreUnavailable, describe
+from engine.runs.store.errors import StoreUnavailable, describe
 
 MNIST5K_TRAIN = 5000 - math.ceil(5000 * 0.05)
 

@@ -35,7 +35,7 @@ from engine.records import RunStatus
 from engine.runs.executor import ray_address, ray_retries, require_ray
 from engine.runs.procs import pid_alive, touch_pulse
 from engine.runs.store import Store
-from engine.runs.store_errors import retry_locked
+from engine.runs.store.errors import retry_locked
 from engine.runs.worker import HEARTBEAT_S, STORE_BUSY_TIMEOUT_S, WRITE_PATIENCE_S, StoreSink
 
 TICK_S = 0.2

@@ -31,7 +31,7 @@ import uuid
 
 from engine.records import RunStatus
 from engine.runs.procs import pid_alive, touch_pulse
-from engine.runs.store_errors import is_locked, retry_locked
+from engine.runs.store.errors import is_locked, retry_locked
 
 HEARTBEAT_S = 1.0
 FLUSH_S = 0.5
