@@ -149,6 +149,18 @@ def test_reap_marks_dead_workers_and_interrupts_their_runs(store):
     assert "remote" not in store.live_workers()["worker_id"].tolist()
 
 
+def test_reads_reap_with_the_staleness_limit_in_force(store, monkeypatch):
+    # reap_if_due decides with Store.STALE_AFTER_S as set now; the reap it calls must use that limit too, not the
+    # default bound when the class was defined (6 s), or a worker it finds lost is not reaped
+    monkeypatch.setattr(Store, "STALE_AFTER_S", 1.0)
+    run_id = store.create_run(RunConfig())
+    store.register_worker("remote", 5, "host-b", "cpu")  # another host: only its heartbeat says it is alive
+    assert store.claim_next("remote", "cpu")["run_id"] == run_id
+    store.conn.execute("UPDATE workers SET heartbeat_at=heartbeat_at-3 WHERE worker_id='remote'")
+    assert store.get_run(run_id)["status"] == "interrupted"
+    assert store.live_workers().empty
+
+
 def test_a_stop_requested_while_starting_survives_registration(store):
     store.register_worker("w", 10, "h", "starting")  # the runner registers a worker it just started
     store.request_worker_stop()

@@ -80,12 +80,16 @@ class WorkersMixin(StoreBase):
     READ_REAP_LOCK_WAIT_MS = 2000
     _read_reaped_at = float("-inf")  # set on the instance by its first reap_if_due
 
-    def reap(self, stale_after_s: float = STALE_AFTER_S, is_alive=None) -> list[str]:
+    def reap(self, stale_after_s: float | None = None, is_alive=None) -> list[str]:
         """Mark workers that stopped heartbeating (or whose process is gone) dead, and their runs interrupted.
 
-        `is_alive(pid, host) -> bool | None` lets the caller check processes on its own host at once
-        instead of waiting for the heartbeat to go stale. Returns the run ids that were interrupted.
+        `stale_after_s` defaults to STALE_AFTER_S as it is when called (an operator's or a test's setting), the
+        limit `reap_if_due` decides with. `is_alive(pid, host) -> bool | None` lets the caller check processes on
+        its own host at once instead of waiting for the heartbeat to go stale. Returns the run ids that were
+        interrupted.
         """
+        if stale_after_s is None:
+            stale_after_s = self.STALE_AFTER_S
         now = time.time()
         interrupted: list[str] = []
         with self._tx() as c:
