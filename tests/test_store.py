@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from engine.config import RunConfig
-from engine.runs.store import SCHEMA_VERSION, Store
+from engine.records import RunRecord
+from engine.runs.store import RUN_COLUMNS, SCHEMA_VERSION, Store
 
 PROJECT = str(Path(__file__).resolve().parent.parent)
 
@@ -66,6 +67,24 @@ def test_list_runs_newest_first_with_config_columns(store):
     assert frame["cfg.seed"].tolist() == [2, 1]
     assert store.list_runs(group="g")["run_id"].tolist() == [second]
     assert store.list_runs(status=["running"]).empty
+
+
+def test_a_run_record_has_every_column_of_the_runs_table(store):
+    table = [row["name"] for row in store.conn.execute("PRAGMA table_info(runs)")]
+    assert table == list(RUN_COLUMNS)
+    keys = list(RunRecord.__annotations__)
+    assert [("grp" if key == "group" else key) for key in keys[:len(table)]] == table  # in the table's order
+    assert keys[len(table):] == ["progress", "eta_s", "duration_s"]  # then the derived values
+    run_id = store.create_run(RunConfig())
+    assert list(store.get_run(run_id)) == list(store.claim_next("w", "cpu"))
+    assert set(store.get_run(run_id)) == set(keys)
+
+
+def test_a_listing_has_a_column_for_every_key_of_a_run_record(store):
+    store.create_run(RunConfig())
+    columns = set(store.list_runs().columns)
+    assert set(RunRecord.__annotations__) - {"config"} <= columns
+    assert {f"cfg.{field}" for field in RunConfig().to_dict()} <= columns  # the config, one column per field
 
 
 def test_cancel_a_queued_run_at_once_and_a_running_one_by_request(store):

@@ -3,8 +3,8 @@ metrics, checkpoints, artifacts and workers. `Store` is its one face; `from engi
 
 The store is the source of truth shared by the dashboard, the CLI and the workers (or the Ray dispatcher, the one
 writer for its cluster's runs). Workers write metrics in batched transactions under their run's lease; the app
-reads, and writes only intents (enqueue, cancel, resume, class settings). Runs leave it as dicts (`get_run`,
-`claim_next`), listings and metric rows as pandas DataFrames.
+reads, and writes only intents (enqueue, cancel, resume, class settings). Runs leave it as `RunRecord`s (typed dicts,
+engine.records), listings and metric rows as pandas DataFrames.
 
 One module per concern, each a mixin over the shared connection and transaction of `schema.StoreBase`:
 
@@ -26,7 +26,8 @@ from __future__ import annotations
 from engine.runs.store.artifacts import ArtifactsMixin
 from engine.runs.store.classes import ClassesMixin
 from engine.runs.store.control import ControlMixin
-from engine.runs.store.errors import BACKUPS_DIR, StoreUnavailable, damaged, describe, is_locked, newest_backup, retry_locked
+from engine.runs.store.errors import (BACKUPS_DIR, StoreUnavailable, damaged, describe, is_locked, newest_backup,
+                                      retry_locked)
 from engine.runs.store.metrics import METRIC_COLUMNS, MetricsMixin
 from engine.runs.store.queue import QueueMixin
 from engine.runs.store.runs import ETA_AFTER_S, RUN_COLUMNS, Fence, LeaseLost, RunsMixin, UnreadableRun, default_name

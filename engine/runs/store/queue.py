@@ -15,17 +15,17 @@ from typing import Any
 
 import pandas as pd
 
-from engine.records import RunStatus
+from engine.records import RunRecord, RunStatus
 from engine.runs.access import ClassLimits
 from engine.runs.store.classes import class_limits, class_settings
-from engine.runs.store.runs import RUN_SELECT, UnreadableRun, parse_run, run_progress
+from engine.runs.store.runs import RUN_SELECT, UnreadableRun, parse_run, run_record
 from engine.runs.store.schema import StoreBase
 
 
 class QueueMixin(StoreBase):
     """Claiming the next run in turn, queue places and waiting reasons."""
 
-    def claim_next(self, worker_id: str, device: str) -> dict[str, Any] | None:
+    def claim_next(self, worker_id: str, device: str) -> RunRecord | None:
         """Atomically take the next queued run for this worker, under a new lease (`run["lease"]`); None when no
         queued run may start. A queued run whose record cannot be read is failed with the reason and skipped.
 
@@ -50,11 +50,8 @@ class QueueMixin(StoreBase):
                       "heartbeat_at=?, error=NULL, finished_at=NULL, lease=lease+1 WHERE run_id=?",
                       (worker_id, device, now, now, row["run_id"]))
             c.execute("INSERT OR REPLACE INTO queue_turns(owner, served_at) VALUES (?, ?)", (_turn_key(row), now))
-            run = dict(c.execute(f"SELECT {RUN_SELECT} FROM runs WHERE run_id=?", (row["run_id"],)).fetchone())
-        run["group"] = run.pop("grp")
-        run["config"] = parse_run(run)
-        run.update(run_progress(run))
-        return run
+            claimed = c.execute(f"SELECT {RUN_SELECT} FROM runs WHERE run_id=?", (row["run_id"],)).fetchone()
+        return run_record(claimed)
 
     def queue_positions(self) -> dict[str, int]:
         """run_id -> place in the queue (1 = next), in the round-robin order `claim_next` serves (class limits and a
@@ -76,8 +73,9 @@ class QueueMixin(StoreBase):
             depth += 1
         return positions
 
-    def waiting_reason(self, run: dict[str, Any] | pd.Series) -> str:
-        """Why a queued run has not started yet, in a sentence for its owner."""
+    def waiting_reason(self, run: RunRecord | pd.Series) -> str:
+        """Why a queued run has not started yet, in a sentence for its owner. Reads only the run's `run_id`, `owner`
+        and `owner_role` (a listing's row will do)."""
         settings, limits = class_settings(self.conn), class_limits(self.conn)
         if run.get("owner_role") == "student":
             if settings.get("queue_paused") == "1":

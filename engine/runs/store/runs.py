@@ -1,10 +1,11 @@
 """Runs in the store: creating (queueing) them, reading one or a listing, finding one by a short id, their
 names, and what their worker reports (running, progress, final status).
 
-A run leaves the store as a dict (`get_run`; `claim_next` in engine.runs.store.queue) with its parsed RunConfig and
-its progress, ETA and duration, or as one row of the `list_runs` DataFrame (one `cfg.<field>` column per config
-field). Reads of runs first reap workers that died (throttled; see engine.runs.store.workers), so a run's status is
-true within seconds of its worker's death whoever reads it.
+A run leaves the store as a `RunRecord` (engine.records), a dict with its parsed RunConfig and its progress, ETA and
+duration (`get_run`; `claim_next` in engine.runs.store.queue), or as one row of the `list_runs` DataFrame (the
+record's keys, the config spread over one `cfg.<field>` column per field). Reads of runs first reap workers that
+died (throttled; see engine.runs.store.workers), so a run's status is true within seconds of its worker's death
+whoever reads it.
 
 Faults the store is built to survive (each has a test):
 - Leases (fencing): every claim of a run takes a new `lease` number; a worker's writes carry `fence=(run_id,
@@ -21,18 +22,19 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 import pandas as pd
 
 from engine.classroom import LOCAL, Actor
 from engine.config import RunConfig
 from engine.paths import check_data_dir
-from engine.records import NAME_MAX, STATUSES, TERMINAL, RunKind, RunStatus, check_name, fit_name
+from engine.records import NAME_MAX, STATUSES, TERMINAL, RunKind, RunRecord, RunStatus, check_name, fit_name
 from engine.runs.access import check_submission, run_examples
 from engine.runs.store.classes import class_limits, queued_of
 from engine.runs.store.schema import StoreBase
 
+# The runs table's columns: the keys of a RunRecord (grp read as `group`) but its three derived ones.
 RUN_COLUMNS = ("run_id", "kind", "name", "grp", "owner", "owner_role", "config", "status", "device", "worker_id", "created_at",
                "queued_at", "parent_id", "started_at", "finished_at", "heartbeat_at", "step", "total_steps", "epoch",
                "error", "cancel_requested", "resume_from", "lease")
@@ -93,22 +95,18 @@ class RunsMixin(StoreBase):
         """The default name a run of `config` by `actor` would get now (the Train form suggests it)."""
         return _unique_name(self.conn, default_name(config, actor))
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
-        """One run as a dict (None when there is no such run). Reaps dead workers first: see `reap_if_due`
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """One run (None when there is no such run). Reaps dead workers first: see `reap_if_due`
         (engine.runs.store.workers)."""
         self.reap_if_due()
         row = self.conn.execute(f"SELECT {RUN_SELECT} FROM runs WHERE run_id=?", (run_id,)).fetchone()
         if row is None:
             return None
-        run = dict(row)
-        run["group"] = run.pop("grp")
         try:
-            run["config"] = parse_run(run)
+            return run_record(row)
         except UnreadableRun as exc:
             raise UnreadableRun(f"run {run_id} is unreadable ({exc}); delete it (`python -m engine delete {run_id}`) "
                                 "or mark it failed") from None
-        run.update(run_progress(run))
-        return run
 
     def mark_unreadable_failed(self, run_id: str, problem: str) -> None:
         """Fail a quarantined run (whatever its recorded status) so it can be deleted; its worker, if one still
@@ -246,6 +244,15 @@ def check_fence(c: sqlite3.Connection, fence: Fence | None) -> None:
     if row is None or row["lease"] != lease or row["status"] != RunStatus.RUNNING:
         state = "deleted" if row is None else (f"{row['status']}" if row["lease"] == lease else "claimed again")
         raise LeaseLost(f"run {run_id} is no longer this worker's (lease {lease}; the run is {state})")
+
+
+def run_record(row: sqlite3.Row) -> RunRecord:
+    """The RunRecord of a row selected with RUN_SELECT; UnreadableRun when its config, status or kind is not."""
+    run = dict(row)
+    run["group"] = run.pop("grp")
+    run["config"] = parse_run(run)
+    run.update(run_progress(run))
+    return cast(RunRecord, run)
 
 
 ETA_AFTER_S = 5.0  # seconds a run trains before its ETA is shown
