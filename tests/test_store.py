@@ -81,10 +81,12 @@ def test_a_run_record_has_every_column_of_the_runs_table(store):
 
 
 def test_a_listing_has_a_column_for_every_key_of_a_run_record(store):
+    empty = store.list_runs()
     store.create_run(RunConfig())
     columns = set(store.list_runs().columns)
     assert set(RunRecord.__annotations__) - {"config"} <= columns
     assert {f"cfg.{field}" for field in RunConfig().to_dict()} <= columns  # the config, one column per field
+    assert set(empty.columns) == columns  # an empty store's listing has the same columns
 
 
 def test_cancel_a_queued_run_at_once_and_a_running_one_by_request(store):

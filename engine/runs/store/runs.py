@@ -153,10 +153,9 @@ class RunsMixin(StoreBase):
             run.update(run_progress(run))
             run.update({f"cfg.{k}": v for k, v in config.items()})
             records.append(run)
-        columns = ["run_id", "kind", "name", "group", "owner", "owner_role", "status", "device", "created_at", "queued_at", "started_at",
-                   "finished_at", "step", "total_steps", "epoch", "progress", "eta_s", "duration_s", "error"]
         frame = pd.DataFrame.from_records(records)
-        if frame.empty:
+        if frame.empty:  # the same columns as a listing with runs: a RunRecord's keys, the config as cfg.<field>
+            columns = [key for key in RunRecord.__annotations__ if key != "config"]
             frame = pd.DataFrame(columns=columns + [f"cfg.{k}" for k in RunConfig().to_dict()])
         frame.attrs["unreadable"] = unreadable
         return frame
