@@ -38,7 +38,7 @@ def store_problem() -> str | None:
     from engine.runs.store.errors import StoreUnavailable, describe
 
     try:
-        get_store().conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+        get_store().check_readable()
         return None
     except StoreUnavailable as exc:
         problem = exc

@@ -150,6 +150,28 @@ def test_checkpoints_and_artifacts(store):
     assert store.get_run(run_id) is None and store.list_checkpoints(run_id).empty
 
 
+def test_artifact_values_of_many_runs_at_once(store):
+    from engine.runs.placement import placements
+
+    run_ids = [store.create_run(RunConfig(seed=seed)) for seed in range(4)]
+    store.put_artifact(run_ids[0], "placement", {"node_ip": "10.0.0.7"})
+    store.put_artifact(run_ids[1], "placement", [1, 2])
+    store.put_artifact(run_ids[2], "model_summary", {"parameters": 12})
+    store.put_artifact(run_ids[3], "placement", {})
+    store.conn.execute("UPDATE artifacts SET value='{not json' WHERE run_id=?", (run_ids[3],))  # a damaged row
+    asked = [f"gone{i}" for i in range(1200)] + run_ids  # more runs than one query's parameters
+    assert store.artifact_values("placement", asked) == {run_ids[0]: {"node_ip": "10.0.0.7"}, run_ids[1]: [1, 2]}
+    assert placements(store, asked) == {run_ids[0]: {"node_ip": "10.0.0.7"}}
+    assert store.artifact_values("placement", []) == {}
+
+
+def test_check_readable_raises_when_the_runs_cannot_be_read(store):
+    store.check_readable()
+    store.conn.execute("DROP TABLE runs")
+    with pytest.raises(sqlite3.DatabaseError):
+        store.check_readable()
+
+
 def test_reap_marks_dead_workers_and_interrupts_their_runs(store):
     run_id = store.create_run(RunConfig())
     store.register_worker("dead", 999999, "host-a", "cpu")

@@ -4,7 +4,8 @@ metrics, checkpoints, artifacts and workers. `Store` is its one face; `from engi
 The store is the source of truth shared by the dashboard, the CLI and the workers (or the Ray dispatcher, the one
 writer for its cluster's runs). Workers write metrics in batched transactions under their run's lease; the app
 reads, and writes only intents (enqueue, cancel, resume, class settings). Runs leave it as `RunRecord`s (typed dicts,
-engine.records), listings and metric rows as pandas DataFrames.
+engine.records), listings and metric rows as pandas DataFrames. Nothing outside this package runs SQL on the file
+or its connection: a new question is a new method here (tests/test_store_layout.py checks).
 
 One module per concern, each a mixin over the shared connection and transaction of `schema.StoreBase`:
 

@@ -164,6 +164,11 @@ class StoreBase:
                 c.execute(f"UPDATE runs SET owner_role='{LOCAL}'")
             c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
+    def check_readable(self) -> None:
+        """Read the runs table once: sqlite3.DatabaseError when the file cannot be read (damaged, not a store).
+        The dashboard's health probe before a page draws; opening alone may not touch a damaged page."""
+        self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+
     def backup(self, keep: int = 3) -> Path:
         """Copy the store with SQLite's online backup (consistent while workers write) to
         TRAINLENS_HOME/backups/trainlens-YYYYmmdd-HHMMSS.db, keeping the newest `keep`. Returns the copy's path."""
