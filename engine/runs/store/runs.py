@@ -34,14 +34,14 @@ from engine.runs.access import check_submission, run_examples
 from engine.runs.store.classes import class_limits, queued_of
 from engine.runs.store.schema import StoreBase
 
-# The runs table's columns: the keys of a RunRecord (grp read as `group`) but its three derived ones.
+# The runs table's columns: a RunRecord's keys (`group` is stored as grp) less its three derived ones.
 RUN_COLUMNS = ("run_id", "kind", "name", "grp", "owner", "owner_role", "config", "status", "device", "worker_id", "created_at",
                "queued_at", "parent_id", "started_at", "finished_at", "heartbeat_at", "step", "total_steps", "epoch",
                "error", "cancel_requested", "resume_from", "lease")
 # Names are capped when written (engine.records.NAME_MAX); rows written before the cap are cut when read, so one
 # 50 MB name cannot take every page down.
 RUN_SELECT = ", ".join(f"substr({c}, 1, 1000) AS {c}" if c in ("name", "grp", "owner", "error") else c
-                        for c in RUN_COLUMNS)
+                       for c in RUN_COLUMNS)
 
 Fence = tuple[str, int]  # (run_id, lease): the claim a worker's write is made under
 
