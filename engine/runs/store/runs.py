@@ -105,8 +105,8 @@ class RunsMixin(StoreBase):
         try:
             return run_record(row)
         except UnreadableRun as exc:
-            raise UnreadableRun(f"run {run_id} is unreadable ({exc}); delete it (`python -m engine delete {run_id}`) "
-                                "or mark it failed") from None
+            problem = f"run {run_id} is unreadable ({exc}); mark it failed and delete it on the Runs page"
+            raise UnreadableRun(problem) from None
 
     def mark_unreadable_failed(self, run_id: str, problem: str) -> None:
         """Fail a quarantined run (whatever its recorded status) so it can be deleted; its worker, if one still
