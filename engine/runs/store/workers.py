@@ -24,6 +24,15 @@ from engine.runs.store.schema import StoreBase
 class WorkersMixin(StoreBase):
     """Worker registration, heartbeats, live workers and reaping."""
 
+    # a worker heartbeats every second; this long without one (with no process to check) means it is gone
+    STALE_AFTER_S = float(os.environ.get("TRAINLENS_STALE_AFTER_S", "6"))  # an operator may lengthen it (slow disks)
+    # Reads reap (see reap_if_due) at most this often per Store object: the dashboard reads many times a second.
+    READ_REAP_EVERY_S = 2.0
+    # How long a read waits for the write lock to reap before giving up until its next turn: a read must not
+    # hang on a busy store for the 30 s a writer waits.
+    READ_REAP_LOCK_WAIT_MS = 2000
+    _read_reaped_at = float("-inf")  # set on the instance by its first reap_if_due
+
     def register_worker(self, worker_id: str, pid: int, host: str, device: str) -> None:
         now = time.time()
         # an upsert, not INSERT OR REPLACE: the runner registers a starting worker first, and a stop requested
@@ -70,15 +79,6 @@ class WorkersMixin(StoreBase):
             self.conn.execute("UPDATE workers SET stop_requested=1 WHERE status IN ('idle', 'busy')")
         else:
             self.conn.execute("UPDATE workers SET stop_requested=1 WHERE worker_id=?", (worker_id,))
-
-    # a worker heartbeats every second; this long without one (with no process to check) means it is gone
-    STALE_AFTER_S = float(os.environ.get("TRAINLENS_STALE_AFTER_S", "6"))  # an operator may lengthen it (slow disks)
-    # Reads reap (see reap_if_due) at most this often per Store object: the dashboard reads many times a second.
-    READ_REAP_EVERY_S = 2.0
-    # How long a read waits for the write lock to reap before giving up until its next turn: a read must not
-    # hang on a busy store for the 30 s a writer waits.
-    READ_REAP_LOCK_WAIT_MS = 2000
-    _read_reaped_at = float("-inf")  # set on the instance by its first reap_if_due
 
     def reap(self, stale_after_s: float | None = None, is_alive=None) -> list[str]:
         """Mark workers that stopped heartbeating (or whose process is gone) dead, and their runs interrupted.
