@@ -63,7 +63,7 @@ try:
         page.run()
     except sqlite3.DatabaseError as exc:  # met mid-page: a damaged page deep in the file, the disk filling up
         from engine.paths import db_path
-        from engine.runs.store_errors import describe
+        from engine.runs.store.errors import describe
 
         st.error(escape_md(describe(exc, db_path())), icon=":material/database:")
 finally:

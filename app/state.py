@@ -35,10 +35,10 @@ def store_problem() -> str | None:
     """None when the run store can be read; else the one-paragraph message (markdown-escaped) that says which file
     is wrong and what to do. Opening writes nothing, so a store on a full disk still reads (and pages work)."""
     from engine.paths import db_path
-    from engine.runs.store_errors import StoreUnavailable, describe
+    from engine.runs.store.errors import StoreUnavailable, describe
 
     try:
-        get_store().conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+        get_store().check_readable()
         return None
     except StoreUnavailable as exc:
         problem = exc

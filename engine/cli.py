@@ -139,17 +139,14 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str] | None) -> int:
     import sqlite3
 
-    from engine.runs.store_errors import StoreUnavailable, describe
-
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as exc:
         return _fail(exc, 2)
-    except StoreUnavailable as exc:
-        return _fail(exc, 2)
     except sqlite3.DatabaseError as exc:  # met after opening (a page deep in a truncated file)
         from engine.paths import db_path
+        from engine.runs.store.errors import describe
 
         return _fail(describe(exc, db_path()), 2)
     except (ValueError, KeyError, FileNotFoundError) as exc:
@@ -163,7 +160,14 @@ def _run(argv: list[str] | None) -> int:
         return _fail(f"{where}{exc.strerror or exc}", 1)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # a bug: one line for the user, the traceback kept for the report
+    except Exception as exc:
+        # The store's errors are imported only here: the store package imports pandas, which `--help` and bad
+        # arguments must not pay for (a StoreUnavailable comes from a store that is already imported).
+        from engine.runs.store.errors import StoreUnavailable
+
+        if isinstance(exc, StoreUnavailable):
+            return _fail(exc, 2)
+        # a bug: one line for the user, the traceback kept for the report
         return _fail(f"unexpected {type(exc).__name__}: {exc} (details in {_save_traceback()})", 1)
 
 

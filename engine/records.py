@@ -1,5 +1,5 @@
 """The vocabulary shared by the engine and the dashboard, written once: run statuses, run kinds, metric keys,
-artifact names and the shapes of the stored artifacts.
+artifact names, a run as the store returns it (`RunRecord`) and the shapes of the stored artifacts.
 
 Torch-free and streamlit-free on purpose: the store, the workers, the CLI and every page import it, and a page
 must not pay torch's import (seconds) to know what "interrupted" means. Statuses are a `str` enum, so a value
@@ -141,6 +141,40 @@ def histogram_steps(artifact_names: list[str] | tuple[str, ...] | set[str]) -> l
             except ValueError:
                 continue
     return sorted(steps)
+
+
+# ---- a run, as the store returns it ------------------------------------------------------------------------------
+class RunRecord(TypedDict):
+    """One run as `Store.get_run` and `Store.claim_next` return it, and as a worker executes it: every column of the
+    store's `runs` table (`grp` read as `group`, `config` parsed), then three values derived when it is read.
+    `Store.list_runs` has a column for every key but `config`, which it spreads over one `cfg.<field>` column each."""
+
+    run_id: str  # 12 hex characters; the CLI accepts any unique prefix
+    kind: str  # a RunKind value: train | lr_find | overfit
+    name: str  # at most NAME_MAX characters (older rows are cut to 1,000 when read)
+    group: str  # the `grp` column: runs meant to be compared together ('' when none)
+    owner: str  # a display name in a class; the OS user's name (or '') for a local run
+    owner_role: str  # local | student | teacher (engine.classroom)
+    config: Any  # the RunConfig (engine.config imports this module, so it is not imported here)
+    status: str  # a RunStatus value (compares equal to the enum's members)
+    device: str | None  # where it trains ('cpu', 'cuda:0', 'ray (waiting for resources)'...); None until claimed
+    worker_id: str | None  # the worker that claimed it last; None while queued anew after a resume
+    created_at: float  # Unix time it was submitted; kept across resumes
+    queued_at: float  # Unix time of its place in the queue; reset when it is resumed
+    parent_id: str | None  # for a helper job (lr_find, overfit): the run it serves
+    started_at: float | None  # Unix time of its first claim; kept across resumes
+    finished_at: float | None  # Unix time it ended; None while queued or running
+    heartbeat_at: float | None  # Unix time of its worker's last heartbeat or progress report
+    step: int  # optimizer steps done
+    total_steps: int  # optimizer steps of the whole run; 0 until its worker knows
+    epoch: int  # 0-based index of the epoch being trained (see epoch_number)
+    error: str | None  # why it failed, diverged or was interrupted; None otherwise
+    cancel_requested: int  # 1 once a cancel was asked of it while running (its worker reads it with its heartbeat)
+    resume_from: str | None  # 'last' when it must continue from its last checkpoint (a resumed run)
+    lease: int  # claim number: its worker's writes apply only under the current one
+    progress: float  # derived: step / total_steps, 0 to 1 (1 once completed)
+    eta_s: float | None  # derived: seconds left, once it has trained for a few seconds; else None
+    duration_s: float | None  # derived: seconds from its first start to its end (or to now); None before it starts
 
 
 # ---- the shapes of stored artifacts ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from ui_helpers import wait_for
 from engine import records
 from engine.config import RunConfig
 from engine.runs.store import LeaseLost, Store, UnreadableRun
-from engine.runs.store_errors import StoreUnavailable, describe
+from engine.runs.store.errors import StoreUnavailable, describe
 
 MNIST5K_TRAIN = 5000 - math.ceil(5000 * 0.05)
 
@@ -167,8 +167,8 @@ def test_unreadable_rows_are_quarantined_failed_and_deletable(trainlens_home):
     assert frame["run_id"].tolist() == [good]  # the listing of the others is intact
     unreadable = {row["run_id"]: row for row in frame.attrs["unreadable"]}
     assert set(unreadable) == {queued_bad, running_bad} and "config" in unreadable[queued_bad]["problem"]
-    with pytest.raises(UnreadableRun, match="delete it"):
-        store.get_run(running_bad)
+    with pytest.raises(UnreadableRun, match="mark it failed and delete it on the Runs page"):
+        store.get_run(running_bad)  # where it can be done: the CLI has no delete command
 
     # a worker's claim fails the unreadable queued run with the reason and takes the next one
     claimed = store.claim_next("w", "cpu")

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from engine.config import RunConfig
-from engine.runs.store import SCHEMA_VERSION, Store
+from engine.records import RunRecord
+from engine.runs.store import RUN_COLUMNS, SCHEMA_VERSION, Store
 
 PROJECT = str(Path(__file__).resolve().parent.parent)
 
@@ -66,6 +67,26 @@ def test_list_runs_newest_first_with_config_columns(store):
     assert frame["cfg.seed"].tolist() == [2, 1]
     assert store.list_runs(group="g")["run_id"].tolist() == [second]
     assert store.list_runs(status=["running"]).empty
+
+
+def test_a_run_record_has_every_column_of_the_runs_table(store):
+    table = [row["name"] for row in store.conn.execute("PRAGMA table_info(runs)")]
+    assert table == list(RUN_COLUMNS)
+    keys = list(RunRecord.__annotations__)
+    assert [("grp" if key == "group" else key) for key in keys[:len(table)]] == table  # in the table's order
+    assert keys[len(table):] == ["progress", "eta_s", "duration_s"]  # then the derived values
+    run_id = store.create_run(RunConfig())
+    assert list(store.get_run(run_id)) == list(store.claim_next("w", "cpu"))
+    assert set(store.get_run(run_id)) == set(keys)
+
+
+def test_a_listing_has_a_column_for_every_key_of_a_run_record(store):
+    empty = store.list_runs()
+    store.create_run(RunConfig())
+    columns = set(store.list_runs().columns)
+    assert set(RunRecord.__annotations__) - {"config"} <= columns
+    assert {f"cfg.{field}" for field in RunConfig().to_dict()} <= columns  # the config, one column per field
+    assert set(empty.columns) == columns  # an empty store's listing has the same columns
 
 
 def test_cancel_a_queued_run_at_once_and_a_running_one_by_request(store):
@@ -129,6 +150,28 @@ def test_checkpoints_and_artifacts(store):
     assert store.get_run(run_id) is None and store.list_checkpoints(run_id).empty
 
 
+def test_artifact_values_of_many_runs_at_once(store):
+    from engine.runs.placement import placements
+
+    run_ids = [store.create_run(RunConfig(seed=seed)) for seed in range(4)]
+    store.put_artifact(run_ids[0], "placement", {"node_ip": "10.0.0.7"})
+    store.put_artifact(run_ids[1], "placement", [1, 2])
+    store.put_artifact(run_ids[2], "model_summary", {"parameters": 12})
+    store.put_artifact(run_ids[3], "placement", {})
+    store.conn.execute("UPDATE artifacts SET value='{not json' WHERE run_id=?", (run_ids[3],))  # a damaged row
+    asked = [f"gone{i}" for i in range(1200)] + run_ids  # more runs than one query's parameters
+    assert store.artifact_values("placement", asked) == {run_ids[0]: {"node_ip": "10.0.0.7"}, run_ids[1]: [1, 2]}
+    assert placements(store, asked) == {run_ids[0]: {"node_ip": "10.0.0.7"}}
+    assert store.artifact_values("placement", []) == {}
+
+
+def test_check_readable_raises_when_the_runs_cannot_be_read(store):
+    store.check_readable()
+    store.conn.execute("DROP TABLE runs")
+    with pytest.raises(sqlite3.DatabaseError):
+        store.check_readable()
+
+
 def test_reap_marks_dead_workers_and_interrupts_their_runs(store):
     run_id = store.create_run(RunConfig())
     store.register_worker("dead", 999999, "host-a", "cpu")
@@ -147,6 +190,18 @@ def test_reap_marks_dead_workers_and_interrupts_their_runs(store):
     store.conn.execute("UPDATE workers SET heartbeat_at=heartbeat_at-120 WHERE worker_id='remote'")
     store.reap(stale_after_s=60, is_alive=lambda pid, host: None)
     assert "remote" not in store.live_workers()["worker_id"].tolist()
+
+
+def test_reads_reap_with_the_staleness_limit_in_force(store, monkeypatch):
+    # reap_if_due decides with Store.STALE_AFTER_S as set now; the reap it calls must use that limit too, not the
+    # default bound when the class was defined (6 s), or a worker it finds lost is not reaped
+    monkeypatch.setattr(Store, "STALE_AFTER_S", 1.0)
+    run_id = store.create_run(RunConfig())
+    store.register_worker("remote", 5, "host-b", "cpu")  # another host: only its heartbeat says it is alive
+    assert store.claim_next("remote", "cpu")["run_id"] == run_id
+    store.conn.execute("UPDATE workers SET heartbeat_at=heartbeat_at-3 WHERE worker_id='remote'")
+    assert store.get_run(run_id)["status"] == "interrupted"
+    assert store.live_workers().empty
 
 
 def test_a_stop_requested_while_starting_survives_registration(store):

@@ -132,7 +132,7 @@ def stop_home_workers(home: Path) -> None:
         return
     from engine.runs.runner import Runner
     from engine.runs.store import Store
-    from engine.runs.store_errors import StoreUnavailable
+    from engine.runs.store.errors import StoreUnavailable
 
     try:
         store = Store(home / "trainlens.db")

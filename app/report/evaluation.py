@@ -13,7 +13,7 @@ from app.text import escape_md
 from engine import records
 from engine.config import RunConfig
 from engine.data.registry import dataset_info
-from engine.records import ACTIVE, UNSUCCESSFUL, EvaluationReport, RunStatus
+from engine.records import ACTIVE, UNSUCCESSFUL, EvaluationReport, RunRecord, RunStatus
 from engine.runs.store import Store
 
 THUMBS_PER_PAGE = 24
@@ -132,7 +132,7 @@ def confusion_section(run_id: str, config: RunConfig, evaluation: EvaluationRepo
         misclassified_grid(run_id, config, evaluation, true, pred)
 
 
-def _no_report_yet(run: dict, config: RunConfig) -> None:
+def _no_report_yet(run: RunRecord, config: RunConfig) -> None:
     status = run["status"]
     if status in ACTIVE:
         st.info("The evaluation report (per-class precision, recall and F1, confusion matrix, misclassified images) "
@@ -148,7 +148,7 @@ def _no_report_yet(run: dict, config: RunConfig) -> None:
         st.info("No evaluation report was stored for this run.")
 
 
-def evaluation_section(store: Store, run: dict) -> None:
+def evaluation_section(store: Store, run: RunRecord) -> None:
     """Report of the chosen weights: headline numbers, the per-class table (and sklearn's text), the confusion matrix."""
     run_id, config = run["run_id"], run["config"]
     st.header("Evaluation on the validation set")

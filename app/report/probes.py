@@ -12,12 +12,12 @@ from app.report.checks import OVERFIT_BADGE_KEY, overfit_result, show_check
 from app.report.common import latest_job
 from app.text import escape_md
 from engine import records
-from engine.records import ACTIVE, UNSUCCESSFUL, RunKind, RunStatus, fit_name
+from engine.records import ACTIVE, UNSUCCESSFUL, RunKind, RunRecord, RunStatus, fit_name
 from engine.runs.runner import Runner
 from engine.runs.store import Store
 
 
-def start_job(runner: Runner, run: dict, kind: RunKind, label: str) -> None:
+def start_job(runner: Runner, run: RunRecord, kind: RunKind, label: str) -> None:
     try:
         runner.submit(run["config"], kind=kind, parent_id=run["run_id"], name=fit_name(f"{label}: {run['name']}"))
     except (ValueError, OSError) as exc:
@@ -54,7 +54,7 @@ def job_failed(job: pd.Series, what: str) -> bool:
     return False
 
 
-def launch_with_lr(runner: Runner, run: dict, result: dict) -> None:
+def launch_with_lr(runner: Runner, run: RunRecord, result: dict) -> None:
     """One click to train this run's config at the finder's suggestion (optionally with one-cycle)."""
     run_id, config = run["run_id"], run["config"]
     choices = [k for k in ("valley", "steepest") if rf.suggested_lr(result, k)]
@@ -88,7 +88,7 @@ def launch_with_lr(runner: Runner, run: dict, result: dict) -> None:
                      query_params={"run": launched["run"]})
 
 
-def finished_job(store: Store, runner: Runner, run: dict, kind: RunKind, *, button: str, key: str, icon: str,
+def finished_job(store: Store, runner: Runner, run: RunRecord, kind: RunKind, *, button: str, key: str, icon: str,
                  job_label: str, what: str, live_sweep: bool, button_again: str | None = None,
                  not_run_note: str | None = None) -> pd.Series | None:
     """The start button and the life of the run's newest helper job of `kind`: its progress while it is queued or
@@ -110,7 +110,7 @@ def finished_job(store: Store, runner: Runner, run: dict, kind: RunKind, *, butt
     return latest
 
 
-def lr_finder_section(store: Store, runner: Runner, run: dict) -> None:
+def lr_finder_section(store: Store, runner: Runner, run: RunRecord) -> None:
     run_id = run["run_id"]
     st.header("Learning-rate finder")
     st.caption("fast.ai style: one training step per learning rate, from 1e-7 up to 10 exponentially over 100 steps, "
@@ -134,7 +134,7 @@ def lr_finder_section(store: Store, runner: Runner, run: dict) -> None:
     launch_with_lr(runner, run, result)
 
 
-def overfit_section(store: Store, runner: Runner, run: dict) -> None:
+def overfit_section(store: Store, runner: Runner, run: RunRecord) -> None:
     run_id = run["run_id"]
     st.header("Overfit one batch")
     st.caption("Karpathy's recipe: train a copy of the model on one batch of 16 images until the loss is near zero. "

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from engine.config import RunConfig
-from engine.records import LR_FIND, OVERFIT_ONE_BATCH, RunKind, RunStatus
+from engine.records import LR_FIND, OVERFIT_ONE_BATCH, RunKind, RunRecord, RunStatus
 from engine.train import Sink, pick_device, train
 
 
@@ -24,7 +24,7 @@ def job_device(config: RunConfig, worker_device: str) -> str:
     return pick_device(config.device) if config.device != "auto" else worker_device
 
 
-def run_job(run: dict, sink: Sink, should_stop: Callable[[], bool], device: str) -> tuple[RunStatus, str | None]:
+def run_job(run: RunRecord, sink: Sink, should_stop: Callable[[], bool], device: str) -> tuple[RunStatus, str | None]:
     """Execute one run on `device`; returns (final status, error message or None). A helper job's result is written
     with `sink.artifact`; the executor's sink also files it on the run the job serves (`parent_id`)."""
     config: RunConfig = run["config"]
@@ -40,7 +40,8 @@ OVERFIT_BATCH = 16  # Karpathy's recipe: a handful of examples the model must be
 OVERFIT_STEPS = 300
 
 
-def _probe_job(run, config, sink, should_stop, device) -> tuple[RunStatus, str | None]:
+def _probe_job(run: RunRecord, config: RunConfig, sink: Sink, should_stop: Callable[[], bool],
+               device: str) -> tuple[RunStatus, str | None]:
     import torch
 
     from engine.data.augment import AugmentSpec
@@ -90,7 +91,8 @@ def _probe_job(run, config, sink, should_stop, device) -> tuple[RunStatus, str |
     return RunStatus.COMPLETED, None
 
 
-def _train_job(run, config, sink, should_stop, device) -> tuple[RunStatus, str | None]:
+def _train_job(run: RunRecord, config: RunConfig, sink: Sink, should_stop: Callable[[], bool],
+               device: str) -> tuple[RunStatus, str | None]:
     from engine import checkpoints
     from engine.data.registry import DatasetUnavailable
 

@@ -18,20 +18,10 @@ CLUSTER_FILE = "ray_cluster.json"
 
 
 def placements(store, run_ids: list[str]) -> dict[str, dict]:
-    """run_id -> its placement artifact, for the runs that have one (one query for all of them)."""
-    found: dict[str, dict] = {}
-    for start in range(0, len(run_ids), 500):  # well under SQLite's limit on bound parameters
-        chunk = run_ids[start:start + 500]
-        rows = store.conn.execute(f"SELECT run_id, value FROM artifacts WHERE name=? AND run_id IN "
-                                  f"({','.join('?' * len(chunk))})", [PLACEMENT, *chunk])
-        for row in rows:
-            try:
-                value = json.loads(row["value"])
-            except (ValueError, TypeError):
-                continue  # a damaged row: the run shows as if it had no placement
-            if isinstance(value, dict):
-                found[row["run_id"]] = value
-    return found
+    """run_id -> its placement artifact, for the runs that have one (a few queries for all of them). A damaged row:
+    the run shows as if it had no placement."""
+    return {run_id: value for run_id, value in store.artifact_values(PLACEMENT, run_ids).items()
+            if isinstance(value, dict)}
 
 
 def runs_on(placement: dict | None, device: str | None) -> str:

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 
 from engine.paths import checkpoint_dir, logs_dir
 from engine.runs.placement import PLACEMENT, write_cluster
-from engine.records import RunStatus
+from engine.records import RunRecord, RunStatus
 from engine.runs.executor import ray_address, ray_retries, require_ray
 from engine.runs.procs import pid_alive, touch_pulse
 from engine.runs.store import Store
-from engine.runs.store_errors import retry_locked
+from engine.runs.store.errors import retry_locked
 from engine.runs.worker import HEARTBEAT_S, STORE_BUSY_TIMEOUT_S, WRITE_PATIENCE_S, StoreSink
 
 TICK_S = 0.2
@@ -49,7 +49,7 @@ _CHECKPOINT_NAME = re.compile(r"^(epoch_\d+|best)\.safetensors$")  # the only fi
 class Dispatched:
     """A run handed to Ray: its claim, its sink into the store and the task's result reference."""
 
-    run: dict
+    run: RunRecord
     lease: int
     sink: StoreSink
     ref: object

@@ -21,6 +21,7 @@ import threading
 import time
 import traceback
 
+from engine.records import RunRecord
 from engine.runs.placement import PLACEMENT
 
 PUSH_S = 0.25
@@ -125,7 +126,7 @@ def placement(device: str, threads: int, config) -> dict:
             "pid": os.getpid(), "threads": threads, "num_cpus": config.num_cpus, "num_gpus": config.num_gpus}
 
 
-def train_on_ray(run: dict, channel, shipped: dict[str, bytes]) -> tuple[str, str | None]:
+def train_on_ray(run: RunRecord, channel, shipped: dict[str, bytes]) -> tuple[str, str | None]:
     """The Ray task: train one claimed run; returns (final status, error). `shipped`: checkpoint files of the run
     (name -> bytes) to resume from."""
     import torch

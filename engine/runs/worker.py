@@ -29,9 +29,9 @@ import time
 import traceback
 import uuid
 
-from engine.records import RunStatus
+from engine.records import RunRecord, RunStatus
 from engine.runs.procs import pid_alive, touch_pulse
-from engine.runs.store_errors import is_locked, retry_locked
+from engine.runs.store.errors import is_locked, retry_locked
 
 HEARTBEAT_S = 1.0
 FLUSH_S = 0.5
@@ -285,7 +285,7 @@ class Worker:
             except sqlite3.DatabaseError:
                 pass  # reapers will mark it dead once its process is gone
 
-    def execute(self, run: dict) -> None:
+    def execute(self, run: RunRecord) -> None:
         from engine.runs.jobs import job_device, run_job
 
         run_id = run["run_id"]

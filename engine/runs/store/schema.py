@@ -1,0 +1,240 @@
+"""The store's file: its schema and version, creating and migrating it, backups, the per-thread connection and the
+write transaction every other part of the store uses (`StoreBase`, the base of each concern's mixin).
+
+WAL lets readers (pages, the CLI) read while a worker writes; a busy timeout makes a write wait for another
+connection's lock instead of failing at once. Each thread gets its own connection (Streamlit serves sessions from
+several threads), and a forked process opens its own. The schema is versioned in `meta` so a later change can
+migrate it.
+
+Opening writes nothing when the schema is current, so a store on a full or read-only disk still reads. A new store
+is built under a temporary name and linked into place, so an empty or non-SQLite `trainlens.db` is always damage:
+it is reported (engine.runs.store.errors), never silently replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from engine.classroom import LOCAL
+from engine.paths import db_path
+from engine.runs.store.errors import BACKUPS_DIR, StoreUnavailable, damaged, describe
+
+SCHEMA_VERSION = 3  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL DEFAULT 'train',      -- a RunKind: train | lr_find | overfit
+    name TEXT NOT NULL,
+    grp TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',
+    owner_role TEXT NOT NULL DEFAULT '',      -- local (the OS user) | student | teacher: see engine.classroom
+    config TEXT NOT NULL,                    -- RunConfig as JSON
+    status TEXT NOT NULL,
+    device TEXT,
+    worker_id TEXT,
+    created_at REAL NOT NULL,
+    queued_at REAL NOT NULL,                  -- queue order; reset when a run is resumed (created_at is kept)
+    parent_id TEXT,                           -- for helper jobs (lr_find, overfit): the run they serve
+    started_at REAL,
+    finished_at REAL,
+    heartbeat_at REAL,
+    step INTEGER NOT NULL DEFAULT 0,
+    total_steps INTEGER NOT NULL DEFAULT 0,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    resume_from TEXT,                         -- 'last' when a resumed run must continue from its last checkpoint
+    lease INTEGER NOT NULL DEFAULT 0          -- claim number: a worker's writes apply only under the current one
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status, queued_at);
+CREATE TABLE IF NOT EXISTS metrics (
+    id INTEGER PRIMARY KEY,                   -- monotonic: readers fetch only rows newer than the last id they saw
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value REAL,
+    wall_time REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id, id);
+CREATE INDEX IF NOT EXISTS metrics_run_key ON metrics(run_id, key, step);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT NOT NULL, epoch INTEGER NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL,
+    created_at REAL NOT NULL, metrics TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_id, epoch, kind)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, device TEXT NOT NULL,
+    started_at REAL NOT NULL, heartbeat_at REAL NOT NULL,
+    status TEXT NOT NULL,                     -- idle | busy | stopped | dead
+    run_id TEXT, stop_requested INTEGER NOT NULL DEFAULT 0
+);
+-- class mode: display names taken in the class (one seat each), and when each owner's queue was last served
+CREATE TABLE IF NOT EXISTS members (
+    name_key TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, seat_id TEXT NOT NULL,
+    joined_at REAL NOT NULL, left_at REAL
+);
+CREATE TABLE IF NOT EXISTS queue_turns (owner TEXT PRIMARY KEY, served_at REAL NOT NULL);
+"""
+
+
+class StoreBase:
+    """The store's file and connections; every concern's mixin builds on it (engine.runs.store.Store joins them)."""
+
+    BUSY_TIMEOUT_S = 30.0  # how long a write waits for another connection's lock before "database is locked"
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else db_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        try:
+            self._create_if_missing()
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise describe(exc, self.path) from None
+
+    # ---- connection ----
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = _connect(self.path, self.BUSY_TIMEOUT_S)
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _tx(self):
+        return _Transaction(self.conn)
+
+    def _create_if_missing(self) -> None:
+        """Build a new store under a temporary name and link it into place (never over an existing file), so
+        `trainlens.db` is never seen half made: an empty or non-SQLite file there is damage, reported by _migrate."""
+        if self.path.exists():
+            if self.path.stat().st_size == 0:
+                raise damaged(self.path, "the file is empty (0 bytes)")
+            return
+        staging = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
+        try:
+            conn = sqlite3.connect(staging, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.close()
+            try:
+                os.link(staging, self.path)
+            except FileExistsError:
+                pass  # another process created it first: use theirs
+        finally:
+            for leftover in (staging, staging.with_name(staging.name + "-wal"), staging.with_name(staging.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+
+    def _migrate(self) -> None:
+        conn = self.conn
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row["value"]) if row else 0
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            version = 0
+        except ValueError:
+            raise damaged(self.path, "its schema version is unreadable") from None
+        if version > SCHEMA_VERSION:
+            raise StoreUnavailable(self.path, f"was written by a newer TrainLens (schema {version} > {SCHEMA_VERSION})",
+                                   "Upgrade TrainLens to open it")
+        if version == SCHEMA_VERSION:
+            return  # nothing to write: a store on a full or read-only disk still opens for reading
+        conn.executescript(_SCHEMA)  # commits implicitly, so it runs outside an explicit transaction
+        with self._tx() as c:
+            columns = {r["name"] for r in c.execute("PRAGMA table_info(runs)")}
+            if "lease" not in columns:  # schema 1 -> 2
+                c.execute("ALTER TABLE runs ADD COLUMN lease INTEGER NOT NULL DEFAULT 0")
+            if "owner_role" not in columns:  # schema 2 -> 3 (older runs: the OS user's, role local)
+                c.execute("ALTER TABLE runs ADD COLUMN owner_role TEXT NOT NULL DEFAULT ''")
+                c.execute(f"UPDATE runs SET owner_role='{LOCAL}'")
+            c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def check_readable(self) -> None:
+        """Read the runs table once: sqlite3.DatabaseError when the file cannot be read (damaged, not a store).
+        The dashboard's health probe before a page draws; opening alone may not touch a damaged page."""
+        self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+
+    def backup(self, keep: int = 3) -> Path:
+        """Copy the store with SQLite's online backup (consistent while workers write) to
+        TRAINLENS_HOME/backups/trainlens-YYYYmmdd-HHMMSS.db, keeping the newest `keep`. Returns the copy's path."""
+        folder = self.path.parent / BACKUPS_DIR
+        folder.mkdir(exist_ok=True)
+        target = folder / f"trainlens-{time.strftime('%Y%m%d-%H%M%S')}.db"
+        staging = target.with_suffix(".partial")
+        dest = sqlite3.connect(staging)
+        try:
+            self.conn.backup(dest)
+        finally:
+            dest.close()
+        os.replace(staging, target)
+        for old in sorted(folder.glob("trainlens-*.db"))[:-keep]:
+            old.unlink(missing_ok=True)
+        return target
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front so read-then-write cannot deadlock."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    """A connection to an existing store file (mode=rw: never creates one; see StoreBase._create_if_missing)."""
+    from urllib.parse import quote
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=rw", uri=True, timeout=busy_timeout_s,
+                               isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode").fetchone()  # opens the file (and WAL's shared-memory file) now
+    except sqlite3.OperationalError as exc:
+        # A full or read-only disk cannot create WAL's -shm file. With no -wal file, every committed row is in the
+        # main file (the last connection checkpointed it), so the store is read as an immutable file: pages still
+        # show the runs, and writes fail with a message that names the cause (errors.describe).
+        text = str(exc).lower()
+        wal = path.with_name(path.name + "-wal")
+        if (wal.exists() and wal.stat().st_size > 0) or not ("i/o" in text or "full" in text or "unable to open" in text
+                                                                 or "readonly" in text):
+            raise
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        return conn
+    try:
+        conn.row_factory = sqlite3.Row
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # a write: only when it is not WAL yet
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
