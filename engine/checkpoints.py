@@ -172,7 +172,7 @@ def load_run_model(run_id: str, which: str | int = "best", weights: str = "model
 
     Returns (model, config, dataset_info, checkpoint).
     """
-    from engine.data.registry import dataset_info
+    from engine.datasets import dataset_info
     from engine.models import model_from_config
 
     ckpt = load_checkpoint(resolve(run_id, which), device=device)

@@ -443,7 +443,7 @@ def cmd_explain(args) -> int:
         print(json.dumps(result) if args.json else format_scores(result))
         return 0
     run = store.get_run(run_id)
-    from engine.data.registry import dataset_info
+    from engine.datasets import dataset_info
 
     if run is not None and run["config"] is not None and dataset_info(run["config"].dataset).kind == "text":
         raise UsageError(f"run {run_id} reads text: explain a sentence with --text \"...\" (no image, no --out)")

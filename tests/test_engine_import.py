@@ -1,5 +1,6 @@
 """The engine never imports streamlit (the workers and the CLI import it), Captum stays inside the explain
-package, and the shared vocabulary (engine.records) and the dataset registry import neither torch nor streamlit. Checked in a fresh interpreter, where sys.modules shows what an import really pulled in.
+package, and the shared vocabulary (engine.records) and the dataset registry (engine.datasets) import neither torch
+nor streamlit. Checked in a fresh interpreter, where sys.modules shows what an import really pulled in.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def test_import_engine_and_the_cli_stay_cheap():
 @pytest.mark.timeout(60)
 def test_the_shared_vocabulary_and_the_dataset_registry_are_torch_free():
     # every page imports them: knowing what "interrupted" means must not cost torch's seconds
-    modules = _modules_after_import("import engine.records, engine.data.registry, engine.config")
-    assert {"engine.records", "engine.data.registry"} <= modules
+    modules = _modules_after_import("import engine.records, engine.datasets, engine.config")
+    assert {"engine.records", "engine.datasets"} <= modules
     assert not {"torch", "numpy", "pandas", "streamlit"} & modules
 
 

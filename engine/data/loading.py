@@ -1,7 +1,8 @@
 """Datasets by name and the batches the training loop eats.
 
-The static facts of every dataset live in the torch-free `engine.data.registry`. `load_dataset` returns in-memory tensors in [0, 1] with a train/validation split
-and the per-channel mean/std; `iterate_batches` shuffles, augments and normalises them batch by batch.
+The static facts of every dataset live in the torch-free `engine.datasets`. `load_dataset` returns in-memory
+tensors in [0, 1] with a train/validation split and the per-channel mean/std; `iterate_batches` shuffles, augments
+and normalises them batch by batch.
 
 All the data of these datasets fits in memory (MNIST's 60k images are 190 MB as float32), so batches are
 indexed straight out of the tensors and augmented a whole batch at a time: one MNIST-5k epoch of the data path
@@ -25,7 +26,7 @@ import torch
 
 from engine.config import RunConfig
 from engine.data.augment import AugmentSpec, augment_batch
-from engine.data.registry import DATA_SEED, SHAPES_COUNT, DatasetInfo, DatasetUnavailable, dataset_info
+from engine.datasets import DATA_SEED, SHAPES_COUNT, DatasetInfo, DatasetUnavailable, dataset_info
 from engine.data.shapes import generate_shapes
 
 __all__ = ["DATA_SEED", "DatasetInfo", "DatasetSplit", "DatasetUnavailable", "batches_per_epoch", "channel_stats",

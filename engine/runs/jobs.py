@@ -92,7 +92,7 @@ def _probe_job(run, config, sink, should_stop, device) -> tuple[RunStatus, str |
 
 def _train_job(run, config, sink, should_stop, device) -> tuple[RunStatus, str | None]:
     from engine import checkpoints
-    from engine.data.registry import DatasetUnavailable
+    from engine.datasets import DatasetUnavailable
 
     run_id = run["run_id"]
     resume_path = None
