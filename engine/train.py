@@ -1,8 +1,8 @@
 """The training loop: `train(config, sink, should_stop)`, read top to bottom.
 
 The same function runs in a worker process, a test or a benchmark: everything it reports goes through
-`sink` (metrics, progress, checkpoints, artifacts), and `should_stop()` is polled every step so a cancel
-lands within one step. Per step it logs loss, lr, the gradient norm before
+`sink` (metrics, progress, checkpoints, artifacts; the protocol is `engine.sinks.Sink`), and `should_stop()` is
+polled every step so a cancel lands within one step. Per step it logs loss, lr, the gradient norm before
 clipping, whether it clipped, and examples seen; per epoch train/validation loss and accuracy, macro
 precision/recall/F1, throughput, and the same validation for EMA/SWA weights when they are kept.
 """
@@ -10,11 +10,10 @@ precision/recall/F1, throughput, and the same validation for EMA/SWA weights whe
 from __future__ import annotations
 
 import copy
-import os
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +21,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from engine.data.augment import AugmentSpec
-from engine.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from engine.checkpoints import Checkpoint, load_checkpoint, write_epoch_checkpoints, write_initial_checkpoint
 from engine.config import RunConfig
 from engine.data.loading import DatasetSplit, batches_per_epoch, iterate_batches, load_run_split, normalize
 from engine.grads import FlatGradients
@@ -32,50 +31,13 @@ from engine.optim import lr_at, make_optimizer, set_lr
 from engine import records
 from engine.diagnostics import recipe
 from engine.records import RunStatus
+from engine.sinks import MemorySink, Sink
+from engine.stopping import EarlyStopping
+
+# the loop's public names; MemorySink (engine.sinks) is named here too: tests and benchmarks take it with `train`
+__all__ = ["MemorySink", "TrainResult", "evaluate", "pick_device", "train"]
 
 HISTOGRAMS_PER_RUN = 8  # layer histograms kept per run (at evenly spaced sampled steps)
-
-
-class Sink(Protocol):
-    """Where a run reports to. StoreSink (worker) batches into SQLite; MemorySink keeps lists (tests)."""
-
-    def log(self, step: int, epoch: int, values: dict[str, float]) -> None: ...
-    def progress(self, step: int, total_steps: int, epoch: int) -> None: ...
-    # `staged`: the file was written there; the sink moves it to `path` when it records it (StoreSink does so only
-    # while the worker still owns the run, so a stale worker never overwrites the current owner's file)
-    def checkpoint(self, epoch: int, kind: str, path: str, metrics: dict[str, float], staged: str | None = None) -> None: ...
-    def artifact(self, name: str, value: object) -> None: ...
-    def rewind(self, step: int) -> None: ...  # forget metrics logged after `step` (a resumed run logs them again)
-
-
-@dataclass
-class MemorySink:
-    """Keeps everything in lists; for tests, benchmarks and notebooks."""
-
-    rows: list[tuple[int, int, str, float]] = field(default_factory=list)
-    checkpoints: list[tuple[int, str, str]] = field(default_factory=list)
-    artifacts: dict[str, object] = field(default_factory=dict)
-    last_progress: tuple[int, int, int] = (0, 0, 0)
-
-    def log(self, step, epoch, values):
-        self.rows.extend((step, epoch, key, float(value)) for key, value in values.items())
-
-    def progress(self, step, total_steps, epoch):
-        self.last_progress = (step, total_steps, epoch)
-
-    def checkpoint(self, epoch, kind, path, metrics, staged=None):
-        if staged is not None:
-            os.replace(staged, path)
-        self.checkpoints.append((epoch, kind, path))
-
-    def artifact(self, name, value):
-        self.artifacts[name] = value
-
-    def rewind(self, step):
-        self.rows = [row for row in self.rows if row[0] <= step]
-
-    def series(self, key: str) -> list[float]:
-        return [value for _, _, k, value in self.rows if k == key]
 
 
 @dataclass
@@ -86,39 +48,6 @@ class TrainResult:
     best_epoch: int | None = None
     best_metric: float | None = None
     error: str | None = None
-
-
-class EarlyStopping:
-    """Watch one validation metric; stop after `patience` epochs without an improvement of `min_delta`."""
-
-    def __init__(self, metric: str, patience: int, min_delta: float, state: dict | None = None):
-        self.metric, self.patience, self.min_delta = metric, patience, min_delta
-        self.higher_is_better = metric.endswith("acc")
-        state = state or {}
-        self.best: float | None = state.get("best")
-        self.best_epoch: int | None = state.get("best_epoch")
-        self.bad_epochs: int = state.get("bad_epochs", 0)
-
-    def update(self, epoch: int, value: float) -> bool:
-        """Record an epoch's value; True when it is the new best."""
-        if self.best is None:
-            improved = True
-        elif self.higher_is_better:
-            improved = value > self.best + self.min_delta
-        else:
-            improved = value < self.best - self.min_delta
-        if improved:
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
-        else:
-            self.bad_epochs += 1
-        return improved
-
-    @property
-    def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
-
-    def state(self) -> dict:
-        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
 
 
 @torch.no_grad()
@@ -196,7 +125,7 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
         sink.artifact(records.MODEL_SUMMARY, {"parameters": count_parameters(model), "repr": str(model),
                                         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
         if run_id is not None:
-            _write_initial_checkpoint(run_id, config, model, mean, std)
+            write_initial_checkpoint(run_id, config, model, mean, std)
     checks = _Checks(sink, resumed=bool(resume_from))
     if not resume_from:
         first_x, first_y = next(iterate_batches(train_x, train_y, config.batch_size, seed=config.seed, epoch=0,
@@ -296,7 +225,7 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
                                  "ema_n": int(ema.n_averaged) if ema is not None else 0,
                                  "swa_n": int(swa.n_averaged) if swa is not None else 0})
         if run_id is not None:
-            _write_checkpoints(run_id, ckpt, improved, sink)
+            write_epoch_checkpoints(run_id, ckpt, improved, sink)
         if config.early_stop and stopper.should_stop and epoch < config.epochs - 1:
             status = RunStatus.STOPPED_EARLY
             break
@@ -367,28 +296,3 @@ def _final_reports(model, ema, swa, config, run_id, val_x, val_y, mean, std, cla
     reports = evaluate_weights(model, weights, normalize(val_x, mean, std), val_y, list(classes), device=device)
     for name, report in reports.items():
         sink.artifact(records.report_artifact(name), report)
-
-
-def _write_initial_checkpoint(run_id: str, config: RunConfig, model: nn.Module, mean, std) -> None:
-    """The untrained weights (engine epoch -1, "before training"), so explanations can be compared before and
-    after learning. Only the file: it is not a checkpoint to resume from, so the store's checkpoint list (which
-    resuming and the runner read) does not name it. Any worker writing it for this run writes the same weights
-    (same config, same seed), so it needs no fencing; staged, so a reader never sees half a file."""
-    from engine.checkpoints import INITIAL_EPOCH, initial_path
-
-    path = initial_path(run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    save_checkpoint(staged, Checkpoint(config=config, epoch=INITIAL_EPOCH, step=0, model=model.state_dict(),
-                                       extra={"mean": list(mean), "std": list(std)}))
-    os.replace(staged, path)
-
-
-def _write_checkpoints(run_id: str, ckpt: Checkpoint, improved: bool, sink: Sink) -> None:
-    from engine.checkpoints import best_path, epoch_path
-
-    targets = [("epoch", epoch_path(run_id, ckpt.epoch))] + ([("best", best_path(run_id))] if improved else [])
-    for kind, path in targets:
-        staged = path.with_name(f".{path.name}.{os.getpid()}.partial")  # never a half-written file at `path`
-        save_checkpoint(staged, ckpt)
-        sink.checkpoint(ckpt.epoch, kind, str(path), ckpt.metrics, staged=str(staged))

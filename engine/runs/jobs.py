@@ -15,7 +15,8 @@ from typing import Callable
 
 from engine.config import RunConfig
 from engine.records import LR_FIND, OVERFIT_ONE_BATCH, RunKind, RunStatus
-from engine.train import Sink, pick_device, train
+from engine.sinks import Sink
+from engine.train import pick_device, train
 
 
 def job_device(config: RunConfig, worker_device: str) -> str:

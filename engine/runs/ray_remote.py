@@ -62,7 +62,7 @@ class RelaySink:
         self._thread = threading.Thread(target=self._push_loop, name=f"relay-{run_id}", daemon=True)
         self._thread.start()
 
-    # ---- the Sink protocol (engine.train.Sink) ----
+    # ---- the Sink protocol (engine.sinks.Sink) ----
     def log(self, step, epoch, values):
         self._add(("log", int(step), int(epoch), {k: float(v) for k, v in values.items()}))
 
