@@ -198,10 +198,7 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
                          "examples_per_s": epoch_examples / max(seconds, 1e-9)}
         val = evaluate(model, val_x, val_y, mean, std)
         epoch_metrics.update({f"val_{k}": v for k, v in val.items()})
-        if getattr(split.text, "val_hard", None) is not None:  # sentiment: accuracy on the negation/contrast subset
-            from engine.text.datasets import subset_accuracy
-
-            epoch_metrics.update(subset_accuracy(model, val_x, val_y, split.text.val_hard))
+        epoch_metrics.update(split.extra_val_metrics(model, val_x, val_y))  # e.g. sentiment's val_acc_hard
         if ema is not None:
             ema_val = evaluate(ema.module, val_x, val_y, mean, std)
             epoch_metrics.update({"ema_val_loss": ema_val["loss"], "ema_val_acc": ema_val["acc"]})

@@ -50,6 +50,13 @@ class DatasetSplit:
     # vocabulary and the ground truth (engine.text.datasets.TextExtras)
     text: object | None = None
 
+    def extra_val_metrics(self, model: torch.nn.Module, val_x: torch.Tensor, val_y: torch.Tensor) -> dict[str, float]:
+        """The validation metrics this dataset adds to every epoch's (sentiment: accuracy on its negation/contrast
+        sentences, `val_acc_hard`, and on the others, `val_acc_easy`); none for the others. The training loop calls
+        it for every dataset, so it needs to know none of them. `val_x`/`val_y`: this split's validation tensors,
+        on the model's device."""
+        return self.text.val_metrics(model, val_x, val_y) if self.text is not None else {}
+
 
 @lru_cache(maxsize=1)
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:

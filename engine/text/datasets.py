@@ -54,6 +54,11 @@ class TextExtras:
     val_hard: torch.Tensor | None  # sentiment: bool [M], the sentence is negated or a contrast
     notes: list[str]
 
+    def val_metrics(self, model: torch.nn.Module, val_x: torch.Tensor, val_y: torch.Tensor) -> dict[str, float]:
+        """What the split adds to validation (`DatasetSplit.extra_val_metrics`): the subset accuracies where the
+        ground truth marks the negation/contrast sentences (sentiment), nothing for the other corpora."""
+        return subset_accuracy(model, val_x, val_y, self.val_hard) if self.val_hard is not None else {}
+
 
 @lru_cache(maxsize=4)
 def _sentiment(seed: int, negation: float, contrast: float, filler: int):
