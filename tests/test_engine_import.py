@@ -1,6 +1,7 @@
 """The engine never imports streamlit (the workers and the CLI import it), Captum stays inside the explain
-package, and the shared vocabulary (engine.records) and the dataset registry (engine.datasets) import neither torch
-nor streamlit. Checked in a fresh interpreter, where sys.modules shows what an import really pulled in.
+package, the shared vocabulary (engine.records) and the dataset registry (engine.datasets) import neither torch
+nor streamlit, and the explain package's face imports nothing. Checked in a fresh interpreter, where sys.modules
+shows what an import really pulled in.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ def test_the_shared_vocabulary_and_the_dataset_registry_are_torch_free():
     modules = _modules_after_import("import engine.records, engine.datasets, engine.config")
     assert {"engine.records", "engine.datasets"} <= modules
     assert not {"torch", "numpy", "pandas", "streamlit"} & modules
+
+
+@pytest.mark.timeout(60)
+def test_importing_the_explain_package_costs_no_torch():
+    # the package face registers nothing: explain() finds the token explainer itself when it meets token ids
+    modules = _modules_after_import("import engine.explain")
+    assert "engine.explain" in modules
+    assert not {"torch", "captum", "engine.explain.text", "engine.explain.methods"} & modules
 
 
 def _import_graph() -> dict[str, set[str]]:
