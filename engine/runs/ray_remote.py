@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 
-from engine.runs.placement import PLACEMENT
+from engine.records import PLACEMENT, RAY_TRACEBACK
 
 PUSH_S = 0.25
 
@@ -152,7 +152,7 @@ def train_on_ray(run: dict, channel, shipped: dict[str, bytes]) -> tuple[str, st
             status, error = run_job(run, sink, sink.should_stop, device)
         except Exception as exc:  # a bug or bad data fails the run, with the traceback for the log
             status, error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
-            sink.artifact("ray_traceback", traceback.format_exc()[-4000:])
+            sink.artifact(RAY_TRACEBACK, traceback.format_exc()[-4000:])
         return str(status), error
     finally:
         sink.close()
