@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from engine.data.registry import DATASETS
+from engine.datasets import DATASETS
 from engine.records import SUCCEEDED, RunKind
 
 SPLIT_COLUMNS = ["cfg.dataset", "cfg.val_fraction", "cfg.data_dir", "cfg.train_limit"]

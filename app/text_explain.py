@@ -20,7 +20,7 @@ from app.presentation import plotly_chart
 from app.text import escape_md
 from app.text_tokens import colour_key, deletion_figure, token_spans
 from engine.checkpoints import load_checkpoint, load_run_model
-from engine.data.registry import dataset_info
+from engine.datasets import dataset_info
 from engine.explain.methods import NotApplicable, explain
 from engine.explain.text import (TOKEN_METHODS, mean_agreement, predict_tokens, token_agreement,
                                  token_deletion_curve, why_not_text)

@@ -1,17 +1,21 @@
 """Checkpoints as safetensors files plus the run config: writing and loading never unpickles.
 
 Layout under TRAINLENS_HOME/checkpoints/RUN_ID/: `epoch_N.safetensors` after every epoch,
-`best.safetensors` for the best validation epoch so far, and `config.json`. A file holds tensor groups
-by prefix: `model.` (the raw weights), `ema.`/`swa.` (averaged weights), `optim.` (optimizer state, for
-resume) and `rng.` (random state); its metadata holds the config, epoch, step and metrics as JSON.
+`best.safetensors` for the best validation epoch so far, and `initial.safetensors` (the weights before training).
+A file holds tensor groups by prefix: `model.` (the raw weights), `ema.`/`swa.` (averaged weights), `optim.`
+(optimizer state, for resume) and `rng.` (random state); its metadata holds the config, epoch, step and metrics
+as JSON. The training loop writes them with `write_initial_checkpoint` and `write_epoch_checkpoints` (staged
+first, so no reader ever sees half a file).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
@@ -19,6 +23,9 @@ from safetensors.torch import save_file
 
 from engine.config import RunConfig
 from engine.paths import checkpoint_dir
+
+if TYPE_CHECKING:
+    from engine.sinks import Sink
 
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.safetensors$")
 
@@ -172,7 +179,7 @@ def load_run_model(run_id: str, which: str | int = "best", weights: str = "model
 
     Returns (model, config, dataset_info, checkpoint).
     """
-    from engine.data.registry import dataset_info
+    from engine.datasets import dataset_info
     from engine.models import model_from_config
 
     ckpt = load_checkpoint(resolve(run_id, which), device=device)
@@ -191,3 +198,26 @@ def load_run_model(run_id: str, which: str | int = "best", weights: str = "model
         first = str(exc).splitlines()[0][:200]
         raise CheckpointUnreadable(f"checkpoint of run {run_id} does not fit the model its config describes ({first})") from None
     return model.to(device).eval(), ckpt.config, info, ckpt
+
+
+def write_initial_checkpoint(run_id: str, config: RunConfig, model: torch.nn.Module, mean, std) -> None:
+    """The untrained weights (engine epoch -1, "before training"), so explanations can be compared before and
+    after learning. Only the file: it is not a checkpoint to resume from, so the store's checkpoint list (which
+    resuming and the runner read) does not name it. Any worker writing it for this run writes the same weights
+    (same config, same seed), so it needs no fencing; staged, so a reader never sees half a file."""
+    path = initial_path(run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    save_checkpoint(staged, Checkpoint(config=config, epoch=INITIAL_EPOCH, step=0, model=model.state_dict(),
+                                       extra={"mean": list(mean), "std": list(std)}))
+    os.replace(staged, path)
+
+
+def write_epoch_checkpoints(run_id: str, ckpt: Checkpoint, improved: bool, sink: Sink) -> None:
+    """An epoch's checkpoint, and `best` too when the epoch improved on the best so far, each recorded with `sink`
+    (which moves the staged file into place only while this worker still owns the run)."""
+    targets = [("epoch", epoch_path(run_id, ckpt.epoch))] + ([("best", best_path(run_id))] if improved else [])
+    for kind, path in targets:
+        staged = path.with_name(f".{path.name}.{os.getpid()}.partial")  # never a half-written file at `path`
+        save_checkpoint(staged, ckpt)
+        sink.checkpoint(ckpt.epoch, kind, str(path), ckpt.metrics, staged=str(staged))

@@ -447,7 +447,7 @@ def cmd_explain(args) -> int:
         print(json.dumps(result) if args.json else format_scores(result))
         return 0
     run = store.get_run(run_id)
-    from engine.data.registry import dataset_info
+    from engine.datasets import dataset_info
 
     if run is not None and run["config"] is not None and dataset_info(run["config"].dataset).kind == "text":
         raise UsageError(f"run {run_id} reads text: explain a sentence with --text \"...\" (no image, no --out)")
@@ -559,9 +559,45 @@ def _json_default(value):
 
 
 def cmd_lesson(args) -> int:
-    from engine.lessons import cli
+    """List the lessons, or launch one (printing its group and run ids) and, with --wait, print its answer and
+    claims once every run has ended. Exit 0 when launched (or, waiting, when every claim holds), 1 when a claim
+    fails, 2 for an unknown lesson (ValueError, turned into one line by `_run`)."""
+    from engine import lessons
 
-    return cli(args.name, args.wait, args.list)
+    if args.list or not args.name:
+        found, problems = lessons.load_lessons()
+        for lesson in found:
+            runs = len(lesson.variants) * lesson.seeds
+            print(f"{lesson.name:<22} {lesson.title} ({runs} run{'s' if runs > 1 else ''}, ~{lesson.minutes:g} min)")
+        for problem in problems.values():
+            print(f"unreadable lesson {problem}", file=sys.stderr)
+        return 0
+    from engine.runs.runner import Runner
+
+    lesson = lessons.get_lesson(args.name)
+    runner = Runner()
+    group, run_ids = lessons.launch(lesson, runner)
+    print(f"{lesson.title}\n{lesson.question}")
+    print(f"group: {group}")
+    for run_id in run_ids:
+        print(run_id, flush=True)
+    if not args.wait:
+        return 0
+    last_recover = time.time()
+    while True:
+        runs = runner.store.list_runs(group=group)
+        if time.time() - last_recover > 3.0:  # a killed worker: mark its run, keep the pool alive
+            runner.recover()
+            last_recover = time.time()
+        if not runs["status"].isin([s.value for s in ACTIVE]).any():
+            break
+        time.sleep(0.5)
+    result = lessons.outcome(lesson, lessons.results_from_store(runner.store, lesson, group))
+    print(result.answer)
+    for check in result.checks:
+        mark = {True: "holds", False: "does NOT hold", None: "undecided"}[check.holds]
+        print(f"  [{mark}] {check.claim.text} ({check.detail})")
+    return 0 if result.holds else 1
 
 
 COMMANDS = {"lesson": cmd_lesson, "train": cmd_train, "runs": cmd_runs, "show": cmd_show, "metrics": cmd_metrics,

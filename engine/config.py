@@ -16,7 +16,7 @@ from typing import Any
 
 import tomli_w
 
-from engine.data.registry import DATASETS
+from engine.datasets import DATASETS
 from engine.records import check_name
 
 MAX_TOML_CHARS = 100_000  # a run's config is a few hundred bytes; a bigger file is a mistake (or an attack)
@@ -37,7 +37,7 @@ DEVICES = ("auto", "cpu", "cuda")
 @dataclass
 class RunConfig:
     # --- data ---
-    dataset: str = "mnist5k"  # a name of engine.data.registry.DATASETS; mnist5k and shapes work offline
+    dataset: str = "mnist5k"  # a name of engine.datasets.DATASETS; mnist5k and shapes work offline
     data_dir: str = ""  # folder holding torchvision dataset files; "" = TRAINLENS_HOME/data
     val_fraction: float = 0.2  # share of the data held out for validation (embedded datasets), in (0, 0.9]
     train_limit: int = 0  # cap on training examples for quick demos; 0 = use all

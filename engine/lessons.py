@@ -5,7 +5,8 @@ A lesson says what to ask the class (`question`), which runs answer it (a shared
 outcome as a machine-checkable claim (`[[claim]]`) over the finished runs' metrics. `launch` queues the whole
 lesson as one group (every run of one seed sees identical data: the data stream depends only on seed and epoch);
 `outcome` reads the finished runs back, computes the answer sentence from the actual numbers and says whether
-each claim holds. Torch-free and streamlit-free: the CLI and the Lessons page both use it.
+each claim holds. Torch-free and streamlit-free: the CLI (`trainlens lesson`, in engine.cli) and the Lessons page
+both use it. It is handed the runner and the store it works with, so it imports neither.
 
 A claim compares one statistic of a metric between two variants (`left` op `right` + `margin`), or with a
 number (`value`), or asks for a status (`status = "diverged"`). With several seeds the statistic is the mean
@@ -496,47 +497,3 @@ def lessons_home_hint() -> str:
     from engine.paths import trainlens_home
 
     return os.fspath(trainlens_home() / "lessons")
-
-
-# ---- the command line: `trainlens lesson [--list] [NAME] [--wait]` -------------------------------------------------
-def cli(name: str | None, wait: bool, list_only: bool, out=None, err=None) -> int:
-    """List the lessons, or launch one (printing its group and run ids) and, with `wait`, print its answer and
-    claims once every run has ended. Exit 0 when launched (or, waiting, when every claim holds), 1 when a claim
-    fails, 2 for an unknown lesson (ValueError, turned into one line by the CLI)."""
-    import sys
-
-    out, err = out or sys.stdout, err or sys.stderr
-    if list_only or not name:
-        found, problems = load_lessons()
-        for lesson in found:
-            runs = len(lesson.variants) * lesson.seeds
-            print(f"{lesson.name:<22} {lesson.title} ({runs} run{'s' if runs > 1 else ''}, ~{lesson.minutes:g} min)", file=out)
-        for file_name, problem in problems.items():
-            print(f"unreadable lesson {problem}", file=err)
-        return 0
-    from engine.runs.runner import Runner
-
-    lesson = get_lesson(name)
-    runner = Runner()
-    group, run_ids = launch(lesson, runner)
-    print(f"{lesson.title}\n{lesson.question}", file=out)
-    print(f"group: {group}", file=out)
-    for run_id in run_ids:
-        print(run_id, file=out, flush=True)
-    if not wait:
-        return 0
-    last_recover = time.time()
-    while True:
-        runs = runner.store.list_runs(group=group)
-        if time.time() - last_recover > 3.0:  # a killed worker: mark its run, keep the pool alive
-            runner.recover()
-            last_recover = time.time()
-        if not runs["status"].isin([s.value for s in (RunStatus.QUEUED, RunStatus.RUNNING)]).any():
-            break
-        time.sleep(0.5)
-    result = outcome(lesson, results_from_store(runner.store, lesson, group))
-    print(result.answer, file=out)
-    for check in result.checks:
-        mark = {True: "holds", False: "does NOT hold", None: "undecided"}[check.holds]
-        print(f"  [{mark}] {check.claim.text} ({check.detail})", file=out)
-    return 0 if result.holds else 1

@@ -117,6 +117,11 @@ OVERFIT_ONE_BATCH = "overfit_one_batch"  # the overfit check (a RecipeCheck), on
 REPORT_KINDS = ("best", "last", "ema", "swa")  # the weights an evaluation report is computed for
 REPORT_PREFIX = "report/"
 HISTOGRAM_PREFIX = "hist/"
+# where a run executes, filed when it starts on a Ray task: {"executor", "host", "node_ip", "node_id", "device",
+# "gpu_ids", "pid", "threads", "num_cpus", "num_gpus"} (engine.runs.ray_remote writes it, engine.runs.placement reads)
+PLACEMENT = "placement"
+RAY_ATTEMPTS = "ray_attempts"  # list[str]: why earlier Ray attempts of a run ended (its worker or node lost)
+RAY_TRACEBACK = "ray_traceback"  # str: the end of the traceback of a run that failed inside its Ray task
 
 
 def report_artifact(kind: str) -> str:

@@ -1,81 +1,50 @@
-"""The training loop: `train(config, sink, should_stop)`, read top to bottom.
+"""The training loop: `train(config, sink, should_stop)`, read top to bottom as its four phases.
 
 The same function runs in a worker process, a test or a benchmark: everything it reports goes through
-`sink` (metrics, progress, checkpoints, artifacts), and `should_stop()` is polled every step so a cancel
-lands within one step. Per step it logs loss, lr, the gradient norm before
+`sink` (metrics, progress, checkpoints, artifacts; the protocol is `engine.sinks.Sink`), and `should_stop()` is
+polled every step so a cancel lands within one step. Per step it logs loss, lr, the gradient norm before
 clipping, whether it clipped, and examples seen; per epoch train/validation loss and accuracy, macro
-precision/recall/F1, throughput, and the same validation for EMA/SWA weights when they are kept.
+precision/recall/F1, throughput, the metrics the dataset adds (`DatasetSplit.extra_val_metrics`), and the same
+validation for EMA/SWA weights when they are kept.
+
+`train` calls one function per phase, as the small loops of nanoGPT and pytorch/examples read: `_setup` (data,
+model, optimizer, averages, stopper; a resumed run's state or a first life's artifacts), `_train_epoch` (the
+steps), `_end_epoch` (validation, averaged weights, checks, early stopping, checkpoints) and `_finish` (best
+weights back, final checks, reports). A `_Run` carries the run's state from one phase to the next.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from engine.data.augment import AugmentSpec
-from engine.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from engine import records
+from engine.checkpoints import Checkpoint, load_checkpoint, write_epoch_checkpoints, write_initial_checkpoint
 from engine.config import RunConfig
+from engine.data.augment import AugmentSpec
 from engine.data.loading import DatasetSplit, batches_per_epoch, iterate_batches, load_run_split, normalize
-from engine.grads import FlatGradients
+from engine.diagnostics import recipe
 from engine.diagnostics.layer_stats import LayerStats
+from engine.grads import FlatGradients
 from engine.models import count_parameters, model_from_config
 from engine.optim import lr_at, make_optimizer, set_lr
-from engine import records
-from engine.diagnostics import recipe
 from engine.records import RunStatus
+from engine.sinks import MemorySink, Sink
+from engine.stopping import EarlyStopping
+from engine.validation import evaluate, update_batchnorm
+
+# the loop's public names; MemorySink (engine.sinks) is named here too: tests and benchmarks take it with `train`
+__all__ = ["MemorySink", "TrainResult", "pick_device", "train"]
 
 HISTOGRAMS_PER_RUN = 8  # layer histograms kept per run (at evenly spaced sampled steps)
-
-
-class Sink(Protocol):
-    """Where a run reports to. StoreSink (worker) batches into SQLite; MemorySink keeps lists (tests)."""
-
-    def log(self, step: int, epoch: int, values: dict[str, float]) -> None: ...
-    def progress(self, step: int, total_steps: int, epoch: int) -> None: ...
-    # `staged`: the file was written there; the sink moves it to `path` when it records it (StoreSink does so only
-    # while the worker still owns the run, so a stale worker never overwrites the current owner's file)
-    def checkpoint(self, epoch: int, kind: str, path: str, metrics: dict[str, float], staged: str | None = None) -> None: ...
-    def artifact(self, name: str, value: object) -> None: ...
-    def rewind(self, step: int) -> None: ...  # forget metrics logged after `step` (a resumed run logs them again)
-
-
-@dataclass
-class MemorySink:
-    """Keeps everything in lists; for tests, benchmarks and notebooks."""
-
-    rows: list[tuple[int, int, str, float]] = field(default_factory=list)
-    checkpoints: list[tuple[int, str, str]] = field(default_factory=list)
-    artifacts: dict[str, object] = field(default_factory=dict)
-    last_progress: tuple[int, int, int] = (0, 0, 0)
-
-    def log(self, step, epoch, values):
-        self.rows.extend((step, epoch, key, float(value)) for key, value in values.items())
-
-    def progress(self, step, total_steps, epoch):
-        self.last_progress = (step, total_steps, epoch)
-
-    def checkpoint(self, epoch, kind, path, metrics, staged=None):
-        if staged is not None:
-            os.replace(staged, path)
-        self.checkpoints.append((epoch, kind, path))
-
-    def artifact(self, name, value):
-        self.artifacts[name] = value
-
-    def rewind(self, step):
-        self.rows = [row for row in self.rows if row[0] <= step]
-
-    def series(self, key: str) -> list[float]:
-        return [value for _, _, k, value in self.rows if k == key]
 
 
 @dataclass
@@ -86,59 +55,6 @@ class TrainResult:
     best_epoch: int | None = None
     best_metric: float | None = None
     error: str | None = None
-
-
-class EarlyStopping:
-    """Watch one validation metric; stop after `patience` epochs without an improvement of `min_delta`."""
-
-    def __init__(self, metric: str, patience: int, min_delta: float, state: dict | None = None):
-        self.metric, self.patience, self.min_delta = metric, patience, min_delta
-        self.higher_is_better = metric.endswith("acc")
-        state = state or {}
-        self.best: float | None = state.get("best")
-        self.best_epoch: int | None = state.get("best_epoch")
-        self.bad_epochs: int = state.get("bad_epochs", 0)
-
-    def update(self, epoch: int, value: float) -> bool:
-        """Record an epoch's value; True when it is the new best."""
-        if self.best is None:
-            improved = True
-        elif self.higher_is_better:
-            improved = value > self.best + self.min_delta
-        else:
-            improved = value < self.best - self.min_delta
-        if improved:
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
-        else:
-            self.bad_epochs += 1
-        return improved
-
-    @property
-    def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
-
-    def state(self) -> dict:
-        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std, batch_size: int = 1000) -> dict[str, float]:
-    """Validation loss, accuracy and macro precision/recall/F1 under eval mode."""
-    from sklearn.metrics import precision_recall_fscore_support
-
-    was_training = model.training
-    model.eval()
-    total_loss, preds = 0.0, []
-    for start in range(0, len(x), batch_size):
-        logits = model(normalize(x[start:start + batch_size], mean, std))
-        total_loss += F.cross_entropy(logits, y[start:start + batch_size], reduction="sum").item()
-        preds.append(logits.argmax(1))
-    model.train(was_training)
-    pred = torch.cat(preds).cpu().numpy()
-    true = y.cpu().numpy()
-    precision, recall, f1, _ = precision_recall_fscore_support(true, pred, average="macro", zero_division=0)
-    return {"loss": total_loss / len(x), "acc": float((pred == true).mean()), "precision": float(precision),
-            "recall": float(recall), "f1": float(f1)}
 
 
 def pick_device(requested: str) -> str:
@@ -156,163 +72,32 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
 
     run_id: when given, checkpoints are written under TRAINLENS_HOME/checkpoints/RUN_ID.
     resume_from: path of an epoch checkpoint to continue from (model, optimizer, averages, RNG, stopper).
+    split: the run's data when the caller holds it already (tests, benchmarks); else `load_run_split(config)`.
     """
+    # Setup: seeded first, so the initial weights and every random number after them are the seed's; a resumed
+    # run then takes its state (random state included) from the checkpoint.
     config.validate()
     torch.manual_seed(config.seed)
-    # the split (and generated data) is the same for every run, so validation scores compare across seeds
-    split = split or load_run_split(config)
-    info, mean, std = split.info, split.mean, split.std
-    train_x, train_y = split.train_x.to(device), split.train_y.to(device)
-    val_x, val_y = split.val_x.to(device), split.val_y.to(device)
-    augment = AugmentSpec.from_config(config)
-
-    model = model_from_config(config, info.channels, info.size, len(info.classes)).to(device)
-    optimizer = make_optimizer(model.parameters(), config)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) if config.ema else None
-    swa = AveragedModel(model, use_buffers=True) if config.swa else None
-    steps_per_epoch = batches_per_epoch(len(train_x), config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
-    stopper = EarlyStopping(config.early_stop_metric, config.patience, config.min_delta)
-    best_state: dict[str, torch.Tensor] | None = None
-    start_epoch, step, examples = 0, 0, 0
-
-    if resume_from:
-        ckpt = load_checkpoint(resume_from, device=device)
-        model.load_state_dict(ckpt.model)
-        if ckpt.optimizer:
-            optimizer.load_state_dict(ckpt.optimizer)
-        if ema is not None and ckpt.ema:
-            ema.module.load_state_dict(ckpt.ema)
-            ema.n_averaged.fill_(ckpt.extra.get("ema_n", 1))
-        if swa is not None and ckpt.swa:
-            swa.module.load_state_dict(ckpt.swa)
-            swa.n_averaged.fill_(ckpt.extra.get("swa_n", 0))
-        if ckpt.rng is not None:
-            torch.set_rng_state(ckpt.rng.cpu())
-        stopper = EarlyStopping(config.early_stop_metric, config.patience, config.min_delta, ckpt.extra.get("stopper"))
-        start_epoch, step = ckpt.epoch + 1, ckpt.step
-        examples = ckpt.extra.get("examples", step * config.batch_size)
-    else:
-        sink.artifact(records.MODEL_SUMMARY, {"parameters": count_parameters(model), "repr": str(model),
-                                        "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
-        if run_id is not None:
-            _write_initial_checkpoint(run_id, config, model, mean, std)
-    checks = _Checks(sink, resumed=bool(resume_from))
-    if not resume_from:
-        first_x, first_y = next(iterate_batches(train_x, train_y, config.batch_size, seed=config.seed, epoch=0,
-                                                mean=mean, std=std))
-        checks.add(recipe.loss_at_init_check(model, first_x, first_y, len(info.classes)))
-    stats = LayerStats(model, every=config.layer_stats_every,
-                       hist_every=_histogram_every(config.layer_stats_every, total_steps))
-    grads = FlatGradients(model)  # after the checks above: they deep-copy the model, gradients need not follow
-    grad_norms: list[float] = []
-    clipped_flags: list[bool] = []
-    last_stats: dict[str, float] = {}
-
-    sink.progress(step, total_steps, start_epoch)
-    model.train()
-    status, epoch = RunStatus.COMPLETED, start_epoch
-    for epoch in range(start_epoch, config.epochs):
-        epoch_start, epoch_examples = time.perf_counter(), 0
-        loss_sum = 0.0
-        predictions: list[torch.Tensor] = []  # compared with the labels once per epoch, not per step
-        targets: list[torch.Tensor] = []
-        batches = iterate_batches(train_x, train_y, config.batch_size, seed=config.seed, epoch=epoch,
-                                  augment=augment if augment.active else None, mean=mean, std=std)
-        for xb, yb in batches:
-            if should_stop():
-                status = RunStatus.CANCELLED
-                break
-            lr = lr_at(config, step, total_steps)
-            set_lr(optimizer, lr)
-            stats.begin_step(step)  # arms the layer hooks on sampled steps only
-            grads.zero()
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            loss.backward()
-            stats.after_backward()
-            grad_norm, clipped = grads.clip(config)
-            optimizer.step()
-            layer_rows = stats.end_step()
-            if ema is not None:
-                ema.update_parameters(model)
-            step += 1
-            examples += len(yb)
-            epoch_examples += len(yb)
-            predictions.append(logits.detach().argmax(1))
-            targets.append(yb)
-            loss_value, norm_value, clipped_value = loss.item(), grad_norm.item(), clipped.item()
-            loss_sum += loss_value * len(yb)
-            sink.log(step, epoch, {"loss": loss_value, "lr": lr, "grad_norm": norm_value,
-                                   "clipped": clipped_value, "examples": examples})
-            grad_norms.append(norm_value)
-            clipped_flags.append(bool(clipped_value))
-            if layer_rows:
-                sink.log(step, epoch, layer_rows)
-                last_stats = layer_rows
-                histograms = stats.histograms()
-                if histograms.get("step") == step - 1:  # a histogram step: keep it for the run report
-                    # named and stamped with the step count the metrics use (the collector counts from 0)
-                    sink.artifact(records.histogram_artifact(step), {**histograms, "step": step})
-            if not math.isfinite(loss_value):
-                stats.close()
-                sink.progress(step, total_steps, epoch)
-                return TrainResult(RunStatus.DIVERGED, step, epoch, error=f"loss became {loss_value} at step {step} (in epoch {records.epoch_number(epoch)}); "
-                                   "try a smaller learning rate or gradient clipping")
-            sink.progress(step, total_steps, epoch)
-        if status == RunStatus.CANCELLED:
+    run = _setup(config, sink, run_id=run_id, device=device, resume_from=resume_from, split=split)
+    sink.progress(run.step, run.total_steps, run.start_epoch)
+    run.model.train()
+    for epoch in range(run.start_epoch, config.epochs):
+        run.epoch = epoch
+        # The epoch's steps. A cancel lands between two steps; a non-finite loss ends the run at once: nothing
+        # trained after it would mean anything, and the reports would only describe a broken model.
+        train_metrics = _train_epoch(run, should_stop)
+        if run.status == RunStatus.DIVERGED:
+            return _diverged(run)
+        if run.status == RunStatus.CANCELLED:
             break
-
-        seconds = time.perf_counter() - epoch_start
-        epoch_metrics = {"train_loss": loss_sum / max(1, epoch_examples),
-                         "train_acc": _accuracy(predictions, targets),
-                         "examples_per_s": epoch_examples / max(seconds, 1e-9)}
-        val = evaluate(model, val_x, val_y, mean, std)
-        epoch_metrics.update({f"val_{k}": v for k, v in val.items()})
-        if getattr(split.text, "val_hard", None) is not None:  # sentiment: accuracy on the negation/contrast subset
-            from engine.text.datasets import subset_accuracy
-
-            epoch_metrics.update(subset_accuracy(model, val_x, val_y, split.text.val_hard))
-        if ema is not None:
-            ema_val = evaluate(ema.module, val_x, val_y, mean, std)
-            epoch_metrics.update({"ema_val_loss": ema_val["loss"], "ema_val_acc": ema_val["acc"]})
-        if swa is not None and epoch >= config.swa_start:
-            swa.update_parameters(model)
-            _update_batchnorm(swa.module, train_x, train_y, config, mean, std)
-            swa_val = evaluate(swa.module, val_x, val_y, mean, std)
-            epoch_metrics.update({"swa_val_loss": swa_val["loss"], "swa_val_acc": swa_val["acc"]})
-        sink.log(step, epoch, epoch_metrics)
-        if epoch == 0:
-            checks.add(recipe.input_independent_check(model, normalize(val_x, mean, std), val_y))
-
-        improved = stopper.update(epoch, epoch_metrics[config.early_stop_metric])
-        if improved and config.early_stop and config.restore_best:
-            best_state = copy.deepcopy(model.state_dict())
-        ckpt = Checkpoint(config=config, epoch=epoch, step=step, model=model.state_dict(),
-                          ema=ema.module.state_dict() if ema is not None else None,
-                          swa=swa.module.state_dict() if swa is not None and epoch >= config.swa_start else None,
-                          optimizer=optimizer.state_dict(), rng=torch.get_rng_state(), metrics=epoch_metrics,
-                          extra={"stopper": stopper.state(), "examples": examples, "mean": list(mean), "std": list(std),
-                                 "ema_n": int(ema.n_averaged) if ema is not None else 0,
-                                 "swa_n": int(swa.n_averaged) if swa is not None else 0})
-        if run_id is not None:
-            _write_checkpoints(run_id, ckpt, improved, sink)
-        if config.early_stop and stopper.should_stop and epoch < config.epochs - 1:
-            status = RunStatus.STOPPED_EARLY
+        # The epoch's end: validation (of the averaged weights too), checks, checkpoints to resume from; early
+        # stopping may end the run here.
+        if _end_epoch(run, train_metrics):
+            run.status = RunStatus.STOPPED_EARLY
             break
-
-    if config.early_stop and stopper.best_epoch is not None:
-        sink.log(step, epoch, {"best_epoch": stopper.best_epoch})
-        if config.restore_best and best_state is not None and status == RunStatus.STOPPED_EARLY:
-            model.load_state_dict(best_state)
-    stats.close()
-    checks.add(recipe.clipping_check(grad_norms, clipped_flags, config.clip_value if config.clip == "norm" else None))
-    if last_stats:
-        checks.add_all(recipe.layer_health_checks(last_stats, judged=stats.matrix_params))
-    if status != RunStatus.CANCELLED and step > 0:
-        _final_reports(model, ema, swa, config, run_id, val_x, val_y, mean, std, info.classes, device, sink)
-    sink.progress(step, total_steps, epoch)
-    return TrainResult(status, step, epoch, stopper.best_epoch, stopper.best)
+    # Finish: the best weights back after early stopping, the checks that need the whole run, then the
+    # classification reports of every set of weights the run kept.
+    return _finish(run)
 
 
 class _Checks:
@@ -331,6 +116,252 @@ class _Checks:
         self.sink.artifact(records.RECIPE_CHECKS_RESUMED if self.resumed else records.RECIPE_CHECKS, self.items)
 
 
+@dataclass(eq=False)
+class _Run:
+    """The run's state between the phases: what `_setup` builds, the epochs advance and `_finish` reports."""
+
+    config: RunConfig
+    sink: Sink
+    run_id: str | None
+    device: str
+    split: DatasetSplit
+    train_x: torch.Tensor  # the split's tensors, on the device
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    augment: AugmentSpec | None  # None when the config turns no augmentation on
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: AveragedModel | None  # exponential moving average of the weights, updated every step
+    swa: AveragedModel | None  # stochastic weight average, updated at each epoch's end from swa_start
+    stopper: EarlyStopping
+    checks: _Checks
+    total_steps: int
+    start_epoch: int = 0
+    epoch: int = 0  # the epoch being trained (0-based), or the last one trained
+    step: int = 0  # optimizer steps taken
+    examples: int = 0  # training examples seen
+    status: RunStatus = RunStatus.COMPLETED  # until a cancel, a divergence or early stopping says otherwise
+    error: str | None = None  # why the run diverged
+    best_state: dict[str, torch.Tensor] | None = None  # the best epoch's weights, restored after early stopping
+    grad_norms: list[float] = field(default_factory=list)  # every step's, for the clipping check
+    clipped_flags: list[bool] = field(default_factory=list)
+    last_stats: dict[str, float] = field(default_factory=dict)  # the last sampled layer statistics
+    stats: LayerStats = field(init=False)  # set by _setup once the first life's checks are done
+    grads: FlatGradients = field(init=False)
+
+
+def _setup(config: RunConfig, sink: Sink, *, run_id: str | None, device: str, resume_from: str | None,
+           split: DatasetSplit | None) -> _Run:
+    """Data on the device, then model, optimizer, averages and stopper, in the order that draws the seed's random
+    numbers; then a resumed run's state, or a first life's summary, initial weights and loss at init."""
+    # the split (and generated data) is the same for every run, so validation scores compare across seeds
+    split = split or load_run_split(config)
+    info = split.info
+    train_x, train_y = split.train_x.to(device), split.train_y.to(device)
+    val_x, val_y = split.val_x.to(device), split.val_y.to(device)
+    augment = AugmentSpec.from_config(config)
+    model = model_from_config(config, info.channels, info.size, len(info.classes)).to(device)
+    optimizer = make_optimizer(model.parameters(), config)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) if config.ema else None
+    swa = AveragedModel(model, use_buffers=True) if config.swa else None
+    steps_per_epoch = batches_per_epoch(len(train_x), config.batch_size)
+    run = _Run(config, sink, run_id, device, split, train_x, train_y, val_x, val_y,
+               augment if augment.active else None, model, optimizer, ema, swa,
+               EarlyStopping(config.early_stop_metric, config.patience, config.min_delta),
+               _Checks(sink, resumed=bool(resume_from)), total_steps=config.epochs * steps_per_epoch)
+    if resume_from:
+        _resume(run, load_checkpoint(resume_from, device=device))
+    else:
+        _first_life(run, steps_per_epoch)
+    run.stats = LayerStats(model, every=config.layer_stats_every,
+                           hist_every=_histogram_every(config.layer_stats_every, run.total_steps))
+    run.grads = FlatGradients(model)  # after the checks above: they deep-copy the model, gradients need not follow
+    return run
+
+
+def _resume(run: _Run, ckpt: Checkpoint) -> None:
+    """Continue where an epoch checkpoint left off: weights, optimizer, averages, random state, stopper, counters."""
+    config = run.config
+    run.model.load_state_dict(ckpt.model)
+    if ckpt.optimizer:
+        run.optimizer.load_state_dict(ckpt.optimizer)
+    if run.ema is not None and ckpt.ema:
+        run.ema.module.load_state_dict(ckpt.ema)
+        run.ema.n_averaged.fill_(ckpt.extra.get("ema_n", 1))
+    if run.swa is not None and ckpt.swa:
+        run.swa.module.load_state_dict(ckpt.swa)
+        run.swa.n_averaged.fill_(ckpt.extra.get("swa_n", 0))
+    if ckpt.rng is not None:
+        torch.set_rng_state(ckpt.rng.cpu())
+    run.stopper = EarlyStopping(config.early_stop_metric, config.patience, config.min_delta, ckpt.extra.get("stopper"))
+    run.start_epoch = run.epoch = ckpt.epoch + 1
+    run.step = ckpt.step
+    run.examples = ckpt.extra.get("examples", run.step * config.batch_size)
+
+
+def _first_life(run: _Run, steps_per_epoch: int) -> None:
+    """A new run's first reports: the model summary, the initial weights (with a run id) and the loss at init."""
+    config, model, split = run.config, run.model, run.split
+    run.sink.artifact(records.MODEL_SUMMARY, {"parameters": count_parameters(model), "repr": str(model),
+                                              "steps_per_epoch": steps_per_epoch, "total_steps": run.total_steps})
+    if run.run_id is not None:
+        write_initial_checkpoint(run.run_id, config, model, split.mean, split.std)
+    first_x, first_y = next(iterate_batches(run.train_x, run.train_y, config.batch_size, seed=config.seed, epoch=0,
+                                            mean=split.mean, std=split.std))
+    run.checks.add(recipe.loss_at_init_check(model, first_x, first_y, len(split.info.classes)))
+
+
+def _train_epoch(run: _Run, should_stop: Callable[[], bool]) -> dict[str, float]:
+    """One epoch's steps, each logged; returns the epoch's training metrics. Sets `run.status` to CANCELLED or
+    DIVERGED when the epoch ends before its last batch."""
+    # the hot loop reads locals only: the run's fields are read once here and written back once at the end
+    config, sink, model, optimizer, ema, stats, grads = (run.config, run.sink, run.model, run.optimizer, run.ema,
+                                                         run.stats, run.grads)
+    epoch, step, examples, total_steps = run.epoch, run.step, run.examples, run.total_steps
+    grad_norms, clipped_flags = run.grad_norms, run.clipped_flags
+    epoch_start, epoch_examples = time.perf_counter(), 0
+    loss_sum = 0.0
+    predictions: list[torch.Tensor] = []  # compared with the labels once per epoch, not per step
+    targets: list[torch.Tensor] = []
+    batches = iterate_batches(run.train_x, run.train_y, config.batch_size, seed=config.seed, epoch=epoch,
+                              augment=run.augment, mean=run.split.mean, std=run.split.std)
+    for xb, yb in batches:
+        if should_stop():
+            run.status = RunStatus.CANCELLED
+            break
+        lr = lr_at(config, step, total_steps)
+        set_lr(optimizer, lr)
+        stats.begin_step(step)  # arms the layer hooks on sampled steps only
+        # the step: zero the gradients, forward, loss, backward, clip, update
+        grads.zero()
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        loss.backward()
+        stats.after_backward()
+        grad_norm, clipped = grads.clip(config)
+        optimizer.step()
+        layer_rows = stats.end_step()
+        if ema is not None:
+            ema.update_parameters(model)
+        step += 1
+        examples += len(yb)
+        epoch_examples += len(yb)
+        predictions.append(logits.detach().argmax(1))
+        targets.append(yb)
+        # logging: the numbers of every step, as Python floats
+        loss_value, norm_value, clipped_value = loss.item(), grad_norm.item(), clipped.item()
+        loss_sum += loss_value * len(yb)
+        sink.log(step, epoch, {"loss": loss_value, "lr": lr, "grad_norm": norm_value,
+                               "clipped": clipped_value, "examples": examples})
+        grad_norms.append(norm_value)
+        clipped_flags.append(bool(clipped_value))
+        if layer_rows:
+            sink.log(step, epoch, layer_rows)
+            run.last_stats = layer_rows
+            histograms = stats.histograms()
+            if histograms.get("step") == step - 1:  # a histogram step: keep it for the run report
+                # named and stamped with the step count the metrics use (the collector counts from 0)
+                sink.artifact(records.histogram_artifact(step), {**histograms, "step": step})
+        # divergence: the step that produced a non-finite loss is the last one logged
+        if not math.isfinite(loss_value):
+            run.status = RunStatus.DIVERGED
+            run.error = (f"loss became {loss_value} at step {step} (in epoch {records.epoch_number(epoch)}); "
+                         "try a smaller learning rate or gradient clipping")
+            break
+        sink.progress(step, total_steps, epoch)
+    run.step, run.examples = step, examples
+    seconds = time.perf_counter() - epoch_start
+    return {"train_loss": loss_sum / max(1, epoch_examples),
+            "train_acc": _accuracy(predictions, targets),
+            "examples_per_s": epoch_examples / max(seconds, 1e-9)}
+
+
+def _end_epoch(run: _Run, epoch_metrics: dict[str, float]) -> bool:
+    """Validate the epoch's weights (and the averages kept), log the epoch's metrics, add the first epoch's check,
+    update early stopping and write the checkpoints; True when early stopping ends the run here."""
+    config, sink, model, epoch = run.config, run.sink, run.model, run.epoch
+    val_x, val_y, mean, std = run.val_x, run.val_y, run.split.mean, run.split.std
+    val = evaluate(model, val_x, val_y, mean, std)
+    epoch_metrics.update({f"val_{k}": v for k, v in val.items()})
+    epoch_metrics.update(run.split.extra_val_metrics(model, val_x, val_y))  # e.g. sentiment's val_acc_hard
+    if run.ema is not None:
+        ema_val = evaluate(run.ema.module, val_x, val_y, mean, std)
+        epoch_metrics.update({"ema_val_loss": ema_val["loss"], "ema_val_acc": ema_val["acc"]})
+    if run.swa is not None and epoch >= config.swa_start:
+        run.swa.update_parameters(model)
+        update_batchnorm(run.swa.module, run.train_x, run.train_y, config, mean, std)
+        swa_val = evaluate(run.swa.module, val_x, val_y, mean, std)
+        epoch_metrics.update({"swa_val_loss": swa_val["loss"], "swa_val_acc": swa_val["acc"]})
+    sink.log(run.step, epoch, epoch_metrics)
+    if epoch == 0:
+        run.checks.add(recipe.input_independent_check(model, normalize(val_x, mean, std), val_y))
+
+    improved = run.stopper.update(epoch, epoch_metrics[config.early_stop_metric])
+    if improved and config.early_stop and config.restore_best:
+        run.best_state = copy.deepcopy(model.state_dict())
+    if run.run_id is not None:
+        write_epoch_checkpoints(run.run_id, _epoch_checkpoint(run, epoch_metrics), improved, sink)
+    return config.early_stop and run.stopper.should_stop and epoch < config.epochs - 1
+
+
+def _epoch_checkpoint(run: _Run, metrics: dict[str, float]) -> Checkpoint:
+    """Everything `_resume` needs to continue the run exactly where this epoch ends."""
+    config, epoch, ema, swa = run.config, run.epoch, run.ema, run.swa
+    return Checkpoint(config=config, epoch=epoch, step=run.step, model=run.model.state_dict(),
+                      ema=ema.module.state_dict() if ema is not None else None,
+                      swa=swa.module.state_dict() if swa is not None and epoch >= config.swa_start else None,
+                      optimizer=run.optimizer.state_dict(), rng=torch.get_rng_state(), metrics=metrics,
+                      extra={"stopper": run.stopper.state(), "examples": run.examples,
+                             "mean": list(run.split.mean), "std": list(run.split.std),
+                             "ema_n": int(ema.n_averaged) if ema is not None else 0,
+                             "swa_n": int(swa.n_averaged) if swa is not None else 0})
+
+
+def _finish(run: _Run) -> TrainResult:
+    """Restore the best weights after early stopping, add the whole-run checks, report on the weights kept."""
+    config, sink, stopper = run.config, run.sink, run.stopper
+    if config.early_stop and stopper.best_epoch is not None:
+        sink.log(run.step, run.epoch, {"best_epoch": stopper.best_epoch})
+        if config.restore_best and run.best_state is not None and run.status == RunStatus.STOPPED_EARLY:
+            run.model.load_state_dict(run.best_state)
+    run.stats.close()
+    run.checks.add(recipe.clipping_check(run.grad_norms, run.clipped_flags,
+                                         config.clip_value if config.clip == "norm" else None))
+    if run.last_stats:
+        run.checks.add_all(recipe.layer_health_checks(run.last_stats, judged=run.stats.matrix_params))
+    if run.status != RunStatus.CANCELLED and run.step > 0:
+        _final_reports(run)
+    sink.progress(run.step, run.total_steps, run.epoch)
+    return TrainResult(run.status, run.step, run.epoch, stopper.best_epoch, stopper.best)
+
+
+def _diverged(run: _Run) -> TrainResult:
+    """End a diverged run: no best weights, checks or reports, only the step it reached and why it stopped."""
+    run.stats.close()
+    run.sink.progress(run.step, run.total_steps, run.epoch)
+    return TrainResult(RunStatus.DIVERGED, run.step, run.epoch, error=run.error)
+
+
+def _final_reports(run: _Run) -> None:
+    """Classification reports (sklearn format, confusion matrix, misclassified images) for last/best/EMA/SWA."""
+    from engine.checkpoints import best_path
+    from engine.diagnostics.evaluate import evaluate_weights
+
+    model, ema, swa, run_id, device = run.model, run.ema, run.swa, run.run_id, run.device
+    weights = {"last": model.state_dict()}
+    if run_id is not None and best_path(run_id).exists():
+        weights["best"] = load_checkpoint(best_path(run_id), device=device).model
+    if ema is not None:
+        weights["ema"] = ema.module.state_dict()
+    if swa is not None and int(swa.n_averaged) > 0:
+        weights["swa"] = swa.module.state_dict()
+    reports = evaluate_weights(model, weights, normalize(run.val_x, run.split.mean, run.split.std), run.val_y,
+                               list(run.split.info.classes), device=device)
+    for name, report in reports.items():
+        run.sink.artifact(records.report_artifact(name), report)
+
+
 def _accuracy(predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> float:
     if not predictions:
         return 0.0
@@ -342,53 +373,3 @@ def _histogram_every(every: int, total_steps: int) -> int:
     if not every:
         return 0
     return every * max(1, round(total_steps / every / HISTOGRAMS_PER_RUN))
-
-
-def _update_batchnorm(model: nn.Module, x, y, config: RunConfig, mean, std) -> None:
-    """Recompute batch-norm statistics for averaged (SWA) weights: averaging weights breaks the running stats."""
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return
-    batches = [xb for xb, _ in iterate_batches(x, y, 256, seed=config.seed, epoch=0, mean=mean, std=std)]
-    torch.optim.swa_utils.update_bn(batches, model)
-
-
-def _final_reports(model, ema, swa, config, run_id, val_x, val_y, mean, std, classes, device, sink) -> None:
-    """Classification reports (sklearn format, confusion matrix, misclassified images) for last/best/EMA/SWA."""
-    from engine.checkpoints import best_path, load_checkpoint
-    from engine.diagnostics.evaluate import evaluate_weights
-
-    weights = {"last": model.state_dict()}
-    if run_id is not None and best_path(run_id).exists():
-        weights["best"] = load_checkpoint(best_path(run_id), device=device).model
-    if ema is not None:
-        weights["ema"] = ema.module.state_dict()
-    if swa is not None and int(swa.n_averaged) > 0:
-        weights["swa"] = swa.module.state_dict()
-    reports = evaluate_weights(model, weights, normalize(val_x, mean, std), val_y, list(classes), device=device)
-    for name, report in reports.items():
-        sink.artifact(records.report_artifact(name), report)
-
-
-def _write_initial_checkpoint(run_id: str, config: RunConfig, model: nn.Module, mean, std) -> None:
-    """The untrained weights (engine epoch -1, "before training"), so explanations can be compared before and
-    after learning. Only the file: it is not a checkpoint to resume from, so the store's checkpoint list (which
-    resuming and the runner read) does not name it. Any worker writing it for this run writes the same weights
-    (same config, same seed), so it needs no fencing; staged, so a reader never sees half a file."""
-    from engine.checkpoints import INITIAL_EPOCH, initial_path
-
-    path = initial_path(run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    save_checkpoint(staged, Checkpoint(config=config, epoch=INITIAL_EPOCH, step=0, model=model.state_dict(),
-                                       extra={"mean": list(mean), "std": list(std)}))
-    os.replace(staged, path)
-
-
-def _write_checkpoints(run_id: str, ckpt: Checkpoint, improved: bool, sink: Sink) -> None:
-    from engine.checkpoints import best_path, epoch_path
-
-    targets = [("epoch", epoch_path(run_id, ckpt.epoch))] + ([("best", best_path(run_id))] if improved else [])
-    for kind, path in targets:
-        staged = path.with_name(f".{path.name}.{os.getpid()}.partial")  # never a half-written file at `path`
-        save_checkpoint(staged, ckpt)
-        sink.checkpoint(ckpt.epoch, kind, str(path), ckpt.metrics, staged=str(staged))

@@ -22,9 +22,7 @@ from ray.cluster_utils import Cluster
 from ui_helpers import fresh_app, wait_for
 
 from engine.config import RunConfig
-from engine.records import RunStatus
-from engine.runs.ray_dispatch import ATTEMPTS
-from engine.runs.placement import PLACEMENT
+from engine.records import PLACEMENT, RAY_ATTEMPTS, RunStatus
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -186,8 +184,8 @@ def test_a_lost_worker_and_a_lost_node_interrupt_the_run_and_it_continues_from_i
              180, what="the first checkpoint")
     first = store.get_artifact(run_id, PLACEMENT)
     os.kill(first["pid"], signal.SIGKILL)
-    wait_for(lambda: store.get_artifact(run_id, ATTEMPTS), 60, what="the lost worker to be noticed")
-    assert "lost" in store.get_artifact(run_id, ATTEMPTS)[0]
+    wait_for(lambda: store.get_artifact(run_id, RAY_ATTEMPTS), 60, what="the lost worker to be noticed")
+    assert "lost" in store.get_artifact(run_id, RAY_ATTEMPTS)[0]
     wait_for(lambda: (store.get_artifact(run_id, PLACEMENT) or {}).get("pid") not in (None, first["pid"]), 120,
              what="the run to be retried")
     # 2. remove the node it now trains on, after its next checkpoint: no retry left, so it stays interrupted
@@ -198,7 +196,7 @@ def test_a_lost_worker_and_a_lost_node_interrupt_the_run_and_it_continues_from_i
     cluster_.remove_node(node_of(nodes, second["node_id"]), allow_graceful=False)
     run = finished(runner, run_id, timeout=120)
     assert run["status"] == RunStatus.INTERRUPTED and "lost" in run["error"] and "resume" in run["error"]
-    assert len(store.get_artifact(run_id, ATTEMPTS)) == 2
+    assert len(store.get_artifact(run_id, RAY_ATTEMPTS)) == 2
     # 3. resumed by hand, it finishes on the node that is left, from its last checkpoint
     runner.resume(run_id)
     run = finished(runner, run_id)

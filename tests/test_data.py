@@ -16,7 +16,7 @@ import torch
 
 from engine.data.augment import AugmentSpec
 from engine.data.loading import batches_per_epoch, iterate_batches, load_dataset, normalize
-from engine.data.registry import DATASETS, SHAPE_CLASSES, DatasetUnavailable, dataset_info
+from engine.datasets import DATASETS, SHAPE_CLASSES, DatasetUnavailable, dataset_info
 from engine.data.shapes import generate_shapes
 
 

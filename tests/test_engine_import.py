@@ -1,5 +1,10 @@
 """The engine never imports streamlit (the workers and the CLI import it), Captum stays inside the explain
-package, and the shared vocabulary (engine.records) and the dataset registry import neither torch nor streamlit. Checked in a fresh interpreter, where sys.modules shows what an import really pulled in.
+package, the shared vocabulary (engine.records) and the dataset registry (engine.datasets) import neither torch
+nor streamlit, and the explain package's face imports nothing. Checked in a fresh interpreter, where sys.modules
+shows what an import really pulled in.
+
+The import graph, read from the source (every import, at the top or inside a function): no circle, the engine
+never imports the app, and no engine module imports from a floor above its own (ENGINE_FLOORS).
 """
 
 from __future__ import annotations
@@ -42,9 +47,17 @@ def test_import_engine_and_the_cli_stay_cheap():
 @pytest.mark.timeout(60)
 def test_the_shared_vocabulary_and_the_dataset_registry_are_torch_free():
     # every page imports them: knowing what "interrupted" means must not cost torch's seconds
-    modules = _modules_after_import("import engine.records, engine.data.registry, engine.config")
-    assert {"engine.records", "engine.data.registry"} <= modules
+    modules = _modules_after_import("import engine.records, engine.datasets, engine.config")
+    assert {"engine.records", "engine.datasets"} <= modules
     assert not {"torch", "numpy", "pandas", "streamlit"} & modules
+
+
+@pytest.mark.timeout(60)
+def test_importing_the_explain_package_costs_no_torch():
+    # the package face registers nothing: explain() finds the token explainer itself when it meets token ids
+    modules = _modules_after_import("import engine.explain")
+    assert "engine.explain" in modules
+    assert not {"torch", "captum", "engine.explain.text", "engine.explain.methods"} & modules
 
 
 def _import_graph() -> dict[str, set[str]]:
@@ -97,3 +110,56 @@ def test_the_engine_never_imports_the_app():
     graph = _import_graph()
     assert not {(m, t) for m, targets in graph.items() if m.startswith("engine") for t in targets
                 if t.startswith("app")}
+
+
+# The engine's floors, lowest first. A module imports only from its own floor or the floors below (at the top or
+# inside a function: the AST shows both), so each floor can be read and tested without the ones above it. Every
+# engine module must be placed here: a new one is put on its floor on purpose.
+ENGINE_FLOORS: list[tuple[str, ...]] = [
+    # ground: torch-free vocabulary every layer shares (run statuses, metric keys and artifact names, the dataset
+    # registry, paths, the run config, class-mode actors, the sanity check's verdict) and the package face
+    ("engine", "engine.records", "engine.datasets", "engine.paths", "engine.config", "engine.classroom",
+     "engine.sanity_check"),
+    # text as data (corpus, readers, vocabulary, the text models): a source that engine.data loads, never its user
+    ("engine.text",),
+    # the data the loop eats, and the diagnostics it runs on a model (evaluation, recipe checks, layer statistics)
+    ("engine.data", "engine.diagnostics"),
+    # the loop and its collaborators; race and lessons describe runs to launch and read back results through a
+    # runner and a store they are handed, so they need nothing above
+    ("engine.train", "engine.models", "engine.optim", "engine.grads", "engine.checkpoints", "engine.sinks",
+     "engine.stopping", "engine.validation", "engine.race", "engine.lessons"),
+    # explanations: of a trained run's model, rebuilt from its checkpoint (engine.checkpoints.load_run_model), so
+    # explain/ sits above the loop rather than beside data/ and text/
+    ("engine.explain",),
+    # running runs: the store, the runner and the workers, which call the loop (engine.runs.jobs -> train)
+    ("engine.runs",),
+    # the command line over all of it
+    ("engine.cli", "engine.__main__"),
+]
+
+
+def _floor_of(module: str) -> int | None:
+    # the most specific name wins: "engine" is the ground floor's package face, "engine.text.vocab" is text/'s
+    matches = [(len(name), index) for index, names in enumerate(ENGINE_FLOORS) for name in names
+               if module == name or (name != "engine" and module.startswith(name + "."))]
+    return max(matches)[1] if matches else None
+
+
+def test_every_engine_module_has_a_floor():
+    graph = _import_graph()
+    assert not sorted(m for m in graph if m.startswith("engine") and _floor_of(m) is None)
+
+
+def test_no_engine_module_imports_from_a_floor_above_its_own():
+    graph = _import_graph()
+    upward = sorted(f"{module} (floor {_floor_of(module)}) -> {target} (floor {_floor_of(target)})"
+                    for module, targets in graph.items() if module.startswith("engine")
+                    for target in targets if _floor_of(target) > _floor_of(module))
+    assert not upward, "imports up a floor:\n" + "\n".join(upward)
+
+
+def test_the_config_and_the_text_package_never_reach_into_engine_data():
+    # the dataset registry they need is on the ground floor (engine.datasets)
+    graph = _import_graph()
+    assert not {(m, t) for m, targets in graph.items() if m == "engine.config" or m.startswith("engine.text")
+                for t in targets if t.startswith("engine.data.")}

@@ -17,7 +17,7 @@ from explain_helpers import quick_convnet
 
 from engine.checkpoints import INITIAL_EPOCH, history_epochs, initial_path, load_checkpoint, resolve
 from engine.data.loading import load_dataset, normalize
-from engine.data.registry import dataset_info
+from engine.datasets import dataset_info
 from engine import sanity_check as sanity
 from engine.explain.geometry import Geometry, place, trace_geometry
 from engine.explain.images import decode_image, input_spec

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine.data.loading import load_dataset, load_run_split
-from engine.data.registry import DatasetUnavailable
+from engine.datasets import DatasetUnavailable
 from engine.config import RunConfig
 from engine.text.corpus import NEGATORS, NEGATIVE, POSITIVE, CorpusOptions, generate_corpus, label_of
 from engine.text.readers import read_ag_news, read_csv, read_imdb, read_sst2

@@ -5,6 +5,9 @@ attributions find the tokens that decide the label (the ground-truth relevance).
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,6 +56,22 @@ def test_integrated_gradients_are_complete_on_the_embedding(name):
         reference.embedding.weight.zero_()  # every token embedded as the <pad> vector, same lengths
         change = model(IDS)[:, 2] - reference(IDS)[:, 2]
     torch.testing.assert_close(scores.sum(1), change, rtol=0.02, atol=2e-3)
+
+
+@pytest.mark.timeout(120)
+def test_explain_finds_the_token_explainer_without_anyone_importing_it_first():
+    # a fresh interpreter: only engine.explain.methods is imported, as the CLI and the pages do
+    code = ("import sys, torch\n"
+            "from engine.explain.methods import explain\n"
+            "from engine.text.models import build_text_model\n"
+            "assert 'engine.explain.text' not in sys.modules\n"
+            "model = build_text_model('bow', vocab_size=12, num_classes=3, embed_dim=8, hidden=8).eval()\n"
+            "scores = explain(model, torch.tensor([[5, 9, 3, 0]]), 1, 'saliency')\n"
+            "print(tuple(scores.shape), float(scores[0, 3]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["(1,", "4)", "0.0"]  # one score per token, 0 on padding
 
 
 def test_methods_that_do_not_apply_say_why():

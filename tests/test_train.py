@@ -23,7 +23,9 @@ from engine.config import RunConfig
 from engine.data.loading import normalize
 from engine.models import model_from_config
 from engine.grads import FlatGradients, clip_tensors
-from engine.train import EarlyStopping, MemorySink, evaluate, train
+from engine.stopping import EarlyStopping
+from engine.train import MemorySink, train
+from engine.validation import evaluate
 
 STEP_KEYS = set(records.STEP_KEYS)
 EPOCH_KEYS = records.EPOCH_KEYS - {"best_epoch"}  # best_epoch is logged once, at the end, with early stopping

@@ -12,7 +12,7 @@ from app.state import run_split
 from app.text import escape_md
 from engine import records
 from engine.config import RunConfig
-from engine.data.registry import dataset_info
+from engine.datasets import dataset_info
 from engine.records import ACTIVE, UNSUCCESSFUL, EvaluationReport, RunRecord, RunStatus
 from engine.runs.store import Store
 

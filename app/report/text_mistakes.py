@@ -12,7 +12,7 @@ from app.state import run_split
 from app.text import escape_md
 from app import report_figures as rf
 from engine.config import RunConfig
-from engine.data.registry import dataset_info
+from engine.datasets import dataset_info
 from engine.text.vocab import detokenize
 
 

@@ -44,7 +44,7 @@ if config is not None:
 @st.cache_data(show_spinner=False, max_entries=64)
 def parameter_count(dataset: str, model: str, hidden: int, depth: int, width: int, skip: bool, activation: str,
                     dropout: float) -> int:
-    from engine.data.registry import dataset_info
+    from engine.datasets import dataset_info
     from engine.models import build_model, count_parameters
 
     info = dataset_info(dataset)

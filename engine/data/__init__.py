@@ -1,1 +1,3 @@
-"""Datasets: the registry, the in-memory loader and batches, official-format readers, shapes, augmentation."""
+"""Datasets: the in-memory loader and batches, official-format readers, shapes, augmentation.
+
+The static facts of every dataset (the registry) live on the ground floor, in `engine.datasets`."""

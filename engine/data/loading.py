@@ -1,7 +1,8 @@
 """Datasets by name and the batches the training loop eats.
 
-The static facts of every dataset live in the torch-free `engine.data.registry`. `load_dataset` returns in-memory tensors in [0, 1] with a train/validation split
-and the per-channel mean/std; `iterate_batches` shuffles, augments and normalises them batch by batch.
+The static facts of every dataset live in the torch-free `engine.datasets`. `load_dataset` returns in-memory
+tensors in [0, 1] with a train/validation split and the per-channel mean/std; `iterate_batches` shuffles, augments
+and normalises them batch by batch.
 
 All the data of these datasets fits in memory (MNIST's 60k images are 190 MB as float32), so batches are
 indexed straight out of the tensors and augmented a whole batch at a time: one MNIST-5k epoch of the data path
@@ -25,7 +26,7 @@ import torch
 
 from engine.config import RunConfig
 from engine.data.augment import AugmentSpec, augment_batch
-from engine.data.registry import DATA_SEED, SHAPES_COUNT, DatasetInfo, DatasetUnavailable, dataset_info
+from engine.datasets import DATA_SEED, SHAPES_COUNT, DatasetInfo, DatasetUnavailable, dataset_info
 from engine.data.shapes import generate_shapes
 
 __all__ = ["DATA_SEED", "DatasetInfo", "DatasetSplit", "DatasetUnavailable", "batches_per_epoch", "channel_stats",
@@ -48,6 +49,13 @@ class DatasetSplit:
     # text datasets: x are int64 token ids [N, L] padded with 0, mean/std are empty, and this holds the
     # vocabulary and the ground truth (engine.text.datasets.TextExtras)
     text: object | None = None
+
+    def extra_val_metrics(self, model: torch.nn.Module, val_x: torch.Tensor, val_y: torch.Tensor) -> dict[str, float]:
+        """The validation metrics this dataset adds to every epoch's (sentiment: accuracy on its negation/contrast
+        sentences, `val_acc_hard`, and on the others, `val_acc_easy`); none for the others. The training loop calls
+        it for every dataset, so it needs to know none of them. `val_x`/`val_y`: this split's validation tensors,
+        on the model's device."""
+        return self.text.val_metrics(model, val_x, val_y) if self.text is not None else {}
 
 
 @lru_cache(maxsize=1)

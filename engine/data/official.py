@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from engine.data.registry import DatasetUnavailable, dataset_info
+from engine.datasets import DatasetUnavailable, dataset_info
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train_x uint8 [N,C,H,W], train_y, test_x, test_y
 

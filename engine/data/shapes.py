@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.data.registry import SHAPE_CLASSES
+from engine.datasets import SHAPE_CLASSES
 
 _RADIUS_RANGE = (0.18, 0.34)  # object radius as a fraction of the image side
 _BACKGROUND_NOISE = 0.10  # std of per-pixel noise on the background

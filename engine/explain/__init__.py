@@ -1,6 +1,5 @@
 """Explanations: Captum methods, their quality scores, rendering, image decoding and pretrained models.
 
-Importing the package registers token attributions (engine.explain.text) with `explain()`, so integer token ids
-are explained wherever `engine.explain.methods.explain` is called."""
-
-from engine.explain import text as _text  # noqa: F401 - registers itself with methods.INPUT_EXPLAINERS
+The package face imports nothing, so `import engine.explain` costs no torch. Token attributions
+(`engine.explain.text`) are found by `engine.explain.methods.explain` itself when it meets integer token ids (its
+`INPUT_EXPLAINERS` table), so text is explained wherever `explain()` is called."""

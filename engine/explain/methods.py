@@ -5,7 +5,7 @@ input value pushed the model towards `target`. Every method has defaults that wo
 (and on torchvision ImageNet models); a method that cannot apply to a model raises `NotApplicable` with a
 sentence a user can read, and `why_not(model, method)` asks the same question without computing anything.
 
-This module and `engine.explain.quality` are the only ones that import Captum.
+This module, `engine.explain.quality` and `engine.explain.text` are the only ones that import Captum.
 
 Threading: Captum's DeepLift, GuidedBackprop and Deconvolution attach hooks to the model's modules while they
 run, so two explanations of the *same model object* at once would see each other's hooks. Calls on one model
@@ -16,6 +16,7 @@ explain a copy of the model.
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 import threading
 import warnings
@@ -235,9 +236,21 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 # ---------------------------------------------------------------------------------------------------------
 
 
-# Explainers of inputs that are not images, as (accepts(inputs) -> bool, explain-like function): a module
-# registers itself here (engine.explain.text: integer token ids), so this one does not import it
-INPUT_EXPLAINERS: list[tuple[Callable[[Tensor], bool], Callable[..., Tensor]]] = []
+# Explainers of inputs that are not images, as (accepts(inputs) -> bool, "module:function" of an explain-like
+# function). Named, not imported: engine.explain.text imports this module (its guards, the image methods' titles),
+# so it is imported on the first input it accepts, and `import engine.explain` pays for neither.
+INPUT_EXPLAINERS: list[tuple[Callable[[Tensor], bool], str]] = [
+    (lambda inputs: not inputs.is_floating_point(), "engine.explain.text:explain_tokens"),  # integer token ids
+]
+
+
+def _input_explainer(inputs: Tensor) -> Callable[..., Tensor] | None:
+    """The explainer INPUT_EXPLAINERS names for `inputs` (imported on first use); None for images."""
+    for accepts, name in INPUT_EXPLAINERS:
+        if accepts(inputs):
+            module, function = name.split(":")
+            return getattr(importlib.import_module(module), function)
+    return None
 
 
 def get_method(name: str) -> Method:
@@ -286,9 +299,9 @@ def explain(model: nn.Module, inputs: Tensor, target: Target, method: str, *, de
     device; a different one explains a copy of the model there). `progress(fraction)` is called as forward
     passes complete. The result is detached, float32, on the device `inputs` came from.
     """
-    for accepts, explainer in INPUT_EXPLAINERS:  # other kinds of input: token ids (engine.explain.text)
-        if accepts(inputs):
-            return explainer(model, inputs, target, method, **params)
+    explainer = _input_explainer(inputs)  # other kinds of input: token ids (engine.explain.text)
+    if explainer is not None:
+        return explainer(model, inputs, target, method, **params)
     spec = get_method(method)
     p = resolve_params(method, params)
     reason = why_not(model, method, p)

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 import warnings
 
-from engine.explain.methods import INPUT_EXPLAINERS, NotApplicable, _eval_mode, _model_lock, _rnn_backward_ok, _seeded
+from engine.explain.methods import NotApplicable, _eval_mode, _model_lock, _rnn_backward_ok, _seeded
 from engine.text.vocab import PAD_ID, UNK_ID
 
 
@@ -204,10 +204,6 @@ def explain_tokens(model: nn.Module, ids: Tensor, target, method: str, **params:
         result = spec.run(model, batch, target, p)
     result = (result.detach().float() * _real(batch)).to(ids.device)
     return result[0] if single else result
-
-
-# token ids are integers: engine.explain.methods.explain hands them here
-INPUT_EXPLAINERS.append((lambda inputs: not inputs.is_floating_point(), explain_tokens))
 
 
 @torch.no_grad()

@@ -15,7 +15,8 @@ from typing import Callable
 
 from engine.config import RunConfig
 from engine.records import LR_FIND, OVERFIT_ONE_BATCH, RunKind, RunRecord, RunStatus
-from engine.train import Sink, pick_device, train
+from engine.sinks import Sink
+from engine.train import pick_device, train
 
 
 def job_device(config: RunConfig, worker_device: str) -> str:
@@ -94,7 +95,7 @@ def _probe_job(run: RunRecord, config: RunConfig, sink: Sink, should_stop: Calla
 def _train_job(run: RunRecord, config: RunConfig, sink: Sink, should_stop: Callable[[], bool],
                device: str) -> tuple[RunStatus, str | None]:
     from engine import checkpoints
-    from engine.data.registry import DatasetUnavailable
+    from engine.datasets import DatasetUnavailable
 
     run_id = run["run_id"]
     resume_path = None

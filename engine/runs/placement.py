@@ -12,8 +12,7 @@ import os
 import time
 
 from engine.paths import trainlens_home
-
-PLACEMENT = "placement"  # the artifact's name (engine.runs.ray_remote files it)
+from engine.records import PLACEMENT
 CLUSTER_FILE = "ray_cluster.json"
 
 

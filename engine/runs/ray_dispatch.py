@@ -30,8 +30,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from engine.paths import checkpoint_dir, logs_dir
-from engine.runs.placement import PLACEMENT, write_cluster
-from engine.records import RunRecord, RunStatus
+from engine.runs.placement import write_cluster
+from engine.records import PLACEMENT, RAY_ATTEMPTS, RunRecord, RunStatus
 from engine.runs.executor import ray_address, ray_retries, require_ray
 from engine.runs.procs import pid_alive, touch_pulse
 from engine.runs.store import Store
@@ -41,7 +41,6 @@ from engine.runs.worker import HEARTBEAT_S, STORE_BUSY_TIMEOUT_S, WRITE_PATIENCE
 TICK_S = 0.2
 CONNECT_TIMEOUT_S = float(os.environ.get("TRAINLENS_RAY_CONNECT_TIMEOUT_S", "60"))
 CLUSTER_EVERY_S = 5.0
-ATTEMPTS = "ray_attempts"  # artifact: why earlier attempts of a run ended (worker or node lost)
 _CHECKPOINT_NAME = re.compile(r"^(epoch_\d+|best)\.safetensors$")  # the only files a task may send back
 
 
@@ -263,7 +262,7 @@ class Dispatcher:
         fence = (run_id, dispatched.lease)
         retry = len(history) <= self.retries and not self.stop.is_set()
         try:
-            retry_locked(lambda: self.store.put_artifact(run_id, ATTEMPTS, history, fence=fence),
+            retry_locked(lambda: self.store.put_artifact(run_id, RAY_ATTEMPTS, history, fence=fence),
                          give_up_after_s=WRITE_PATIENCE_S)
         except Exception:
             pass  # the run was deleted or taken: nothing to record

@@ -21,8 +21,7 @@ import threading
 import time
 import traceback
 
-from engine.records import RunRecord
-from engine.runs.placement import PLACEMENT
+from engine.records import PLACEMENT, RAY_TRACEBACK, RunRecord
 
 PUSH_S = 0.25
 
@@ -63,7 +62,7 @@ class RelaySink:
         self._thread = threading.Thread(target=self._push_loop, name=f"relay-{run_id}", daemon=True)
         self._thread.start()
 
-    # ---- the Sink protocol (engine.train.Sink) ----
+    # ---- the Sink protocol (engine.sinks.Sink) ----
     def log(self, step, epoch, values):
         self._add(("log", int(step), int(epoch), {k: float(v) for k, v in values.items()}))
 
@@ -153,7 +152,7 @@ def train_on_ray(run: RunRecord, channel, shipped: dict[str, bytes]) -> tuple[st
             status, error = run_job(run, sink, sink.should_stop, device)
         except Exception as exc:  # a bug or bad data fails the run, with the traceback for the log
             status, error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
-            sink.artifact("ray_traceback", traceback.format_exc()[-4000:])
+            sink.artifact(RAY_TRACEBACK, traceback.format_exc()[-4000:])
         return str(status), error
     finally:
         sink.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.data.registry import SENTIMENT_COUNT, DatasetUnavailable, dataset_info
+from engine.datasets import SENTIMENT_COUNT, DatasetUnavailable, dataset_info
 from engine.text.corpus import CorpusOptions, generate_corpus
 from engine.text.readers import TextData, read_ag_news, read_csv, read_imdb, read_sst2
 from engine.text.vocab import Vocab, chars_of_words, tokenize
@@ -53,6 +53,11 @@ class TextExtras:
     val_relevance: list[tuple[bool, ...]] | None  # sentiment: per token, whether it decides the label
     val_hard: torch.Tensor | None  # sentiment: bool [M], the sentence is negated or a contrast
     notes: list[str]
+
+    def val_metrics(self, model: torch.nn.Module, val_x: torch.Tensor, val_y: torch.Tensor) -> dict[str, float]:
+        """What the split adds to validation (`DatasetSplit.extra_val_metrics`): the subset accuracies where the
+        ground truth marks the negation/contrast sentences (sentiment), nothing for the other corpora."""
+        return subset_accuracy(model, val_x, val_y, self.val_hard) if self.val_hard is not None else {}
 
 
 @lru_cache(maxsize=4)

@@ -21,7 +21,7 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.data.registry import DatasetUnavailable
+from engine.datasets import DatasetUnavailable
 
 MAX_CSV_BYTES = 200 * 2**20  # 200 MB: far more than a class needs, far less than a worker's memory
 LABEL_NAMES = ("label", "labels", "sentiment", "class", "category", "target", "y")

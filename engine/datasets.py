@@ -1,7 +1,8 @@
 """The dataset registry: the static facts of every dataset, known without loading anything.
 
 Torch-free and numpy-free, so `engine.config` validates dataset names and the pages list datasets without
-paying for torch. The loaders in `engine.data.loading` and `engine.data.official` read it; it imports neither.
+paying for torch. It sits on the engine's ground floor with `records` and `config`: the loaders in `engine.data`
+and `engine.text` read it, and it imports nothing of the engine.
 """
 
 from __future__ import annotations
