@@ -1,4 +1,4 @@
-"""`python -m engine`: the TrainLens command line (see engine/cli.py)."""
+"""`python -m engine`: the TrainLens command line (see engine/cli/)."""
 
 import sys
 

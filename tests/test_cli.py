@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 from conftest import engine_env
 
-from engine.cli import SUMMARY_HEADER, main
+from engine.cli import main
+from engine.cli.tables import SUMMARY_HEADER
 from engine.config import RunConfig
 from engine.records import STEP_KEYS, TERMINAL
 from engine.runs.store import Store
