@@ -6,7 +6,7 @@ one refresh tick: building the loss (smoothing 0.6), lr, grad_norm and val_acc f
 serialising each with fig.to_json(), as Streamlit does before sending them to the browser.
 Prints the median milliseconds per tick, the split per figure, and the points sent per trace.
 Then the whole server-side tick of the page as it runs: the same data in a real SQLite store, and per tick
-the runs query, the metrics read through app.metrics_cache.MetricsCache (only the keys each chart draws, long
+the runs query, the metrics read through app.server.metrics_cache.MetricsCache (only the keys each chart draws, long
 histories at its coarse level), every chart of the Compare page (its CSV data is made on click, not per
 tick), the clipped-fraction chart and the final-metrics table. The cold tick is a fresh server's first (an empty
 cache; median over --repeats fresh caches), the warm tick one with 100 new steps per run since the last (median
@@ -30,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.figures import ChartOptions, metric_figure  # noqa: E402
+from app.charts.metrics import ChartOptions, metric_figure  # noqa: E402
 
 STEPS_PER_EPOCH = 1000
 BATCH = 64
@@ -129,8 +129,8 @@ def page_tick(cache, store, run_ids: list[str], x_axis: str, smoothing: float) -
     CSV data is made when its button is clicked, not per refresh. Returns the points plotted."""
     from dataclasses import replace
 
-    from app.figures import ChartOptions, clipped_fraction_figure, final_metrics_table, metric_figure_and_curves
-    from app.series import chart_keys
+    from app.charts.metrics import ChartOptions, clipped_fraction_figure, final_metrics_table, metric_figure_and_curves
+    from app.charts.series import chart_keys
     from engine.records import is_epoch_level
 
     runs_now = store.list_runs(kind="train")
@@ -163,7 +163,7 @@ def store_ticks(metrics: pd.DataFrame, runs: pd.DataFrame, repeats: int, x_axis:
     cache empty) and warm (100 new steps per run between ticks, only those read)."""
     import tempfile
 
-    from app.metrics_cache import MetricsCache
+    from app.server.metrics_cache import MetricsCache
     from engine.config import RunConfig
     from engine.runs.store import Store
 

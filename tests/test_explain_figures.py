@@ -1,4 +1,4 @@
-"""Tests of app.explain_figures: the Explain page's figures and tables, from plain arrays and frames.
+"""Tests of app.charts.explain: the Explain page's figures and tables, from plain arrays and frames.
 
 Each figure is checked through what the browser receives (traces, their categories and values, the axes);
 tables against the inputs they summarise.
@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from app.explain_figures import (
+from app.charts.explain import (
     class_label,
     epochs_figure,
     misclassified_table,
@@ -117,6 +117,6 @@ def test_epochs_figure_marks_the_shown_epoch():
 
 
 def test_module_stays_light():
-    code = "import sys, app.explain_figures; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
+    code = "import sys, app.charts.explain; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"

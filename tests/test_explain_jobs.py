@@ -1,4 +1,4 @@
-"""Tests of app.explain_jobs.JobBoard: background jobs keyed by what they compute, shared across threads.
+"""Tests of app.server.explain_jobs.JobBoard: background jobs keyed by what they compute, shared across threads.
 
 Jobs are plain functions gated by threading.Events, so each test decides when a job runs, reports and ends.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.explain_jobs import DONE, FAILED, QUEUED, RUNNING, JobBoard
+from app.server.explain_jobs import DONE, FAILED, QUEUED, RUNNING, JobBoard
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 10.0  # seconds: generous, a job here takes microseconds once released
@@ -142,6 +142,6 @@ def test_a_resubmitted_key_keeps_its_own_progress():
 
 
 def test_module_stays_light():
-    code = "import sys, app.explain_jobs; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
+    code = "import sys, app.server.explain_jobs; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""Tests of app.figures: colours, metric figures, the CSV of plotted points, summary table.
+"""Tests of app.charts.metrics: colours, metric figures, the CSV of plotted points, summary table.
 
 Tiny synthetic runs in the store's long format; figures are checked through their trace arrays
 (what the browser receives), against independent computations (loops, pandas, numpy).
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.figures import (
+from app.charts.metrics import (
     PALETTE,
     ChartOptions,
     clipped_fraction,
@@ -70,7 +70,7 @@ def make_runs(n_steps=400, seeds=(0, 1, 2), optimizers=("adam", "sgd"), averaged
 
 
 def loop_smoothing(values, weight):
-    """TensorBoard's debiased EMA as a plain loop (independent of app.series)."""
+    """TensorBoard's debiased EMA as a plain loop (independent of app.charts.series)."""
     last, n, out = 0.0, 0, []
     for v in values:
         if not math.isfinite(v):
@@ -101,7 +101,7 @@ def test_run_colors_stable_distinct_and_order_free():
 
 def test_run_colors_same_across_processes():
     # no salted hash(): a restarted server must paint a run the same colour
-    code = "from app.figures import run_colors; print(run_colors(['a', 'b', 'c']))"
+    code = "from app.charts.metrics import run_colors; print(run_colors(['a', 'b', 'c']))"
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={"PYTHONHASHSEED": seed, "PATH": ""}, cwd=ROOT).stdout for seed in ("1", "2")}
     assert len(outputs) == 1
@@ -300,7 +300,7 @@ def test_lr_schedule_figure():
 
 
 def test_modules_stay_light():
-    code = "import sys, app.figures, app.series; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
+    code = "import sys, app.charts.metrics, app.charts.series; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 
@@ -338,7 +338,7 @@ def test_a_single_point_has_a_marker_and_an_empty_chart_says_it_waits():
 
 
 def test_log_axes_get_1_2_5_ticks_with_their_decade():
-    from app.figures import log_ticks
+    from app.charts.metrics import log_ticks
 
     assert log_ticks(np.array([0.08, 3.0])) == [0.1, 0.2, 0.5, 1.0, 2.0]
     assert log_ticks(np.array([1e-6, 1e3])) == [1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
@@ -348,7 +348,7 @@ def test_log_axes_get_1_2_5_ticks_with_their_decade():
 
 
 def test_the_palette_has_no_pale_colours():
-    from app.palette import contrast_on_white, shade
+    from app.charts.palette import contrast_on_white, shade
 
     assert min(contrast_on_white(c) for c in PALETTE) >= 2.2
     assert contrast_on_white("#edc948") < 2.0  # the pale yellow it replaced
@@ -366,7 +366,7 @@ def test_wall_time_is_measured_from_the_run_start_on_step_and_epoch_charts():
 
 
 def test_per_layer_figure_orders_layers_input_first_and_averages_seeds():
-    from app.figures import per_layer_figure
+    from app.charts.metrics import per_layer_figure
 
     layers = ["stem.0.weight", "blocks.0.conv1.weight", "fc.weight"]
     rows, next_id = [], 0
@@ -389,9 +389,9 @@ def test_per_layer_figure_orders_layers_input_first_and_averages_seeds():
 
 
 def test_an_unchecked_figure_is_the_checked_one(monkeypatch):
-    """The server builds metric charts without Plotly's property checks (app.figures.VALIDATE): the JSON sent must
-    mean exactly what the checked figure's does."""
-    from app import figures
+    """The server builds metric charts without Plotly's property checks (app.charts.metrics.VALIDATE): the JSON sent
+    must mean exactly what the checked figure's does."""
+    from app.charts import metrics as figures
 
     assert figures.VALIDATE  # the tests check every figure (tests/conftest.py)
     rng = np.random.default_rng(0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from app import presentation
-from app.figures import ChartOptions, metric_figure
+from app.charts.metrics import ChartOptions, metric_figure
+from app.ui import presentation
 from test_figures import make_runs
 
 
@@ -44,7 +44,7 @@ def test_a_shared_figure_is_styled_once_per_mode_on_a_copy_dropped_with_it():
 
     import plotly.graph_objects as go
 
-    from app import presentation
+    from app.ui import presentation
 
     figure = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))
     plain, again, projector = (presentation.styled(figure, False), presentation.styled(figure, False),

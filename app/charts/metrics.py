@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.text import plotly_text
-from app.series import (
+from app.charts.text import plotly_text
+from app.charts.series import (
     X_TITLES,
     band_across,
     downsample_indices,
@@ -28,7 +28,7 @@ from app.series import (
     run_series,
     smooth_ema,
 )
-from app.palette import PALETTE, family_colors
+from app.charts.palette import PALETTE, family_colors
 from engine.records import AVERAGED_PREFIXES, epoch_label, is_epoch_level
 
 # Plotly checks every property of a figure as it is built: ~30 ms for a chart of 16 lines of 1,000 points, ~4 ms

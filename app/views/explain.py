@@ -5,9 +5,9 @@ the model gets wrong, or an example from assets/. The page shows the input as th
 predictions; then one map per chosen method (heatmap and overlay, with quality scores and time taken), the
 map across the run's checkpoints, and the model-randomization sanity check.
 
-Light methods run inline; heavy ones (many forward passes) run on the server's job board (app/explain_jobs.py),
+Light methods run inline; heavy ones (many forward passes) run on the server's job board (app/server/explain_jobs.py),
 on a copy of the model on the run's device, and a fragment polls their progress, so the page never blocks. The
-figures and tables are built in app/explain_figures.py; this script holds the selection, the caching and the
+figures and tables are built in app/charts/explain.py; this script holds the selection, the caching and the
 layout. Session state holds ids and plain values only; models and tensors live in st.cache_resource /
 st.cache_data.
 """
@@ -22,7 +22,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from app.explain_figures import (
+from app.charts.explain import (
     class_label,
     epochs_figure,
     misclassified_table,
@@ -33,11 +33,11 @@ from app.explain_figures import (
     topk_figure,
     topk_table,
 )
-from app.explain_jobs import FINISHED, JobBoard
-from app.presentation import plotly_chart
-from app.own_model_form import own_model_form
-from app.state import get_store
-from app.text import escape_md
+from app.charts.text import escape_md
+from app.explain.own_model_form import own_model_form
+from app.server.explain_jobs import FINISHED, JobBoard
+from app.ui.presentation import plotly_chart
+from app.ui.state import get_store
 from engine.checkpoints import history_epochs, list_epochs, resolve
 from engine import sanity_check as sanity
 from engine.explain import pretrained, reading
@@ -199,7 +199,7 @@ if source == "Training run":
     which = ckpt_col.selectbox("Checkpoint", ["best", "last", *map(str, history_epochs(run_id))],
                                key=f"explain_ckpt_{run_id}", format_func=checkpoint_label)
     checkpoint = resolve(run_id, checkpoint_key(which))
-    from app.text_explain import checkpoint_is_text, text_explain_section  # text runs: tokens, not images
+    from app.explain.text_explain import checkpoint_is_text, text_explain_section  # text runs: tokens, not images
 
     if checkpoint_is_text(str(checkpoint), checkpoint.stat().st_mtime_ns):
         text_explain_section(run_id, which, checkpoint.stat().st_mtime_ns)

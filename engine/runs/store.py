@@ -590,9 +590,9 @@ class Store:
             return self.conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
         return self.conn.execute("SELECT COUNT(*) FROM metrics WHERE run_id=?", (run_id,)).fetchone()[0]
 
-    # The dashboard's metrics cache (app/metrics_cache.py) reads through the next five: bounded by what a chart draws,
-    # never a long history row by row. `+id` keeps SQLite on the (run_id, key, step) index: with a bound on id it would
-    # otherwise pick metrics_run(run_id, id) and visit every row of the run.
+    # The dashboard's metrics cache (app/server/metrics_cache.py) reads through the next five: bounded by what a chart
+    # draws, never a long history row by row. `+id` keeps SQLite on the (run_id, key, step) index: with a bound on id
+    # it would otherwise pick metrics_run(run_id, id) and visit every row of the run.
     def last_metric_id(self, run_id: str) -> int:
         """The id of the run's newest metric row, 0 when it has none (a reader's snapshot bound)."""
         row = self.conn.execute("SELECT MAX(id) FROM metrics WHERE run_id=?", (run_id,)).fetchone()
