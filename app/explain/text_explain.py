@@ -1,7 +1,7 @@
 """The Explain page for text runs: type a sentence (or pick a validation one, misclassified first), see the
 prediction and each method's token attributions as the sentence shaded token by token, with their quality.
 
-`app/views/explain.py` hands a run over here when its dataset is text. Every token is escaped before it is
+`app/explain/subject.py` hands a run over here when its dataset is text. Every token is escaped before it is
 drawn (app/charts/text_tokens.py); tables and captions show users' text through st.dataframe and escaped markdown.
 Quality: on `sentiment`, agreement with the ground-truth deciding tokens (precision of the top-k, pointing
 game, top-2 hit); on any sentence, the deletion curve (target probability as tokens become <unk>, most
