@@ -1,4 +1,5 @@
-"""Tests of app.charts.metrics: colours, metric figures, the CSV of plotted points, summary table.
+"""Tests of app.charts.metrics and the run colours (app.charts.palette): metric figures, the CSV of plotted points,
+summary table.
 
 Tiny synthetic runs in the store's long format; figures are checked through their trace arrays
 (what the browser receives), against independent computations (loops, pandas, numpy).
@@ -19,7 +20,6 @@ import pandas as pd
 import pytest
 
 from app.charts.metrics import (
-    PALETTE,
     ChartOptions,
     clipped_fraction,
     clipped_fraction_figure,
@@ -28,8 +28,8 @@ from app.charts.metrics import (
     metric_figure,
     metric_figure_with_data,
     plotted_data,
-    run_colors,
 )
+from app.charts.palette import PALETTE, run_colors
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 50
@@ -101,7 +101,7 @@ def test_run_colors_stable_distinct_and_order_free():
 
 def test_run_colors_same_across_processes():
     # no salted hash(): a restarted server must paint a run the same colour
-    code = "from app.charts.metrics import run_colors; print(run_colors(['a', 'b', 'c']))"
+    code = "from app.charts.palette import run_colors; print(run_colors(['a', 'b', 'c']))"
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={"PYTHONHASHSEED": seed, "PATH": ""}, cwd=ROOT).stdout for seed in ("1", "2")}
     assert len(outputs) == 1

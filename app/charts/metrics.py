@@ -1,4 +1,4 @@
-"""Plotly figure builders for the live curves and the run comparison, and the run colours.
+"""Plotly figure builders for the live curves and the run comparison.
 
 Pure functions, DataFrame in and plotly Figure out, so tests check them without a browser; no
 streamlit, no torch. A chart is first described as a list of `Curve`s (exactly the points that
@@ -9,16 +9,15 @@ drawn (x axis, smoothing, grouping...) is one `ChartOptions` value that both tak
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.charts.text import plotly_text
+from app.charts.palette import PALETTE, run_colors, seed_shaded_colors
 from app.charts.series import (
     X_TITLES,
     band_across,
@@ -28,7 +27,7 @@ from app.charts.series import (
     run_series,
     smooth_ema,
 )
-from app.charts.palette import PALETTE, family_colors
+from app.charts.text import plotly_text
 from engine.records import AVERAGED_PREFIXES, epoch_label, is_epoch_level
 
 # Plotly checks every property of a figure as it is built: ~30 ms for a chart of 16 lines of 1,000 points, ~4 ms
@@ -60,33 +59,6 @@ METRIC_TITLES = {
 }
 _PRIMARY_DASHES = ("solid", "longdash", "dashdot", "longdashdot")  # one per requested key
 _AVERAGED_DASHES = {"ema_": "dash", "swa_": "dot"}  # EMA/SWA twins drawn dashed beside the raw key
-
-
-def run_colors(ids: Iterable[str]) -> dict[str, str]:
-    """A hex colour per id, the same in every chart and on every re-render.
-
-    Each id prefers the palette slot given by a stable hash of the id (not Python's salted
-    hash()). Within one call, ids are placed in sorted order, so the result does not depend on the
-    order of the list; an id whose slot is taken moves to the next free slot, so up to
-    len(PALETTE) ids are always distinct (beyond that, colours repeat).
-    """
-    colors: dict[str, str] = {}
-    taken: set[int] = set()
-    pending = []
-    for run_id in sorted(set(map(str, ids))):
-        slot = int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=4).digest(), "big") % len(PALETTE)
-        if slot in taken:
-            pending.append((run_id, slot))
-        else:
-            taken.add(slot)
-            colors[run_id] = PALETTE[slot]
-    for run_id, slot in pending:
-        if len(taken) < len(PALETTE):
-            while slot in taken:
-                slot = (slot + 1) % len(PALETTE)
-            taken.add(slot)
-        colors[run_id] = PALETTE[slot]
-    return colors
 
 
 def metric_title(key: str, labels: Mapping[str, str] | None = None) -> str:
@@ -181,7 +153,7 @@ def _curves(
         return _band_curves(series, runs_df, group_by, dashes, label, smoothing, options.band, max_points)
 
     names = {str(r): str(n) for r, n in zip(runs_df["run_id"], runs_df["name"])}
-    colors = _seed_shaded_colors(runs_df, list(names) + [s.run_id for s in series])
+    colors = seed_shaded_colors(runs_df, list(names) + [s.run_id for s in series])
     position = {run_id: i for i, run_id in enumerate(names)}  # legend follows the runs table
     curves = []
     for s in sorted(series, key=lambda s: position.get(s.run_id, len(position))):
@@ -205,23 +177,6 @@ def _curves(
                     Curve(name, s.run_id, s.key, "best_epoch", s.x[at[-1:]], s.y[at[-1:]], colors[s.run_id])
                 )
     return curves
-
-
-_NOT_A_SETTING = ("cfg.seed", "cfg.name", "cfg.group")
-
-
-def _seed_shaded_colors(runs_df: pd.DataFrame, run_ids: list[str]) -> dict[str, str]:
-    """run_colors, except that runs with the same config but for the seed share one hue in shades (a race's seeds)."""
-    settings = [c for c in runs_df.columns if c.startswith("cfg.") and c not in _NOT_A_SETTING]
-    if not settings or "cfg.seed" not in runs_df.columns:
-        return run_colors(run_ids)
-    families = {str(r): "|".join(map(str, values))
-                for r, *values in zip(runs_df["run_id"], *(runs_df[c] for c in settings))}
-    keys = sorted({families.get(r, r) for r in run_ids})
-    if len(keys) == len(set(run_ids)):  # no seeds to shade: each run keeps its own stable colour
-        return run_colors(run_ids)
-    # families take the palette in order (its first hues are the most distinct), the same on every chart of a page
-    return family_colors(run_ids, families, {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(keys)})
 
 
 def _band_curves(series, runs_df, group_by, dashes, label, smoothing, band, max_points) -> list[Curve]:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.charts.metrics import PALETTE
+from app.charts.palette import PALETTE
 from app.charts.series import downsample
 from engine.records import UPDATE_RATIO_REFERENCE
 
