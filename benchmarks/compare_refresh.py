@@ -30,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.charts.metrics import ChartOptions, metric_figure  # noqa: E402
+from app.charts.metrics import ChartOptions, metric_chart  # noqa: E402
 
 STEPS_PER_EPOCH = 1000
 BATCH = 64
@@ -86,7 +86,7 @@ def refresh(metrics: pd.DataFrame, runs: pd.DataFrame, timings: dict[str, list[f
     sent = {}
     for key, smoothing in CHARTS:
         start = time.perf_counter()
-        fig = metric_figure(metrics, runs, key, ChartOptions(smoothing=smoothing, max_points=1000))
+        fig = metric_chart(metrics, runs, key, ChartOptions(smoothing=smoothing, max_points=1000)).figure
         payload = fig.to_json()
         timings[key].append(time.perf_counter() - start)
         sent[key] = (max(len(trace.x) for trace in fig.data), len(payload))
@@ -129,7 +129,7 @@ def page_tick(cache, store, run_ids: list[str], x_axis: str, smoothing: float) -
     CSV data is made when its button is clicked, not per refresh. Returns the points plotted."""
     from dataclasses import replace
 
-    from app.charts.metrics import ChartOptions, clipped_fraction_figure, final_metrics_table, metric_figure_and_curves
+    from app.charts.metrics import ChartOptions, clipped_fraction_figure, final_metrics_table, metric_chart
     from app.charts.series import chart_keys
     from engine.records import is_epoch_level
 
@@ -147,9 +147,9 @@ def page_tick(cache, store, run_ids: list[str], x_axis: str, smoothing: float) -
         if all(is_epoch_level(k) for k in keys):
             chart_options = replace(chart_options, smoothing=0.0)
         frame = cache.get(run_ids, versions, chart_keys(keys, chart_options.x_axis))
-        figure, curves = metric_figure_and_curves(frame, selected, keys if len(keys) > 1 else keys[0], chart_options)
-        figure.to_json()
-        points += sum(len(curve.x) for curve in curves)
+        built = metric_chart(frame, selected, keys if len(keys) > 1 else keys[0], chart_options)
+        built.figure.to_json()
+        points += sum(len(curve.x) for curve in built.curves)
     clipped = cache.get(run_ids, versions, chart_keys(["clipped"], x_axis))
     if clipped.loc[clipped["key"] == "clipped", "value"].max() > 0:
         clipped_fraction_figure(clipped, selected, 100, options).to_json()

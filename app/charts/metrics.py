@@ -1,10 +1,11 @@
 """Plotly figure builders for the live curves and the run comparison.
 
 Pure functions, DataFrame in and plotly Figure out, so tests check them without a browser; no
-streamlit, no torch. A chart is first described as a list of `Curve`s (exactly the points that
-will be drawn, already smoothed and downsampled); `metric_figure` turns them into traces and
-`plotted_data` into the table offered as a CSV download, so the two always agree. How a chart is
-drawn (x axis, smoothing, grouping...) is one `ChartOptions` value that both take.
+streamlit, no torch. `metric_chart` is the one builder of a metric chart: it first describes the chart as a list of
+`Curve`s (exactly the points that will be drawn, already smoothed and downsampled), then turns them into traces;
+the same curves give the table offered as a CSV download (`MetricChart.data`), so the two always agree. How a
+chart is drawn (x axis, smoothing, grouping...) is one `ChartOptions` value. Also here: the clipped-fraction chart,
+the final-metrics table, the learning-rate schedule preview and the per-layer chart of the lessons.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def metric_title(key: str, labels: Mapping[str, str] | None = None) -> str:
 
 @dataclass(frozen=True)
 class ChartOptions:
-    """How a metric chart is drawn; the same value gives metric_figure and plotted_data the same points.
+    """How a metric chart is drawn (metric_chart): its figure and its CSV data hold the same points.
 
     x_axis: step, epoch, examples or wall_time. smoothing in [0, 1): TensorBoard's debiased EMA,
     drawn solid over the faint raw series; it runs on the full series, then each trace is
@@ -202,33 +203,29 @@ def _band_curves(series, runs_df, group_by, dashes, label, smoothing, band, max_
     return curves
 
 
-def plotted_data(
-    metrics_df: pd.DataFrame,
-    runs_df: pd.DataFrame,
-    key: str | Sequence[str],
-    options: ChartOptions = ChartOptions(),
-) -> pd.DataFrame:
-    """Exactly the points metric_figure (same arguments) draws, long format, for the CSV download.
+@dataclass(frozen=True)
+class MetricChart:
+    """A metric chart as `metric_chart` builds it: the figure, and the curves it draws (exactly its points)."""
 
-    Columns: series, run_id (or group), key, kind (raw, smoothed, mean, best_epoch), x, y, and the
-    band's lower/upper (NaN outside bands).
-    """
-    return curves_table(_curves(metrics_df, runs_df, key, options))
+    figure: go.Figure
+    curves: list[Curve]
 
-
-def curves_table(curves: list[Curve]) -> pd.DataFrame:
-    columns = ["series", "run_id", "key", "kind", "x", "y", "lower", "upper"]
-    frames = [
-        pd.DataFrame(
-            {
-                "series": c.series, "run_id": c.run_id, "key": c.key, "kind": c.kind, "x": c.x, "y": c.y,
-                "lower": c.lower if c.lower is not None else np.nan,
-                "upper": c.upper if c.upper is not None else np.nan,
-            }
-        )
-        for c in curves
-    ]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    def data(self) -> pd.DataFrame:
+        """The drawn points, long format, for the CSV download: series, run_id (or group), key, kind (raw, smoothed,
+        mean, best_epoch), x, y, and the band's lower/upper (NaN outside bands). Made when asked: a live page offers
+        the CSV built on click, not on every refresh (tens of ms per chart)."""
+        columns = ["series", "run_id", "key", "kind", "x", "y", "lower", "upper"]
+        frames = [
+            pd.DataFrame(
+                {
+                    "series": c.series, "run_id": c.run_id, "key": c.key, "kind": c.kind, "x": c.x, "y": c.y,
+                    "lower": c.lower if c.lower is not None else np.nan,
+                    "upper": c.upper if c.upper is not None else np.nan,
+                }
+            )
+            for c in self.curves
+        ]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def _rgba(color: str, alpha: float) -> str:
@@ -283,47 +280,20 @@ def _layout(x_title: str, y_title: str, log_y: bool, revision: str, shapes: list
     )
 
 
-def metric_figure(
+def metric_chart(
     metrics_df: pd.DataFrame,
     runs_df: pd.DataFrame,
-    key: str | list[str],
+    key: str | Sequence[str],
     options: ChartOptions = ChartOptions(),
-) -> go.Figure:
-    """Curves of one metric key (or several on one chart) for the runs in metrics_df, drawn as
-    `options` says.
+) -> MetricChart:
+    """The chart of one metric key (or several on one chart) for the runs in metrics_df, drawn as `options` says:
+    its figure and the curves it draws, from one pass over the data (`.data()` is the chart's CSV).
 
     One line per run, named by the run's name and coloured by run_colors; or, grouped, one mean
     line per group with its band. For epoch-level keys, the EMA/SWA twins are drawn dashed/dotted,
     and a run's early-stopping best epoch gets a star and a dashed vertical line.
     """
-    return _figure(_curves(metrics_df, runs_df, key, options), key, options)
-
-
-def metric_figure_and_curves(
-    metrics_df: pd.DataFrame,
-    runs_df: pd.DataFrame,
-    key: str | list[str],
-    options: ChartOptions = ChartOptions(),
-) -> tuple[go.Figure, list[Curve]]:
-    """The figure and the curves it draws. `curves_table(curves)` is the chart's CSV data: a live page that offers
-    the CSV makes it when the button is clicked, not on every refresh (tens of ms per chart)."""
     curves = _curves(metrics_df, runs_df, key, options)
-    return _figure(curves, key, options), curves
-
-
-def metric_figure_with_data(
-    metrics_df: pd.DataFrame,
-    runs_df: pd.DataFrame,
-    key: str | list[str],
-    options: ChartOptions = ChartOptions(),
-) -> tuple[go.Figure, pd.DataFrame]:
-    """(metric_figure(...), plotted_data(...)) from one pass over the data: a page that shows a
-    chart and offers its CSV computes the curves once per refresh instead of twice."""
-    curves = _curves(metrics_df, runs_df, key, options)
-    return _figure(curves, key, options), curves_table(curves)
-
-
-def _figure(curves: list[Curve], key: str | Sequence[str], options: ChartOptions) -> go.Figure:
     x_axis, log_y, labels = options.x_axis, options.log_y, options.labels
     x_title = (labels or {}).get(x_axis, X_TITLES.get(x_axis, x_axis))
     best_epoch_lines = [
@@ -340,15 +310,16 @@ def _figure(curves: list[Curve], key: str | Sequence[str], options: ChartOptions
         layout["yaxis"] = dict(layout["yaxis"], showticklabels=False, showgrid=False, zeroline=False, type="linear")
         layout["annotations"] = [dict(text="waiting for the first point", showarrow=False, xref="paper", yref="paper",
                                       x=0.5, y=0.5, font=dict(size=16, color="#555555"))]
-        return go.Figure(data=_traces(curves, x_title, labels), layout=layout, _validate=VALIDATE)
-    flat = _flat_range(drawn, log_y)
-    if flat is not None:
-        layout["yaxis"] = dict(layout["yaxis"], range=flat)
-    if log_y:
-        ticks = log_ticks(np.concatenate([y[np.isfinite(y) & (y > 0)] for y in drawn]))
-        if ticks:
-            layout["yaxis"] = dict(layout["yaxis"], tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
-    return go.Figure(data=_traces(curves, x_title, labels), layout=layout, _validate=VALIDATE)
+    else:
+        flat = _flat_range(drawn, log_y)
+        if flat is not None:
+            layout["yaxis"] = dict(layout["yaxis"], range=flat)
+        if log_y:
+            ticks = log_ticks(np.concatenate([y[np.isfinite(y) & (y > 0)] for y in drawn]))
+            if ticks:
+                layout["yaxis"] = dict(layout["yaxis"], tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    figure = go.Figure(data=_traces(curves, x_title, labels), layout=layout, _validate=VALIDATE)
+    return MetricChart(figure, curves)
 
 
 def log_ticks(values: np.ndarray, most: int = 12) -> list[float]:
@@ -381,7 +352,7 @@ def clipped_fraction(metrics_df: pd.DataFrame, window: int) -> pd.DataFrame:
     """Rolling fraction of steps whose gradient was clipped, per run, over the last `window` steps.
 
     Returned in the metrics long format (run_id, step, epoch, key="clipped_fraction", value,
-    wall_time) so metric_figure can plot it on any x axis. The first steps average what exists.
+    wall_time) so metric_chart can plot it on any x axis. The first steps average what exists.
     """
     if window < 1:
         raise ValueError(f"window={window!r}: must be >= 1 step")
@@ -397,10 +368,10 @@ def clipped_fraction(metrics_df: pd.DataFrame, window: int) -> pd.DataFrame:
 def clipped_fraction_figure(
     metrics_df: pd.DataFrame, runs_df: pd.DataFrame, window: int = 100, options: ChartOptions = ChartOptions()
 ) -> go.Figure:
-    """metric_figure of clipped_fraction, y fixed to [0, 1]; labels in `options` win over its title."""
+    """The metric chart's figure of clipped_fraction, y fixed to [0, 1]; labels in `options` win over its title."""
     derived = pd.concat([clipped_fraction(metrics_df, window), metrics_df[metrics_df["key"] == "examples"]])
     labels = {"clipped_fraction": f"fraction of steps clipped (last {window} steps)", **(options.labels or {})}
-    fig = metric_figure(derived, runs_df, "clipped_fraction", replace(options, labels=labels))
+    fig = metric_chart(derived, runs_df, "clipped_fraction", replace(options, labels=labels)).figure
     return fig.update_yaxes(range=[-0.02, 1.02])
 
 

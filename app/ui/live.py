@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.charts.metrics import ChartOptions, metric_figure
+from app.charts.metrics import ChartOptions, metric_chart
 from app.charts.series import chart_keys
 from app.charts.text import escape_md
 from app.server import figure_cache
@@ -168,8 +168,8 @@ def live_runs_panel(run_ids: list[str], key: str) -> None:
             st.caption("The first points appear as soon as a worker takes the run.")
             return
         left, right = st.columns(2)
-        loss = metric_figure(metrics, selected, "loss", ChartOptions(smoothing=0.6))
-        accuracy = metric_figure(metrics, selected, "val_acc", ChartOptions(x_axis="epoch"))
+        loss = metric_chart(metrics, selected, "loss", ChartOptions(smoothing=0.6)).figure
+        accuracy = metric_chart(metrics, selected, "val_acc", ChartOptions(x_axis="epoch")).figure
         plotly_chart(loss, key=f"{key}_loss", container=left)
         plotly_chart(accuracy, key=f"{key}_acc", container=right)
 

@@ -12,8 +12,7 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from app.charts.metrics import (ChartOptions, clipped_fraction_figure, curves_table, final_metrics_table,
-                                metric_figure_and_curves)
+from app.charts.metrics import ChartOptions, clipped_fraction_figure, final_metrics_table, metric_chart
 from app.charts.race import opening_group_by, shared_machine, steps_per_second
 from app.charts.series import X_AXES, chart_keys
 from app.charts.text import csv_cell, escape_md
@@ -157,14 +156,14 @@ def charts(runs_now: pd.DataFrame) -> None:
         with columns[shown % 2]:
             st.markdown(f"**{title}**")
             def build():
-                figure, curves = metric_figure_and_curves(
-                    run_metrics(run_ids, runs_now, chart_keys(keys, chart_options.x_axis)), selected,
-                    keys if len(keys) > 1 else keys[0], chart_options)
-                return prestyled(figure, present), curves
+                built = metric_chart(run_metrics(run_ids, runs_now, chart_keys(keys, chart_options.x_axis)), selected,
+                                     keys if len(keys) > 1 else keys[0], chart_options)
+                prestyled(built.figure, present)
+                return built
 
-            figure, curves = shared(("compare chart", chart_key, tuple(keys), repr(chart_options), present), build)
-            plotly_chart(figure, key=chart_key)
-        exported.append((title, curves))
+            built = shared(("compare chart", chart_key, tuple(keys), repr(chart_options), present), build)
+            plotly_chart(built.figure, key=chart_key)
+        exported.append((title, built))
         shown += 1
 
     for index, (title, keys, forced_x) in enumerate(CHARTS):
@@ -190,15 +189,15 @@ def charts(runs_now: pd.DataFrame) -> None:
         if extra:
             extra_options = replace(options, smoothing=0.0) if is_epoch_level(extra) else options
             metrics = run_metrics(run_ids, runs_now, chart_keys([extra], x_axis))
-            figure, curves = metric_figure_and_curves(metrics, selected, extra, extra_options)
-            plotly_chart(figure, key="chart_extra")
-            exported.append((extra, curves))
+            built = metric_chart(metrics, selected, extra, extra_options)
+            plotly_chart(built.figure, key="chart_extra")
+            exported.append((extra, built))
 
     st.markdown("**Final metrics**")
     # epoch-level rows only: the step count and duration come from the runs table, not 400k loss rows
     def final_table() -> pd.DataFrame:
         table = final_metrics_table(run_metrics(run_ids, runs_now, ["val_acc", "train_loss", "best_epoch"]),
-                                            selected.reset_index(drop=True))
+                                    selected.reset_index(drop=True))
         # best epoch numbered from 1, as on every page; a rate, not a duration: seconds measure the machine (who
         # else trained meanwhile) more than the optimizer
         table = table.assign(best_epoch=table["best_epoch"] + 1,
@@ -216,7 +215,7 @@ def charts(runs_now: pd.DataFrame) -> None:
         st.caption("Steps/s: these runs trained at the same time and shared the machine's cores, so their speeds "
                    "depend on what else was running; they say nothing about which optimizer is faster.")
     def csv_bytes() -> bytes:  # built on click, not on every live tick of every session
-        data = pd.concat([curves_table(curves).assign(chart=title) for title, curves in exported],
+        data = pd.concat([built.data().assign(chart=title) for title, built in exported],
                          ignore_index=True) \
             if exported else pd.DataFrame(columns=["series"])
         data["series"] = data["series"].map(csv_cell)  # a run named "=HYPERLINK(...)" stays text in a spreadsheet

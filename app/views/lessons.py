@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.charts.metrics import ChartOptions, metric_figure, per_layer_figure
+from app.charts.metrics import ChartOptions, metric_chart, per_layer_figure
 from app.charts.series import chart_keys
 from app.charts.text import escape_md
 from app.ui.live import live_fragment, status_text
@@ -112,9 +112,9 @@ def live_panel(lesson: lessons.Lesson, group: str, runs: pd.DataFrame) -> None:
         else:
             metrics = run_metrics(list(shown["run_id"]), runs, chart_keys(list(chart.keys), chart.x))
             options = ChartOptions(x_axis=chart.x, smoothing=chart.smoothing, log_y=chart.log_y,
-                                           group_by=VARIANT if lesson.seeds > 1 else None)
-            figure = metric_figure(metrics, shown,
-                                           list(chart.keys) if len(chart.keys) > 1 else chart.keys[0], options)
+                                   group_by=VARIANT if lesson.seeds > 1 else None)
+            figure = metric_chart(metrics, shown, list(chart.keys) if len(chart.keys) > 1 else chart.keys[0],
+                                  options).figure
         with columns[index % 2]:
             st.markdown(f"**{escape_md(chart.title)}**")
             plotly_chart(figure, key=f"lesson_chart_{index}")
