@@ -129,7 +129,8 @@ def page_tick(cache, store, run_ids: list[str], x_axis: str, smoothing: float) -
     CSV data is made when its button is clicked, not per refresh. Returns the points plotted."""
     from dataclasses import replace
 
-    from app.charts.metrics import ChartOptions, clipped_fraction_figure, final_metrics_table, metric_chart
+    from app.charts.metrics import (FINAL_TABLE_KEYS, ChartOptions, clipped_fraction_figure, final_metrics_table,
+                                    metric_chart)
     from app.charts.series import chart_keys
     from engine.records import is_epoch_level
 
@@ -153,7 +154,7 @@ def page_tick(cache, store, run_ids: list[str], x_axis: str, smoothing: float) -
     clipped = cache.get(run_ids, versions, chart_keys(["clipped"], x_axis))
     if clipped.loc[clipped["key"] == "clipped", "value"].max() > 0:
         clipped_fraction_figure(clipped, selected, 100, options).to_json()
-    final_metrics_table(cache.get(run_ids, versions, ["val_acc", "train_loss", "best_epoch"]),
+    final_metrics_table(cache.get(run_ids, versions, list(FINAL_TABLE_KEYS)),
                         selected.reset_index(drop=True))
     return points
 

@@ -375,6 +375,11 @@ def clipped_fraction_figure(
     return fig.update_yaxes(range=[-0.02, 1.02])
 
 
+# The epoch-level keys final_metrics_table reads: what a page fetches for it. The table also reads the per-step
+# `loss`, only for a run without train_loss, and a long run logs hundreds of thousands of those rows.
+FINAL_TABLE_KEYS = ("val_acc", "train_loss", "best_epoch")
+
+
 def final_metrics_table(metrics_df: pd.DataFrame, runs_df: pd.DataFrame) -> pd.DataFrame:
     """One row per run (runs_df order): the numbers that sum a run up.
 
@@ -383,7 +388,7 @@ def final_metrics_table(metrics_df: pd.DataFrame, runs_df: pd.DataFrame) -> pd.D
     stopping, else the epoch of the best val_acc), steps (last step logged) and duration_s
     (finished_at - started_at; while running, up to the last logged row).
     """
-    wanted = metrics_df[metrics_df["key"].isin(["val_acc", "train_loss", "loss", "best_epoch"])]
+    wanted = metrics_df[metrics_df["key"].isin([*FINAL_TABLE_KEYS, "loss"])]
     wanted = wanted[wanted["value"].notna()].sort_values(["run_id", "step"], kind="stable")
     last = wanted.groupby(["run_id", "key"])["value"].last()
     val = wanted[wanted["key"] == "val_acc"]

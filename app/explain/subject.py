@@ -16,7 +16,7 @@ from app.ui.state import get_store
 from engine.checkpoints import history_epochs, list_epochs, resolve
 from engine.explain import pretrained
 from engine.explain.render import Subject, load_subject
-from engine.records import epoch_label
+from engine.records import RunKind, epoch_label
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def choose_subject() -> ChosenSubject:
 
 
 def _training_run() -> ChosenSubject:
-    runs = get_store().list_runs(kind="train")
+    runs = get_store().list_runs(kind=RunKind.TRAIN)
     runs = runs[[bool(list_epochs(r)) for r in runs["run_id"]]] if not runs.empty else runs
     if runs.empty:
         st.info("No run has a checkpoint yet: one is written at the end of every epoch. Train a run first.")

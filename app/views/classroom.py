@@ -16,6 +16,7 @@ from app.charts.text import escape_md
 from app.ui.identity import session_actor
 from app.ui.live import live_fragment, status_text
 from app.ui.state import get_runner, get_store, runs_frame
+from engine.records import ACTIVE, RunKind
 from engine.runs.access import ClassLimits, PermissionDenied
 
 actor = session_actor()
@@ -99,8 +100,8 @@ def teacher_controls() -> None:
 
 def students_live(runs: pd.DataFrame) -> None:
     st.dataframe(class_summary(runs, store.members()), hide_index=True, key="class_summary")
-    students = runs[(runs["owner_role"] == "student") & (runs["kind"] == "train")]
-    active = students[students["status"].isin(["running", "queued"])]
+    students = runs[(runs["owner_role"] == "student") & (runs["kind"] == RunKind.TRAIN)]
+    active = students[students["status"].isin(ACTIVE)]
     if not active.empty:
         st.dataframe(pd.DataFrame({"student": active["owner"], "run": active["name"],
                                    "status": active["status"].map(status_text),

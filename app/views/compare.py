@@ -12,7 +12,8 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from app.charts.metrics import ChartOptions, clipped_fraction_figure, final_metrics_table, metric_chart
+from app.charts.metrics import (FINAL_TABLE_KEYS, ChartOptions, clipped_fraction_figure, final_metrics_table,
+                                metric_chart)
 from app.charts.race import opening_group_by, shared_machine, steps_per_second
 from app.charts.series import X_AXES, chart_keys
 from app.charts.text import csv_cell, escape_md
@@ -20,7 +21,7 @@ from app.server.figure_cache import view_version
 from app.ui.live import live_fragment
 from app.ui.presentation import plotly_chart, prestyled, presenting
 from app.ui.state import get_metrics_cache, run_metric_keys, run_metrics, runs_frame, shared_figure
-from engine.records import ACTIVE, is_epoch_level
+from engine.records import ACTIVE, COMPARE_KEYS, is_epoch_level
 
 CHARTS = [  # (title, keys, default x axis override or None)
     ("Training loss (per step)", "loss", None),
@@ -182,8 +183,7 @@ def charts(runs_now: pd.DataFrame) -> None:
             st.markdown("**Fraction of steps clipped**")
             plotly_chart(clipped_fraction_figure(clipped, selected, 100, options), key="chart_clipped")
 
-    other_keys = sorted(k for k in keys_present if k not in {"loss", "val_acc", "train_loss", "val_loss", "lr", "grad_norm",
-                                                             "clipped", "examples"})
+    other_keys = sorted(k for k in keys_present if k not in COMPARE_KEYS)
     with st.expander("More metrics (precision, recall, F1, throughput, EMA/SWA, layer statistics...)"):
         extra = st.selectbox("metric", other_keys, key="compare_extra") if other_keys else None
         if extra:
@@ -196,7 +196,7 @@ def charts(runs_now: pd.DataFrame) -> None:
     st.markdown("**Final metrics**")
     # epoch-level rows only: the step count and duration come from the runs table, not 400k loss rows
     def final_table() -> pd.DataFrame:
-        table = final_metrics_table(run_metrics(run_ids, runs_now, ["val_acc", "train_loss", "best_epoch"]),
+        table = final_metrics_table(run_metrics(run_ids, runs_now, list(FINAL_TABLE_KEYS)),
                                     selected.reset_index(drop=True))
         # best epoch numbered from 1, as on every page; a rate, not a duration: seconds measure the machine (who
         # else trained meanwhile) more than the optimizer
