@@ -297,11 +297,6 @@ def test_lr_schedule_figure():
     assert fig.layout.yaxis.title.text == "learning rate"
 
 
-def test_modules_stay_light():
-    code = "import sys, app.charts.metrics, app.charts.series; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "[]"
-
 
 @pytest.mark.parametrize("x_axis", ["step", "epoch", "examples", "wall_time"])
 def test_category_columns_plot_the_same_points(x_axis):
