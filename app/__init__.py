@@ -1,1 +1,2 @@
-"""TrainLens dashboard: Streamlit pages (app/views) over pure figure/data modules (series, figures)."""
+"""TrainLens dashboard. Folders by kind, each importing only its own folder or a lower floor (engine always allowed):
+charts < server < ui < page parts (train, explain, report) < views < main.py; tests/test_app_layout.py checks it."""

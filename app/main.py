@@ -1,8 +1,8 @@
 """TrainLens dashboard entry point: `streamlit run app/main.py`.
 
-Only routing lives here (st.navigation over the pages in app/views/, behind the class sign-in of app.identity when
+Only routing lives here (st.navigation over the pages in app/views/, behind the class sign-in of app.ui.identity when
 class mode is on), and, once the server's first page
-is drawn, the warm-up of the worker pool (app.state.start_pool_warmup); the pages talk to the engine's
+is drawn, the warm-up of the worker pool (app.ui.state.start_pool_warmup); the pages talk to the engine's
 store and runner, never train in the page script.
 """
 
@@ -20,11 +20,11 @@ import sqlite3  # noqa: E402
 
 import streamlit as st  # noqa: E402
 
-from app import identity  # noqa: E402
-from app.memory import collect_now_and_then, freeze_imports  # noqa: E402
-from app.presentation import page_style, presenting  # noqa: E402
-from app.state import back_up_store_once, get_store, pool_warmup, start_pool_warmup, store_problem  # noqa: E402
-from app.text import escape_md  # noqa: E402
+from app.charts.text import escape_md  # noqa: E402
+from app.server.memory import collect_now_and_then, freeze_imports  # noqa: E402
+from app.ui import identity  # noqa: E402
+from app.ui.presentation import page_style, presenting  # noqa: E402
+from app.ui.state import back_up_store_once, get_store, pool_warmup, start_pool_warmup, store_problem  # noqa: E402
 
 # A local icon: a ":material/...:" page icon is fetched from a font host, and the dashboard must work offline
 # projector mode (?present=1) starts with the sidebar folded away: the charts get the whole width
@@ -37,7 +37,7 @@ PAGES = [
     st.Page("views/train.py", title="Train", icon=":material/play_circle:", default=True),
     st.Page("views/runs.py", title="Runs", icon=":material/table_rows:"),
     st.Page("views/compare.py", title="Compare", icon=":material/stacked_line_chart:"),
-    st.Page("views/run_detail.py", title="Run report", icon=":material/fact_check:"),
+    st.Page("views/run_report.py", title="Run report", icon=":material/fact_check:"),
     st.Page("views/explain.py", title="Explain", icon=":material/visibility:"),
 ]
 CLASS_PAGE = st.Page("views/classroom.py", title="Class", icon=":material/school:")
@@ -71,6 +71,6 @@ finally:
     # a worker imports torch for seconds, and now does it before the first Start instead of after it. Not earlier:
     # workers importing torch beside the first page's own script would slow that page down (2 cores).
     start_pool_warmup()
-    # after the page's imports: later collections skip the modules' objects (app/memory.py)
+    # after the page's imports: later collections skip the modules' objects (app/server/memory.py)
     freeze_imports()
     collect_now_and_then()

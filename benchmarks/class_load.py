@@ -13,8 +13,8 @@ server sees live runs without 8 trainings taking the CPU away from it. This meas
 
 Reports: server CPU (cores, averaged over the measured window, after --warmup seconds), server memory (RSS), and
 refresh latency per view (p50, p95), refreshes per second (and so how often each tab refreshed: the pages ask for
-1.5 s on Compare and 2 s on Runs, stretched by app.live's LoadMeter when the server is busy), and the server's own
-per-tick CPU (TRAINLENS_TICK_LOG).
+1.5 s on Compare and 2 s on Runs, stretched by app.server.load's LoadMeter when the server is busy), and the
+server's own per-tick CPU (TRAINLENS_TICK_LOG).
 Run it twice, with and without --no-sharing, to see what sharing figures between sessions saves.
 Targets (issue 11): the server uses at most one core on average, and the p95 refresh stays under 1 s.
 

@@ -6,7 +6,7 @@ one refresh tick: building the loss (smoothing 0.6), lr, grad_norm and val_acc f
 serialising each with fig.to_json(), as Streamlit does before sending them to the browser.
 Prints the median milliseconds per tick, the split per figure, and the points sent per trace.
 Then the whole server-side tick of the page as it runs: the same data in a real SQLite store, and per tick
-the runs query, the metrics read through app.metrics_cache.MetricsCache (only the keys each chart draws, long
+the runs query, the metrics read through app.server.metrics_cache.MetricsCache (only the keys each chart draws, long
 histories at its coarse level), every chart of the Compare page (its CSV data is made on click, not per
 tick), the clipped-fraction chart and the final-metrics table. The cold tick is a fresh server's first (an empty
 cache; median over --repeats fresh caches), the warm tick one with 100 new steps per run since the last (median
@@ -30,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.figures import ChartOptions, metric_figure  # noqa: E402
+from app.charts.metrics import ChartOptions, metric_chart  # noqa: E402
 
 STEPS_PER_EPOCH = 1000
 BATCH = 64
@@ -86,7 +86,7 @@ def refresh(metrics: pd.DataFrame, runs: pd.DataFrame, timings: dict[str, list[f
     sent = {}
     for key, smoothing in CHARTS:
         start = time.perf_counter()
-        fig = metric_figure(metrics, runs, key, ChartOptions(smoothing=smoothing, max_points=1000))
+        fig = metric_chart(metrics, runs, key, ChartOptions(smoothing=smoothing, max_points=1000)).figure
         payload = fig.to_json()
         timings[key].append(time.perf_counter() - start)
         sent[key] = (max(len(trace.x) for trace in fig.data), len(payload))
@@ -129,8 +129,9 @@ def page_tick(cache, store, run_ids: list[str], x_axis: str, smoothing: float) -
     CSV data is made when its button is clicked, not per refresh. Returns the points plotted."""
     from dataclasses import replace
 
-    from app.figures import ChartOptions, clipped_fraction_figure, final_metrics_table, metric_figure_and_curves
-    from app.series import chart_keys
+    from app.charts.metrics import (FINAL_TABLE_KEYS, ChartOptions, clipped_fraction_figure, final_metrics_table,
+                                    metric_chart)
+    from app.charts.series import chart_keys
     from engine.records import is_epoch_level
 
     runs_now = store.list_runs(kind="train")
@@ -147,13 +148,13 @@ def page_tick(cache, store, run_ids: list[str], x_axis: str, smoothing: float) -
         if all(is_epoch_level(k) for k in keys):
             chart_options = replace(chart_options, smoothing=0.0)
         frame = cache.get(run_ids, versions, chart_keys(keys, chart_options.x_axis))
-        figure, curves = metric_figure_and_curves(frame, selected, keys if len(keys) > 1 else keys[0], chart_options)
-        figure.to_json()
-        points += sum(len(curve.x) for curve in curves)
+        built = metric_chart(frame, selected, keys if len(keys) > 1 else keys[0], chart_options)
+        built.figure.to_json()
+        points += sum(len(curve.x) for curve in built.curves)
     clipped = cache.get(run_ids, versions, chart_keys(["clipped"], x_axis))
     if clipped.loc[clipped["key"] == "clipped", "value"].max() > 0:
         clipped_fraction_figure(clipped, selected, 100, options).to_json()
-    final_metrics_table(cache.get(run_ids, versions, ["val_acc", "train_loss", "best_epoch"]),
+    final_metrics_table(cache.get(run_ids, versions, list(FINAL_TABLE_KEYS)),
                         selected.reset_index(drop=True))
     return points
 
@@ -163,7 +164,7 @@ def store_ticks(metrics: pd.DataFrame, runs: pd.DataFrame, repeats: int, x_axis:
     cache empty) and warm (100 new steps per run between ticks, only those read)."""
     import tempfile
 
-    from app.metrics_cache import MetricsCache
+    from app.server.metrics_cache import MetricsCache
     from engine.config import RunConfig
     from engine.runs.store import Store
 

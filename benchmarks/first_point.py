@@ -186,7 +186,7 @@ def browser_trial(browser, warm: bool, think: float) -> dict[str, float]:
 
 def headless_trial(warm: bool, think: float) -> dict[str, float]:
     """The dashboard's path without a browser: PoolWarmup at 'server start' (or not), a run queued `think` s later."""
-    from app.state import PoolWarmup
+    from app.ui.state import PoolWarmup
     from engine.config import RunConfig
     from engine.runs.runner import Runner
     from engine.runs.store import Store

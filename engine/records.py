@@ -62,6 +62,9 @@ EPOCH_KEYS = frozenset({"train_loss", "train_acc", "val_loss", "val_acc", "val_p
 SUBSET_KEYS = ("val_acc_hard", "val_acc_easy")
 AVERAGED_PREFIXES = ("ema_", "swa_")  # ema_val_acc, swa_val_loss...: validation of the averaged weights
 FINAL_KEYS = ("train_loss", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1")  # a run's summary
+# The keys the Compare page always charts (per step: loss, lr, grad_norm, clipped as its fraction, examples as an
+# x axis; per epoch: validation accuracy, training and validation loss). Its "More metrics" offers every other key.
+COMPARE_KEYS = STEP_KEYS + ("train_loss", "val_loss", "val_acc")
 # Helper jobs stream their points as metrics of their own row.
 LR_FIND_KEYS = ("lr_find_lr", "lr_find_loss", "lr_find_smoothed")
 OVERFIT_KEYS = ("overfit_final_loss",)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 # Every figure the tests build (in process, and in the dashboards they serve) goes through Plotly's property
-# checks, which the server skips for speed (app/figures.py VALIDATE): a misspelt property fails here.
+# checks, which the server skips for speed (app/charts/metrics.py VALIDATE): a misspelt property fails here.
 os.environ["TRAINLENS_VALIDATE_FIGURES"] = "1"
 
 

@@ -75,7 +75,7 @@ def test_a_lesson_from_click_to_answer_in_projector_mode(browser, tmp_path):
         lesson_url = page.url
         # (the Train page is the one "/" opens)
         for name, path, charts in (("compare", "compare", True), ("runs", "runs", False), ("train", "", True),
-                                   ("run_detail", "run_detail", True), ("explain", "explain", False)):
+                                   ("run_report", "run_report", True), ("explain", "explain", False)):
             page.goto(f"{url}/{path}?present=1", timeout=LOAD_MS)
             settle(page, charts, wait_run=name != "explain")  # Explain keeps computing attributions for a while
             shoot(page, name)

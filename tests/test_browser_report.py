@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ui_helpers import CHROMIUM, ROOT, server_log, streamlit_server
 
-from app import report_figures as rf
+from app.charts import report as rf
 from engine.config import RunConfig
 
 pytest.importorskip("playwright.sync_api")
@@ -76,7 +76,7 @@ def test_report_badges_confusion_click_and_lr_finder(browser, served_run):
     page = context.new_page()
     page.set_default_timeout(30_000)
     try:
-        page.goto(f"{url}/run_detail?run={run_id}")
+        page.goto(f"{url}/run_report?run={run_id}")
         page.get_by_role("heading", name="Recipe checks").wait_for(timeout=PAGE_LOAD_MS)
 
         # badges: one per stored check, green for pass, orange for warn; overfit-one-batch grey (on request)

@@ -1,4 +1,4 @@
-"""The chart pages send (app.chart_element) is the element st.plotly_chart sends, made once per figure.
+"""The chart pages send (app.ui.chart_element) is the element st.plotly_chart sends, made once per figure.
 
 The fast path builds Streamlit's PlotlyChart message itself from internal pieces; these tests fail if a Streamlit
 upgrade makes the two differ (spec, config, theme, element id, size), and check that the JSON is made once."""
@@ -15,8 +15,8 @@ def _elements(key: str, native: bool, height: int | None):
         import streamlit as st
         from streamlit.delta_generator import DeltaGenerator
 
-        from app import presentation
-        from app.chart_element import send_plotly
+        from app.ui import presentation
+        from app.ui.chart_element import send_plotly
 
         layouts = st.session_state.setdefault("layouts", [])
         original = DeltaGenerator._enqueue
@@ -65,7 +65,7 @@ def test_the_fast_chart_is_the_element_st_plotly_chart_sends():
 def test_a_figure_is_encoded_once_for_every_session_and_tick(monkeypatch):
     import plotly.graph_objects as go
 
-    from app import chart_element, presentation
+    from app.ui import chart_element, presentation
 
     calls = []
     encode = chart_element.plotly_json
@@ -74,7 +74,7 @@ def test_a_figure_is_encoded_once_for_every_session_and_tick(monkeypatch):
     def script() -> None:
         import streamlit as st
 
-        from app import presentation
+        from app.ui import presentation
 
         presentation.plotly_chart(st.session_state["figure"], key="shared")
 

@@ -143,7 +143,7 @@ def test_a_forged_session_cannot_cancel_another_students_run(trainlens_home):
     store = Store()
     bens = store.create_run(TINY, actor=Actor("Ben", STUDENT))
     runs_page(at)
-    from app.state import shared_runner
+    from app.ui.state import shared_runner
 
     with pytest.raises(PermissionError):
         shared_runner().as_actor(Actor("Ana", STUDENT)).cancel(bens)

@@ -87,7 +87,7 @@ def test_the_runner_refuses_through_an_acting_handle_and_touches_nothing(store, 
 
 
 def test_an_acting_handle_reports_each_change_it_is_asked_to_make(store):
-    """The dashboard hears of every change a session makes (app.state.note_own_change), refused ones included."""
+    """The dashboard hears of every change a session makes (app.ui.state.note_own_change), refused ones included."""
     runner = Runner(store, workers=1)
     runner.ensure_workers = lambda: 0
     changes = []

@@ -1,4 +1,4 @@
-"""Tests of app.explain_figures: the Explain page's figures and tables, from plain arrays and frames.
+"""Tests of app.charts.explain: the Explain page's figures and tables, from plain arrays and frames.
 
 Each figure is checked through what the browser receives (traces, their categories and values, the axes);
 tables against the inputs they summarise.
@@ -7,15 +7,12 @@ tables against the inputs they summarise.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
-from app.explain_figures import (
+from app.charts.explain import (
     class_label,
     epochs_figure,
     misclassified_table,
@@ -27,7 +24,6 @@ from app.explain_figures import (
     topk_table,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 DIGITS = [str(i) for i in range(10)]
 
 
@@ -114,9 +110,3 @@ def test_epochs_figure_marks_the_shown_epoch():
     (marker,) = fig.layout.shapes
     assert marker.x0 == marker.x1 == 1 and marker.line.dash == "dot"
     assert tuple(fig.layout.yaxis.range) == (0, 1)
-
-
-def test_module_stays_light():
-    code = "import sys, app.explain_figures; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "[]"

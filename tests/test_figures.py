@@ -1,4 +1,5 @@
-"""Tests of app.figures: colours, metric figures, the CSV of plotted points, summary table.
+"""Tests of app.charts.metrics and the run colours (app.charts.palette): metric figures, the CSV of plotted points,
+summary table.
 
 Tiny synthetic runs in the store's long format; figures are checked through their trace arrays
 (what the browser receives), against independent computations (loops, pandas, numpy).
@@ -18,18 +19,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.figures import (
-    PALETTE,
+from app.charts.metrics import (
     ChartOptions,
     clipped_fraction,
     clipped_fraction_figure,
     final_metrics_table,
     lr_schedule_figure,
-    metric_figure,
-    metric_figure_with_data,
-    plotted_data,
-    run_colors,
+    metric_chart,
 )
+from app.charts.palette import PALETTE, run_colors
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 50
@@ -70,7 +68,7 @@ def make_runs(n_steps=400, seeds=(0, 1, 2), optimizers=("adam", "sgd"), averaged
 
 
 def loop_smoothing(values, weight):
-    """TensorBoard's debiased EMA as a plain loop (independent of app.series)."""
+    """TensorBoard's debiased EMA as a plain loop (independent of app.charts.series)."""
     last, n, out = 0.0, 0, []
     for v in values:
         if not math.isfinite(v):
@@ -101,18 +99,18 @@ def test_run_colors_stable_distinct_and_order_free():
 
 def test_run_colors_same_across_processes():
     # no salted hash(): a restarted server must paint a run the same colour
-    code = "from app.figures import run_colors; print(run_colors(['a', 'b', 'c']))"
+    code = "from app.charts.palette import run_colors; print(run_colors(['a', 'b', 'c']))"
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={"PYTHONHASHSEED": seed, "PATH": ""}, cwd=ROOT).stdout for seed in ("1", "2")}
     assert len(outputs) == 1
 
 
 # ---------------------------------------------------------------------------------------------
-# metric_figure / plotted_data
+# metric_chart: its figure and its data
 # ---------------------------------------------------------------------------------------------
 def test_one_trace_per_run_named_and_coloured():
     metrics, runs = make_runs()
-    fig = metric_figure(metrics, runs, "loss")
+    fig = metric_chart(metrics, runs, "loss").figure
     assert [t.name for t in fig.data] == runs["name"].tolist()
     # the seeds of one optimizer are shades of one hue, distinct from each other and from the other optimizer's
     colors = {trace.name: trace.line.color for trace in fig.data}
@@ -131,7 +129,7 @@ def test_one_trace_per_run_named_and_coloured():
 
 def test_smoothing_is_applied_before_downsampling():
     metrics, runs = make_runs(n_steps=3000, seeds=(0,), optimizers=("adam",))
-    fig = metric_figure(metrics, runs, "loss", ChartOptions(smoothing=0.9, max_points=200))
+    fig = metric_chart(metrics, runs, "loss", ChartOptions(smoothing=0.9, max_points=200)).figure
     raw, smoothed = fig.data
     assert raw.opacity < 0.5 and raw.showlegend is False and smoothed.opacity == 1.0
     assert len(raw.x) <= 200 and len(smoothed.x) <= 200
@@ -145,10 +143,10 @@ def test_smoothing_is_applied_before_downsampling():
 def test_every_trace_is_downsampled_to_max_points():
     metrics, runs = make_runs(n_steps=2500)
     for options in ({}, {"smoothing": 0.5}, {"group_by": "cfg.optimizer"}, {"x_axis": "wall_time"}):
-        fig = metric_figure(metrics, runs, "grad_norm", ChartOptions(max_points=150, **options))
+        fig = metric_chart(metrics, runs, "grad_norm", ChartOptions(max_points=150, **options)).figure
         assert fig.data and all(len(t.x) <= 150 and len(t.y) <= 150 for t in fig.data)
     assert {t.type for t in fig.data} == {"scatter"}  # 6 runs x 150 points: SVG is fine
-    large = metric_figure(metrics, runs, "grad_norm")  # 6 runs x 1000 points: WebGL
+    large = metric_chart(metrics, runs, "grad_norm").figure  # 6 runs x 1000 points: WebGL
     assert {t.type for t in large.data} == {"scattergl"}
 
 
@@ -162,13 +160,13 @@ def test_every_trace_is_downsampled_to_max_points():
         {"group_by": "cfg.optimizer", "band": "minmax", "max_points": 90, "smoothing": 0.3},
     ],
 )
-def test_plotted_data_is_exactly_what_the_figure_draws(options):
+def test_the_data_is_exactly_what_the_figure_draws(options):
     metrics, runs = make_runs(n_steps=1200)
     options = {"key": "loss", **options}
     key = options.pop("key")
     chart = ChartOptions(**options)
-    fig = metric_figure(metrics, runs, key, chart)
-    table = plotted_data(metrics, runs, key, chart)
+    fig = metric_chart(metrics, runs, key, chart).figure
+    table = metric_chart(metrics, runs, key, chart).data()
     drawn = {t.name: t for t in fig.data}
     for series, rows in table.groupby("series", sort=False):
         trace = drawn[series]
@@ -177,9 +175,9 @@ def test_plotted_data_is_exactly_what_the_figure_draws(options):
         if rows["kind"].iloc[0] == "mean":
             np.testing.assert_array_equal(drawn[f"{series} (lower)"].y, rows["lower"].to_numpy())
             np.testing.assert_array_equal(drawn[f"{series} (upper)"].y, rows["upper"].to_numpy())
-    both_figure, both_table = metric_figure_with_data(metrics, runs, key, chart)
-    assert both_figure.to_json() == fig.to_json()
-    pd.testing.assert_frame_equal(both_table, table)
+    once = metric_chart(metrics, runs, key, chart)  # figure and data from one pass are those of two calls
+    assert once.figure.to_json() == fig.to_json()
+    pd.testing.assert_frame_equal(once.data(), table)
     bands = (table["kind"] == "mean").any()
     assert len(fig.data) == table["series"].nunique() + 2 * table.loc[table["kind"] == "mean", "series"].nunique()
     assert bands == ("group_by" in options)
@@ -187,7 +185,7 @@ def test_plotted_data_is_exactly_what_the_figure_draws(options):
 
 def test_group_band_traces_are_mean_and_std_of_the_seeds():
     metrics, runs = make_runs(n_steps=300)
-    fig = metric_figure(metrics, runs, "loss", ChartOptions(group_by="cfg.optimizer"))
+    fig = metric_chart(metrics, runs, "loss", ChartOptions(group_by="cfg.optimizer")).figure
     assert [t.name for t in fig.data if t.showlegend is not False] == ["optimizer=adam (n=3)", "optimizer=sgd (n=3)"]
     mean, = traces_named(fig, "optimizer=sgd (n=3)")
     lower, = traces_named(fig, "optimizer=sgd (n=3) (lower)")
@@ -203,11 +201,11 @@ def test_group_band_traces_are_mean_and_std_of_the_seeds():
 
 def test_log_axis_titles_labels_and_units():
     metrics, runs = make_runs(n_steps=100, seeds=(0,))
-    fig = metric_figure(metrics, runs, "lr", ChartOptions(x_axis="wall_time", log_y=True))
+    fig = metric_chart(metrics, runs, "lr", ChartOptions(x_axis="wall_time", log_y=True)).figure
     assert fig.layout.yaxis.type == "log"
     assert fig.layout.xaxis.title.text == "time since start (s)"
     assert fig.layout.yaxis.title.text == "learning rate"
-    fig = metric_figure(metrics, runs, "lr", ChartOptions(labels={"lr": "η", "step": "update"}))
+    fig = metric_chart(metrics, runs, "lr", ChartOptions(labels={"lr": "η", "step": "update"})).figure
     assert fig.layout.yaxis.title.text == "η" and fig.layout.xaxis.title.text == "update"
     assert fig.layout.yaxis.type == "linear"
 
@@ -215,7 +213,7 @@ def test_log_axis_titles_labels_and_units():
 def test_best_epoch_marker_and_averaged_twins_on_epoch_charts():
     metrics, runs = make_runs(n_steps=400, seeds=(0,), optimizers=("adam",))
     best = int(metrics.loc[metrics["key"] == "best_epoch", "value"].iloc[0])
-    fig = metric_figure(metrics, runs, "val_acc", ChartOptions(x_axis="epoch"))
+    fig = metric_chart(metrics, runs, "val_acc", ChartOptions(x_axis="epoch")).figure
     by_name = {t.name: t for t in fig.data}
     assert by_name["adam seed 0 · ema_val_acc"].line.dash == "dash"
     assert by_name["adam seed 0 · swa_val_acc"].line.dash == "dot"
@@ -226,27 +224,27 @@ def test_best_epoch_marker_and_averaged_twins_on_epoch_charts():
     assert marker.y[0] == val.loc[val["epoch"] == best, "value"].iloc[0]
     (line,) = fig.layout.shapes
     assert line.x0 == line.x1 == best + 1 and line.line.dash == "dash"
-    on_steps = metric_figure(metrics, runs, "val_acc")  # marker at the step the epoch ended
+    on_steps = metric_chart(metrics, runs, "val_acc").figure  # marker at the step the epoch ended
     assert on_steps.layout.shapes[0].x0 == (best + 1) * STEPS_PER_EPOCH
-    plain = metric_figure(metrics, runs, "val_acc", ChartOptions(averaged=False))
+    plain = metric_chart(metrics, runs, "val_acc", ChartOptions(averaged=False)).figure
     assert [t.name for t in plain.data] == ["adam seed 0", f"adam seed 0 best (after epoch {best + 1})"]
-    assert not metric_figure(metrics, runs, "loss").layout.shapes  # step-level chart: no marker
-    assert len(metric_figure(*make_runs(n_steps=100, averaged=False), "val_acc").data) == 12
+    assert not metric_chart(metrics, runs, "loss").figure.layout.shapes  # step-level chart: no marker
+    assert len(metric_chart(*make_runs(n_steps=100, averaged=False), "val_acc").figure.data) == 12
 
 
 def test_diverged_values_become_gaps():
     metrics, runs = make_runs(n_steps=100, seeds=(0,), optimizers=("adam",))
     loss = metrics.index[(metrics["key"] == "loss") & (metrics["step"] >= 90)]
     metrics.loc[loss, "value"] = np.inf
-    (trace,) = metric_figure(metrics, runs, "loss", ChartOptions(smoothing=0.5)).data[1:]
+    (trace,) = metric_chart(metrics, runs, "loss", ChartOptions(smoothing=0.5)).figure.data[1:]
     assert np.isnan(trace.y[89:]).all() and np.isfinite(trace.y[:89]).all()
-    json.loads(metric_figure(metrics, runs, "loss").to_json())
+    json.loads(metric_chart(metrics, runs, "loss").figure.to_json())
 
 
 def test_empty_inputs_give_an_empty_figure():
     metrics, runs = make_runs(n_steps=100, seeds=(0,))
-    assert len(metric_figure(metrics, runs, "no_such_key").data) == 0
-    assert plotted_data(metrics.iloc[:0], runs, "loss").empty
+    assert len(metric_chart(metrics, runs, "no_such_key").figure.data) == 0
+    assert metric_chart(metrics.iloc[:0], runs, "loss").data().empty
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,11 +297,6 @@ def test_lr_schedule_figure():
     assert fig.layout.yaxis.title.text == "learning rate"
 
 
-def test_modules_stay_light():
-    code = "import sys, app.figures, app.series; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "[]"
-
 
 @pytest.mark.parametrize("x_axis", ["step", "epoch", "examples", "wall_time"])
 def test_category_columns_plot_the_same_points(x_axis):
@@ -312,8 +305,8 @@ def test_category_columns_plot_the_same_points(x_axis):
     categorical = metrics.astype({"run_id": "category", "key": "category"})
     for group_by in (None, "cfg.optimizer"):
         options = ChartOptions(x_axis=x_axis, group_by=group_by, smoothing=0.5)
-        want = plotted_data(metrics, runs, ["loss", "val_acc"], options)
-        pd.testing.assert_frame_equal(plotted_data(categorical, runs, ["loss", "val_acc"], options), want)
+        want = metric_chart(metrics, runs, ["loss", "val_acc"], options).data()
+        pd.testing.assert_frame_equal(metric_chart(categorical, runs, ["loss", "val_acc"], options).data(), want)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,34 +314,34 @@ def test_category_columns_plot_the_same_points(x_axis):
 # ---------------------------------------------------------------------------------------------
 def test_a_grouped_band_is_never_drawn_with_webgl():
     metrics, runs = make_runs(n_steps=3000)  # far above GL_MIN_POINTS
-    assert {t.type for t in metric_figure(metrics, runs, "loss").data} == {"scattergl"}
-    banded = metric_figure(metrics, runs, "loss", ChartOptions(group_by="cfg.optimizer"))
+    assert {t.type for t in metric_chart(metrics, runs, "loss").figure.data} == {"scattergl"}
+    banded = metric_chart(metrics, runs, "loss", ChartOptions(group_by="cfg.optimizer")).figure
     assert {t.type for t in banded.data} == {"scatter"}  # software WebGL draws no fills
     assert any(t.fill == "tonexty" for t in banded.data)
 
 
 def test_a_single_point_has_a_marker_and_an_empty_chart_says_it_waits():
     metrics, runs = make_runs(n_steps=STEPS_PER_EPOCH)  # one epoch: one validation point per run
-    fig = metric_figure(metrics, runs, "val_acc", ChartOptions(x_axis="epoch", averaged=False))
+    fig = metric_chart(metrics, runs, "val_acc", ChartOptions(x_axis="epoch", averaged=False)).figure
     lines = [t for t in fig.data if t.mode != "markers"]
     assert lines and all(t.mode == "lines+markers" for t in lines)
-    empty = metric_figure(metrics.iloc[0:0], runs, "val_acc")
+    empty = metric_chart(metrics.iloc[0:0], runs, "val_acc").figure
     assert [a.text for a in empty.layout.annotations] == ["waiting for the first point"]
     assert empty.layout.yaxis.showticklabels is False
 
 
 def test_log_axes_get_1_2_5_ticks_with_their_decade():
-    from app.figures import log_ticks
+    from app.charts.metrics import log_ticks
 
     assert log_ticks(np.array([0.08, 3.0])) == [0.1, 0.2, 0.5, 1.0, 2.0]
     assert log_ticks(np.array([1e-6, 1e3])) == [1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
     metrics, runs = make_runs()
-    fig = metric_figure(metrics, runs, "loss", ChartOptions(log_y=True))
+    fig = metric_chart(metrics, runs, "loss", ChartOptions(log_y=True)).figure
     assert fig.layout.yaxis.type == "log" and list(fig.layout.yaxis.ticktext) == [f"{t:g}" for t in fig.layout.yaxis.tickvals]
 
 
 def test_the_palette_has_no_pale_colours():
-    from app.palette import contrast_on_white, shade
+    from app.charts.palette import contrast_on_white, shade
 
     assert min(contrast_on_white(c) for c in PALETTE) >= 2.2
     assert contrast_on_white("#edc948") < 2.0  # the pale yellow it replaced
@@ -360,13 +353,13 @@ def test_wall_time_is_measured_from_the_run_start_on_step_and_epoch_charts():
     options = ChartOptions(x_axis="wall_time", averaged=False)
     run_id, name, start = runs.loc[0, "run_id"], runs.loc[0, "name"], runs.loc[0, "started_at"]
     for key in ("loss", "val_acc"):  # step-level and epoch-level: one origin, the run's start
-        trace = next(t for t in metric_figure(metrics, runs, key, options).data if t.name == name)
+        trace = next(t for t in metric_chart(metrics, runs, key, options).figure.data if t.name == name)
         rows = metrics[(metrics["run_id"] == run_id) & (metrics["key"] == key)]
         np.testing.assert_allclose(trace.x, rows["wall_time"].to_numpy() - start)
 
 
 def test_per_layer_figure_orders_layers_input_first_and_averages_seeds():
-    from app.figures import per_layer_figure
+    from app.charts.metrics import per_layer_figure
 
     layers = ["stem.0.weight", "blocks.0.conv1.weight", "fc.weight"]
     rows, next_id = [], 0
@@ -389,22 +382,22 @@ def test_per_layer_figure_orders_layers_input_first_and_averages_seeds():
 
 
 def test_an_unchecked_figure_is_the_checked_one(monkeypatch):
-    """The server builds metric charts without Plotly's property checks (app.figures.VALIDATE): the JSON sent must
-    mean exactly what the checked figure's does."""
-    from app import figures
+    """The server builds metric charts without Plotly's property checks (app.charts.metrics.VALIDATE): the JSON sent
+    must mean exactly what the checked figure's does."""
+    from app.charts import metrics as metric_charts
 
-    assert figures.VALIDATE  # the tests check every figure (tests/conftest.py)
+    assert metric_charts.VALIDATE  # the tests check every figure (tests/conftest.py)
     rng = np.random.default_rng(0)
     rows = [("r1" if i % 2 else "r2", s, s // 50, key, float(rng.random()), s * 0.1)
             for i in range(2) for s in range(200) for key in ("loss", "val_acc")]
     metrics = pd.DataFrame(rows, columns=["run_id", "step", "epoch", "key", "value", "wall_time"])
     runs = pd.DataFrame({"run_id": ["r1", "r2"], "name": ["sgd <b>", "adam"], "status": ["completed"] * 2,
                          "cfg.optimizer": ["sgd", "adam"], "cfg.seed": [0, 0]})
-    cases = [("loss", figures.ChartOptions(smoothing=0.6)), ("val_acc", figures.ChartOptions(x_axis="epoch")),
-             ("loss", figures.ChartOptions(group_by="cfg.optimizer", log_y=True)), ("nothing", figures.ChartOptions())]
+    cases = [("loss", ChartOptions(smoothing=0.6)), ("val_acc", ChartOptions(x_axis="epoch")),
+             ("loss", ChartOptions(group_by="cfg.optimizer", log_y=True)), ("nothing", ChartOptions())]
     for key, options in cases:
-        checked = json.loads(figures.metric_figure(metrics, runs, key, options).to_json())
-        monkeypatch.setattr(figures, "VALIDATE", False)
-        unchecked = json.loads(figures.metric_figure(metrics, runs, key, options).to_json())
-        monkeypatch.setattr(figures, "VALIDATE", True)
+        checked = json.loads(metric_chart(metrics, runs, key, options).figure.to_json())
+        monkeypatch.setattr(metric_charts, "VALIDATE", False)
+        unchecked = json.loads(metric_chart(metrics, runs, key, options).figure.to_json())
+        monkeypatch.setattr(metric_charts, "VALIDATE", True)
         assert unchecked == checked, key

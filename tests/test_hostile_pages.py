@@ -76,7 +76,7 @@ def test_unreadable_rows_are_listed_apart_and_can_be_deleted(trainlens_home):
     at.button(key="runs_unreadable_delete").click().run()
     assert not at.exception
     assert Store().list_runs().attrs["unreadable"] == [] and Store().find_run(bad) is None
-    for page in ("views/compare.py", "views/run_detail.py", "views/explain.py"):
+    for page in ("views/compare.py", "views/run_report.py", "views/explain.py"):
         open_page(fresh_app(), page)  # no page crashes on a store that had an unreadable row
 
 
@@ -118,7 +118,7 @@ def test_no_page_makes_an_external_request_and_names_show_as_typed(browser, serv
     page.on("request", lambda request: external.append(request.url)
             if not request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")) else None)
     try:
-        for path in ("", "runs", f"compare?runs={run_id}", f"run_detail?run={run_id}", f"explain?run={run_id}"):
+        for path in ("", "runs", f"compare?runs={run_id}", f"run_report?run={run_id}", f"explain?run={run_id}"):
             page.goto(f"{url}/{path}", timeout=90_000)
             page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=90_000)
             page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",

@@ -1,4 +1,5 @@
-"""The dashboard's metrics cache (app/metrics_cache.py) against a real SQLite store, and the worker pool's warm-up.
+"""The dashboard's metrics cache (app/server/metrics_cache.py) against a real SQLite store, and the worker pool's
+warm-up.
 
 The cache must read only the keys asked, only the new rows after the first read, long histories at a bounded coarse
 level (evenly spaced steps, the first and latest rows, the extremes), and start over when a resumed run rewrites its
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.metrics_cache import MetricsCache
+from app.server.metrics_cache import MetricsCache
 from engine.config import RunConfig
 from engine.runs.store import Store
 
@@ -314,7 +315,7 @@ def test_bad_options_are_refused(store):
         store.sample_metrics("run", "loss", 1)
 
 
-# ---- the worker pool's warm-up (app/state.py) ----------------------------------------------------------------------
+# ---- the worker pool's warm-up (app/ui/state.py) -------------------------------------------------------------------
 class FakeRunner:
     def __init__(self, error: Exception | None = None):
         self.error, self.calls = error, 0
@@ -327,7 +328,7 @@ class FakeRunner:
 
 
 def test_pool_warmup_runs_in_the_background_and_keeps_its_error(monkeypatch):
-    from app.state import PoolWarmup
+    from app.ui.state import PoolWarmup
 
     ok = PoolWarmup(FakeRunner()).start()
     assert ok.done.wait(10) and ok.started == 2 and ok.error is None
@@ -343,7 +344,7 @@ def test_pool_warmup_runs_in_the_background_and_keeps_its_error(monkeypatch):
 def test_the_dashboard_warms_the_pool_once_and_shows_a_failure(monkeypatch):
     from ui_helpers import fresh_app
 
-    from app import state
+    from app.ui import state
     from engine.runs.runner import Runner
 
     calls = []

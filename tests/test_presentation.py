@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from app import presentation
-from app.figures import ChartOptions, metric_figure
+from app.charts.metrics import ChartOptions, metric_chart
+from app.ui import presentation
 from test_figures import make_runs
 
 
 def test_legends_go_under_the_plot_and_projector_mode_enlarges_what_is_read():
     metrics, runs = make_runs()
-    normal = presentation.style_figure(metric_figure(metrics, runs, "loss"), present=False)
+    normal = presentation.style_figure(metric_chart(metrics, runs, "loss").figure, present=False)
     assert normal.layout.legend.yref == "container" and normal.layout.legend.y == 0
     assert normal.layout.legend.orientation == "h" and normal.layout.font.size is None
-    big = presentation.style_figure(metric_figure(metrics, runs, "loss", ChartOptions(group_by="cfg.optimizer")),
+    big = presentation.style_figure(metric_chart(metrics, runs, "loss", ChartOptions(group_by="cfg.optimizer")).figure,
                                     present=True)
     assert big.layout.xaxis.tickfont.size >= 16 and big.layout.yaxis.tickfont.size >= 16
     assert big.layout.legend.font.size >= 16 and big.layout.yaxis.title.font.size > big.layout.yaxis.tickfont.size
@@ -44,7 +44,7 @@ def test_a_shared_figure_is_styled_once_per_mode_on_a_copy_dropped_with_it():
 
     import plotly.graph_objects as go
 
-    from app import presentation
+    from app.ui import presentation
 
     figure = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))
     plain, again, projector = (presentation.styled(figure, False), presentation.styled(figure, False),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from app.race_view import opening_group_by, raced_field, shared_machine, steps_per_second
+from app.charts.race import opening_group_by, raced_field, shared_machine, steps_per_second
 
 
 def runs(rows: list[dict]) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""The Run report's pure figure builders and helpers (app/report_figures.py), checked without a browser.
+"""The Run report's pure figure builders and helpers (app/charts/report.py), checked without a browser.
 
 Evaluation reports come from the engine's own `evaluation_report` on small labelled predictions and are
 checked against scikit-learn called directly; the LR-finder figure against a real `lr_find` sweep.
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from app import report_figures as rf
+from app.charts import report as rf
 
 LABELS = ["cat", "dog", "bird"]
 

@@ -1,4 +1,4 @@
-"""Tests of app.series: smoothing, downsampling, x axes, per-run series and group bands.
+"""Tests of app.charts.series: smoothing, downsampling, x axes, per-run series and group bands.
 
 Reference checks use independent, deliberately plain implementations (Python loops, numpy
 reductions per step) on tiny hand-made metrics frames.
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.series import (
+from app.charts.series import (
     band_across,
     downsample,
     downsample_indices,
@@ -240,7 +240,7 @@ def test_band_across_resamples_when_runs_share_no_x():
 
 
 def test_chart_keys_adds_averaged_twins_the_marker_and_the_examples_axis():
-    from app.series import chart_keys
+    from app.charts.series import chart_keys
 
     assert chart_keys(["loss"], "step") == ["loss"]
     assert chart_keys(["loss"], "examples") == ["loss", "examples"]

@@ -6,7 +6,7 @@ import gc
 import sys
 import types
 
-from app import memory
+from app.server import memory
 
 
 def test_imports_are_frozen_once_and_again_only_after_new_imports(monkeypatch):

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def test_a_figure_is_built_once_for_sessions_asking_at_the_same_moment_and_again_for_new_data():
-    from app.figure_cache import FigureCache
+    from app.server.figure_cache import FigureCache
 
     cache, calls = FigureCache(), []
 
@@ -77,7 +77,7 @@ def test_sessions_watching_the_same_compare_view_share_its_figures(trainlens_hom
     monkeypatch.setenv("TRAINLENS_SHARED_FIGURES", "1" if sharing else "0")
     run_ids = finished_runs()
     first = compare_session(run_ids, clear=True)
-    from app.state import shared_figures
+    from app.ui.state import shared_figures
 
     builds = shared_figures().builds
     sessions = [compare_session(run_ids, clear=False) for _ in range(3)]
@@ -91,7 +91,7 @@ def test_sessions_watching_the_same_compare_view_share_its_figures(trainlens_hom
 
 
 def test_refresh_intervals_stretch_when_the_server_would_need_more_than_the_budget():
-    from app.load import CORE_BUDGET, MAX_STRETCH, LoadMeter
+    from app.server.load import CORE_BUDGET, MAX_STRETCH, LoadMeter
 
     def meter_at(cores: float, stretch: float) -> LoadMeter:
         """A meter whose process clock advanced `cores` CPU seconds per second over 10 s of ticks."""
@@ -122,8 +122,8 @@ def test_refresh_intervals_stretch_when_the_server_would_need_more_than_the_budg
 
 
 def test_a_stale_live_figure_is_served_while_another_session_rebuilds_it():
-    from app import figure_cache
-    from app.figure_cache import FigureCache
+    from app.server import figure_cache
+    from app.server.figure_cache import FigureCache
 
     cache = FigureCache()
     cache.get("chart", lambda: "old", version=1, max_age=0.05)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.text_tokens import colour_key, token_spans
+from app.charts.text_tokens import colour_key, token_spans
 from engine.config import RunConfig
 from engine.train import MemorySink, train
 from ui_helpers import clear_app_caches
@@ -122,7 +122,7 @@ def test_run_report_lists_the_misclassified_sentences_of_a_cell(trainlens_home, 
     at = fresh_app()
     at.run()
     at.query_params["run"] = run_id
-    at.switch_page("views/run_detail.py").run()
+    at.switch_page("views/run_report.py").run()
     assert not at.exception, [e.value for e in at.exception]
     picker = at.selectbox(key="report_cell")
     assert picker.label == "misclassified sentences of the cell" and "sentences)" in picker.format_func(picker.value)

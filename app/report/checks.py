@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import report_figures as rf
-from app.live import run_status_row
+from app.charts import report as rf
+from app.charts.text import escape_md
 from app.report.common import helper_jobs
-from app.text import escape_md
+from app.ui.live import run_status_row
 from engine import records
 from engine.config import RunConfig
 from engine.records import ACTIVE, RecipeCheck, RunKind, RunStatus

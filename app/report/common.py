@@ -8,7 +8,7 @@ from typing import Iterator
 import pandas as pd
 import streamlit as st
 
-from app.text import escape_md
+from app.charts.text import escape_md
 from engine.records import ACTIVE, RunKind
 from engine.runs.store import Store
 

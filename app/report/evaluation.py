@@ -6,10 +6,10 @@ from __future__ import annotations
 import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
-from app import report_figures as rf
-from app.presentation import plotly_chart
-from app.state import run_split
-from app.text import escape_md
+from app.charts import report as rf
+from app.charts.text import escape_md
+from app.ui.presentation import plotly_chart
+from app.ui.state import run_split
 from engine import records
 from engine.config import RunConfig
 from engine.datasets import dataset_info

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import report_figures as rf
-from app.presentation import plotly_chart
+from app.charts import report as rf
+from app.ui.presentation import plotly_chart
 from engine import records
 from engine.config import RunConfig
 from engine.runs.store import Store

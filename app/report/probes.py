@@ -6,11 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import report_figures as rf
-from app.presentation import plotly_chart
+from app.charts import report as rf
+from app.charts.text import escape_md
 from app.report.checks import OVERFIT_BADGE_KEY, overfit_result, show_check
 from app.report.common import latest_job
-from app.text import escape_md
+from app.ui.presentation import plotly_chart
 from engine import records
 from engine.records import ACTIVE, UNSUCCESSFUL, RunKind, RunRecord, RunStatus, fit_name
 from engine.runs.runner import Runner
@@ -84,7 +84,7 @@ def launch_with_lr(runner: Runner, run: RunRecord, result: dict) -> None:
         c1, c2 = st.columns(2)
         c1.page_link("views/compare.py", label="Compare it with this run", icon=":material/stacked_line_chart:",
                      query_params={"runs": f"{launched['run']},{run_id}"})
-        c2.page_link("views/run_detail.py", label="Open its report", icon=":material/fact_check:",
+        c2.page_link("views/run_report.py", label="Open its report", icon=":material/fact_check:",
                      query_params={"run": launched["run"]})
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.state import run_split
-from app.text import escape_md
-from app import report_figures as rf
+from app.charts import report as rf
+from app.charts.text import escape_md
+from app.ui.state import run_split
 from engine.config import RunConfig
 from engine.datasets import dataset_info
 from engine.text.vocab import detokenize

@@ -11,11 +11,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.identity import session_actor
-from app.leaderboard import class_summary, leaderboard, splits
-from app.live import live_fragment, status_text
-from app.state import get_runner, get_store, runs_frame
-from app.text import escape_md
+from app.charts.leaderboard import class_summary, leaderboard, splits
+from app.charts.text import escape_md
+from app.ui.identity import session_actor
+from app.ui.live import live_fragment, status_text
+from app.ui.state import get_runner, get_store, runs_frame
+from engine.records import ACTIVE, RunKind
 from engine.runs.access import ClassLimits, PermissionDenied
 
 actor = session_actor()
@@ -47,7 +48,7 @@ def board(runs: pd.DataFrame) -> None:
     a, b = st.columns(2)
     a.page_link("views/compare.py", label=f"Compare selected ({len(chosen)})", icon=":material/stacked_line_chart:",
                 query_params={"runs": ",".join(chosen)}, disabled=not chosen)
-    b.page_link("views/run_detail.py", label="Open the selected run's config and report",
+    b.page_link("views/run_report.py", label="Open the selected run's config and report",
                 icon=":material/fact_check:", query_params={"run": chosen[0]} if chosen else None,
                 disabled=len(chosen) != 1)
 
@@ -99,8 +100,8 @@ def teacher_controls() -> None:
 
 def students_live(runs: pd.DataFrame) -> None:
     st.dataframe(class_summary(runs, store.members()), hide_index=True, key="class_summary")
-    students = runs[(runs["owner_role"] == "student") & (runs["kind"] == "train")]
-    active = students[students["status"].isin(["running", "queued"])]
+    students = runs[(runs["owner_role"] == "student") & (runs["kind"] == RunKind.TRAIN)]
+    active = students[students["status"].isin(ACTIVE)]
     if not active.empty:
         st.dataframe(pd.DataFrame({"student": active["owner"], "run": active["name"],
                                    "status": active["status"].map(status_text),

@@ -12,16 +12,16 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from app import figures
-from app.figures import ChartOptions
-from app.figure_cache import view_version
-from app.live import live_fragment
-from app.presentation import plotly_chart, prestyled, presenting
-from app.race_view import opening_group_by, shared_machine, steps_per_second
-from app.series import X_AXES, chart_keys
-from app.state import get_metrics_cache, run_metric_keys, run_metrics, runs_frame, shared_figure
-from app.text import csv_cell, escape_md
-from engine.records import ACTIVE, is_epoch_level
+from app.charts.metrics import (FINAL_TABLE_KEYS, ChartOptions, clipped_fraction_figure, final_metrics_table,
+                                metric_chart)
+from app.charts.race import opening_group_by, shared_machine, steps_per_second
+from app.charts.series import X_AXES, chart_keys
+from app.charts.text import csv_cell, escape_md
+from app.server.figure_cache import view_version
+from app.ui.live import live_fragment
+from app.ui.presentation import plotly_chart, prestyled, presenting
+from app.ui.state import get_metrics_cache, run_metric_keys, run_metrics, runs_frame, shared_figure
+from engine.records import ACTIVE, COMPARE_KEYS, is_epoch_level
 
 CHARTS = [  # (title, keys, default x axis override or None)
     ("Training loss (per step)", "loss", None),
@@ -37,7 +37,7 @@ runs = runs_frame()
 if runs.empty:
     st.info("No runs yet. Start one on the Train page, or start the default run now (MNIST digits, ConvNet, Adam).")
     if st.button("Start the default run", type="primary", key="compare_default_run"):
-        from app.state import get_runner
+        from app.ui.state import get_runner
         from engine.config import RunConfig
 
         try:
@@ -126,9 +126,9 @@ options = ChartOptions(x_axis=x_axis, smoothing=smoothing, log_y=log_y, group_by
 
 
 def charts(runs_now: pd.DataFrame) -> None:
-    # Everything below is shared by the sessions showing the same runs in the same state (app/figure_cache.py):
+    # Everything below is shared by the sessions showing the same runs in the same state (app/server/figure_cache.py):
     # with thirty students on this view, one session reads the new rows and builds the figures, the others reuse.
-    listing = runs_now.attrs.get("fingerprint")  # app.state.runs_frame's version of the whole listing
+    listing = runs_now.attrs.get("fingerprint")  # app.ui.state.runs_frame's version of the whole listing
     wanted = tuple(selected_ids)
     if listing is None:
         selected = runs_now[runs_now["run_id"].isin(selected_ids)]
@@ -157,14 +157,14 @@ def charts(runs_now: pd.DataFrame) -> None:
         with columns[shown % 2]:
             st.markdown(f"**{title}**")
             def build():
-                figure, curves = figures.metric_figure_and_curves(
-                    run_metrics(run_ids, runs_now, chart_keys(keys, chart_options.x_axis)), selected,
-                    keys if len(keys) > 1 else keys[0], chart_options)
-                return prestyled(figure, present), curves
+                built = metric_chart(run_metrics(run_ids, runs_now, chart_keys(keys, chart_options.x_axis)), selected,
+                                     keys if len(keys) > 1 else keys[0], chart_options)
+                prestyled(built.figure, present)
+                return built
 
-            figure, curves = shared(("compare chart", chart_key, tuple(keys), repr(chart_options), present), build)
-            plotly_chart(figure, key=chart_key)
-        exported.append((title, curves))
+            built = shared(("compare chart", chart_key, tuple(keys), repr(chart_options), present), build)
+            plotly_chart(built.figure, key=chart_key)
+        exported.append((title, built))
         shown += 1
 
     for index, (title, keys, forced_x) in enumerate(CHARTS):
@@ -181,24 +181,23 @@ def charts(runs_now: pd.DataFrame) -> None:
     if clipped is not None and clipped.loc[clipped["key"] == "clipped", "value"].max() > 0:
         with columns[shown % 2]:
             st.markdown("**Fraction of steps clipped**")
-            plotly_chart(figures.clipped_fraction_figure(clipped, selected, 100, options), key="chart_clipped")
+            plotly_chart(clipped_fraction_figure(clipped, selected, 100, options), key="chart_clipped")
 
-    other_keys = sorted(k for k in keys_present if k not in {"loss", "val_acc", "train_loss", "val_loss", "lr", "grad_norm",
-                                                             "clipped", "examples"})
+    other_keys = sorted(k for k in keys_present if k not in COMPARE_KEYS)
     with st.expander("More metrics (precision, recall, F1, throughput, EMA/SWA, layer statistics...)"):
         extra = st.selectbox("metric", other_keys, key="compare_extra") if other_keys else None
         if extra:
             extra_options = replace(options, smoothing=0.0) if is_epoch_level(extra) else options
             metrics = run_metrics(run_ids, runs_now, chart_keys([extra], x_axis))
-            figure, curves = figures.metric_figure_and_curves(metrics, selected, extra, extra_options)
-            plotly_chart(figure, key="chart_extra")
-            exported.append((extra, curves))
+            built = metric_chart(metrics, selected, extra, extra_options)
+            plotly_chart(built.figure, key="chart_extra")
+            exported.append((extra, built))
 
     st.markdown("**Final metrics**")
     # epoch-level rows only: the step count and duration come from the runs table, not 400k loss rows
     def final_table() -> pd.DataFrame:
-        table = figures.final_metrics_table(run_metrics(run_ids, runs_now, ["val_acc", "train_loss", "best_epoch"]),
-                                            selected.reset_index(drop=True))
+        table = final_metrics_table(run_metrics(run_ids, runs_now, list(FINAL_TABLE_KEYS)),
+                                    selected.reset_index(drop=True))
         # best epoch numbered from 1, as on every page; a rate, not a duration: seconds measure the machine (who
         # else trained meanwhile) more than the optimizer
         table = table.assign(best_epoch=table["best_epoch"] + 1,
@@ -216,7 +215,7 @@ def charts(runs_now: pd.DataFrame) -> None:
         st.caption("Steps/s: these runs trained at the same time and shared the machine's cores, so their speeds "
                    "depend on what else was running; they say nothing about which optimizer is faster.")
     def csv_bytes() -> bytes:  # built on click, not on every live tick of every session
-        data = pd.concat([figures.curves_table(curves).assign(chart=title) for title, curves in exported],
+        data = pd.concat([built.data().assign(chart=title) for title, built in exported],
                          ignore_index=True) \
             if exported else pd.DataFrame(columns=["series"])
         data["series"] = data["series"].map(csv_cell)  # a run named "=HYPERLINK(...)" stays text in a spreadsheet

@@ -11,12 +11,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import figures
-from app.live import live_fragment, status_text
-from app.presentation import plotly_chart
-from app.series import chart_keys
-from app.state import get_runner, get_store, run_metric_keys, run_metrics, runs_frame
-from app.text import escape_md
+from app.charts.metrics import ChartOptions, metric_chart, per_layer_figure
+from app.charts.series import chart_keys
+from app.charts.text import escape_md
+from app.ui.live import live_fragment, status_text
+from app.ui.presentation import plotly_chart
+from app.ui.state import get_runner, get_store, run_metric_keys, run_metrics, runs_frame
 from engine import lessons
 from engine.records import ACTIVE, TERMINAL, UNSUCCESSFUL
 
@@ -108,13 +108,13 @@ def live_panel(lesson: lessons.Lesson, group: str, runs: pd.DataFrame) -> None:
             shown_ids = list(shown["run_id"])
             keys = sorted(k for k in run_metric_keys(shown_ids, runs) if k.startswith(f"{chart.per_layer}/"))
             metrics = run_metrics(shown_ids, runs, keys) if keys else pd.DataFrame(columns=["run_id", "step", "key"])
-            figure = figures.per_layer_figure(metrics, shown, chart.per_layer, VARIANT, chart.log_y, chart.layers)
+            figure = per_layer_figure(metrics, shown, chart.per_layer, VARIANT, chart.log_y, chart.layers)
         else:
             metrics = run_metrics(list(shown["run_id"]), runs, chart_keys(list(chart.keys), chart.x))
-            options = figures.ChartOptions(x_axis=chart.x, smoothing=chart.smoothing, log_y=chart.log_y,
-                                           group_by=VARIANT if lesson.seeds > 1 else None)
-            figure = figures.metric_figure(metrics, shown,
-                                           list(chart.keys) if len(chart.keys) > 1 else chart.keys[0], options)
+            options = ChartOptions(x_axis=chart.x, smoothing=chart.smoothing, log_y=chart.log_y,
+                                   group_by=VARIANT if lesson.seeds > 1 else None)
+            figure = metric_chart(metrics, shown, list(chart.keys) if len(chart.keys) > 1 else chart.keys[0],
+                                  options).figure
         with columns[index % 2]:
             st.markdown(f"**{escape_md(chart.title)}**")
             plotly_chart(figure, key=f"lesson_chart_{index}")

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.identity import class_mode, session_actor
-from app.live import live_fragment, status_text
-from app.state import format_duration, get_runner, get_store, own_change_recent, runs_frame, shared_figure
-from app.text import escape_md
+from app.charts.text import escape_md
+from app.ui.identity import class_mode, session_actor
+from app.ui.live import live_fragment, status_text
+from app.ui.state import format_duration, get_runner, get_store, own_change_recent, runs_frame, shared_figure
 from engine.records import ACTIVE, DELETABLE, RESUMABLE, STATUSES, RunStatus
 from engine.runs.placement import cluster_summary, placements, read_cluster, runs_on
 from engine.runs.access import CapReached, PermissionDenied
@@ -77,7 +77,7 @@ HIDDEN = ["raw_status", "raw_owner", "raw_role"]
 
 def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Every run's row as the table shows it, plus the HIDDEN columns: one table for every session while the runs
-    stay as they are (app.state.shared_figure), so a class's sixty ticking tabs do not each filter the wide runs
+    stay as they are (app.ui.state.shared_figure), so a class's sixty ticking tabs do not each filter the wide runs
     frame (one column per config field), read best accuracies and queue places, and format it all again.
     Plain object columns: filtering a dozen of them per tick costs far less than Arrow-backed strings do."""
     best = best_val_acc(list(runs["run_id"]))
@@ -105,7 +105,8 @@ def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def shared_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """everyones_table of `runs`, shared by every session while the runs' fingerprint (app.state.runs_frame) holds."""
+    """everyones_table of `runs`, shared by every session while the runs' fingerprint (app.ui.state.runs_frame)
+    holds."""
     version = runs.attrs.get("fingerprint")
     if version is None:  # a frame not from runs_frame: nothing says when a shared table would be stale
         return everyones_table(runs)
@@ -209,7 +210,7 @@ def confirm_delete(run_ids: list[str]) -> None:
                  key="runs_delete_list")
     if st.button("Delete for good", type="primary", key="runs_delete_confirm"):
         runner = get_runner()
-        from app.state import get_metrics_cache
+        from app.ui.state import get_metrics_cache
 
         done = act(runner.delete, run_ids)
         for run_id in run_ids:

@@ -7,13 +7,13 @@ import time
 import numpy as np
 import streamlit as st
 
-from app import figures
-from app.config_form import config_form
-from app.live import live_runs_panel
-from app.identity import session_actor
-from app.presentation import plotly_chart
-from app.state import get_runner, get_store, run_split, runs_frame
-from app.text import escape_md
+from app.charts.metrics import lr_schedule_figure
+from app.charts.text import escape_md
+from app.train.config_form import config_form
+from app.ui.identity import session_actor
+from app.ui.live import live_runs_panel
+from app.ui.presentation import plotly_chart
+from app.ui.state import get_runner, get_store, run_split, runs_frame
 from engine.config import OPTIMIZERS, RunConfig
 from engine.race import RECOMMENDED_LR, expand_race, parse_values
 from engine.runs.access import CapReached, PermissionDenied
@@ -78,7 +78,7 @@ with preview_col:
     st.subheader("Before you launch")
     if data_error:
         st.error(escape_md(data_error))
-    from app.text_train import csv_upload, text_preview  # text datasets: sentences, not image grids
+    from app.train.text_train import csv_upload, text_preview  # text datasets: sentences, not image grids
 
     csv_upload(config)
     if config is not None and split is not None and split.text is not None:
@@ -96,7 +96,7 @@ with preview_col:
         b.metric("training examples", f"{len(split.train_x):,}")
         c.metric("steps", f"{total:,}", help=f"{steps_per_epoch} steps per epoch x {config.epochs} epochs")
         steps, lrs = schedule_curve(config, total)
-        plotly_chart(figures.lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=240),
+        plotly_chart(lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=240),
                         key="schedule_preview")
         grid, labels = batch_grid(config)
         augmented = config.augment_rotate or config.augment_scale or config.augment_translate or config.augment_flip

@@ -71,7 +71,7 @@ class MetricsMixin(StoreBase):
             return self.conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
         return self.conn.execute("SELECT COUNT(*) FROM metrics WHERE run_id=?", (run_id,)).fetchone()[0]
 
-    # The dashboard's metrics cache (app/metrics_cache.py) reads through the next five: bounded by what a chart draws,
+    # The dashboard's metrics cache (app/server/metrics_cache.py) reads through the next five: bounded by what a chart draws,
     # never a long history row by row. `+id` keeps SQLite on the (run_id, key, step) index: with a bound on id it would
     # otherwise pick metrics_run(run_id, id) and visit every row of the run.
     def last_metric_id(self, run_id: str) -> int:

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.figures import PALETTE
-from app.series import downsample
+from app.charts.palette import PALETTE
+from app.charts.series import downsample
 from engine.records import UPDATE_RATIO_REFERENCE
 
 REPORT_TITLES = {"best": "best checkpoint", "last": "last weights", "ema": "EMA weights", "swa": "SWA weights"}

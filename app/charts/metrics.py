@@ -1,25 +1,25 @@
-"""Plotly figure builders for the live curves and the run comparison, and the run colours.
+"""Plotly figure builders for the live curves and the run comparison.
 
 Pure functions, DataFrame in and plotly Figure out, so tests check them without a browser; no
-streamlit, no torch. A chart is first described as a list of `Curve`s (exactly the points that
-will be drawn, already smoothed and downsampled); `metric_figure` turns them into traces and
-`plotted_data` into the table offered as a CSV download, so the two always agree. How a chart is
-drawn (x axis, smoothing, grouping...) is one `ChartOptions` value that both take.
+streamlit, no torch. `metric_chart` is the one builder of a metric chart: it first describes the chart as a list of
+`Curve`s (exactly the points that will be drawn, already smoothed and downsampled), then turns them into traces;
+the same curves give the table offered as a CSV download (`MetricChart.data`), so the two always agree. How a
+chart is drawn (x axis, smoothing, grouping...) is one `ChartOptions` value. Also here: the clipped-fraction chart,
+the final-metrics table, the learning-rate schedule preview and the per-layer chart of the lessons.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.text import plotly_text
-from app.series import (
+from app.charts.palette import PALETTE, run_colors, seed_shaded_colors
+from app.charts.series import (
     X_TITLES,
     band_across,
     downsample_indices,
@@ -28,7 +28,7 @@ from app.series import (
     run_series,
     smooth_ema,
 )
-from app.palette import PALETTE, family_colors
+from app.charts.text import plotly_text
 from engine.records import AVERAGED_PREFIXES, epoch_label, is_epoch_level
 
 # Plotly checks every property of a figure as it is built: ~30 ms for a chart of 16 lines of 1,000 points, ~4 ms
@@ -62,33 +62,6 @@ _PRIMARY_DASHES = ("solid", "longdash", "dashdot", "longdashdot")  # one per req
 _AVERAGED_DASHES = {"ema_": "dash", "swa_": "dot"}  # EMA/SWA twins drawn dashed beside the raw key
 
 
-def run_colors(ids: Iterable[str]) -> dict[str, str]:
-    """A hex colour per id, the same in every chart and on every re-render.
-
-    Each id prefers the palette slot given by a stable hash of the id (not Python's salted
-    hash()). Within one call, ids are placed in sorted order, so the result does not depend on the
-    order of the list; an id whose slot is taken moves to the next free slot, so up to
-    len(PALETTE) ids are always distinct (beyond that, colours repeat).
-    """
-    colors: dict[str, str] = {}
-    taken: set[int] = set()
-    pending = []
-    for run_id in sorted(set(map(str, ids))):
-        slot = int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=4).digest(), "big") % len(PALETTE)
-        if slot in taken:
-            pending.append((run_id, slot))
-        else:
-            taken.add(slot)
-            colors[run_id] = PALETTE[slot]
-    for run_id, slot in pending:
-        if len(taken) < len(PALETTE):
-            while slot in taken:
-                slot = (slot + 1) % len(PALETTE)
-            taken.add(slot)
-        colors[run_id] = PALETTE[slot]
-    return colors
-
-
 def metric_title(key: str, labels: Mapping[str, str] | None = None) -> str:
     """Display title of a metric key; EMA/SWA twins are named after the key they average."""
     if labels and key in labels:
@@ -101,7 +74,7 @@ def metric_title(key: str, labels: Mapping[str, str] | None = None) -> str:
 
 @dataclass(frozen=True)
 class ChartOptions:
-    """How a metric chart is drawn; the same value gives metric_figure and plotted_data the same points.
+    """How a metric chart is drawn (metric_chart): its figure and its CSV data hold the same points.
 
     x_axis: step, epoch, examples or wall_time. smoothing in [0, 1): TensorBoard's debiased EMA,
     drawn solid over the faint raw series; it runs on the full series, then each trace is
@@ -181,7 +154,7 @@ def _curves(
         return _band_curves(series, runs_df, group_by, dashes, label, smoothing, options.band, max_points)
 
     names = {str(r): str(n) for r, n in zip(runs_df["run_id"], runs_df["name"])}
-    colors = _seed_shaded_colors(runs_df, list(names) + [s.run_id for s in series])
+    colors = seed_shaded_colors(runs_df, list(names) + [s.run_id for s in series])
     position = {run_id: i for i, run_id in enumerate(names)}  # legend follows the runs table
     curves = []
     for s in sorted(series, key=lambda s: position.get(s.run_id, len(position))):
@@ -207,23 +180,6 @@ def _curves(
     return curves
 
 
-_NOT_A_SETTING = ("cfg.seed", "cfg.name", "cfg.group")
-
-
-def _seed_shaded_colors(runs_df: pd.DataFrame, run_ids: list[str]) -> dict[str, str]:
-    """run_colors, except that runs with the same config but for the seed share one hue in shades (a race's seeds)."""
-    settings = [c for c in runs_df.columns if c.startswith("cfg.") and c not in _NOT_A_SETTING]
-    if not settings or "cfg.seed" not in runs_df.columns:
-        return run_colors(run_ids)
-    families = {str(r): "|".join(map(str, values))
-                for r, *values in zip(runs_df["run_id"], *(runs_df[c] for c in settings))}
-    keys = sorted({families.get(r, r) for r in run_ids})
-    if len(keys) == len(set(run_ids)):  # no seeds to shade: each run keeps its own stable colour
-        return run_colors(run_ids)
-    # families take the palette in order (its first hues are the most distinct), the same on every chart of a page
-    return family_colors(run_ids, families, {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(keys)})
-
-
 def _band_curves(series, runs_df, group_by, dashes, label, smoothing, band, max_points) -> list[Curve]:
     groups = group_labels(runs_df, group_by)
     order = ordered_groups(runs_df, group_by)
@@ -247,33 +203,29 @@ def _band_curves(series, runs_df, group_by, dashes, label, smoothing, band, max_
     return curves
 
 
-def plotted_data(
-    metrics_df: pd.DataFrame,
-    runs_df: pd.DataFrame,
-    key: str | Sequence[str],
-    options: ChartOptions = ChartOptions(),
-) -> pd.DataFrame:
-    """Exactly the points metric_figure (same arguments) draws, long format, for the CSV download.
+@dataclass(frozen=True)
+class MetricChart:
+    """A metric chart as `metric_chart` builds it: the figure, and the curves it draws (exactly its points)."""
 
-    Columns: series, run_id (or group), key, kind (raw, smoothed, mean, best_epoch), x, y, and the
-    band's lower/upper (NaN outside bands).
-    """
-    return curves_table(_curves(metrics_df, runs_df, key, options))
+    figure: go.Figure
+    curves: list[Curve]
 
-
-def curves_table(curves: list[Curve]) -> pd.DataFrame:
-    columns = ["series", "run_id", "key", "kind", "x", "y", "lower", "upper"]
-    frames = [
-        pd.DataFrame(
-            {
-                "series": c.series, "run_id": c.run_id, "key": c.key, "kind": c.kind, "x": c.x, "y": c.y,
-                "lower": c.lower if c.lower is not None else np.nan,
-                "upper": c.upper if c.upper is not None else np.nan,
-            }
-        )
-        for c in curves
-    ]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    def data(self) -> pd.DataFrame:
+        """The drawn points, long format, for the CSV download: series, run_id (or group), key, kind (raw, smoothed,
+        mean, best_epoch), x, y, and the band's lower/upper (NaN outside bands). Made when asked: a live page offers
+        the CSV built on click, not on every refresh (tens of ms per chart)."""
+        columns = ["series", "run_id", "key", "kind", "x", "y", "lower", "upper"]
+        frames = [
+            pd.DataFrame(
+                {
+                    "series": c.series, "run_id": c.run_id, "key": c.key, "kind": c.kind, "x": c.x, "y": c.y,
+                    "lower": c.lower if c.lower is not None else np.nan,
+                    "upper": c.upper if c.upper is not None else np.nan,
+                }
+            )
+            for c in self.curves
+        ]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def _rgba(color: str, alpha: float) -> str:
@@ -328,47 +280,20 @@ def _layout(x_title: str, y_title: str, log_y: bool, revision: str, shapes: list
     )
 
 
-def metric_figure(
+def metric_chart(
     metrics_df: pd.DataFrame,
     runs_df: pd.DataFrame,
-    key: str | list[str],
+    key: str | Sequence[str],
     options: ChartOptions = ChartOptions(),
-) -> go.Figure:
-    """Curves of one metric key (or several on one chart) for the runs in metrics_df, drawn as
-    `options` says.
+) -> MetricChart:
+    """The chart of one metric key (or several on one chart) for the runs in metrics_df, drawn as `options` says:
+    its figure and the curves it draws, from one pass over the data (`.data()` is the chart's CSV).
 
     One line per run, named by the run's name and coloured by run_colors; or, grouped, one mean
     line per group with its band. For epoch-level keys, the EMA/SWA twins are drawn dashed/dotted,
     and a run's early-stopping best epoch gets a star and a dashed vertical line.
     """
-    return _figure(_curves(metrics_df, runs_df, key, options), key, options)
-
-
-def metric_figure_and_curves(
-    metrics_df: pd.DataFrame,
-    runs_df: pd.DataFrame,
-    key: str | list[str],
-    options: ChartOptions = ChartOptions(),
-) -> tuple[go.Figure, list[Curve]]:
-    """The figure and the curves it draws. `curves_table(curves)` is the chart's CSV data: a live page that offers
-    the CSV makes it when the button is clicked, not on every refresh (tens of ms per chart)."""
     curves = _curves(metrics_df, runs_df, key, options)
-    return _figure(curves, key, options), curves
-
-
-def metric_figure_with_data(
-    metrics_df: pd.DataFrame,
-    runs_df: pd.DataFrame,
-    key: str | list[str],
-    options: ChartOptions = ChartOptions(),
-) -> tuple[go.Figure, pd.DataFrame]:
-    """(metric_figure(...), plotted_data(...)) from one pass over the data: a page that shows a
-    chart and offers its CSV computes the curves once per refresh instead of twice."""
-    curves = _curves(metrics_df, runs_df, key, options)
-    return _figure(curves, key, options), curves_table(curves)
-
-
-def _figure(curves: list[Curve], key: str | Sequence[str], options: ChartOptions) -> go.Figure:
     x_axis, log_y, labels = options.x_axis, options.log_y, options.labels
     x_title = (labels or {}).get(x_axis, X_TITLES.get(x_axis, x_axis))
     best_epoch_lines = [
@@ -385,15 +310,16 @@ def _figure(curves: list[Curve], key: str | Sequence[str], options: ChartOptions
         layout["yaxis"] = dict(layout["yaxis"], showticklabels=False, showgrid=False, zeroline=False, type="linear")
         layout["annotations"] = [dict(text="waiting for the first point", showarrow=False, xref="paper", yref="paper",
                                       x=0.5, y=0.5, font=dict(size=16, color="#555555"))]
-        return go.Figure(data=_traces(curves, x_title, labels), layout=layout, _validate=VALIDATE)
-    flat = _flat_range(drawn, log_y)
-    if flat is not None:
-        layout["yaxis"] = dict(layout["yaxis"], range=flat)
-    if log_y:
-        ticks = log_ticks(np.concatenate([y[np.isfinite(y) & (y > 0)] for y in drawn]))
-        if ticks:
-            layout["yaxis"] = dict(layout["yaxis"], tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
-    return go.Figure(data=_traces(curves, x_title, labels), layout=layout, _validate=VALIDATE)
+    else:
+        flat = _flat_range(drawn, log_y)
+        if flat is not None:
+            layout["yaxis"] = dict(layout["yaxis"], range=flat)
+        if log_y:
+            ticks = log_ticks(np.concatenate([y[np.isfinite(y) & (y > 0)] for y in drawn]))
+            if ticks:
+                layout["yaxis"] = dict(layout["yaxis"], tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    figure = go.Figure(data=_traces(curves, x_title, labels), layout=layout, _validate=VALIDATE)
+    return MetricChart(figure, curves)
 
 
 def log_ticks(values: np.ndarray, most: int = 12) -> list[float]:
@@ -426,7 +352,7 @@ def clipped_fraction(metrics_df: pd.DataFrame, window: int) -> pd.DataFrame:
     """Rolling fraction of steps whose gradient was clipped, per run, over the last `window` steps.
 
     Returned in the metrics long format (run_id, step, epoch, key="clipped_fraction", value,
-    wall_time) so metric_figure can plot it on any x axis. The first steps average what exists.
+    wall_time) so metric_chart can plot it on any x axis. The first steps average what exists.
     """
     if window < 1:
         raise ValueError(f"window={window!r}: must be >= 1 step")
@@ -442,11 +368,16 @@ def clipped_fraction(metrics_df: pd.DataFrame, window: int) -> pd.DataFrame:
 def clipped_fraction_figure(
     metrics_df: pd.DataFrame, runs_df: pd.DataFrame, window: int = 100, options: ChartOptions = ChartOptions()
 ) -> go.Figure:
-    """metric_figure of clipped_fraction, y fixed to [0, 1]; labels in `options` win over its title."""
+    """The metric chart's figure of clipped_fraction, y fixed to [0, 1]; labels in `options` win over its title."""
     derived = pd.concat([clipped_fraction(metrics_df, window), metrics_df[metrics_df["key"] == "examples"]])
     labels = {"clipped_fraction": f"fraction of steps clipped (last {window} steps)", **(options.labels or {})}
-    fig = metric_figure(derived, runs_df, "clipped_fraction", replace(options, labels=labels))
+    fig = metric_chart(derived, runs_df, "clipped_fraction", replace(options, labels=labels)).figure
     return fig.update_yaxes(range=[-0.02, 1.02])
+
+
+# The epoch-level keys final_metrics_table reads: what a page fetches for it. The table also reads the per-step
+# `loss`, only for a run without train_loss, and a long run logs hundreds of thousands of those rows.
+FINAL_TABLE_KEYS = ("val_acc", "train_loss", "best_epoch")
 
 
 def final_metrics_table(metrics_df: pd.DataFrame, runs_df: pd.DataFrame) -> pd.DataFrame:
@@ -457,7 +388,7 @@ def final_metrics_table(metrics_df: pd.DataFrame, runs_df: pd.DataFrame) -> pd.D
     stopping, else the epoch of the best val_acc), steps (last step logged) and duration_s
     (finished_at - started_at; while running, up to the last logged row).
     """
-    wanted = metrics_df[metrics_df["key"].isin(["val_acc", "train_loss", "loss", "best_epoch"])]
+    wanted = metrics_df[metrics_df["key"].isin([*FINAL_TABLE_KEYS, "loss"])]
     wanted = wanted[wanted["value"].notna()].sort_values(["run_id", "step"], kind="stable")
     last = wanted.groupby(["run_id", "key"])["value"].last()
     val = wanted[wanted["key"] == "val_acc"]

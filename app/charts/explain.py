@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.text import plotly_text
+from app.charts.text import plotly_text
 from engine import sanity_check as sanity
 
 TOP_K = 5

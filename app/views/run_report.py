@@ -17,14 +17,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.live import live_fragment
+from app.charts.text import escape_md
 from app.report.checks import recipe_badges, run_header
 from app.report.common import readable_errors
 from app.report.evaluation import evaluation_section
 from app.report.layers import gradient_clipping, layer_statistics
 from app.report.probes import lr_finder_section, overfit_section
-from app.state import get_runner, get_store, run_metrics, runs_frame
-from app.text import escape_md
+from app.ui.live import live_fragment
+from app.ui.state import get_runner, get_store, run_metrics, runs_frame
 from engine.records import ACTIVE
 
 # ---- run selection ----------------------------------------------------------------------------------------------

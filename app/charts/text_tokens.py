@@ -53,7 +53,7 @@ def deletion_figure(curves: dict[str, tuple[list[float], list[float]]], random: 
     random order dashed. Names go through plotly_text (Plotly reads a little HTML in legends)."""
     import plotly.graph_objects as go
 
-    from app.text import plotly_text
+    from app.charts.text import plotly_text
 
     figure = go.Figure()
     for name, (x, y) in curves.items():

@@ -17,7 +17,7 @@ import sys
 
 import streamlit as st
 
-from app.text import escape_md
+from app.charts.text import escape_md
 from engine.classroom import Actor, ClassMode, Guesses, check_display_name
 
 SESSION_KEY = "class_actor"  # (name, role, seat_id, token): plain values in session state

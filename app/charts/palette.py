@@ -4,13 +4,20 @@ Okabe and Ito's palette (distinguishable with the common colour-vision deficienc
 vanishes on a white projector screen, plus darker hues to reach ten. Every colour has a contrast of at least 2.2:1
 against white (lines are thick enough for that; Tableau's pale yellow and pink measure 1.6:1 and 2.0:1).
 
-Runs that differ only by seed share their setting's hue and get shades of it (`shade`), so two Adam seeds read as
-one optimizer, not two unrelated lines.
+Each run keeps one colour on every chart and every re-render (`run_colors`: a stable hash of its id picks the slot).
+Runs that differ only by seed share their setting's hue and get shades of it (`seed_shaded_colors`), so two Adam
+seeds read as one optimizer, not two unrelated lines.
 """
 
 from __future__ import annotations
 
 import colorsys
+import hashlib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the colours need no pandas
+    import pandas as pd
 
 PALETTE = (  # ordered so that the first hues, used first, are the most distinct
     "#0072b2",  # blue
@@ -63,3 +70,47 @@ def family_colors(run_ids: list[str], families: dict[str, str], base: dict[str, 
         for index, run_id in enumerate(ids):
             colors[run_id] = shade(base[family], index, len(ids))
     return colors
+
+
+def run_colors(ids: Iterable[str]) -> dict[str, str]:
+    """A hex colour per id, the same in every chart and on every re-render.
+
+    Each id prefers the palette slot given by a stable hash of the id (not Python's salted
+    hash()). Within one call, ids are placed in sorted order, so the result does not depend on the
+    order of the list; an id whose slot is taken moves to the next free slot, so up to
+    len(PALETTE) ids are always distinct (beyond that, colours repeat).
+    """
+    colors: dict[str, str] = {}
+    taken: set[int] = set()
+    pending = []
+    for run_id in sorted(set(map(str, ids))):
+        slot = int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=4).digest(), "big") % len(PALETTE)
+        if slot in taken:
+            pending.append((run_id, slot))
+        else:
+            taken.add(slot)
+            colors[run_id] = PALETTE[slot]
+    for run_id, slot in pending:
+        if len(taken) < len(PALETTE):
+            while slot in taken:
+                slot = (slot + 1) % len(PALETTE)
+            taken.add(slot)
+        colors[run_id] = PALETTE[slot]
+    return colors
+
+
+_NOT_A_SETTING = ("cfg.seed", "cfg.name", "cfg.group")
+
+
+def seed_shaded_colors(runs_df: pd.DataFrame, run_ids: list[str]) -> dict[str, str]:
+    """run_colors, except that runs with the same config but for the seed share one hue in shades (a race's seeds)."""
+    settings = [c for c in runs_df.columns if c.startswith("cfg.") and c not in _NOT_A_SETTING]
+    if not settings or "cfg.seed" not in runs_df.columns:
+        return run_colors(run_ids)
+    families = {str(r): "|".join(map(str, values))
+                for r, *values in zip(runs_df["run_id"], *(runs_df[c] for c in settings))}
+    keys = sorted({families.get(r, r) for r in run_ids})
+    if len(keys) == len(set(run_ids)):  # no seeds to shade: each run keeps its own stable colour
+        return run_colors(run_ids)
+    # families take the palette in order (its first hues are the most distinct), the same on every chart of a page
+    return family_colors(run_ids, families, {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(keys)})

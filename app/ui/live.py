@@ -4,7 +4,7 @@
 its runs is queued or running (only the charts refresh, never the form around them) and settles when they end.
 The panel reads only new metric rows.
 
-Refresh intervals adapt to the server's load (app/load.py): every tick samples the server process's CPU clock,
+Refresh intervals adapt to the server's load (app/server/load.py): every tick samples the server process's CPU clock,
 and a busy server stretches every interval by the same factor. A laptop with one tab never notices.
 TRAINLENS_TICK_LOG=FILE appends one line per tick (time, view, wall ms, CPU ms) for benchmarks.
 """
@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import figure_cache, figures
-from app.load import LOAD
-from app.memory import collect_now_and_then
-from app.presentation import plotly_chart
-from app.series import chart_keys
-from app.state import format_duration, get_runner, run_metrics, runs_frame
-from app.text import escape_md
+from app.charts.metrics import ChartOptions, metric_chart
+from app.charts.series import chart_keys
+from app.charts.text import escape_md
+from app.server import figure_cache
+from app.server.load import LOAD
+from app.server.memory import collect_now_and_then
+from app.ui.presentation import plotly_chart
+from app.ui.state import format_duration, get_runner, run_metrics, runs_frame
 from engine.records import ACTIVE, UNSUCCESSFUL, RunStatus
 
 # Material icons render everywhere Streamlit does (emoji need a font that kiosk/projector machines may lack)
@@ -88,7 +89,8 @@ def live_fragment(key: str, body: Callable[[pd.DataFrame], None], run_ids: Seque
         if _TICK_LOG:
             _log_tick(key, time.perf_counter() - wall, cpu)
         wall, cpu = time.perf_counter(), time.thread_time()
-        if collect_now_and_then() and _TICK_LOG:  # Streamlit's own collection after each run is off (app/memory.py)
+        # Streamlit's own collection after each run is off (app/server/memory.py)
+        if collect_now_and_then() and _TICK_LOG:
             _log_tick("gc", time.perf_counter() - wall, time.thread_time() - cpu)
 
     fragment()
@@ -166,8 +168,8 @@ def live_runs_panel(run_ids: list[str], key: str) -> None:
             st.caption("The first points appear as soon as a worker takes the run.")
             return
         left, right = st.columns(2)
-        loss = figures.metric_figure(metrics, selected, "loss", figures.ChartOptions(smoothing=0.6))
-        accuracy = figures.metric_figure(metrics, selected, "val_acc", figures.ChartOptions(x_axis="epoch"))
+        loss = metric_chart(metrics, selected, "loss", ChartOptions(smoothing=0.6)).figure
+        accuracy = metric_chart(metrics, selected, "val_acc", ChartOptions(x_axis="epoch")).figure
         plotly_chart(loss, key=f"{key}_loss", container=left)
         plotly_chart(accuracy, key=f"{key}_acc", container=right)
 

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from ui_helpers import chart_by_key, chart_traces, decode_array, figure_spec, fresh_app, wait_for
 
-from app import report_figures as rf
+from app.charts import report as rf
 from engine import records
 from engine.config import RunConfig
 from engine.runs.runner import RunHandle
 
 pytestmark = pytest.mark.timeout(300)
 
-PAGE = "views/run_detail.py"
+PAGE = "views/run_report.py"
 TINY = dict(train_limit=300, epochs=2, layer_stats_every=2, clip="norm", clip_value=0.5, ema=True)
 
 

@@ -28,7 +28,7 @@ _tick = threading.local()  # per script thread: how many stale live values this 
 
 
 def start_tick() -> None:
-    """Call at the start of a page run or live tick (app.live does): this tick may rebuild one stale value."""
+    """Call at the start of a page run or live tick (app.ui.live does): this tick may rebuild one stale value."""
     _tick.refreshed = 0
 
 
@@ -99,7 +99,7 @@ def enabled() -> bool:
 
 def view_version(runs: pd.DataFrame, coarse: dict[str, list[str]], listing: Hashable = None) -> tuple:
     """What a view of `runs` shows, cheaply, from the runs frame alone: each run's step, status, resume time and
-    name (or, given `listing`, the version of the whole runs listing those rows come from: app.state.runs_frame's
+    name (or, given `listing`, the version of the whole runs listing those rows come from: app.ui.state.runs_frame's
     fingerprint, which already changes with all of them), and which of its histories the metrics cache still holds
     coarse (refining them changes the picture).
 

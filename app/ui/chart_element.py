@@ -2,9 +2,10 @@
 
 `st.plotly_chart` converts the figure to a dict (a deep copy of every trace's arrays) and encodes it as JSON on
 every call: ~12 ms for a chart of 16 lines of 1,500 points. A live Compare view draws five such charts per tick, and
-in a class thirty sessions draw the same shared figures (app/figure_cache.py), so the server encoded the same JSON
-thirty times a second. `send_plotly` makes the JSON once per styled figure (kept beside it by app.presentation)
-and sends the same element `st.plotly_chart` sends: the same PlotlyChart message, element id, theme and size.
+in a class thirty sessions draw the same shared figures (app/server/figure_cache.py), so the server encoded the same
+JSON thirty times a second. `send_plotly` makes the JSON once per styled figure (kept beside it by
+app.ui.presentation) and sends the same element `st.plotly_chart` sends: the same PlotlyChart message, element id,
+theme and size.
 
 It builds the element from Streamlit's own pieces (the PlotlyChart proto, the element id and form helpers,
 `DeltaGenerator._enqueue`), which are internal: if a Streamlit upgrade moves them, charts fall back to
@@ -43,7 +44,7 @@ def plotly_json(figure) -> str:
 
 
 def send_plotly(dg: Any, styled: Any, key: str, config: dict) -> Any:
-    """Show `styled.figure` (an app.presentation styled entry) in `dg` (st or a container) as st.plotly_chart
+    """Show `styled.figure` (an app.ui.presentation styled entry) in `dg` (st or a container) as st.plotly_chart
     would, encoding it only the first time; `styled.spec` keeps the JSON for the next session or tick."""
     if not AVAILABLE:
         return dg.plotly_chart(styled.figure, key=key, config=config)

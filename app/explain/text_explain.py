@@ -1,8 +1,8 @@
 """The Explain page for text runs: type a sentence (or pick a validation one, misclassified first), see the
 prediction and each method's token attributions as the sentence shaded token by token, with their quality.
 
-`app/views/explain.py` hands a run over here when its dataset is text. Every token is escaped before it is
-drawn (app/text_tokens.py); tables and captions show users' text through st.dataframe and escaped markdown.
+`app/explain/subject.py` hands a run over here when its dataset is text. Every token is escaped before it is
+drawn (app/charts/text_tokens.py); tables and captions show users' text through st.dataframe and escaped markdown.
 Quality: on `sentiment`, agreement with the ground-truth deciding tokens (precision of the top-k, pointing
 game, top-2 hit); on any sentence, the deletion curve (target probability as tokens become <unk>, most
 important first) against a random order.
@@ -16,9 +16,9 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from app.presentation import plotly_chart
-from app.text import escape_md
-from app.text_tokens import colour_key, deletion_figure, token_spans
+from app.charts.text import escape_md
+from app.charts.text_tokens import colour_key, deletion_figure, token_spans
+from app.ui.presentation import plotly_chart
 from engine.checkpoints import load_checkpoint, load_run_model
 from engine.datasets import dataset_info
 from engine.explain.methods import NotApplicable, explain

@@ -1,6 +1,6 @@
 """The dashboard's shared cache of metric rows: per run and key, read once, then topped up with the new rows only.
 
-Streamlit-free on purpose (app/state.py holds one instance per server process in `st.cache_resource`, shared by every
+Streamlit-free on purpose (app/ui/state.py holds one instance per server process in `st.cache_resource`, shared by every
 session), so tests drive it against a real Store without a browser. No torch either.
 
 What is read. Each chart asks for the keys it draws (`get(run_ids, versions, keys)`) and only those are read, at the

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from engine.datasets import DATASETS
-from engine.records import SUCCEEDED, RunKind
+from engine.records import SUCCEEDED, RunKind, RunStatus
 
 SPLIT_COLUMNS = ["cfg.dataset", "cfg.val_fraction", "cfg.data_dir", "cfg.train_limit"]
 
@@ -66,8 +66,8 @@ def class_summary(runs: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for name in names:
         mine = students[students["owner"] == name]
-        rows.append({"student": name, "running": int((mine["status"] == "running").sum()),
-                     "queued": int((mine["status"] == "queued").sum()),
+        rows.append({"student": name, "running": int((mine["status"] == RunStatus.RUNNING).sum()),
+                     "queued": int((mine["status"] == RunStatus.QUEUED).sum()),
                      "finished": int(mine["status"].isin(SUCCEEDED).sum()), "runs": len(mine)})
     return pd.DataFrame(rows, columns=["student", "running", "queued", "finished", "runs"])
 

@@ -1,10 +1,10 @@
 """How busy the dashboard server is, and how much live refresh intervals stretch because of it.
 
 One Streamlit server runs every session's page code in one Python process: about one core, however many the
-machine has. `LOAD` samples that process's CPU clock at every live tick (app.live); when the server would need more
-than CORE_BUDGET cores with every live view at its page's own interval (thirty students watching one server),
+machine has. `LOAD` samples that process's CPU clock at every live tick (app.ui.live); when the server would need
+more than CORE_BUDGET cores with every live view at its page's own interval (thirty students watching one server),
 every interval is stretched by the same factor, up to MAX_STRETCH, and shared views are rebuilt as much less often
-(app.state.shared_figure). A laptop with one tab never notices.
+(app.ui.state.shared_figure). A laptop with one tab never notices.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ _STYLED_LOCK = threading.Lock()
 
 
 def prestyled(figure: go.Figure, present: bool) -> go.Figure:
-    """Style `figure` for the mode in place, once, when it is built to be shared (app.state.shared_figure): pages
+    """Style `figure` for the mode in place, once, when it is built to be shared (app.ui.state.shared_figure): pages
     then send it as it is, with no styled copy (copying a figure of 16 long lines costs ~50 ms)."""
     style_figure(figure, present)
     figure._trainlens_styled = _Styled(figure), present  # plotly keeps attributes named with "_" off the figure
@@ -178,13 +178,13 @@ CHART_CONFIG = {"displaylogo": False, "displayModeBar": "hover"}
 def plotly_chart(figure: go.Figure, *, key: str, container=None, **kwargs):
     """st.plotly_chart with the page's presentation applied (see module doc); `container` is a column or None.
 
-    Without extra arguments the chart goes out through `app.chart_element`, which sends the styled figure's JSON
+    Without extra arguments the chart goes out through `app.ui.chart_element`, which sends the styled figure's JSON
     made once per figure (st.plotly_chart converts and encodes the figure on every call: ~12 ms per chart, five
     charts per Compare tick, for each of thirty students watching the same shared figures)."""
     present = presenting()
     dg = container or st
     if kwargs:
         return dg.plotly_chart(styled(figure, present), key=key, config=CHART_CONFIG, **kwargs)
-    from app.chart_element import send_plotly
+    from app.ui.chart_element import send_plotly
 
     return send_plotly(dg, _styled_entry(figure, present), key, CHART_CONFIG)

@@ -5,7 +5,7 @@ coordinate of each metric row on the four axes (step, epoch, examples, wall time
 long metrics frame into per-run series, and the mean/spread band across the runs of a group.
 
 Everything here is numpy/pandas only: no streamlit (tests check it without a browser) and no torch
-(the page must stay light). The figure builders in `app.figures` sit on top of it.
+(the page must stay light). The figure builders in `app.charts.metrics` sit on top of it.
 """
 
 from __future__ import annotations

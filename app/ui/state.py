@@ -3,7 +3,7 @@ cache, datasets.
 
 All are `st.cache_resource` (one per server process, thread-safe objects); pages keep only ids and
 plain values in `st.session_state`. Torch-heavy imports happen lazily inside the functions that need them.
-The metrics cache itself lives in app/metrics_cache.py (no streamlit: tests use it directly).
+The metrics cache itself lives in app/server/metrics_cache.py (no streamlit: tests use it directly).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import time
 import pandas as pd
 import streamlit as st
 
-from app import figure_cache
-from app.figure_cache import FigureCache
-from app.load import LOAD
-from app.metrics_cache import MetricsCache
-from app.text import escape_md
+from app.charts.text import escape_md
+from app.server import figure_cache
+from app.server.figure_cache import FigureCache
+from app.server.load import LOAD
+from app.server.metrics_cache import MetricsCache
+from engine.records import RunKind
 from engine.runs.runner import ActingRunner, Runner
 from engine.runs.store import Store
 
@@ -114,9 +115,9 @@ def shared_runner() -> Runner:
 
 
 def get_runner() -> ActingRunner:
-    """The runner acting for this session's user (app.identity): every cancel, resume, delete and submission is
+    """The runner acting for this session's user (app.ui.identity): every cancel, resume, delete and submission is
     checked by the engine against that user's rights and the class limits, whatever the page shows."""
-    from app.identity import session_actor
+    from app.ui.identity import session_actor
 
     # its changes are this session's own: its views read them exactly for a while (note_own_change)
     return shared_runner().as_actor(session_actor(), on_change=note_own_change)
@@ -152,12 +153,12 @@ LIVE_MAX_AGE_S = 1.0  # how stale a shared view of runs still training may be (t
 
 
 def shared_figure(key: tuple, build, version=None, live: bool = False):
-    """`build()`'s result for `key` at `version`, shared by every session asking (see app/figure_cache.py): while
+    """`build()`'s result for `key` at `version`, shared by every session asking (see app/server/figure_cache.py): while
     `live` (runs still training), one built less than LIVE_MAX_AGE_S ago is reused even if a newer point arrived.
     Built per call when TRAINLENS_SHARED_FIGURES=0."""
     if not figure_cache.enabled():
         return build()
-    # a loaded server refreshes every view less often (app.live.LoadMeter), and rebuilds shared views as rarely
+    # a loaded server refreshes every view less often (app.server.load.LoadMeter), and rebuilds shared views as rarely
     stretch = LOAD.stretch()
     return shared_figures().get(key, build, version, LIVE_MAX_AGE_S * stretch if live else 0.0,
                                 spread=stretch > 1.0)
@@ -194,7 +195,7 @@ def runs_frame(live_tick: bool = False) -> pd.DataFrame:
     fingerprint = store.runs_fingerprint()
 
     def listing() -> pd.DataFrame:
-        frame = store.list_runs(kind="train")
+        frame = store.list_runs(kind=RunKind.TRAIN)
         frame.attrs["fingerprint"] = fingerprint  # views derived from it are shared under the same version
         return frame
 
@@ -232,7 +233,7 @@ def run_metrics(run_ids: list[str], runs: pd.DataFrame, keys: list[str] | None =
 
     With `keys` (a chart): those keys only, long histories at the cache's coarse level (at most
     MetricsCache.MAX_ROWS rows per run and key: evenly spaced steps, the extremes, every new row). Without: every
-    key, every row (counts over a run's steps). `exact` overrides either way. See app/metrics_cache.py.
+    key, every row (counts over a run's steps). `exact` overrides either way. See app/server/metrics_cache.py.
     """
     return get_metrics_cache().get(list(run_ids), _versions(run_ids, runs), keys, exact=exact)
 

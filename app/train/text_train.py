@@ -13,9 +13,9 @@ import hashlib
 import pandas as pd
 import streamlit as st
 
-from app import figures
-from app.presentation import plotly_chart
-from app.text import escape_md
+from app.charts.metrics import lr_schedule_figure
+from app.charts.text import escape_md
+from app.ui.presentation import plotly_chart
 from engine.config import RunConfig
 
 UPLOAD_KEY = "train_text_csv_upload"
@@ -63,7 +63,7 @@ def text_preview(config: RunConfig, split) -> None:
     for note in split.text.notes:
         st.caption(escape_md(note))
     steps, lrs = schedule_curve(config, total)
-    plotly_chart(figures.lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=220),
+    plotly_chart(lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=220),
                     key="schedule_preview")
     xb, yb = next(iterate_batches(split.train_x, split.train_y, config.batch_size, seed=config.seed, epoch=0))
     vocab = split.text.vocab
