@@ -209,7 +209,7 @@ def test_a_stop_requested_while_starting_survives_registration(store):
     store.request_worker_stop()
     store.register_worker("w", 10, "h", "cpu")  # the worker itself, once torch is imported
     assert store.live_workers()["device"].tolist() == ["cpu"]
-    assert store.worker_heartbeat("w", "idle", None) is True  # it is told to stop at its first heartbeat
+    assert store.heartbeat("w", "idle", None)["stop"] is True  # it is told to stop at its first heartbeat
 
 
 WRITER = """
