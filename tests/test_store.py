@@ -222,6 +222,7 @@ for batch in range(int(sys.argv[2])):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_reader_sees_rows_while_another_process_writes(store):
     batches = 40
@@ -263,6 +264,7 @@ print(json.dumps(claimed))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_claim_next_is_atomic_across_processes(store, tmp_path):
     run_ids = {store.create_run(RunConfig(seed=i)) for i in range(40)}
