@@ -1,4 +1,4 @@
-"""Calibration of the sanity check's threshold (engine/explain/sanity.py): the mean rank correlation with the
+"""Calibration of the sanity check's threshold (engine/sanity_check.py): the mean rank correlation with the
 trained map over the cascading-randomisation stages, per method, on models trained here for a few seconds.
 
     PYTHONPATH=. python benchmarks/explain_sanity.py [--models convnet,resnet] [--images 5] [--steps 400]

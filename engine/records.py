@@ -25,14 +25,6 @@ class RunStatus(StrEnum):
     FAILED = "failed"  # an error (bad data, a bug); the error says which
     INTERRUPTED = "interrupted"  # its worker was lost (killed, out of memory, shut down); resumable
 
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL
-
-    @property
-    def is_active(self) -> bool:
-        return self in ACTIVE
-
 
 ACTIVE: tuple[RunStatus, ...] = (RunStatus.QUEUED, RunStatus.RUNNING)
 TERMINAL: tuple[RunStatus, ...] = (RunStatus.COMPLETED, RunStatus.STOPPED_EARLY, RunStatus.CANCELLED,
@@ -66,8 +58,9 @@ FINAL_KEYS = ("train_loss", "val_loss", "val_acc", "val_precision", "val_recall"
 # x axis; per epoch: validation accuracy, training and validation loss). Its "More metrics" offers every other key.
 COMPARE_KEYS = STEP_KEYS + ("train_loss", "val_loss", "val_acc")
 # Helper jobs stream their points as metrics of their own row.
-LR_FIND_KEYS = ("lr_find_lr", "lr_find_loss", "lr_find_smoothed")
-OVERFIT_KEYS = ("overfit_final_loss",)
+LR_FIND_POINT = {"lr": "lr_find_lr", "loss": "lr_find_loss", "smoothed": "lr_find_smoothed"}  # sweep field -> key
+LR_FIND_KEYS = tuple(LR_FIND_POINT.values())
+OVERFIT_KEY = "overfit_final_loss"  # the overfit check's last loss, logged once at its end
 # Per-layer statistics are logged as f"{statistic}/{layer}" every `layer_stats_every` steps.
 LAYER_STAT_SEPARATOR = "/"
 

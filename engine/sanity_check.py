@@ -47,10 +47,6 @@ def survival(steps: Sequence[Any], default_sign: str) -> float:
     return float(values.mean()) if len(values) else 1.0
 
 
-def passes(steps: Sequence[Any], default_sign: str) -> bool:
-    return survival(steps, default_sign) < THRESHOLD
-
-
 def verdict(steps: Sequence[Any], default_sign: str, title: str) -> str:
     """One honest sentence: the number, the threshold and what it means."""
     value = survival(steps, default_sign)

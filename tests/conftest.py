@@ -3,12 +3,16 @@
 Every test gets its own data home (engine.paths reads TRAINLENS_HOME on every call), so no test sees
 another's runs, checkpoints or workers, and nothing is written into the working tree. Any worker process
 a test started (through the Runner or the CLI) is stopped at teardown: none may outlive the tests.
+Two tiers: `-m "not slow"` runs the tests that start no process (about a minute); the whole suite adds the worker
+pools, CLI subprocesses, Streamlit servers, browsers and Ray (see "the fast tier" below).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +27,51 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+# ---- the fast tier -----------------------------------------------------------------------------------------------
+# `python -m pytest -m "not slow"` runs the tests that start no process: no worker pool, no CLI in a subprocess, no
+# Streamlit server, no browser, no Ray. Tests that use a worker pool (`runner`) or a browser are slow by these
+# fixtures; the others that start a process carry `@pytest.mark.slow` (or a module's `pytestmark`). The rule is
+# enforced: a test outside the slow tier that starts a process fails and says to mark it (`_no_process_when_fast`).
+SLOW_FIXTURES = ("runner", "browser")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES) or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _no_process_when_fast(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _no_process_when_fast(item):
+        yield
+
+
+@contextlib.contextmanager
+def _no_process_when_fast(item):
+    """A fast-tier test may not start a process, in its fixtures (module-scoped ones included) or its body: it would
+    make the tier slow, and it belongs in the slow one."""
+    if item.get_closest_marker("slow") is not None:
+        yield
+        return
+    real = subprocess.Popen.__init__
+
+    def refuse(self, args, *more, **options):
+        raise RuntimeError(f"{item.nodeid} starts a process ({args!r}); mark it @pytest.mark.slow (tests/conftest.py)")
+
+    subprocess.Popen.__init__ = refuse
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = real
 
 
 RUNNER_WORKERS = 2

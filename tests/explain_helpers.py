@@ -30,3 +30,17 @@ def quick_convnet(split, steps: int, batch_size: int) -> torch.nn.Module:
     finally:
         torch.set_num_threads(threads)
     return model.eval()
+
+
+def trained_on(dataset: str, steps: int, batch_size: int, n_val: int, at_least: float):
+    """(model, split, normalised first `n_val` validation images, a bool per image: predicted right) for a convnet
+    trained on `dataset`; fails the fixture unless its accuracy on them exceeds `at_least`."""
+    from engine.data.loading import load_dataset
+
+    split = load_dataset(dataset, seed=0)
+    model = quick_convnet(split, steps=steps, batch_size=batch_size)
+    val_x = normalize(split.val_x[:n_val], split.mean, split.std)
+    with torch.no_grad():
+        correct = model(val_x).argmax(1) == split.val_y[:n_val]
+    assert correct.float().mean() > at_least, "the fixture must be a model that learned something"
+    return model, split, val_x, correct

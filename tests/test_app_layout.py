@@ -111,6 +111,7 @@ def _top_level_modules_after(modules: list[str]) -> set[str]:
     return {name.split(".")[0] for name in loaded}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("folder", sorted(MUST_NOT_LOAD))
 def test_a_folder_loads_only_what_its_rule_allows(folder):

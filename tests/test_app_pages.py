@@ -190,6 +190,7 @@ def test_race_starts_one_run_per_optimizer_with_its_recommended_lr(runner):
 # ---------------------------------------------------------------------------------------------
 # Runs page
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_runs_empty_state_offers_the_default_run(monkeypatch):
     monkeypatch.setenv("TRAINLENS_WORKERS", "1")  # the click starts a worker: keep it to one
     at = open_page(fresh_app(), "views/runs.py")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from ui_helpers import fresh_app
 
-from engine.classroom import STUDENT, TEACHER, Actor
+from engine.classroom import STUDENT, Actor
 from engine.config import RunConfig
 from engine.records import RunStatus
 from engine.runs.store import Store

@@ -39,6 +39,7 @@ def run_main(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_train_wait_then_inspect_the_run(trainlens_home, tmp_path, capsys):
     lesson = tmp_path / "lesson.toml"
@@ -148,6 +149,7 @@ def test_bad_config_file_exits_2(capsys, tmp_path, contents, word):
     assert word in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["unknown subcommand", "unknown field", "missing file", "unknown run id"])
 def test_bad_arguments_in_a_real_process(trainlens_home, name):
     done = engine_cli(trainlens_home, *BAD_ARGUMENTS[name])
@@ -237,6 +239,7 @@ def installed_cli() -> tuple[list[str], bool]:
     return [sys.executable, "-m", "engine"], False
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_the_cli_works_from_any_folder(trainlens_home, tmp_path):
     command, installed = installed_cli()
@@ -262,6 +265,7 @@ def test_the_cli_works_from_any_folder(trainlens_home, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["lesson.toml"]  # nothing written into the user's folder
 
 
+@pytest.mark.slow
 def test_piping_into_head_ends_quietly(trainlens_home):
     store = Store()
     run_ids = [store.create_run(RunConfig(seed=seed)) for seed in range(1500)]

@@ -28,6 +28,7 @@ def _modules_after_import(statement: str) -> set[str]:
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_the_engine_spine_imports_neither_streamlit_nor_captum():
     modules = _modules_after_import("import " + ", ".join(SPINE))
@@ -36,6 +37,7 @@ def test_the_engine_spine_imports_neither_streamlit_nor_captum():
     assert not {m for m in modules if m == "captum" or m.startswith("captum.")}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_import_engine_and_the_cli_stay_cheap():
     # `python -m engine --help` and bad arguments must not pay for torch or pandas
@@ -44,6 +46,7 @@ def test_import_engine_and_the_cli_stay_cheap():
     assert not {"torch", "pandas", "streamlit"} & modules
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_the_shared_vocabulary_and_the_dataset_registry_are_torch_free():
     # every page imports them: knowing what "interrupted" means must not cost torch's seconds
@@ -52,6 +55,7 @@ def test_the_shared_vocabulary_and_the_dataset_registry_are_torch_free():
     assert not {"torch", "numpy", "pandas", "streamlit"} & modules
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_importing_the_explain_package_costs_no_torch():
     # the package face registers nothing: explain() finds the token explainer itself when it meets token ids

@@ -7,9 +7,8 @@ import pytest
 import torch
 from captum.metrics import infidelity, sensitivity_max
 from scipy.stats import spearmanr
-from explain_helpers import quick_convnet
+from explain_helpers import trained_on
 
-from engine.data.loading import load_dataset, normalize
 from engine.explain.methods import explain
 from engine.explain.quality import (deletion_curve, infidelity_score, mask_score, quality, randomization_check,
                                     relative_infidelity, sensitivity_score)
@@ -20,12 +19,7 @@ N_IMAGES = 12  # validation images the statistical checks average over
 @pytest.fixture(scope="module")
 def trained():
     """A convnet trained for a few seconds on shapes (about 75% validation accuracy), with its val images."""
-    split = load_dataset("shapes", seed=0)
-    model = quick_convnet(split, steps=400, batch_size=48)
-    val_x = normalize(split.val_x[:200], split.mean, split.std)
-    with torch.no_grad():
-        correct = model(val_x).argmax(1) == split.val_y[:200]
-    assert correct.float().mean() > 0.6, "the fixture must be a model that learned something"
+    model, split, val_x, correct = trained_on("shapes", steps=400, batch_size=48, n_val=200, at_least=0.6)
     keep = torch.where(correct)[0][:N_IMAGES]  # explain images the model gets right
     return model, val_x[keep], split.val_y[:200][keep], split.val_masks[:200][keep]
 

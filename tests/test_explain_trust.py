@@ -13,10 +13,10 @@ import torchvision
 from captum.attr import LayerGradCam
 from PIL import Image
 from sklearn.datasets import load_sample_image
-from explain_helpers import quick_convnet
+from explain_helpers import trained_on
 
 from engine.checkpoints import INITIAL_EPOCH, history_epochs, initial_path, load_checkpoint, resolve
-from engine.data.loading import load_dataset, normalize
+from engine.data.loading import normalize
 from engine.datasets import dataset_info
 from engine import sanity_check as sanity
 from engine.explain.geometry import Geometry, place, trace_geometry
@@ -33,12 +33,7 @@ N_IMAGES = 24
 @pytest.fixture(scope="module")
 def digits():
     """A convnet trained on mnist5k for a few seconds (about 93% validation accuracy), with its split."""
-    split = load_dataset("mnist5k", seed=0)
-    model = quick_convnet(split, steps=300, batch_size=64)
-    val_x = normalize(split.val_x[:300], split.mean, split.std)
-    with torch.no_grad():
-        correct = model(val_x).argmax(1) == split.val_y[:300]
-    assert correct.float().mean() > 0.85, "the fixture must be a model that learned something"
+    model, split, val_x, correct = trained_on("mnist5k", steps=300, batch_size=64, n_val=300, at_least=0.85)
     return model, split, val_x, torch.where(correct)[0][:N_IMAGES].tolist()
 
 

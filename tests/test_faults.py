@@ -61,6 +61,7 @@ def pool(trainlens_home, monkeypatch):
         runner.shutdown()
 
 
+@pytest.mark.slow
 def test_a_write_lock_held_35_s_mid_run_loses_no_row_and_the_run_completes(pool):
     runner = pool(1)
     # 900 steps: on an idle machine the 300 of `slow_run(epochs=3)` could end between the read that saw step 21
@@ -88,6 +89,7 @@ def test_a_write_lock_held_35_s_mid_run_loses_no_row_and_the_run_completes(pool)
     assert runner.submit(slow_run(epochs=1, train_limit=20)).wait(timeout=120) == "completed"
 
 
+@pytest.mark.slow
 def test_a_frozen_worker_woken_after_its_run_completed_elsewhere_writes_nothing_and_exits(pool, monkeypatch):
     monkeypatch.setenv("TRAINLENS_STALE_AFTER_S", "2")  # the workers' and this reader's staleness limit
     monkeypatch.setattr(Store, "STALE_AFTER_S", 2.0)
@@ -182,6 +184,7 @@ def test_unreadable_rows_are_quarantined_failed_and_deletable(trainlens_home):
     assert store.list_runs().attrs["unreadable"] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["empty", "not sqlite", "garbled", "truncated"])
 def test_a_damaged_store_is_reported_never_replaced(trainlens_home, damage):
     store = Store()
@@ -235,6 +238,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_the_store_readable_and_says_so(small_disk, monkeypatch):
     home = small_disk / "home"
     monkeypatch.setenv("TRAINLENS_HOME", str(home))

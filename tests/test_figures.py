@@ -97,6 +97,7 @@ def test_run_colors_stable_distinct_and_order_free():
     assert all(len(c) == 7 and c.startswith("#") for c in colors.values())
 
 
+@pytest.mark.slow
 def test_run_colors_same_across_processes():
     # no salted hash(): a restarted server must paint a run the same colour
     code = "from app.charts.palette import run_colors; print(run_colors(['a', 'b', 'c']))"

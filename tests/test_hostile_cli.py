@@ -58,6 +58,7 @@ def digit_png(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_crafted_checkpoint_header_is_one_line(trainlens_home, trained_run, digit_png, tmp_path):
     epoch_path(trained_run, 0).write_bytes(struct.pack("<Q", 2**63 - 1) + b"{}")  # a header claiming 8 EiB
     result = cli(trainlens_home, "explain", trained_run, str(digit_png), "--checkpoint", "0", "--out",
@@ -65,6 +66,7 @@ def test_a_crafted_checkpoint_header_is_one_line(trainlens_home, trained_run, di
     assert_one_line(result, 2, "not a readable TrainLens checkpoint")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_whose_tensors_do_not_fit_is_one_line(trainlens_home, trained_run, digit_png, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -80,12 +82,14 @@ def test_a_checkpoint_whose_tensors_do_not_fit_is_one_line(trainlens_home, train
     assert_one_line(result, 2, "does not fit the model")
 
 
+@pytest.mark.slow
 def test_explain_outputs_that_cannot_be_written(trainlens_home, trained_run, digit_png, tmp_path):
     assert_one_line(cli(trainlens_home, "explain", trained_run, str(digit_png), "--out", str(tmp_path)), 2,
                     "is a folder")
     assert_one_line(cli(trainlens_home, "explain", trained_run, str(digit_png), "--out", "/dev/full"), 1)
 
 
+@pytest.mark.slow
 def test_a_3_gb_image_is_refused_before_it_is_read(trainlens_home, trained_run, tmp_path):
     huge = tmp_path / "huge.png"
     with open(huge, "wb") as f:  # sparse: 3 GB on paper, nothing on disk
@@ -99,12 +103,14 @@ def test_a_3_gb_image_is_refused_before_it_is_read(trainlens_home, trained_run, 
 @pytest.mark.parametrize("text, word", [("a = " + "[" * 5000 + "]" * 5000, "deeply"),
                                         ("name = '" + "x" * 200_000 + "'", "at most")],
                          ids=["deeply nested TOML", "oversized config"])
+@pytest.mark.slow
 def test_hostile_config_files(trainlens_home, tmp_path, text, word):
     path = tmp_path / "run.toml"
     path.write_text(text)
     assert_one_line(cli(trainlens_home, "train", "--config", str(path)), 2, word)
 
 
+@pytest.mark.slow
 def test_a_name_too_long_and_a_data_dir_outside_the_roots(trainlens_home):
     assert_one_line(cli(trainlens_home, "train", "--name", "n" * 10_000), 2, "at most 120")
     assert_one_line(cli(trainlens_home, "train", "--set", "dataset=mnist", "--set", "data_dir=/etc"), 2,
@@ -112,6 +118,7 @@ def test_a_name_too_long_and_a_data_dir_outside_the_roots(trainlens_home):
     assert not Path("/etc/MNIST").exists()
 
 
+@pytest.mark.slow
 def test_every_read_command_piped_into_head_ends_quietly(trainlens_home, trained_run):
     for args in (["runs"], ["show", trained_run], ["metrics", trained_run, "--csv"], ["metrics", trained_run, "--json"]):
         result = subprocess.run(f"{shlex_join([sys.executable, '-m', 'engine', *args])} | head -c 10",

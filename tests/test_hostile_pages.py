@@ -41,6 +41,7 @@ def markdown_texts(at) -> list[str]:
            [w.value for w in at.warning] + [i.value for i in at.info]
 
 
+@pytest.mark.slow
 def test_hostile_and_huge_names_render_as_text_on_every_page(trainlens_home):
     store = Store()
     hostile = store.create_run(quick(), name=HOSTILE[:120])
@@ -63,6 +64,7 @@ def test_hostile_and_huge_names_render_as_text_on_every_page(trainlens_home):
     assert names[hostile] == HOSTILE[:120] and len(names[huge]) == 1000  # shown as typed; the giant cut
 
 
+@pytest.mark.slow
 def test_unreadable_rows_are_listed_apart_and_can_be_deleted(trainlens_home):
     store = Store()
     good = store.create_run(quick(), name="good")
@@ -149,6 +151,7 @@ def _handshake(url: str, host: str, origin: str) -> str:
         return conn.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
 
 
+@pytest.mark.slow
 def test_a_websocket_with_a_foreign_host_header_is_refused(server):
     url, _ = server
     port = url.rsplit(":", 1)[1]

@@ -98,6 +98,7 @@ def test_cli_runs_a_lesson_and_prints_its_answer(launched, runner_home):
     assert listed.returncode == 0 and len(listed.stdout.splitlines()) == len(ALL)
 
 
+@pytest.mark.slow
 def test_unknown_lesson_is_one_line_exit_2(trainlens_home):
     done = subprocess.run([sys.executable, "-m", "engine", "lesson", "no_such_lesson"], cwd=PROJECT,
                           capture_output=True, text=True, timeout=60, env=engine_env(trainlens_home))

@@ -70,6 +70,7 @@ def _private_network_available() -> str | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_ray_executor_on_a_two_node_cluster():
     pytest.importorskip("ray", reason="Ray is not installed (pip install -r requirements-dev.txt installs it)")

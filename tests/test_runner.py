@@ -145,6 +145,7 @@ def test_concurrent_runs_lose_no_metric_row(runner):
                for i, a in enumerate(runs) for b in runs[i + 1:]), "no two runs overlapped in time"
 
 
+@pytest.mark.slow
 def test_workers_are_fresh_interpreters_even_after_torch_ran_here(trainlens_home):
     # compute with torch in this process first (thread pools up, autograd used): a bare fork would now hang
     torch.set_num_threads(2)
@@ -168,6 +169,7 @@ def test_workers_are_fresh_interpreters_even_after_torch_ran_here(trainlens_home
     assert runner.store.live_workers().empty
 
 
+@pytest.mark.slow
 def test_shutdown_stops_workers_that_are_still_starting(trainlens_home):
     runner = Runner(workers=1)
     runner.ensure_workers()
@@ -210,6 +212,7 @@ def test_an_unknown_run_kind_is_refused_when_queued(trainlens_home):
         Store().create_run(quick(), kind="probe")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_recover_starts_the_pool_for_queued_work_left_without_workers(trainlens_home):
     runner = Runner(workers=1)

@@ -28,6 +28,7 @@ PROJECT = str(Path(__file__).resolve().parent.parent)
 HOST = socket.gethostname()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_show_reports_interrupted_within_10_s_of_every_worker_being_killed(trainlens_home):
     runner = Runner(workers=1)
@@ -100,6 +101,7 @@ def live_pid():
                                               (HOST, "live", 60.0),  # alive here but silent for a minute: hung
                                               (HOST, "dead", 0.0)],  # this host, process gone: at once
                          ids=["old heartbeat elsewhere", "old heartbeat of a live pid", "dead pid here"])
+@pytest.mark.slow
 def test_the_next_read_interrupts_a_run_whose_worker_is_lost(trainlens_home, request, host, pid, age_s):
     store = Store()
     pid = {"live": lambda: request.getfixturevalue("live_pid"), "dead": _dead_pid}.get(pid, lambda: pid)()
@@ -114,6 +116,7 @@ def test_the_next_read_interrupts_a_run_whose_worker_is_lost(trainlens_home, req
     assert Store(store.path).list_runs()["status"].tolist() == ["interrupted"]
 
 
+@pytest.mark.slow
 def test_a_healthy_worker_is_left_alone_and_list_runs_reaps_too(trainlens_home, live_pid):
     store = Store()
     healthy = _running_run(store, "alive", live_pid, HOST)
@@ -124,6 +127,7 @@ def test_a_healthy_worker_is_left_alone_and_list_runs_reaps_too(trainlens_home, 
     assert store.get_run(lost)["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_reads_reap_at_most_once_per_interval_per_store(trainlens_home):
     store = Store()
     reader = Store(store.path)
@@ -135,6 +139,7 @@ def test_reads_reap_at_most_once_per_interval_per_store(trainlens_home):
     assert Store(store.path).get_run(second)["status"] == "interrupted"  # another Store object has its own turn
 
 
+@pytest.mark.slow
 def test_a_locked_store_skips_the_reap_and_never_fails_the_read(trainlens_home):
     store = Store()
     run_id = _running_run(store, "w1", _dead_pid(), HOST)

@@ -209,7 +209,7 @@ def test_a_stop_requested_while_starting_survives_registration(store):
     store.request_worker_stop()
     store.register_worker("w", 10, "h", "cpu")  # the worker itself, once torch is imported
     assert store.live_workers()["device"].tolist() == ["cpu"]
-    assert store.worker_heartbeat("w", "idle", None) is True  # it is told to stop at its first heartbeat
+    assert store.heartbeat("w", "idle", None)["stop"] is True  # it is told to stop at its first heartbeat
 
 
 WRITER = """
@@ -222,6 +222,7 @@ for batch in range(int(sys.argv[2])):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_reader_sees_rows_while_another_process_writes(store):
     batches = 40
@@ -263,6 +264,7 @@ print(json.dumps(claimed))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_claim_next_is_atomic_across_processes(store, tmp_path):
     run_ids = {store.create_run(RunConfig(seed=i)) for i in range(40)}

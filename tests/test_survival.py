@@ -30,6 +30,7 @@ time.sleep(120)  # a server that keeps running until it is killed
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_killing_the_process_that_started_a_run_does_not_stop_it(trainlens_home):
     env = dict(os.environ, PYTHONPATH=str(ROOT), TRAINLENS_HOME=str(trainlens_home))

@@ -58,6 +58,7 @@ def test_integrated_gradients_are_complete_on_the_embedding(name):
     torch.testing.assert_close(scores.sum(1), change, rtol=0.02, atol=2e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_explain_finds_the_token_explainer_without_anyone_importing_it_first():
     # a fresh interpreter: only engine.explain.methods is imported, as the CLI and the pages do

@@ -87,11 +87,20 @@ def randomization_figure(steps: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def randomization_verdict(steps: pd.DataFrame) -> str:
-    """One sentence on the sanity check from its table (the `compared` column after the trained row)."""
+def randomization_survival(steps: pd.DataFrame) -> float:
+    """The sanity check's number from its table: the mean of the `compared` column after the trained row."""
     stages = steps.iloc[1:]
-    value = float(stages["compared"].mean()) if len(stages) else 1.0
-    verdict = "passes" if value < sanity.THRESHOLD else "fails"
+    return float(stages["compared"].mean()) if len(stages) else 1.0
+
+
+def randomization_passes(steps: pd.DataFrame) -> bool:
+    return randomization_survival(steps) < sanity.THRESHOLD
+
+
+def randomization_verdict(steps: pd.DataFrame) -> str:
+    """One sentence on the sanity check from its table."""
+    value = randomization_survival(steps)
+    verdict = "passes" if randomization_passes(steps) else "fails"
     return (f"Mean rank correlation with the trained map over the stages: {value:.2f} ({verdict}; "
             f"a method passes below {sanity.THRESHOLD:.2f}: a faithful map changes when the model does).")
 

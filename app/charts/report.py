@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 
 from app.charts.palette import PALETTE
 from app.charts.series import downsample
-from engine.records import UPDATE_RATIO_REFERENCE
+from engine.records import LR_FIND_KEYS, LR_FIND_POINT, UPDATE_RATIO_REFERENCE
 
 REPORT_TITLES = {"best": "best checkpoint", "last": "last weights", "ema": "EMA weights", "swa": "SWA weights"}
 AVERAGE_ROWS = ("accuracy", "micro avg", "macro avg", "weighted avg")
@@ -27,7 +27,6 @@ REPORT_COLUMNS = ("precision", "recall", "f1-score", "support")
 
 # ---- recipe-check badges ----------------------------------------------------------------------------------------
 STATUS_COLORS = {"pass": "green", "warn": "orange", "skip": "gray"}  # st.badge colours
-STATUS_HEX = {"pass": "#59a14f", "warn": "#f28e2b", "skip": "#9a9a9a"}  # the same hues for plotly
 STATUS_ICONS = {"pass": ":material/check_circle:", "warn": ":material/warning:", "skip": ":material/do_not_disturb_on:"}
 STATUS_WORDS = {"pass": "pass", "warn": "warn", "skip": "skipped"}
 NUMBER_LABELS = {  # the engine's number keys, as a reader would say them
@@ -360,11 +359,11 @@ SUGGESTION_COLORS = {"valley": "#59a14f", "steepest": "#e15759"}
 
 def lr_sweep_frame(metrics_df: pd.DataFrame) -> pd.DataFrame:
     """The sweep points an lr_find job has logged so far: (step, lr, loss, smoothed), by step."""
-    rows = metrics_df[metrics_df["key"].isin(["lr_find_lr", "lr_find_loss", "lr_find_smoothed"])]
+    rows = metrics_df[metrics_df["key"].isin(LR_FIND_KEYS)]
     if rows.empty:
         return pd.DataFrame(columns=["step", "lr", "loss", "smoothed"])
     wide = rows.pivot_table(index="step", columns="key", values="value", aggfunc="last").sort_index()
-    wide = wide.rename(columns={"lr_find_lr": "lr", "lr_find_loss": "loss", "lr_find_smoothed": "smoothed"})
+    wide = wide.rename(columns={key: field for field, key in LR_FIND_POINT.items()})
     wide = wide.reindex(columns=["lr", "loss", "smoothed"]).dropna(subset=["lr"])
     wide.columns.name = None
     return wide.reset_index()[["step", "lr", "loss", "smoothed"]]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.charts.explain import epochs_figure, randomization_figure, randomization_table, randomization_verdict
+from app.charts.explain import (epochs_figure, randomization_figure, randomization_passes, randomization_table,
+                                randomization_verdict)
 from app.explain.maps import inline_map
 from app.explain.picture import SHOW_PX
 from app.explain.subject import run_subject
@@ -94,7 +95,7 @@ def sanity_check(subject: Subject, picture: dict, target: int, base_key: tuple) 
                       caption=f"{label}: ρ {row['compared']:.2f}", width=84)
     plotly_chart(randomization_figure(steps), key="explain_sanity_chart")
     verdict_text = randomization_verdict(steps)
-    (st.success if "(passes" in verdict_text else st.error)(verdict_text)
+    (st.success if randomization_passes(steps) else st.error)(verdict_text)
     st.caption(f"ρ: Spearman rank correlation with the trained model's map, on the "
                f"{'absolute' if sanity.uses_magnitude(shown) else 'signed'} map (as the method is shown). The "
                f"threshold {sanity.THRESHOLD:.2f} on the mean over the stages was calibrated on models trained "

@@ -138,8 +138,8 @@ def overfit_section(store: Store, runner: Runner, run: RunRecord) -> None:
     run_id = run["run_id"]
     st.header("Overfit one batch")
     st.caption("Karpathy's recipe: train a copy of the model on one batch of 16 images until the loss is near zero. "
-               "Runs on request and for lessons, not on every run: 0.1-1 s for small models, up to ~12 s for a ResNet "
-               "that never gets there.")
+               "Runs on request and for lessons, not on every run: 0.1-1 s for small models, at most 10 s (where the "
+               "check stops) for a ResNet that never gets there.")
     latest = finished_job(store, runner, run, RunKind.OVERFIT, button="Overfit one batch", key="report_overfit",
                           icon=":material/fitness_center:", job_label="overfit one batch",
                           what="overfit-one-batch check", live_sweep=False)

@@ -242,17 +242,6 @@ def run_metric_keys(run_ids: list[str], runs: pd.DataFrame) -> set[str]:
     return get_metrics_cache().keys(list(run_ids), _versions(run_ids, runs))
 
 
-def coarse_note(run_ids: list[str]) -> str | None:
-    """A caption for charts and their CSV when some curves of `run_ids` come from a coarse read (None otherwise)."""
-    coarse = get_metrics_cache().coarse_keys(run_ids)
-    if not coarse:
-        return None
-    keys = sorted({key for held in coarse.values() for key in held})
-    return (f"Long histories ({', '.join(keys)} of {len(coarse)} run{'s' if len(coarse) > 1 else ''}) are read "
-            f"coarse: at most {MetricsCache.MAX_ROWS:,} points per run and key (evenly spaced steps with the lowest "
-            "and highest values), every point since; smoothing runs on those points. The CSV holds the plotted points.")
-
-
 def run_split(config):
     """A run's DatasetSplit exactly as its training loads it (the engine's per-process cache: shared tensors, read
     them only; never copied into session state). ValueError (DatasetUnavailable...) carries a readable message."""

@@ -33,8 +33,6 @@ _PCA_SIDE = 16  # pixels are averaged down to at most 16x16 before the PCA: enou
 _PCA_COMPONENTS = 32
 LOW, HIGH = 0.5, 99.5  # percentiles of the validation images that bound "in distribution"
 THRESHOLD = 1.0  # spreads beyond the validation range before an input is called unfamiliar
-EXPLAIN_THRESHOLD = (f"flagged when any statistic lies more than {THRESHOLD:g} validation spread(s) outside "
-                     f"the {LOW:g}-{HIGH:g} percentile range of the validation images")
 
 
 def input_statistics(pixels: Tensor) -> np.ndarray:

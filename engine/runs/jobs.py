@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from engine.config import RunConfig
-from engine.records import LR_FIND, OVERFIT_ONE_BATCH, RunKind, RunRecord, RunStatus
+from engine.records import LR_FIND, LR_FIND_POINT, OVERFIT_KEY, OVERFIT_ONE_BATCH, RunKind, RunRecord, RunStatus
 from engine.sinks import Sink
 from engine.train import pick_device, train
 
@@ -68,8 +68,7 @@ def _probe_job(run: RunRecord, config: RunConfig, sink: Sink, should_stop: Calla
                 epoch += 1
 
         def on_step(point):
-            sink.log(point["step"] + 1, 0, {"lr_find_lr": point["lr"], "lr_find_loss": point["loss"],
-                                            "lr_find_smoothed": point["smoothed"]})
+            sink.log(point["step"] + 1, 0, {key: point[field] for field, key in LR_FIND_POINT.items()})
             sink.progress(point["step"] + 1, LR_FIND_STEPS, 0)
 
         result = lr_find(model, lambda params: make_optimizer(params, config), batches(), num_steps=LR_FIND_STEPS,
@@ -83,7 +82,7 @@ def _probe_job(run: RunRecord, config: RunConfig, sink: Sink, should_stop: Calla
         result = recipe.overfit_one_batch(model, lambda params: make_optimizer(params, config), xb, yb,
                                           steps=OVERFIT_STEPS)
         curve = result["numbers"]["curve"]
-        sink.log(len(curve), 0, {"overfit_final_loss": result["numbers"]["final_loss"]})
+        sink.log(len(curve), 0, {OVERFIT_KEY: result["numbers"]["final_loss"]})
         sink.progress(len(curve), len(curve), 0)
         name = OVERFIT_ONE_BATCH
     sink.artifact(name, result)

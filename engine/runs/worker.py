@@ -6,8 +6,8 @@ cancel requests, and reaps dead peers, so a killed worker's run is marked interr
 Metrics are buffered and written by a flusher thread in batched transactions, off the training step.
 
 Under faults (each has a test in tests/test_faults.py):
-- A busy store ("database is locked", a write lock held longer than the 30 s busy timeout) is waited out: the
-  heartbeat tries again every second, the flusher keeps its rows and retries, claims and final statuses retry
+- A busy store ("database is locked": another process holds the write lock longer than the worker's 2 s busy
+  timeout, STORE_BUSY_TIMEOUT_S) is waited out: the heartbeat tries again every second, the flusher keeps its rows and retries, claims and final statuses retry
   with backoff. Nothing is dropped, and a pulse file (engine.runs.procs) tells reapers the worker is alive.
 - Fencing: the run is claimed under a lease and every write carries it. When a write or a heartbeat finds the
   lease gone (the worker was frozen past the reaper and its run resumed elsewhere, or deleted), the worker stops
@@ -35,7 +35,6 @@ from engine.runs.store.errors import is_locked, retry_locked
 
 HEARTBEAT_S = 1.0
 FLUSH_S = 0.5
-FLUSH_ROWS = 2000
 POLL_S = 0.2
 WRITE_PATIENCE_S = 3600.0  # how long a must-land write (final status, last rows) waits out a locked store
 STORE_BUSY_TIMEOUT_S = 2.0  # a worker's own connections wait this long per try, then retry: never 30 s stuck

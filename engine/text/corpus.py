@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CLASSES: tuple[str, ...] = ("negative", "positive")
-
 POSITIVE = ("good", "great", "excellent", "wonderful", "brilliant", "superb", "delightful", "charming", "moving",
             "clever", "fresh", "gripping", "lovely", "strong", "beautiful", "funny", "smart", "solid", "terrific",
             "engaging")
@@ -44,11 +42,6 @@ NOUNS = ("popcorn", "tickets", "seats", "weekend", "trailer", "sequel", "directo
          "winter", "dog", "cat", "bus", "phone", "ticket", "queue", "sofa", "snack", "drink", "car")
 TAILS = ("from {name}", "set in {place}", "about the {noun}", "with the {noun}", "seen in {place}",
          "after the {noun}", "during the {noun}", "that {name} chose", "near the {noun}")
-
-# the vocabulary the grammar can produce, for the docs and tests (the model's vocabulary is built from data)
-WORDS: frozenset[str] = frozenset(
-    w for group in (POSITIVE, NEGATIVE, NEGATORS, INTENSIFIERS, VERBS, NAMES, PLACES, NOUNS, ("but", "the", "a")) +
-    tuple(tuple(phrase.split()) for phrase in ASPECTS + OPENERS + TAILS) for w in group if "{" not in w)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from engine.text.readers import TextData, read_ag_news, read_csv, read_imdb, rea
 from engine.text.vocab import Vocab, chars_of_words, tokenize
 
 READERS = {"imdb": read_imdb, "sst2": read_sst2, "ag_news": read_ag_news}
-HARD_SUBSET = "hard"  # name of the negation/contrast subset in metrics (val_acc_hard)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ on: which file, what is wrong, what to do (free space, restore the automatic bac
 2; the dashboard shows it as a page-level error; a worker stops cleanly.
 
 `retry_locked` is for the writers that must not give up on a busy store (a worker's heartbeat, metric flushes,
-run claims): "database is locked" means another process holds the write lock longer than the busy timeout
-(30 s), which a long transaction, a backup or a stalled disk can do. Their work is kept and retried with backoff.
+run claims): "database is locked" means another process holds the write lock longer than the connection's busy
+timeout (30 s for the store's own connections, `Store.BUSY_TIMEOUT_S`; 2 s per try for a worker's, which then
+retries), which a long transaction, a backup or a stalled disk can do. Their work is kept and retried with backoff.
 """
 
 from __future__ import annotations

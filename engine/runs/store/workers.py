@@ -42,11 +42,6 @@ class WorkersMixin(StoreBase):
                           "host=excluded.host, device=excluded.device, heartbeat_at=excluded.heartbeat_at, status='idle'",
                           (worker_id, pid, host, device, now, now))
 
-    def worker_heartbeat(self, worker_id: str, status: str, run_id: str | None, lease: int | None = None) -> bool:
-        """Refresh a worker's (and its run's) heartbeat; returns True when the worker must stop: asked to, or
-        declared dead by a reaper (its runs are someone else's now)."""
-        return self.heartbeat(worker_id, status, run_id, lease)["stop"]
-
     def heartbeat(self, worker_id: str, status: str, run_id: str | None, lease: int | None = None) -> dict[str, bool]:
         """One heartbeat transaction: {"stop": the worker must stop, "cancel": its run's cancel was requested,
         "lease_lost": its run (claimed under `lease`) is no longer its own}."""
