@@ -24,7 +24,7 @@ from ui_helpers import fresh_app, wait_for
 from engine.config import RunConfig
 from engine.records import PLACEMENT, RAY_ATTEMPTS, RunStatus
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]  # a Ray cluster: processes (tests/conftest.py)
 
 SMALL = RunConfig(model="mlp", hidden=32, train_limit=256, batch_size=32, epochs=2, layer_stats_every=0)  # 16 steps
 # long enough to be caught mid-run on a busy machine: 6 epochs of 250 steps, a checkpoint after each
