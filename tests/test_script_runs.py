@@ -66,6 +66,19 @@ def test_a_run_logs_buffered_rows_and_finishes_completed_with_its_config_spread_
     assert info["pid"] > 0 and info["host"] and info["cancellable"] is True
 
 
+def test_epochs_are_counted_from_the_keys_trainlens_logs_once_per_epoch():
+    store = Store()
+    with trainlens.init(name="epochs") as run:
+        for epoch in range(3):
+            for batch in range(4):
+                run.log({"loss": 1.0}, step=epoch * 4 + batch + 1)
+            run.log({"val_loss": 0.5}, step=epoch * 4 + 4)  # two calls at one step close one epoch
+            run.log({"val_acc": 0.9}, step=epoch * 4 + 4)
+    frame = store.get_metrics(run.run_id)
+    assert list(frame.loc[frame["key"] == "loss", "epoch"]) == [0] * 4 + [1] * 4 + [2] * 4
+    assert list(frame.loc[frame["key"] == "val_acc", "epoch"]) == [0, 1, 2]
+
+
 def test_an_exception_in_the_with_block_fails_the_run_with_its_message():
     store = Store()
     with pytest.raises(ZeroDivisionError):

@@ -175,6 +175,8 @@ class Run:
         self.pid = os.getpid()
         self._step = 0  # the next step when log() is given none
         self._last_step = 0
+        self._epoch = 0  # the engine's 0-based epoch index of the rows logged now (see log)
+        self._epoch_closed_at: int | None = None
         self._cleaner = Cleaner()
         self._cancel = False
         self._cancel_raised = False
@@ -209,18 +211,27 @@ class Run:
             self._step = step + 1
         self._last_step = step
         now = time.time() if wall_time is None else float(wall_time)
+        # Epochs as the engine counts them, so Compare's epoch axis places a script's curves like an engine run's:
+        # a key TrainLens logs once per epoch (val_acc, val_loss, train_loss...) closes the epoch at its step, and
+        # the first row at a later step opens the next one.
+        if self._epoch_closed_at is not None and step > self._epoch_closed_at:
+            self._epoch += 1
+            self._epoch_closed_at = None
+        epoch, closes = self._epoch, False
         keys, cleaner, run_id = self._cleaner.keys, self._cleaner, self.run_id
         rows = []
         for key, value in metrics.items():
-            stored = keys.get(key)
-            if stored is None:
-                stored = cleaner.key(key)
+            known = keys.get(key)
+            stored, epoch_level = known if known is not None else cleaner.key(key)
             kind = type(value)
             if kind is not float and kind is not int:
                 value = cleaner.number(stored, value)
                 if value is None:
                     continue
-            rows.append((run_id, step, 0, stored, value, now))
+            closes = closes or epoch_level
+            rows.append((run_id, step, epoch, stored, value, now))
+        if closes:
+            self._epoch_closed_at = step
         sink = self._sink
         with sink.lock:
             sink.rows += rows

@@ -30,21 +30,24 @@ class Cleaner:
     cut the same way. The fast path (a known key, a float or int value) is a dict lookup; see Run.log."""
 
     def __init__(self) -> None:
-        self.keys: dict[object, str] = {}  # the key as logged -> as stored
+        # the key as logged -> (as stored, whether TrainLens logs it once per epoch: it closes an epoch, see Run.log)
+        self.keys: dict[object, tuple[str, bool]] = {}
         self.skipped: set[str] = set()  # keys whose non-numeric values were warned about
 
-    def key(self, key: object) -> str:
-        stored = self.keys.get(key)
-        if stored is not None:
-            return stored
+    def key(self, key: object) -> tuple[str, bool]:
+        known = self.keys.get(key)
+        if known is not None:
+            return known
         text = key if isinstance(key, str) else str(key)
         text = " ".join(text.split()) or "(empty key)"  # one line: a key with a line break cannot be a chart title
         if len(text) > KEY_MAX:
             warn(f"trainlens: metric key {text[:40]!r}... is {len(text):,} characters long; stored cut to "
                  f"{KEY_MAX} characters")
             text = text[:KEY_MAX - 1] + "…"
-        self.keys[key] = text
-        return text
+        from engine.records import is_epoch_level
+
+        self.keys[key] = known = (text, is_epoch_level(text))
+        return known
 
     def number(self, key: str, value: object) -> float | None:
         """`value` as a float, or None (skipped, with one warning per key) when it is not a number."""

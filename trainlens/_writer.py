@@ -94,7 +94,7 @@ class SummaryWriter:
         summary = histogram_summary(values, bins, max_bins)
         if summary is None:
             return self._once(f"add_histogram {tag}", f"trainlens: add_histogram({tag!r}) got no numbers; skipped")
-        key = self.run._cleaner.key(tag)
+        key = self.run._cleaner.key(tag)[0]
         summary.update(tag=key, step=step, wall_time=walltime if walltime is not None else time.time())
         self.run.put_artifact(script_artifact(SCRIPT_HISTOGRAM_PREFIX, step, key), summary)
 
@@ -107,7 +107,7 @@ class SummaryWriter:
             self._once(f"add_text {tag}", f"trainlens: add_text({tag!r}) is {len(text):,} characters; stored cut to "
                                           f"{MAX_TEXT:,}")
             text = text[:MAX_TEXT]
-        key = self.run._cleaner.key(tag)
+        key = self.run._cleaner.key(tag)[0]
         self.run.put_artifact(script_artifact(SCRIPT_TEXT_PREFIX, step, key),
                               {"tag": key, "step": step, "text": text,
                                "wall_time": walltime if walltime is not None else time.time()})
