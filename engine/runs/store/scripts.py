@@ -40,10 +40,11 @@ class ScriptsMixin(StoreBase):
 
     def create_script_run(self, config: dict[str, Any] | None, *, program: str, host: str, pid: int,
                           name: str | None = None, group: str | None = None, owner: str = "",
-                          cancellable: bool = True, source: str | None = None,
-                          status: str = RunStatus.RUNNING, started_at: float | None = None) -> str:
-        """A new script run, `running` (or `status`: an import is created `completed`); returns its run_id.
-        ValueError when the config is not a JSON object or a name is unusable."""
+                          cancellable: bool = True, source: str | None = None, details: dict | None = None,
+                          started_at: float | None = None) -> str:
+        """A new script run, `running`; returns its run_id. `source` (an import's folder) and `details` (what
+        else the writer wants kept, e.g. an import's file signature) go into its SCRIPT_INFO. ValueError when the
+        config is not a JSON object or a name is unusable."""
         config = ScriptConfig(config or {})
         text = config.to_json()  # ValueError for NaN and what JSON cannot hold; default=str keeps odd values as text
         if name is not None:
@@ -57,14 +58,14 @@ class ScriptsMixin(StoreBase):
         run_id = uuid.uuid4().hex[:12]
         now = time.time()
         started = started_at if started_at is not None else now
-        info = {"program": str(program)[:1000], "host": str(host)[:255], "pid": int(pid), "cancellable": bool(cancellable),
-                "source": source}
+        info = {**(details or {}), "program": str(program)[:1000], "host": str(host)[:255], "pid": int(pid),
+                "cancellable": bool(cancellable), "source": source}
         with self._tx() as c:
             name = name if name is not None else _unique_name(c, _default_script_name(program))
             c.execute("INSERT INTO runs(run_id, kind, name, grp, owner, owner_role, config, status, device, created_at, "
                       "queued_at, started_at, heartbeat_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                      (run_id, RunKind.SCRIPT, name, group or "", owner, LOCAL, text, status, f"script on {info['host']}",
-                       started, started, started, now, None if status == RunStatus.RUNNING else now))
+                      (run_id, RunKind.SCRIPT, name, group or "", owner, LOCAL, text, RunStatus.RUNNING,
+                       f"script on {info['host']}", started, started, started, now, None))
             c.execute("INSERT INTO artifacts(run_id, name, value, created_at) VALUES (?,?,?,?)",
                       (run_id, SCRIPT_INFO, json.dumps(info), now))
         return run_id
@@ -81,13 +82,16 @@ class ScriptsMixin(StoreBase):
                       "error=NULL, finished_at=NULL WHERE run_id=?", (now, int(step), run_id))
             return {"cancel": bool(row["cancel_requested"]), "gone": False}
 
-    def finish_script_run(self, run_id: str, status: str, error: str | None = None, step: int | None = None) -> None:
+    def finish_script_run(self, run_id: str, status: str, error: str | None = None, step: int | None = None,
+                          finished_at: float | None = None) -> None:
         """The script's last word: its final status (completed, failed with the exception's message, cancelled,
-        interrupted by Ctrl-C) and last step. A run someone else ended or deleted meanwhile is left as it is."""
+        interrupted by Ctrl-C), last step and end (now, or an import's last wall time). A run someone else ended or
+        deleted meanwhile is left as it is."""
+        now = time.time()
         with self._tx() as c:
             c.execute(f"UPDATE runs SET status=?, error=?, finished_at=?, step=MAX(step, COALESCE(?, step)), "
                       f"heartbeat_at=? WHERE run_id=? AND status IN ('{RunStatus.RUNNING}', '{RunStatus.INTERRUPTED}')",
-                      (status, None if error is None else str(error)[:4000], time.time(), step, time.time(), run_id))
+                      (status, None if error is None else str(error)[:4000], finished_at or now, step, now, run_id))
 
     def update_script_config(self, run_id: str, values: dict[str, Any]) -> None:
         """Merge `values` into a script run's config (TensorBoard's add_hparams); ValueError for a run that is not
