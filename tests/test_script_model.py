@@ -45,7 +45,7 @@ def test_a_zoo_model_from_a_script_is_explained_like_an_engine_run(capsys):
     from safetensors import safe_open
 
     with safe_open(path, framework="pt") as weights:  # a safetensors file, never a pickle
-        assert "model.fc.0.weight" in set(weights.keys()) or any(k.startswith("model.") for k in weights.keys())
+        assert any(k.startswith("model.") for k in weights.keys())
     assert run.store.get_artifact(run.run_id, LOGGED_MODEL)["kind"] == "zoo"
     at = upload_digit(explain_page(run.run_id))
     assert not at.exception, [e.value for e in at.exception]

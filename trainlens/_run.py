@@ -203,6 +203,8 @@ class Run:
         if self._cancel and not self._cancel_raised:
             self._cancel_raised = True
             raise RunCancelled(f"run {self.name!r} ({self.run_id}) was cancelled from TrainLens")
+        if self._gone:
+            return  # deleted from TrainLens (said once): rows for a run that is gone would be orphans
         if step is None:
             step = self._step
         else:

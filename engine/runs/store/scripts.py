@@ -65,7 +65,7 @@ class ScriptsMixin(StoreBase):
             c.execute("INSERT INTO runs(run_id, kind, name, grp, owner, owner_role, config, status, device, created_at, "
                       "queued_at, started_at, heartbeat_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                       (run_id, RunKind.SCRIPT, name, group or "", owner, LOCAL, text, RunStatus.RUNNING,
-                       f"script on {info['host']}", started, started, started, now, None))
+                       _device(program, info["host"]), started, started, started, now, None))
             c.execute("INSERT INTO artifacts(run_id, name, value, created_at) VALUES (?,?,?,?)",
                       (run_id, SCRIPT_INFO, json.dumps(info), now))
         return run_id
@@ -142,6 +142,13 @@ def _lost(row: sqlite3.Row, now: float) -> bool:
     alive = pid_alive(int(row["pid"]), str(row["host"])) if row["pid"] is not None and row["host"] else None
     return _worker_lost(row["heartbeat_at"] or 0.0, alive, now, SCRIPT_STALE_AFTER_S,
                        pulse_age(script_pulse_id(row["run_id"]), now))
+
+
+def _device(program: str, host: str) -> str:
+    """Where a script run trains, as the Runs table's device column shows it: 'train.py on laptop-7'."""
+    from pathlib import PurePath
+
+    return f"{PurePath(str(program)).name or 'script'} on {host}"[:200]
 
 
 def _default_script_name(program: str) -> str:
