@@ -304,6 +304,15 @@ def test_the_cli_lists_shows_and_summarises_a_script_run(capsys):
     assert main(["metrics", run_id]) == 0
     out = capsys.readouterr().out
     assert "Loss/train" in out and "Loss/test" in out and "layers" not in out  # tags are not layer statistics
+    with trainlens.init(name="cancel me") as running:
+        assert main(["cancel", running.run_id]) == 0
+        assert "its script stops it at its next log" in capsys.readouterr().out
+        running._heartbeat.beat()
+        with pytest.raises(trainlens.RunCancelled):
+            running.log({"loss": 1.0})
+    with trainlens.init(name="do not cancel me", cancellable=False) as stubborn:
+        assert main(["cancel", stubborn.run_id]) == 2
+        assert "cancellable=False" in capsys.readouterr().err
 
 
 # ---- the pages ---------------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ Importing this package costs only the standard library: the store (pandas) is im
 `log_model` and SummaryWriter's histograms. The engine never imports this package (tests/test_engine_import.py).
 """
 
-from trainlens._run import Run, RunCancelled, TrainLensError, current, finish, init, log
+from trainlens._errors import RunCancelled, TrainLensError
+from trainlens._run import Run, current, finish, init, log
 from trainlens._values import KEY_MAX, TrainLensWarning
 from trainlens._writer import SummaryWriter
 

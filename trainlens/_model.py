@@ -16,7 +16,7 @@ def log_model(run, model, **what: Any) -> str:
     model Explain cannot rebuild."""
     from engine.explain.logged_model import LogModelError, save_logged_model
     from engine.records import LOGGED_MODEL
-    from trainlens._run import TrainLensError
+    from trainlens._errors import TrainLensError
 
     run.flush()  # the curves up to the model first
     try:

@@ -25,18 +25,11 @@ import threading
 import time
 from typing import Any
 
+from trainlens._errors import RunCancelled, TrainLensError
 from trainlens._values import Cleaner, is_loss, warn
 
 ALLOW_SCRIPTS = "TRAINLENS_ALLOW_SCRIPTS"
 BUSY_PATIENCE_S = 60.0  # how long init waits out a store another program holds locked
-
-
-class TrainLensError(RuntimeError):
-    """A run cannot be started or written as asked; the message says why and what to do, in one line."""
-
-
-class RunCancelled(Exception):
-    """Raised in the script at its next `log` after the run was cancelled from the dashboard or the CLI."""
 
 
 _current: "Run | None" = None

@@ -219,14 +219,17 @@ def cmd_cancel(args) -> int:
     run_id = resolve(runner.store, args.run_id)
     # read first: request_cancel returns a terminal status unchanged, so "cancelled" alone could not tell a
     # run cancelled now from one cancelled last week (the read also reaps: a dead worker's run is interrupted)
-    status = runner.store.get_run(run_id)["status"]
+    run = runner.store.get_run(run_id)
+    status = run["status"]
     if status not in TERMINAL:
         status = runner.cancel(run_id)
         if status == RunStatus.CANCELLED:
             print(f"{run_id}: cancelled")
             return 0
         if status == RunStatus.RUNNING:
-            print(f"{run_id}: cancel requested; its worker stops it after the current step")
+            who = ("its script stops it at its next log (trainlens.RunCancelled)" if run["kind"] == RunKind.SCRIPT
+                   else "its worker stops it after the current step")
+            print(f"{run_id}: cancel requested; {who}")
             return 0
     # it had ended (or ended between the read and the request)
     print(f"{run_id} is already {status}; nothing to cancel", file=sys.stderr)
