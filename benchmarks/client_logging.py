@@ -42,7 +42,8 @@ def throughput(rows: int, keys: int) -> tuple[float, float]:
 
 
 def training_loop(steps: int, keys: int, run=None) -> tuple[float, float]:
-    """(wall seconds, this process's CPU seconds) for `steps` SGD steps of a small MLP, logging `keys` scalars per step to `run` (None: no logging)."""
+    """(wall seconds, this process's CPU seconds) for `steps` SGD steps of a small MLP, logging `keys` scalars per
+    step to `run` (None: no logging)."""
     import torch
     import torch.nn.functional as F
 

@@ -59,7 +59,8 @@ def train(args, model, device, train_loader, optimizer, epoch, writer):
         writer.add_scalar("loss", loss.item(), step)
         writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
         if batch_idx % args.log_interval == 0:
-            print(f"Train Epoch: {epoch} [{batch_idx * len(data)}/{len(train_loader.dataset)}]\tLoss: {loss.item():.6f}")
+            seen = batch_idx * len(data)
+            print(f"Train Epoch: {epoch} [{seen}/{len(train_loader.dataset)}]\tLoss: {loss.item():.6f}")
     return step
 
 

@@ -13,11 +13,11 @@ import warnings
 
 import numpy as np
 import pytest
-from ui_helpers import chart_by_key, fresh_app, line_traces, wait_for
+from ui_helpers import chart_by_key, fresh_app, line_traces
 
 import trainlens
 from engine.config import RunConfig
-from engine.records import RunKind, RunStatus
+from engine.records import RunStatus
 from engine.runs.store import Store
 
 pytestmark = pytest.mark.timeout(120)

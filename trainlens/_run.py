@@ -275,7 +275,8 @@ class Run:
 
     def _non_finite(self, run_id: str, key: str, step: int, value: float) -> None:
         if self._diverged is None and is_loss(key):
-            self._diverged = f"{key} became {value} at step {step} (the values are stored; charts stop at the last finite point)"
+            self._diverged = (f"{key} became {value} at step {step} (the values are stored; charts stop at the last "
+                              "finite point)")
             warn(f"trainlens: {key} is {value} at step {step}: stored; the run will be marked diverged")
 
     # ---- ending ----

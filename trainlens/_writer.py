@@ -98,7 +98,8 @@ class SummaryWriter:
         summary.update(tag=key, step=step, wall_time=walltime if walltime is not None else time.time())
         self.run.put_artifact(script_artifact(SCRIPT_HISTOGRAM_PREFIX, step, key), summary)
 
-    def add_text(self, tag: str, text_string: str, global_step: int | None = None, walltime: float | None = None) -> None:
+    def add_text(self, tag: str, text_string: str, global_step: int | None = None,
+                 walltime: float | None = None) -> None:
         from engine.records import SCRIPT_TEXT_PREFIX, script_artifact
 
         step = self._step(f"text {tag}", global_step)

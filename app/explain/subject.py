@@ -80,7 +80,8 @@ def _training_run() -> ChosenSubject:
     store = get_store()
     runs = store.list_runs(kind=TRAINED)  # scripts' runs too: a zoo model from run.log_model has checkpoints
     logged = store.artifact_values(LOGGED_MODEL, runs["run_id"]) if not runs.empty else {}
-    torchvision = {r for r, record in logged.items() if isinstance(record, dict) and record.get("kind") == "torchvision"}
+    torchvision = {r for r, record in logged.items()
+                   if isinstance(record, dict) and record.get("kind") == "torchvision"}
     runs = runs[[r in torchvision or bool(list_epochs(r)) for r in runs["run_id"]]] if not runs.empty else runs
     if runs.empty:
         st.info("No run has a checkpoint yet: one is written at the end of every epoch. Train a run first.")

@@ -47,8 +47,8 @@ def script_report(store: Store, run: RunRecord) -> None:
     st.caption(escape_md(_origin(info, run)) + " · " + ENGINE_ONLY)
     model = store.get_artifact(run_id, LOGGED_MODEL)
     if model:
-        st.page_link("views/explain.py", label="Explain its model (saved by run.log_model)", icon=":material/visibility:",
-                     query_params={"run": run_id})
+        st.page_link("views/explain.py", label="Explain its model (saved by run.log_model)",
+                     icon=":material/visibility:", query_params={"run": run_id})
 
     st.subheader("Config")
     columns = run["config"].columns()

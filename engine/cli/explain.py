@@ -96,7 +96,8 @@ def _check_script_model(store, run_id: str) -> None:
     if record.get("kind") == "zoo":
         return
     if record.get("kind") == "torchvision":
-        raise UsageError(f"run {run_id}'s script saved a torchvision {record.get('architecture')}: explain it with "
-                         f"`{prog()} explain-model IMAGE --arch {record.get('architecture')} --weights {record.get('path')}`")
+        architecture = record.get("architecture")
+        raise UsageError(f"run {run_id}'s script saved a torchvision {architecture}: explain it with "
+                         f"`{prog()} explain-model IMAGE --arch {architecture} --weights {record.get('path')}`")
     raise UsageError(f"run {run_id} was trained by a script that saved no model: call run.log_model(model) in it "
                      f"(TrainLens zoo models and torchvision classifiers), or use `{prog()} explain-model`")

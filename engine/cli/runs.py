@@ -131,8 +131,8 @@ def cmd_runs(args) -> int:
     for row in frame.itertuples():
         eta = f" eta {row.eta_s:.0f}s" if row.eta_s is not None and not math.isnan(row.eta_s) else ""
         kind = f"  ({row.kind})" if row.kind == RunKind.SCRIPT else ""  # a script's run: no progress to know
-        print(f"{row.run_id}  {row.status:<13} {row.progress:6.1%}{eta}  {row.name}" + (f"  [{row.group}]" if row.group else "")
-              + kind)
+        group = f"  [{row.group}]" if row.group else ""
+        print(f"{row.run_id}  {row.status:<13} {row.progress:6.1%}{eta}  {row.name}{group}{kind}")
     return 0
 
 

@@ -100,9 +100,11 @@ def import_run(store, root: Path, folder: Path, files: list[Path], group: str | 
         return f"{name}: no scalars or hparams in its event files; skipped"
     rows.sort(key=lambda row: (row[0], row[3]))  # by step, then wall time
     first_wall = min((row[3] for row in rows), default=None)
+    from engine.classroom import Actor
+
     run_id = store.create_script_run(hparams, program=PROGRAM, host=socket.gethostname(), pid=os.getpid(),
-                                     name=name, group=group, source=source, details={"signature": stamp},
-                                     started_at=first_wall)
+                                     name=name, group=group, owner=Actor.local().name, source=source,
+                                     details={"signature": stamp}, started_at=first_wall)
     epochs = _epochs(rows)
     batch = [(run_id, step, epoch, key, value, wall) for (step, key, value, wall), epoch in zip(rows, epochs)]
     for start in range(0, len(batch), 50_000):

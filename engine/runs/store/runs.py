@@ -1,9 +1,10 @@
 """Runs in the store: creating (queueing) them, reading one or a listing, finding one by a short id, their
 names, and what their worker reports (running, progress, final status).
 
-A run leaves the store as a `RunRecord` (engine.records), a dict with its parsed RunConfig and its progress, ETA and
-duration (`get_run`; `claim_next` in engine.runs.store.queue), or as one row of the `list_runs` DataFrame (the
-record's keys, the config spread over one `cfg.<field>` column per field). Reads of runs first reap workers that
+A run leaves the store as a `RunRecord` (engine.records), a dict with its parsed RunConfig (a ScriptConfig for a
+script's run, engine.runs.store.scripts) and its progress, ETA and duration (`get_run`; `claim_next` in
+engine.runs.store.queue), or as one row of the `list_runs` DataFrame (the record's keys, the config spread over
+one `cfg.<field>` column per field). Reads of runs first reap workers that
 died (throttled; see engine.runs.store.workers), so a run's status is true within seconds of its worker's death
 whoever reads it.
 

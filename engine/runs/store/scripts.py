@@ -128,8 +128,9 @@ class ScriptsMixin(StoreBase):
         interrupted = []
         for row in self._running_scripts(c):
             if _lost(row, now):
-                reason = (f"its script (process {row['pid']} on {row['host']}) stopped at step {row['step']} without "
-                          "finishing (killed, crashed or its computer went to sleep); run the script again to train anew")
+                reason = (f"its script (process {row['pid']} on {row['host']}) stopped at step {row['step']} "
+                          "without finishing (killed, crashed or its computer went to sleep); run the script again "
+                          "to train anew")
                 c.execute(f"UPDATE runs SET status='{RunStatus.INTERRUPTED}', error=?, finished_at=? WHERE run_id=? "
                           f"AND status='{RunStatus.RUNNING}'", (reason, now, row["run_id"]))
                 interrupted.append(row["run_id"])

@@ -4,9 +4,9 @@ the live workers, and reaping the ones that died.
 A worker heartbeats every second. `reap` marks a worker dead when its process is gone, or when its heartbeat is
 stale and its process cannot be checked or is frozen, and marks its running runs interrupted with the reason
 (resumable from their last checkpoint); it also marks the runs of scripts that stopped without finishing
-interrupted (engine.runs.store.scripts says when). Run reads reap too (`reap_if_due`, throttled, never raising), so whoever
-reads a run's status sees the truth within seconds of its worker's death, even when every worker died and no one
-runs the dashboard or the CLI.
+interrupted (engine.runs.store.scripts says when). Run reads reap too (`reap_if_due`, throttled, never
+raising), so whoever reads a run's status sees the truth within seconds of its worker's death, even when every
+worker died and no one runs the dashboard or the CLI.
 """
 
 from __future__ import annotations
