@@ -76,7 +76,8 @@ class ScriptConfig(dict):
             else:
                 flat[prefix] = value
 
-        spread("", dict(self))
+        for key, value in self.items():
+            spread(str(key), value)
         return flat
 
 

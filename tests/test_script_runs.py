@@ -64,6 +64,9 @@ def test_a_run_logs_buffered_rows_and_finishes_completed_with_its_config_spread_
     assert (row["cfg.lr"], row["cfg.optimizer.name"], row["cfg.optimizer.momentum"]) == (0.01, "sgd", 0.9)
     info = store.script_info(run.run_id)
     assert info["pid"] > 0 and info["host"] and info["cancellable"] is True
+    from engine.records import ScriptConfig
+
+    assert ScriptConfig({}).columns() == {} and ScriptConfig({"a": {}, "b": [1]}).columns() == {"a": "{}", "b": "[1]"}
 
 
 def test_epochs_are_counted_from_the_keys_trainlens_logs_once_per_epoch():
