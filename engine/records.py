@@ -42,6 +42,66 @@ class RunKind(StrEnum):
     TRAIN = "train"
     LR_FIND = "lr_find"  # the fast.ai learning-rate sweep
     OVERFIT = "overfit"  # the recipe's overfit-one-batch check
+    SCRIPT = "script"  # trained by a user's own script through the `trainlens` client (or imported): never queued
+
+
+TRAINED: tuple[RunKind, ...] = (RunKind.TRAIN, RunKind.SCRIPT)  # the kinds a page lists as runs (not helper jobs)
+
+
+class ScriptConfig(dict):
+    """A script run's config: any JSON object of hyperparameters, as the script gave it (`trainlens.init(config=)`,
+    `add_hparams`). `to_dict()` as RunConfig's; `columns()` flattens nested objects to dotted keys (`opt.lr`) and
+    writes lists as JSON text, so the runs listing can spread them over `cfg.<key>` columns next to engine runs'
+    fields, and Compare can group by any of them."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self)
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(self, sort_keys=True, allow_nan=False, default=str)
+
+    def columns(self) -> dict[str, Any]:
+        import json
+
+        flat: dict[str, Any] = {}
+
+        def spread(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value:
+                for key, inner in value.items():
+                    spread(f"{prefix}.{key}" if prefix else str(key), inner)
+            elif isinstance(value, (list, tuple, dict)):
+                flat[prefix] = json.dumps(value, default=str)
+            else:
+                flat[prefix] = value
+
+        for key, value in self.items():
+            spread(str(key), value)
+        return flat
+
+
+# Artifacts of script runs (written by the trainlens client): a script's identity, what it logged beyond scalars.
+SCRIPT_INFO = "script"  # {"program": argv[0], "host", "pid", "cancellable", "source" (an import's folder)}
+SCRIPT_HISTOGRAM_PREFIX = "histogram/"  # histogram/{step}/{tag}: {"tag", "step", "edges", "counts", "wall_time"...}
+SCRIPT_TEXT_PREFIX = "text/"  # text/{step}/{tag}: {"tag", "step", "text", "wall_time"}
+LOGGED_MODEL = "logged_model"  # what run.log_model saved: {"kind": "zoo" | "torchvision", "architecture", ...}
+
+
+def script_artifact(prefix: str, step: int, tag: str) -> str:
+    """The name of a script run's histogram or text artifact, e.g. 'histogram/120/fc1.weight'."""
+    return f"{prefix}{int(step)}/{tag}"
+
+
+def split_script_artifact(name: str, prefix: str) -> tuple[int, str] | None:
+    """(step, tag) of an artifact named by script_artifact with `prefix`; None for any other name."""
+    if not name.startswith(prefix):
+        return None
+    step, _, tag = name[len(prefix):].partition("/")
+    try:
+        return int(step), tag
+    except ValueError:
+        return None
 
 
 # ---- metric keys -------------------------------------------------------------------------------------------------
@@ -151,12 +211,13 @@ class RunRecord(TypedDict):
     `Store.list_runs` has a column for every key but `config`, which it spreads over one `cfg.<field>` column each."""
 
     run_id: str  # 12 hex characters; the CLI accepts any unique prefix
-    kind: str  # a RunKind value: train | lr_find | overfit
+    kind: str  # a RunKind value: train | lr_find | overfit | script
     name: str  # at most NAME_MAX characters (older rows are cut to 1,000 when read)
     group: str  # the `grp` column: runs meant to be compared together ('' when none)
     owner: str  # a display name in a class; the OS user's name (or '') for a local run
     owner_role: str  # local | student | teacher (engine.classroom)
-    config: Any  # the RunConfig (engine.config imports this module, so it is not imported here)
+    config: Any  # the RunConfig (engine.config imports this module, so it is not imported here); a ScriptConfig
+    #              for a script run (kind script)
     status: str  # a RunStatus value (compares equal to the enum's members)
     device: str | None  # where it trains ('cpu', 'cuda:0', 'ray (waiting for resources)'...); None until claimed
     worker_id: str | None  # the worker that claimed it last; None while queued anew after a resume

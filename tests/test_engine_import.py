@@ -70,7 +70,7 @@ def _import_graph() -> dict[str, set[str]]:
 
     root = Path(PROJECT)
     files = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
-             for package in ("engine", "app") for p in (root / package).rglob("*.py")}
+             for package in ("engine", "app", "trainlens") for p in (root / package).rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for module, path in files.items():
         targets: set[str] = set()
@@ -114,6 +114,15 @@ def test_the_engine_never_imports_the_app():
     graph = _import_graph()
     assert not {(m, t) for m, targets in graph.items() if m.startswith("engine") for t in targets
                 if t.startswith("app")}
+
+
+def test_the_script_client_sits_above_the_engine_and_nothing_imports_it():
+    # trainlens/ (what users' scripts import) writes through the engine's store; neither the engine nor the app
+    # may depend on it, so it can change for scripts without touching either
+    graph = _import_graph()
+    assert "trainlens._run" in graph and "engine.runs.store" in graph["trainlens._run"]
+    assert not {(m, t) for m, targets in graph.items() if not m.startswith("trainlens") for t in targets
+                if t.startswith("trainlens")}
 
 
 # The engine's floors, lowest first. A module imports only from its own floor or the floors below (at the top or

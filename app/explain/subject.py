@@ -7,6 +7,7 @@ A text run's checkpoint is handed over to app/explain/text_explain.py, which dra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
 import torch
@@ -16,7 +17,7 @@ from app.ui.state import get_store
 from engine.checkpoints import history_epochs, list_epochs, resolve
 from engine.explain import pretrained
 from engine.explain.render import Subject, load_subject
-from engine.records import RunKind, epoch_label
+from engine.records import LOGGED_MODEL, TRAINED, epoch_label
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,23 @@ def choose_subject() -> ChosenSubject:
     return _pretrained()
 
 
+@st.cache_resource(max_entries=2, show_spinner="Loading the script's model...")
+def logged_subject(run_id: str, path: str, stamp: int) -> Subject:
+    """A torchvision model a script saved with run.log_model (engine.explain.logged_model), as "your own model"."""
+    from engine.explain.logged_model import load_torchvision
+
+    loaded = load_torchvision(get_store().get_artifact(run_id, LOGGED_MODEL))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Subject(f"logged:{run_id}:{stamp}", loaded.model.to(device), None, loaded.spec, loaded.classes, -1, device)
+
+
 def _training_run() -> ChosenSubject:
-    runs = get_store().list_runs(kind=RunKind.TRAIN)
-    runs = runs[[bool(list_epochs(r)) for r in runs["run_id"]]] if not runs.empty else runs
+    store = get_store()
+    runs = store.list_runs(kind=TRAINED)  # scripts' runs too: a zoo model from run.log_model has checkpoints
+    logged = store.artifact_values(LOGGED_MODEL, runs["run_id"]) if not runs.empty else {}
+    torchvision = {r for r, record in logged.items()
+                   if isinstance(record, dict) and record.get("kind") == "torchvision"}
+    runs = runs[[r in torchvision or bool(list_epochs(r)) for r in runs["run_id"]]] if not runs.empty else runs
     if runs.empty:
         st.info("No run has a checkpoint yet: one is written at the end of every epoch. Train a run first.")
         st.stop()
@@ -78,6 +93,16 @@ def _training_run() -> ChosenSubject:
     labels = {r.run_id: f"{r.name} · {r.status} · {r.run_id[:6]}" for r in runs.itertuples()}
     run_col, ckpt_col = st.columns([3, 1])
     run_id = run_col.selectbox("Run", ids, format_func=labels.get, key="explain_run")
+    if run_id in torchvision:  # one set of weights, no checkpoints over training: explained as your own model
+        record = logged[run_id]
+        try:
+            stamp = Path(record["path"]).stat().st_mtime_ns
+            subject = logged_subject(run_id, record["path"], stamp)
+        except (OSError, RuntimeError, ValueError) as exc:
+            st.error(f"This run's model could not be loaded: {exc}")
+            st.stop()
+        st.caption(f"{record['architecture']} saved by the run's script · explained on {subject.device}")
+        return ChosenSubject(subject, subject.run_id, None)
     which = ckpt_col.selectbox("Checkpoint", ["best", "last", *map(str, history_epochs(run_id))],
                                key=f"explain_ckpt_{run_id}", format_func=checkpoint_label)
     checkpoint = resolve(run_id, checkpoint_key(which))

@@ -29,7 +29,7 @@ from app.server.load import LOAD
 from app.server.memory import collect_now_and_then
 from app.ui.presentation import plotly_chart
 from app.ui.state import format_duration, get_runner, run_metrics, runs_frame
-from engine.records import ACTIVE, UNSUCCESSFUL, RunStatus
+from engine.records import ACTIVE, UNSUCCESSFUL, RunKind, RunStatus
 
 # Material icons render everywhere Streamlit does (emoji need a font that kiosk/projector machines may lack)
 STATUS_ICONS = {RunStatus.QUEUED: ":material/schedule:", RunStatus.RUNNING: ":blue[:material/play_circle:]",
@@ -133,7 +133,9 @@ def run_status_row(run: pd.Series, key: str) -> None:
     name_col, bar_col, button_col = st.columns([3, 5, 1], vertical_alignment="center")
     name_col.markdown(f"**{escape_md(run['name'])}**  \n{status_label(run['status'])}")
     progress = float(run["progress"] or 0.0)
-    if run["status"] == RunStatus.RUNNING and not run["total_steps"]:
+    if run["status"] == RunStatus.RUNNING and run.get("kind") == RunKind.SCRIPT:
+        text = f"step {int(run['step'])} · trained by its own script"  # a script's length is its own: no ETA
+    elif run["status"] == RunStatus.RUNNING and not run["total_steps"]:
         text = "starting: loading the data and building the model"
     elif run["status"] == RunStatus.RUNNING:
         eta = f", ETA {format_duration(run['eta_s'])}" if not pd.isna(run["eta_s"]) else ""
@@ -148,8 +150,8 @@ def run_status_row(run: pd.Series, key: str) -> None:
             try:
                 get_runner().cancel(run["run_id"])
                 st.toast(f"Cancel requested for {escape_md(run['name'])}")
-            except PermissionError as exc:  # another's run (class mode): the engine refuses, the page says why
-                st.error(escape_md(str(exc)), icon=":material/block:")
+            except (PermissionError, ValueError) as exc:  # another's run (class mode), a script that opted out of
+                st.error(escape_md(str(exc)), icon=":material/block:")  # cancels: the engine refuses, the page says why
     if run["status"] in UNSUCCESSFUL and isinstance(run["error"], str) and run["error"]:
         st.caption(f":red[{escape_md(run['error'])}]")
 

@@ -22,7 +22,7 @@ from app.server import figure_cache
 from app.server.figure_cache import FigureCache
 from app.server.load import LOAD
 from app.server.metrics_cache import MetricsCache
-from engine.records import RunKind
+from engine.records import TRAINED
 from engine.runs.runner import ActingRunner, Runner
 from engine.runs.store import Store
 
@@ -195,7 +195,7 @@ def runs_frame(live_tick: bool = False) -> pd.DataFrame:
     fingerprint = store.runs_fingerprint()
 
     def listing() -> pd.DataFrame:
-        frame = store.list_runs(kind=RunKind.TRAIN)
+        frame = store.list_runs(kind=TRAINED)  # training runs and scripts' runs, not helper jobs
         frame.attrs["fingerprint"] = fingerprint  # views derived from it are shared under the same version
         return frame
 

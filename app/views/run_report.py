@@ -23,9 +23,10 @@ from app.report.common import readable_errors
 from app.report.evaluation import evaluation_section
 from app.report.layers import gradient_clipping, layer_statistics
 from app.report.probes import lr_finder_section, overfit_section
+from app.report.script import script_report
 from app.ui.live import live_fragment
 from app.ui.state import get_runner, get_store, run_metrics, runs_frame
-from engine.records import ACTIVE
+from engine.records import ACTIVE, RunKind
 
 # ---- run selection ----------------------------------------------------------------------------------------------
 st.title("Run report")
@@ -65,6 +66,9 @@ if run is None:
     st.stop()
 config = run["config"]
 run_active = run["status"] in ACTIVE
+if run["kind"] == RunKind.SCRIPT:  # a script's run: its config, curves and what it logged (app/report/script.py)
+    script_report(store, run)
+    st.stop()
 
 
 # ---- header and recipe checks (live while the run trains) -------------------------------------------------------

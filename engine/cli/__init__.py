@@ -8,6 +8,7 @@ explain RUN_ID --text "..." --method ig [--target CLASS] [--json]
 lesson [--list] | lesson NAME [--wait]
 explain-model IMAGE (--arch NAME --weights FILE [--config FILE.json] | --program FILE.pt2) [--method NAME] --out FILE.png
 workers [--stop]
+import-tensorboard LOGDIR [--group G]
 Bad arguments exit 2 with a one-line message, never a traceback; cancelling a run that already ended exits 1.
 A store that cannot be used (damaged, disk full, locked) is one line naming the file and what to do, exit 2; a
 file that cannot be written (`--out` a folder, a full disk) is one line, exit 1; anything unexpected is one line
@@ -16,7 +17,8 @@ Output piped into a reader that stops early (`| head`) ends quietly, with the sh
 
 This module parses and dispatches, and turns every failure into that one line; the commands live by what they
 act on: `runs.py` (train, runs, show, metrics, cancel, resume, workers), `explain.py`, `classes.py` (class,
-lesson); `common.py` holds what they share and `tables.py` the metrics summary.
+lesson), `tensorboard.py` (import-tensorboard); `common.py` holds what they share and `tables.py` the metrics
+summary.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import argparse
 import os
 import sys
 
-from engine.cli import classes, explain, runs
+from engine.cli import classes, explain, runs, tensorboard
 from engine.cli.common import Parser, UsageError, prog
 
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command killed by SIGPIPE (`yes | head -1`)
@@ -36,7 +38,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser = Parser(prog=prog(), description="TrainLens engine: train, inspect and explain runs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     commands = {}
-    for register in (runs.register, explain.register, classes.register, runs.register_workers):
+    for register in (runs.register, explain.register, classes.register, runs.register_workers, tensorboard.register):
         commands.update(register(sub))
     return parser, commands
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.cli.common import UsageError, checkpoint_arg, json_default, open_store, resolve
+from engine.cli.common import UsageError, checkpoint_arg, json_default, open_store, prog, resolve
+from engine.records import RunKind
 
 
 def register(sub) -> dict:
@@ -50,7 +51,9 @@ def cmd_explain(args) -> int:
     run = store.get_run(run_id)
     from engine.datasets import dataset_info
 
-    if run is not None and run["config"] is not None and dataset_info(run["config"].dataset).kind == "text":
+    if run is not None and run["kind"] == RunKind.SCRIPT:
+        _check_script_model(store, run_id)
+    elif run is not None and run["config"] is not None and dataset_info(run["config"].dataset).kind == "text":
         raise UsageError(f"run {run_id} reads text: explain a sentence with --text \"...\" (no image, no --out)")
     if args.image is None or args.out is None:
         raise UsageError("explain needs an IMAGE and --out FILE.png (or --text \"...\" for a text run)")
@@ -82,3 +85,19 @@ def cmd_explain_model(args) -> int:
         raise UsageError(str(exc)) from None
     print(json.dumps(result, default=json_default))
     return 0
+
+
+def _check_script_model(store, run_id: str) -> None:
+    """A script's run is explained from the zoo model its script saved (run.log_model); UsageError otherwise, with
+    the command that explains what it did save."""
+    from engine.records import LOGGED_MODEL
+
+    record = store.get_artifact(run_id, LOGGED_MODEL) or {}
+    if record.get("kind") == "zoo":
+        return
+    if record.get("kind") == "torchvision":
+        architecture = record.get("architecture")
+        raise UsageError(f"run {run_id}'s script saved a torchvision {architecture}: explain it with "
+                         f"`{prog()} explain-model IMAGE --arch {architecture} --weights {record.get('path')}`")
+    raise UsageError(f"run {run_id} was trained by a script that saved no model: call run.log_model(model) in it "
+                     f"(TrainLens zoo models and torchvision classifiers), or use `{prog()} explain-model`")

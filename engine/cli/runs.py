@@ -11,7 +11,8 @@ from pathlib import Path
 from engine.cli.common import UsageError, json_default, open_store, prog, resolve
 from engine.cli.tables import metrics_summary
 from engine.config import RunConfig, parse_assignment
-from engine.records import ACTIVE, FINAL_KEYS, LAYER_STAT_SEPARATOR, SUCCEEDED, TERMINAL, RunStatus, report_artifact
+from engine.records import (ACTIVE, FINAL_KEYS, LAYER_STAT_SEPARATOR, SUCCEEDED, TERMINAL, RunKind, RunStatus,
+                             report_artifact)
 
 MAX_CONFIG_BYTES = 100_000
 
@@ -120,7 +121,7 @@ def _wait_with_progress(store, handle) -> str:
 
 def cmd_runs(args) -> int:
     frame = open_store().list_runs()
-    columns = ["run_id", "name", "group", "status", "progress", "eta_s", "device", "created_at"]
+    columns = ["run_id", "name", "group", "status", "progress", "eta_s", "device", "created_at", "kind"]
     if args.json:
         print(frame[columns].to_json(orient="records"))
         return 0
@@ -129,7 +130,9 @@ def cmd_runs(args) -> int:
         return 0
     for row in frame.itertuples():
         eta = f" eta {row.eta_s:.0f}s" if row.eta_s is not None and not math.isnan(row.eta_s) else ""
-        print(f"{row.run_id}  {row.status:<13} {row.progress:6.1%}{eta}  {row.name}" + (f"  [{row.group}]" if row.group else ""))
+        kind = f"  ({row.kind})" if row.kind == RunKind.SCRIPT else ""  # a script's run: no progress to know
+        group = f"  [{row.group}]" if row.group else ""
+        print(f"{row.run_id}  {row.status:<13} {row.progress:6.1%}{eta}  {row.name}{group}{kind}")
     return 0
 
 
@@ -141,11 +144,17 @@ def cmd_show(args) -> int:
     report = store.get_artifact(run_id, report_artifact("best")) or store.get_artifact(run_id, report_artifact("last"))
     summary = {"run_id": run_id, "name": run["name"], "group": run["group"], "status": run["status"],
                "error": run["error"], "device": run["device"], "step": run["step"], "total_steps": run["total_steps"],
-               "config": run["config"].to_dict(), "final_metrics": final, "report": report}
+               "config": run["config"].to_dict(), "final_metrics": final, "report": report, "kind": run["kind"]}
+    script = store.script_info(run_id) if run["kind"] == RunKind.SCRIPT else None
+    if script is not None:
+        summary["script"] = script
     if args.json:
         print(json.dumps(summary, default=json_default))
         return 0
     print(f"{run['name']} ({run_id}): {run['status']}" + (f" - {run['error']}" if run["error"] else ""))
+    if run["kind"] == RunKind.SCRIPT:
+        _show_script(run, script or {}, final)
+        return 0
     print(f"steps {run['step']}/{run['total_steps']} on {run['device'] or '-'}")
     print("config: " + " ".join(f"{k}={v}" for k, v in run["config"].to_dict().items() if v != getattr(RunConfig(), k)))
     for key in FINAL_KEYS:
@@ -154,6 +163,27 @@ def cmd_show(args) -> int:
     if report and report.get("report_text"):
         print("\nclassification report (validation set):\n" + report["report_text"])
     return 0
+
+
+SHOWN_KEYS = 30  # a script's last values shown by `show`: its keys are its own, so all of them, up to this many
+
+
+def _show_script(run, script: dict, final: dict[str, float]) -> None:
+    """`show`'s text for a script's run: who ran it, its config as given, the last value of each key."""
+    where = f"{script.get('program') or '?'} on {script.get('host') or '?'}"
+    if script.get("source"):
+        where = f"imported from {script['source']}"
+    elif script.get("pid"):
+        where += f" (pid {script['pid']})"
+    print(f"script run: {where}; last step {run['step']}")
+    config = run["config"].to_dict()
+    print("config: " + (" ".join(f"{k}={json.dumps(v) if isinstance(v, (dict, list)) else v}"
+                                 for k, v in config.items()) if config else "(none given)"))
+    for key in sorted(final)[:SHOWN_KEYS]:
+        value = final[key]
+        print(f"  {key:<14} " + ("nan" if value is None else f"{value:.6g}"))
+    if len(final) > SHOWN_KEYS:
+        print(f"  ... and {len(final) - SHOWN_KEYS} more keys (`{prog()} metrics {run['run_id']}`)")
 
 
 def cmd_metrics(args) -> int:
@@ -171,9 +201,11 @@ def cmd_metrics(args) -> int:
         print(f"{run_id}: no metrics logged yet")
     else:
         print(f"{run_id}: {len(frame)} metric rows, {frame['key'].nunique()} keys")
-        print("\n".join(metrics_summary(frame, every_layer=args.all)))
+        # a script's keys are its own ('Loss/train' is a TensorBoard tag, not a layer's statistic): never folded
+        every_key = args.all or store.get_run(run_id)["kind"] == RunKind.SCRIPT
+        print("\n".join(metrics_summary(frame, every_layer=every_key)))
         hint = "every row: --csv or --json"
-        if not args.all and frame["key"].str.contains(LAYER_STAT_SEPARATOR, regex=False).any():
+        if not every_key and frame["key"].str.contains(LAYER_STAT_SEPARATOR, regex=False).any():
             hint = "per-layer statistics: one line per statistic, one per layer with --all; " + hint
         print(f"({hint})")
     return 0
@@ -187,14 +219,17 @@ def cmd_cancel(args) -> int:
     run_id = resolve(runner.store, args.run_id)
     # read first: request_cancel returns a terminal status unchanged, so "cancelled" alone could not tell a
     # run cancelled now from one cancelled last week (the read also reaps: a dead worker's run is interrupted)
-    status = runner.store.get_run(run_id)["status"]
+    run = runner.store.get_run(run_id)
+    status = run["status"]
     if status not in TERMINAL:
         status = runner.cancel(run_id)
         if status == RunStatus.CANCELLED:
             print(f"{run_id}: cancelled")
             return 0
         if status == RunStatus.RUNNING:
-            print(f"{run_id}: cancel requested; its worker stops it after the current step")
+            who = ("its script stops it at its next log (trainlens.RunCancelled)" if run["kind"] == RunKind.SCRIPT
+                   else "its worker stops it after the current step")
+            print(f"{run_id}: cancel requested; {who}")
             return 0
     # it had ended (or ended between the read and the request)
     print(f"{run_id} is already {status}; nothing to cancel", file=sys.stderr)

@@ -17,6 +17,7 @@ One module per concern, each a mixin over the shared connection and transaction 
 - `metrics`: metric rows, written in batches and read bounded
 - `artifacts`: checkpoint records and JSON artifacts
 - `workers`: registration, heartbeats, live workers, reaping the dead ones
+- `scripts`: runs a user's own script trains through the `trainlens` client: created running, heartbeats, finished
 - `errors`: what can go wrong with the file, in a sentence a user can act on, and waiting out a busy store
 
 Each fault the store survives is described, with its concern, in that module's docstring (and each has a test).
@@ -33,13 +34,16 @@ from engine.runs.store.metrics import METRIC_COLUMNS, MetricsMixin
 from engine.runs.store.queue import QueueMixin
 from engine.runs.store.runs import ETA_AFTER_S, RUN_COLUMNS, Fence, LeaseLost, RunsMixin, UnreadableRun, default_name
 from engine.runs.store.schema import SCHEMA_VERSION
+from engine.runs.store.scripts import SCRIPT_STALE_AFTER_S, ScriptsMixin, script_pulse_id
 from engine.runs.store.workers import WorkersMixin
 
 
-class Store(RunsMixin, QueueMixin, ClassesMixin, ControlMixin, MetricsMixin, ArtifactsMixin, WorkersMixin):
+class Store(RunsMixin, QueueMixin, ClassesMixin, ControlMixin, MetricsMixin, ArtifactsMixin, WorkersMixin,
+            ScriptsMixin):
     """The run store at `path` (default: TRAINLENS_HOME/trainlens.db), created or migrated when opened."""
 
 
-__all__ = ["BACKUPS_DIR", "ETA_AFTER_S", "METRIC_COLUMNS", "RUN_COLUMNS", "SCHEMA_VERSION", "Fence", "LeaseLost",
+__all__ = ["BACKUPS_DIR", "ETA_AFTER_S", "METRIC_COLUMNS", "RUN_COLUMNS", "SCHEMA_VERSION", "SCRIPT_STALE_AFTER_S",
+           "Fence", "LeaseLost",
            "Store", "StoreUnavailable", "UnreadableRun", "damaged", "default_name", "describe", "is_locked",
-           "newest_backup", "retry_locked"]
+           "newest_backup", "retry_locked", "script_pulse_id"]

@@ -12,7 +12,7 @@ import sqlite3
 import time
 
 from engine.classroom import Actor
-from engine.records import DELETABLE, RESUMABLE, RunStatus
+from engine.records import DELETABLE, RESUMABLE, SCRIPT_INFO, RunKind, RunStatus
 from engine.runs.access import check_may_act, check_may_teach, check_queue_room
 from engine.runs.store.classes import class_limits, queued_of
 from engine.runs.store.schema import StoreBase
@@ -31,6 +31,7 @@ class ControlMixin(StoreBase):
                           (RunStatus.CANCELLED, time.time(), run_id))
                 return RunStatus.CANCELLED
             if status == RunStatus.RUNNING:
+                _check_script_cancellable(c, run_id)
                 c.execute("UPDATE runs SET cancel_requested=1 WHERE run_id=?", (run_id,))
             return status
 
@@ -45,6 +46,9 @@ class ControlMixin(StoreBase):
             status = _status_in_tx(c, run_id, actor, "resume")
             if status not in RESUMABLE:
                 raise ValueError(f"run {run_id} is {status}; only {', '.join(RESUMABLE)} runs can be resumed")
+            if _kind_in_tx(c, run_id) == RunKind.SCRIPT:
+                raise ValueError(f"run {run_id} was trained by a script, not by TrainLens's workers: run the script "
+                                 "again to train it anew")
             if actor is not None and actor.is_student:
                 check_queue_room(actor, class_limits(c), queued_of(c, actor))
             c.execute(f"UPDATE runs SET status='{RunStatus.QUEUED}', resume_from='last', cancel_requested=0, error=NULL, "
@@ -78,3 +82,20 @@ def _status_in_tx(c: sqlite3.Connection, run_id: str, actor: Actor | None = None
         raise KeyError(f"no run {run_id}")
     check_may_act(actor, run_id, row["owner"], row["owner_role"], what)
     return row["status"]
+
+
+def _kind_in_tx(c: sqlite3.Connection, run_id: str) -> str | None:
+    row = c.execute("SELECT kind FROM runs WHERE run_id=?", (run_id,)).fetchone()
+    return row["kind"] if row else None
+
+
+def _check_script_cancellable(c: sqlite3.Connection, run_id: str) -> None:
+    """ValueError for a script run whose script opted out of cancels (`trainlens.init(cancellable=False)`): the
+    request would never be honoured, so it is refused with what to do instead."""
+    if _kind_in_tx(c, run_id) != RunKind.SCRIPT:
+        return
+    row = c.execute("SELECT json_extract(value, '$.cancellable') AS cancellable FROM artifacts WHERE run_id=? AND "
+                    "name=?", (run_id, SCRIPT_INFO)).fetchone()
+    if row is not None and row["cancellable"] == 0:
+        raise ValueError(f"run {run_id}'s script asked not to be stopped from the dashboard "
+                         "(cancellable=False); stop the script itself (Ctrl-C) where it runs")

@@ -1,9 +1,10 @@
 """Runs in the store: creating (queueing) them, reading one or a listing, finding one by a short id, their
 names, and what their worker reports (running, progress, final status).
 
-A run leaves the store as a `RunRecord` (engine.records), a dict with its parsed RunConfig and its progress, ETA and
-duration (`get_run`; `claim_next` in engine.runs.store.queue), or as one row of the `list_runs` DataFrame (the
-record's keys, the config spread over one `cfg.<field>` column per field). Reads of runs first reap workers that
+A run leaves the store as a `RunRecord` (engine.records), a dict with its parsed RunConfig (a ScriptConfig for a
+script's run, engine.runs.store.scripts) and its progress, ETA and duration (`get_run`; `claim_next` in
+engine.runs.store.queue), or as one row of the `list_runs` DataFrame (the record's keys, the config spread over
+one `cfg.<field>` column per field). Reads of runs first reap workers that
 died (throttled; see engine.runs.store.workers), so a run's status is true within seconds of its worker's death
 whoever reads it.
 
@@ -29,7 +30,8 @@ import pandas as pd
 from engine.classroom import LOCAL, Actor
 from engine.config import RunConfig
 from engine.paths import check_data_dir
-from engine.records import NAME_MAX, STATUSES, TERMINAL, RunKind, RunRecord, RunStatus, check_name, fit_name
+from engine.records import (NAME_MAX, STATUSES, TERMINAL, RunKind, RunRecord, RunStatus, ScriptConfig, check_name,
+                             fit_name)
 from engine.runs.access import check_submission, run_examples
 from engine.runs.store.classes import class_limits, queued_of
 from engine.runs.store.schema import StoreBase
@@ -122,8 +124,9 @@ class RunsMixin(StoreBase):
         return rows[0]["run_id"] if len(rows) == 1 else None
 
     def list_runs(self, *, status: Iterable[str] | None = None, group: str | None = None,
-                  kind: str | None = None) -> pd.DataFrame:
-        """All runs, newest first, with progress/ETA and one `cfg.<field>` column per config field.
+                  kind: str | Iterable[str] | None = None) -> pd.DataFrame:
+        """All runs (of one `kind`, or of several), newest first, with progress/ETA and one `cfg.<field>` column per
+        config field (a script run's: one per key of its config, nested keys dotted; see ScriptConfig.columns).
 
         Reaps dead workers first (see `reap_if_due`), so a status filter sees the truth too."""
         self.reap_if_due()
@@ -136,15 +139,17 @@ class RunsMixin(StoreBase):
             query += " AND grp=?"
             args.append(group)
         if kind is not None:
-            query += " AND kind=?"
-            args.append(kind)
+            kinds = [kind] if isinstance(kind, str) else list(kind)
+            query += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args += kinds
         query = query.replace("SELECT *", f"SELECT {RUN_SELECT}", 1)
         rows = [dict(r) for r in self.conn.execute(query + " ORDER BY created_at DESC, rowid DESC", args)]
         records, unreadable = [], []
         for run in rows:
             run["group"] = run.pop("grp")
             try:
-                config = parse_run(run).to_dict()
+                parsed = parse_run(run)
+                config = parsed.columns() if isinstance(parsed, ScriptConfig) else parsed.to_dict()
             except UnreadableRun as exc:  # quarantined: listed apart, never breaks the listing of the others
                 unreadable.append({"run_id": run["run_id"], "name": run["name"], "status": run["status"],
                                    "problem": str(exc)})
@@ -222,12 +227,23 @@ def _unique_name(c: sqlite3.Connection, base: str) -> str:
     return fit_name(f"{base[:NAME_MAX - 8]} #{counter}") if len(base) > NAME_MAX - 8 else f"{base} #{counter}"
 
 
-def parse_run(run: dict[str, Any]) -> RunConfig:
-    """The RunConfig of a run row; UnreadableRun says what is wrong with the row."""
+def parse_run(run: dict[str, Any]) -> RunConfig | ScriptConfig:
+    """The RunConfig of a run row (a ScriptConfig for a script's run); UnreadableRun says what is wrong with the
+    row."""
     if run.get("status") not in STATUSES:
         raise UnreadableRun(f"unknown status {str(run.get('status'))[:40]!r}")
     if run.get("kind") not in tuple(RunKind):
         raise UnreadableRun(f"unknown kind {str(run.get('kind'))[:40]!r}")
+    if run.get("kind") == RunKind.SCRIPT:
+        import json
+
+        try:
+            config = json.loads(run["config"])
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise UnreadableRun(f"its config is not readable: {str(exc)[:200]}") from None
+        if not isinstance(config, dict):
+            raise UnreadableRun(f"its config is not a JSON object but {type(config).__name__}")
+        return ScriptConfig(config)
     try:
         return RunConfig.from_json(run["config"])
     except (ValueError, TypeError, KeyError, RecursionError) as exc:

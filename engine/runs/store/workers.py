@@ -3,9 +3,10 @@ the live workers, and reaping the ones that died.
 
 A worker heartbeats every second. `reap` marks a worker dead when its process is gone, or when its heartbeat is
 stale and its process cannot be checked or is frozen, and marks its running runs interrupted with the reason
-(resumable from their last checkpoint). Run reads reap too (`reap_if_due`, throttled, never raising), so whoever
-reads a run's status sees the truth within seconds of its worker's death, even when every worker died and no one
-runs the dashboard or the CLI.
+(resumable from their last checkpoint); it also marks the runs of scripts that stopped without finishing
+interrupted (engine.runs.store.scripts says when). Run reads reap too (`reap_if_due`, throttled, never
+raising), so whoever reads a run's status sees the truth within seconds of its worker's death, even when every
+worker died and no one runs the dashboard or the CLI.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class WorkersMixin(StoreBase):
                         c.execute(f"UPDATE runs SET status='{RunStatus.INTERRUPTED}', error=?, finished_at=? WHERE run_id=?",
                                   (reason, now, run["run_id"]))
                         interrupted.append(run["run_id"])
+            interrupted += self.reap_scripts(c, now)  # type: ignore[attr-defined]  # ScriptsMixin
         return interrupted
 
     def reap_if_due(self) -> list[str]:
@@ -120,7 +122,7 @@ class WorkersMixin(StoreBase):
             workers = conn.execute("SELECT worker_id, pid, host, heartbeat_at FROM workers WHERE status IN ('idle', 'busy')")
             if not any(_worker_lost(w["heartbeat_at"], pid_alive(w["pid"], w["host"]), now, self.STALE_AFTER_S,
                                     pulse_age(w["worker_id"], now))
-                       for w in workers.fetchall()):
+                       for w in workers.fetchall()) and not self.scripts_lost(now):  # type: ignore[attr-defined]
                 return []
             lock_wait_ms = conn.execute("PRAGMA busy_timeout").fetchone()[0]
             conn.execute(f"PRAGMA busy_timeout={int(self.READ_REAP_LOCK_WAIT_MS)}")
