@@ -9,7 +9,8 @@ from ui_helpers import fresh_app
 from engine.config import RunConfig
 from engine.runs.store import Store
 
-pytestmark = pytest.mark.timeout(180)
+# slow: the Train page recovers the worker pool for the queued run (it starts a worker)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def test_a_reload_keeps_the_launched_panel(trainlens_home):
