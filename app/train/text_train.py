@@ -47,11 +47,11 @@ def csv_upload(config: RunConfig | None) -> None:
 
 def text_preview(config: RunConfig, split) -> None:
     from engine.data.loading import batches_per_epoch, iterate_batches
-    from engine.models import count_parameters, model_from_config
+    from engine.models import parameter_count
     from engine.optim import schedule_curve
 
     info = split.info
-    params = count_parameters(model_from_config(config, 0, info.size, len(info.classes)))
+    params = parameter_count(config, 0, info.size, len(info.classes))  # counted, never allocated (engine.models)
     steps_per_epoch = batches_per_epoch(len(split.train_x), config.batch_size)
     total = steps_per_epoch * config.epochs
     a, b = st.columns(2)  # two by two: four metrics in a row get cut on a 1024-pixel screen

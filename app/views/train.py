@@ -42,15 +42,12 @@ if config is not None:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def parameter_count(dataset: str, model: str, hidden: int, depth: int, width: int, skip: bool, activation: str,
-                    dropout: float) -> int:
-    from engine.datasets import dataset_info
-    from engine.models import build_model, count_parameters
+def parameter_count(config_json: str) -> int:
+    """The model's parameters, counted without building it for real (engine.models.estimate_parameters): the
+    largest model the form allows would take 17 GB of the server's memory."""
+    from engine.models import estimate_parameters
 
-    info = dataset_info(dataset)
-    net = build_model(model, channels=info.channels, size=info.size, num_classes=len(info.classes), hidden=hidden,
-                      depth=depth, width=width, skip=skip, activation=activation, dropout=dropout)
-    return count_parameters(net)
+    return estimate_parameters(RunConfig.from_json(config_json))
 
 
 def batch_grid(config: RunConfig, count: int = 32) -> tuple[np.ndarray, list[str]]:
@@ -89,8 +86,7 @@ with preview_col:
 
         steps_per_epoch = batches_per_epoch(len(split.train_x), config.batch_size)
         total = steps_per_epoch * config.epochs
-        params = parameter_count(config.dataset, config.model, config.hidden, config.depth, config.width, config.skip,
-                                 config.activation, config.dropout)
+        params = parameter_count(config.to_json())
         a, b, c = st.columns(3)
         a.metric("parameters", f"{params:,}")
         b.metric("training examples", f"{len(split.train_x):,}")
