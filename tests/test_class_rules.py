@@ -251,6 +251,38 @@ def test_wrong_guesses_are_slowed_down_per_client():
     assert guesses.wait_s("10.0.0.7", now=now) == 0.0
 
 
+def test_wrong_guesses_are_also_counted_for_the_whole_server_and_forgotten_after_a_while():
+    """New addresses (or made-up forwarded ones) buy a few free guesses each, not free guessing: beyond
+    SERVER_FREE failures in the window, every guess from anywhere waits."""
+    guesses, now = Guesses(), 1000.0
+    for i in range(Guesses.SERVER_FREE):
+        assert guesses.failed(f"ip:10.0.{i}.1", now=now) == 0.0  # each address's first wrong guess is free
+    assert guesses.failed("ip:10.9.9.9", now=now) == 2.0  # one more, from a new address: the server makes it wait
+    assert guesses.wait_s("ip:10.9.9.10", now=now + 1) == 1.0  # and so does every other address for now
+    assert guesses.wait_s("ip:10.9.9.10", now=now + Guesses.SERVER_WINDOW_S + 5) == 0.0
+    late = now + Guesses.SERVER_WINDOW_S + 5  # the window has passed: the count starts again
+    assert guesses.failed("ip:10.9.9.11", now=late) == 0.0
+    assert [guesses.failed("name:ana", "ip:10.0.0.1", now=late) for _ in range(4)][-1] == 2.0  # codes: per name too
+    assert guesses.wait_s("ip:10.7.7.7", "name:ana", now=late) == 2.0  # Ana's code, guessed from another address
+
+
+def test_the_client_address_behind_a_trusted_proxy_is_the_one_it_forwards(monkeypatch):
+    from engine.classroom import LOOPBACK_CLIENT, client_address, trusted_proxies
+
+    assert client_address(None, None) == LOOPBACK_CLIENT  # this computer, an SSH forward, a local proxy: one client
+    assert client_address("10.0.0.7", "6.6.6.6") == "10.0.0.7"  # nobody trusted: the header is ignored
+    proxies = trusted_proxies("10.0.0.5, 127.0.0.1 192.168.0.0/24")
+    assert client_address("10.0.0.5", "6.6.6.6, 203.0.113.9", proxies) == "203.0.113.9"  # the proxy's entry, not the claim
+    assert client_address("10.0.0.5", "203.0.113.9, 192.168.0.3", proxies) == "203.0.113.9"  # through two proxies
+    assert client_address(None, "203.0.113.9", proxies) == "203.0.113.9"  # a proxy on this computer
+    assert client_address("10.0.0.6", "203.0.113.9", proxies) == "10.0.0.6"  # not a trusted proxy: its own address
+    assert client_address("10.0.0.5", "garbage", proxies) == "10.0.0.5"
+    with pytest.raises(ValueError, match="TRAINLENS_TRUSTED_PROXIES: 'proxy.lan' is not an IP address"):
+        trusted_proxies("10.0.0.5,proxy.lan")
+    monkeypatch.setenv("TRAINLENS_TRUSTED_PROXIES", "10.0.0.300")
+    assert "TRAINLENS_TRUSTED_PROXIES" in ClassMode("sunflower-42", "teacher-oak-7").problem()
+
+
 @pytest.mark.parametrize("name, problem", [("", "Enter a display name"), ("   ", "Enter a display name"),
                                            ("x" * 10_000, "at most 40"), ("a\x00b", "control"),
                                            ("a\u200bb", "control")])
