@@ -14,21 +14,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from ui_helpers import MAIN, fresh_app
 
-from engine.config import RunConfig
 from engine.records import RunStatus
 from engine.runs.store import Store
 
+# the passphrases and the autouse fixture that turns class mode on (no worker processes: runs only need to exist)
+from test_class_pages import CLASS, TEACHER_WORD, TINY, class_mode  # noqa: F401
+
 pytestmark = pytest.mark.timeout(300)
-
-CLASS, TEACHER_WORD = "sunflower-42", "teacher-oak-7"
-TINY = RunConfig(model="mlp", epochs=1, train_limit=64)
-
-
-@pytest.fixture(autouse=True)
-def class_mode(monkeypatch):
-    monkeypatch.setenv("TRAINLENS_CLASS_PASSPHRASE", CLASS)
-    monkeypatch.setenv("TRAINLENS_TEACHER_PASSPHRASE", TEACHER_WORD)
-    monkeypatch.setenv("TRAINLENS_WORKERS", "0")  # no worker processes: the runs only need to exist
 
 
 def ok(at):
@@ -92,7 +84,7 @@ def newcomer_cannot_touch(store: Store, runs: tuple[str, str]) -> AppTest:
     """A newcomer types Ana's name in another case and spacing, joins as someone new, and cannot touch her runs."""
     newcomer = browser()
     sign_in(newcomer, "  aNA ")
-    assert "their runs stay theirs" in newcomer.error[0].value and not signed_in(newcomer)
+    assert "their runs stay theirs" in newcomer.warning[0].value and not signed_in(newcomer)
     newcomer.button(key="sign_in_new").click().run()
     ok(newcomer)
     assert signed_in(newcomer) and my_actor(newcomer).name == "aNA"
@@ -160,7 +152,7 @@ def test_signed_out_by_the_teacher_she_is_let_back_in_by_the_teacher():
     newcomer_cannot_touch(store, runs)
 
     lost = sign_in(browser(), "ANA")  # a fresh browser, and she lost her code
-    assert "rejoin code" in lost.error[0].value
+    assert "rejoin code" in lost.warning[-1].value
     lost.button(key="sign_in_ask").click().run()
     assert "Waiting for the teacher" in ok(lost).info[0].value
     teacher.run()

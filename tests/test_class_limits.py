@@ -10,21 +10,12 @@ import time
 
 import pytest
 
-from engine.classroom import STUDENT, TEACHER, Actor
 from engine.config import RunConfig
 from engine.records import RunStatus
 from engine.runs.access import CapReached, ClassLimits, check_submission, run_examples
 from engine.runs.store import Store
 
-ANA, TEACH = Actor("Ana", STUDENT, "m-ana"), Actor("Ms Rivera", TEACHER, "m-rivera")
-TINY = RunConfig(model="mlp", epochs=1, train_limit=64)
-
-
-@pytest.fixture
-def store(trainlens_home):
-    store = Store()
-    yield store
-    store.close()
+from test_class_rules import ANA, TEACH, TINY, store  # noqa: F401 (store: the fixture)
 
 
 def refusal(store: Store, config: RunConfig) -> str:
@@ -126,13 +117,13 @@ def test_the_teacher_changes_the_cost_limits_on_the_class_page(monkeypatch):
     at = signed_in_app("Ms Rivera", TEACHER_WORD)
     at.switch_page("views/classroom.py").run()
     assert not at.exception
-    at.number_input(key="limit_parameters").set_value(2_000_000)
+    at.number_input(key="limit_parameters").set_value(2.5)  # millions
     at.number_input(key="limit_gpus").set_value(0.5)
     at.number_input(key="limit_minutes").set_value(45)
     at.button(key="FormSubmitter:class_limits-Save limits").click().run()
     assert not at.exception
     limits = Store().limits()
-    assert (limits.parameters, limits.gpus, limits.minutes, limits.cpus) == (2_000_000, 0.5, 45, 2.0)
+    assert (limits.parameters, limits.gpus, limits.minutes, limits.cpus) == (2_500_000, 0.5, 45, 2.0)
 
 
 def test_a_student_sees_the_refusal_on_the_train_page_and_the_preview_counts_without_building(monkeypatch):
@@ -146,7 +137,8 @@ def test_a_student_sees_the_refusal_on_the_train_page_and_the_preview_counts_wit
     at.number_input(key="cfg_hidden").set_value(8192).run()
     at.number_input(key="cfg_depth").set_value(64).run()
     assert not at.exception
-    assert "4,234,887,178" in [m.value for m in at.metric]  # the preview: counted, not allocated (17 GB)
+    parameters = next(m for m in at.metric if m.label == "parameters")
+    assert parameters.value == "4.2B" and "4,234,887,178" in parameters.help  # counted, not allocated (17 GB)
     at.button(key="start").click().run()
     assert not at.exception
     assert "class limit is 10,000,000 per run" in at.error[0].value and Store().list_runs().empty

@@ -95,7 +95,7 @@ def test_html_names_show_as_text_and_a_reload_keeps_the_seat_without_the_passphr
 def test_two_students_cannot_share_a_name_and_the_refusal_says_how_to_rejoin():
     signed_in_app("Ana")
     at = signed_in_app(" ANA ")
-    assert "is signed in as 'ANA'" in at.error[0].value and "rejoin code" in at.error[0].value
+    assert "is signed in as 'ANA'" in at.warning[0].value and "rejoin code" in at.warning[0].value
     assert [b.key for b in at.button if b.key and b.key.startswith("sign_in_")] == ["sign_in_ask"]
 
 

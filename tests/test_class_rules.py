@@ -351,7 +351,8 @@ def test_the_teacher_lets_a_student_back_in_and_sees_who_is_idle_or_waiting(stor
     back = store.claim_rejoin(request)
     assert back.actor == ana.actor and back.code and store.seat_actor(back.seat_id) == ana.actor
     assert store.claim_rejoin(request) is None  # one seat per approval
-    refused = store.request_rejoin("Zoe")
+    first, refused = store.request_rejoin("Zoe"), store.request_rejoin("zoe ")  # asked twice: one line for the teacher
+    assert list(store.rejoin_requests()["request_id"]) == [refused] and store.rejoin_answer(first) == "lapsed"
     store.decide_rejoin(refused, None, actor=TEACH)
     assert store.rejoin_answer(refused) == "refused" and store.rejoin_answer("nonsense") == "lapsed"
 

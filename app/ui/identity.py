@@ -96,6 +96,9 @@ def sidebar(actor: Actor, store) -> None:
         return
     role = "teacher" if actor.role == "teacher" else "student"
     st.sidebar.markdown(f"Signed in as **{escape_md(actor.name)}** ({role})")
+    if actor.role == "teacher" and (waiting := len(store.rejoin_requests())):
+        st.sidebar.page_link("views/classroom.py", icon=":material/front_hand:",
+                             label=f"{waiting} student(s) ask to be let back in")
     if st.sidebar.button("Sign out", key="sign_out", icon=":material/logout:",
                          help="Signs out this browser. Your runs stay yours: sign back in with your rejoin code."):
         held = st.session_state.pop(SESSION_KEY, None)

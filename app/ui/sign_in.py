@@ -85,7 +85,9 @@ def _form(mode: ClassMode, store) -> None:
     if submitted:
         st.session_state.pop(OFFER_KEY, None)
         problem = _sign_in(mode, store, passphrase, name, code)
-        if problem:
+        if problem and st.session_state.get(OFFER_KEY):  # a name someone has: a choice to make, not a mistake
+            st.warning(problem, icon=":material/person_search:")
+        elif problem:
             st.error(problem, icon=":material/error:")
         else:
             st.rerun()
@@ -124,16 +126,17 @@ def _sign_in(mode: ClassMode, store, passphrase: str, name: str, code: str) -> s
 
 def _offer(mode: ClassMode, store, offer: dict) -> None:
     """After a refused name (and a right passphrase): ask the teacher, or join as someone new under it."""
-    ask, new = st.columns(2)
-    if ask.button("Ask the teacher to let me back in", key="sign_in_ask", icon=":material/front_hand:"):
+    # one under the other, full width: both labels whole on a 1024-pixel screen
+    if st.button("Ask the teacher to let me back in", key="sign_in_ask", icon=":material/front_hand:",
+                 width="stretch"):
         request_id = store.request_rejoin(offer["name"], offer["role"])
         st.session_state[WAIT_KEY] = {"request_id": request_id, "name": offer["name"]}
         st.session_state.pop(OFFER_KEY, None)
         st.rerun()
-    if not offer["signed_in"] and new.button("Join as someone new under this name", key="sign_in_new",
-                                             icon=":material/person_add:",
-                                             help="You get a new rejoin code; the earlier runs under this name stay "
-                                                  "theirs."):
+    if not offer["signed_in"] and st.button("Join as someone new under this name", key="sign_in_new",
+                                            icon=":material/person_add:", width="stretch",
+                                            help="You get your own rejoin code; the earlier runs under this name "
+                                                 "stay theirs."):
         try:
             joined = store.join_class(offer["name"], offer["role"], new_member=True)
         except ValueError as exc:  # someone signed in under it meanwhile

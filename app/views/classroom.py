@@ -81,11 +81,13 @@ def teacher_controls() -> None:
                                         key="limit_examples"),
         }
         st.caption("What one run may cost")
-        d1, d2, d3, d4, d5 = st.columns([1.5, 1, 1, 1, 1])
+        d1, d2, d3, d4, d5 = st.columns([1.4, 1, 1, 1, 1])
         values |= {
-            "parameters": d1.number_input("model parameters", 1, 10**12, limits.parameters, step=1_000_000,
-                                          key="limit_parameters", help="The model's weights, counted from its "
-                                          "config (10 million = 40 MB of weights)."),
+            # in millions: "10" reads at a glance where 10000000 is cut off in a 1024-pixel column
+            "parameters": round(d1.number_input("parameters (millions)", 0.001, 1e6, limits.parameters / 1e6,
+                                                step=1.0, format="%g", key="limit_parameters",
+                                                help="A run's model weights, counted from its config (10 million = "
+                                                     "40 MB of weights).") * 1e6),
             "batch": d2.number_input("batch size", 1, 8192, limits.batch, key="limit_batch"),
             "cpus": d3.number_input("CPU cores", 0.1, 1024.0, float(limits.cpus), step=0.5, format="%g",
                                     key="limit_cpus", help="A run's num_cpus (cores it reserves on a Ray cluster)."),
@@ -109,18 +111,17 @@ def teacher_controls() -> None:
                f"{d.minutes} minutes per run (the server's TRAINLENS_MAX_* settings override them).")
 
     st.subheader("Students")
-    requests_live()
     live_fragment("class_students", students_live, every=2.0)
     members = store.members()
     summary = class_summary(runs_frame(), members)
     if not summary.empty:
         labels = dict(zip(summary["member_id"], summary["student"]))
-        s1, s2, s3 = st.columns([2, 1, 1])
         # by member id: two students who chose the same name are two entries ("Ana", "Ana (2)")
-        member_id = s1.selectbox("student", list(labels), format_func=labels.get, key="class_student")
-        if s2.button("Remove their runs", key="class_remove", icon=":material/delete:"):
+        member_id = st.selectbox("student", list(labels), format_func=labels.get, key="class_student")
+        s2, s3 = st.columns(2)  # under the choice, so both labels fit whole on a 1024-pixel screen
+        if s2.button("Remove their runs", key="class_remove", icon=":material/delete:", width="stretch"):
             confirm_remove(member_id, labels[member_id])
-        if s3.button("Sign them out", key="class_free", icon=":material/person_remove:",
+        if s3.button("Sign them out", key="class_free", icon=":material/person_remove:", width="stretch",
                      help="Ends their sign-in on every browser; the name can be taken by someone new, who does not "
                           "get their runs. They come back with their rejoin code, or you let them back in."):
             store.free_member(member_id, actor=actor)
@@ -143,7 +144,7 @@ def requests_live() -> None:
             same = members[(members["role"] == "student") & (members["name"].map(name_key) == request.name_key)]
             options = list(same["member_id"])
             who, let_in, refuse = st.columns([2, 1, 1], vertical_alignment="bottom")
-            chosen = who.selectbox("as", options, key=f"rejoin_as_{request.request_id}",
+            chosen = who.selectbox("let them in as", options, key=f"rejoin_as_{request.request_id}",
                                    format_func=lambda m: f"{labels[m]} ({same.set_index('member_id').at[m, 'status']})",
                                    disabled=not options, placeholder="no student of that name")
             if let_in.button("Let them in", key=f"rejoin_yes_{request.request_id}", type="primary",
@@ -197,6 +198,8 @@ def confirm_remove(member_id: str, label: str) -> None:
 
 
 try:
+    if actor.is_teacher:
+        requests_live()  # first: a student waiting at the door should not wait for the teacher to scroll
     live_fragment("class_board", board, every=5.0)
     if actor.is_teacher:
         teacher_controls()

@@ -75,7 +75,7 @@ with preview_col:
     st.subheader("Before you launch")
     if data_error:
         st.error(escape_md(data_error))
-    from app.train.text_train import csv_upload, text_preview  # text datasets: sentences, not image grids
+    from app.train.text_train import compact_count, csv_upload, text_preview  # text: sentences, not images
 
     csv_upload(config)
     if config is not None and split is not None and split.text is not None:
@@ -87,8 +87,9 @@ with preview_col:
         steps_per_epoch = batches_per_epoch(len(split.train_x), config.batch_size)
         total = steps_per_epoch * config.epochs
         params = parameter_count(config.to_json())
-        a, b, c = st.columns(3)
-        a.metric("parameters", f"{params:,}")
+        a, b = st.columns(2)  # two by two, as for text runs: three in a row were cut to "4..." on a 1024-pixel screen
+        c, _ = st.columns(2)
+        a.metric("parameters", compact_count(params), help=f"{params:,}")
         b.metric("training examples", f"{len(split.train_x):,}")
         c.metric("steps", f"{total:,}", help=f"{steps_per_epoch} steps per epoch x {config.epochs} epochs")
         steps, lrs = schedule_curve(config, total)

@@ -175,10 +175,14 @@ class MembersMixin(StoreBase):
 
     # ---- asking the teacher to be let back in ----
     def request_rejoin(self, name: str, role: str = STUDENT, now: float | None = None) -> str:
-        """A browser that gave the class passphrase asks to rejoin as `name`; returns the request's id."""
+        """A browser that gave the class passphrase asks to rejoin as `name`; returns the request's id. One request
+        waits per name: a newer one replaces it (the older browser's wait lapses), so the teacher's list stays one
+        line per name however often someone asks."""
         name, request_id = check_display_name(name), secrets.token_hex(8)
-        self.conn.execute("INSERT INTO rejoin_requests(request_id, name, name_key, role, requested_at) "
-                          "VALUES (?,?,?,?,?)", (request_id, name, name_key(name), role, now or time.time()))
+        with self._tx() as c:
+            c.execute("DELETE FROM rejoin_requests WHERE name_key=? AND decided_at IS NULL", (name_key(name),))
+            c.execute("INSERT INTO rejoin_requests(request_id, name, name_key, role, requested_at) VALUES (?,?,?,?,?)",
+                      (request_id, name, name_key(name), role, now or time.time()))
         return request_id
 
     def rejoin_requests(self, now: float | None = None) -> pd.DataFrame:
