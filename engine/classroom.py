@@ -240,7 +240,8 @@ class Guesses:
 
     def __init__(self):
         self._fails: dict[str, tuple[int, float, float]] = {}  # key -> (failures, last failure, wait until)
-        self._server: collections.deque[float] = collections.deque()  # times of the window's failures
+        # times of the window's failures (bounded: far past SERVER_FREE every guess waits the longest anyway)
+        self._server: collections.deque[float] = collections.deque(maxlen=10_000)
         self._server_until = 0.0
         self._lock = threading.Lock()
 

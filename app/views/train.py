@@ -99,7 +99,7 @@ with preview_col:
         augmented = config.augment_rotate or config.augment_scale or config.augment_translate or config.augment_flip
         st.image(grid, clamp=True, width="stretch",
                  caption=f"first training batch as the model sees it{' (augmented)' if augmented else ''}: "
-                         + " ".join(labels[:16]) + " ...")
+                         + escape_md(" ".join(labels[:16])) + " ...")  # a caption is markdown
 
 
 st.divider()
