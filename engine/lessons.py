@@ -180,6 +180,8 @@ def parse_lesson(name: str, data: dict[str, Any], path: str = "") -> Lesson:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown entries {', '.join(unknown)}; a lesson has {', '.join(sorted(known))}")
+    check_name("the lesson's file name", name)  # its name and title are shown as names are: on one line, as typed
+    check_name("title", _text(data, "title"))
     base = RunConfig.from_dict({**RunConfig().to_dict(), **_table(data, "run")})
     variants = tuple(Variant(check_name("variant label", _text(v, "label")), dict(_table(v, "set")), str(v.get("note", "")))
                      for v in _list(data, "variant"))

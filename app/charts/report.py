@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 
 from app.charts.palette import PALETTE
 from app.charts.series import downsample
+from app.charts.text import plotly_text
 from engine.records import LR_FIND_KEYS, LR_FIND_POINT, UPDATE_RATIO_REFERENCE
 
 REPORT_TITLES = {"best": "best checkpoint", "last": "last weights", "ema": "EMA weights", "swa": "SWA weights"}
@@ -166,7 +167,8 @@ def confusion_figure(evaluation: dict[str, Any], normalized: bool = False,
     Plotly heatmaps report no selection, so an invisible marker sits on every cell (trace "cells", customdata
     [true, pred, count]): clicking a cell selects that marker. The selected cell, if any, is outlined.
     """
-    labels = [str(label) for label in evaluation["labels"]]
+    # class labels come from the data (a CSV's label column): shown as typed in ticks and hovers, never as markup
+    labels = [plotly_text(label) for label in evaluation["labels"]]
     counts = np.asarray(evaluation["confusion"], dtype=np.int64)
     share = np.asarray(evaluation["confusion_normalized"], dtype=np.float64)
     n = len(labels)

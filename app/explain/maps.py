@@ -15,6 +15,7 @@ import streamlit as st
 import torch
 
 from app.charts.explain import quality_table
+from app.charts.text import escape_md
 from app.explain.picture import SHOW_PX
 from app.server.explain_jobs import FINISHED, JobBoard
 from engine.explain import reading
@@ -124,7 +125,7 @@ def _method_map(subject: Subject, picture: dict, target: int, base_key: tuple, m
         try:
             result = board.result(job_key)
         except Exception as exc:  # noqa: BLE001 - the job's own failure, shown where its map would be
-            st.error(f"{type(exc).__name__}: {exc}")
+            st.error(f"{type(exc).__name__}: {escape_md(exc)}")
             return
     shown = METHODS[method].default_sign if sign == "auto" else sign
     st.image([enlarge(heatmap(result["map"], shown), SHOW_PX),

@@ -41,7 +41,7 @@ def prediction_section(subject: Subject, subject_key: str, picture: dict) -> int
     with view_col:
         st.image(enlarge(image_rgb(picture["pixels"]), SHOW_PX), caption="as the model sees it")
         for note in picture["notes"]:
-            st.caption(note)
+            st.caption(escape_md(note))  # notes quote class names, which may come from a file
     with prob_col:
         plotly_chart(topk_figure(topk_table(probs.numpy(), subject.classes)), key="explain_topk")
         target = st.selectbox("Explain the class", range(len(subject.classes)), index=predicted,

@@ -12,6 +12,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
+from app.charts.text import escape_md
 from app.explain.own_model_form import own_model_form
 from app.ui.state import get_store
 from engine.checkpoints import history_epochs, list_epochs, resolve
@@ -114,7 +115,7 @@ def _training_run() -> ChosenSubject:
     try:
         subject = run_subject(run_id, which, checkpoint.stat().st_mtime_ns)
     except (OSError, RuntimeError, ValueError) as exc:  # unreadable or mismatched checkpoint: say so, don't crash
-        st.error(f"This checkpoint could not be loaded: {exc}")
+        st.error(f"This checkpoint could not be loaded: {escape_md(exc)}")
         st.stop()
     subject_key = f"{run_id}:{which}:{subject.epoch}:{checkpoint.stat().st_mtime_ns}"
     st.caption(f"{subject.config.model} on {subject.config.dataset}, {epoch_label(subject.epoch)} · "
@@ -135,6 +136,6 @@ def _pretrained() -> ChosenSubject:
         subject = pretrained_subject(name, download=True)
     except pretrained.PretrainedUnavailable as exc:
         st.session_state[f"explain_download_{name}"] = False
-        st.error(str(exc))
+        st.error(escape_md(exc))
         st.stop()
     return ChosenSubject(subject, subject.run_id, None)

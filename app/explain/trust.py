@@ -10,6 +10,7 @@ import streamlit as st
 
 from app.charts.explain import (epochs_figure, randomization_figure, randomization_passes, randomization_table,
                                 randomization_verdict)
+from app.charts.text import escape_md
 from app.explain.maps import inline_map
 from app.explain.picture import SHOW_PX
 from app.explain.subject import run_subject
@@ -65,8 +66,9 @@ def across_training(subject: Subject, run_id: str | None, picture: dict, target:
     map_col, chart_col = st.columns([1, 2])
     row = history.set_index("epoch").loc[epoch_number(epoch)]
     map_col.image(enlarge(overlay(picture["pixels"], result["map"], shown), SHOW_PX),
-                  caption=f"{epoch_label(epoch)}: predicts {row['predicted']}, p({subject.classes[target]}) = "
-                          f"{row['target_prob']:.1%}")
+                  # an image caption is markdown, and class names may come from a model's own file
+                  caption=f"{epoch_label(epoch)}: predicts {escape_md(row['predicted'])}, "
+                          f"p({escape_md(subject.classes[target])}) = {row['target_prob']:.1%}")
     plotly_chart(epochs_figure(history, epoch_number(epoch), subject.classes[target]), key="explain_epochs",
                  container=chart_col)
     st.caption("Epoch 0 is the model before training (random weights).")

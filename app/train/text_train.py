@@ -45,18 +45,26 @@ def csv_upload(config: RunConfig | None) -> None:
                      help="Saved on the server under the data folder; the data folder field then points at it.")
 
 
+def compact_count(count: int) -> str:
+    """A count short enough for a metric in half the preview column at 1024 pixels: 44,426 / 647k / 4.2M / 4.2B."""
+    for scale, unit in ((1e9, "B"), (1e6, "M")):
+        if count >= scale:
+            return f"{count / scale:.1f}{unit}" if count < 10 * scale else f"{count / scale:,.0f}{unit}"
+    return f"{count / 1000:,.0f}k" if count >= 100_000 else f"{count:,}"
+
+
 def text_preview(config: RunConfig, split) -> None:
     from engine.data.loading import batches_per_epoch, iterate_batches
-    from engine.models import count_parameters, model_from_config
+    from engine.models import parameter_count
     from engine.optim import schedule_curve
 
     info = split.info
-    params = count_parameters(model_from_config(config, 0, info.size, len(info.classes)))
+    params = parameter_count(config, 0, info.size, len(info.classes))  # counted, never allocated (engine.models)
     steps_per_epoch = batches_per_epoch(len(split.train_x), config.batch_size)
     total = steps_per_epoch * config.epochs
     a, b = st.columns(2)  # two by two: four metrics in a row get cut on a 1024-pixel screen
     c, d = st.columns(2)
-    a.metric("parameters", f"{params / 1000:,.0f}k" if params >= 100_000 else f"{params:,}", help=f"{params:,}")
+    a.metric("parameters", compact_count(params), help=f"{params:,}")
     b.metric("sentences", f"{len(split.train_x):,}", help="training sentences")
     c.metric("vocabulary", f"{len(split.text.vocab):,}", help="words of the training split, plus <pad> and <unk>")
     d.metric("steps", f"{total:,}", help=f"{steps_per_epoch} steps per epoch x {config.epochs} epochs")

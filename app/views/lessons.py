@@ -72,7 +72,7 @@ def lesson_view(lesson: lessons.Lesson) -> None:
     note_col.caption(f"{count} run{'s' if count > 1 else ''} on identical data"
                      + (f", {lesson.seeds} seeds each" if lesson.seeds > 1 else "")
                      + f" · about {lesson.minutes:g} min on 2 CPU cores")
-    st.title(lesson.title)
+    st.title(escape_md(lesson.title))  # a file's text: an image link in it must not be fetched by every viewer
     st.markdown(f"### {escape_md(lesson.question)}")
     if not group:
         look_for(lesson, expanded=True)
@@ -121,7 +121,7 @@ def live_panel(lesson: lessons.Lesson, group: str, runs: pd.DataFrame) -> None:
             if chart.note:
                 st.caption(escape_md(chart.note))
     for row in selected.itertuples():
-        if row.status in UNSUCCESSFUL and isinstance(row.error, str) and row.error:
+        if row.status not in ACTIVE and isinstance(row.error, str) and row.error:
             st.caption(f"**{escape_md(row.name)}** {status_text(row.status)}: {escape_md(row.error)}")
     answer(lesson, group, active)
     st.page_link("views/compare.py", label="Open these runs in Compare", icon=":material/stacked_line_chart:",

@@ -14,6 +14,7 @@ from app.charts.text import escape_md
 from app.ui.identity import class_mode, session_actor
 from app.ui.live import live_fragment, status_text
 from app.ui.state import format_duration, get_runner, get_store, own_change_recent, runs_frame, shared_figure
+from engine.classroom import name_key
 from engine.records import ACTIVE, DELETABLE, RESUMABLE, STATUSES, RunStatus
 from engine.runs.placement import cluster_summary, placements, read_cluster, runs_on
 from engine.runs.access import CapReached, PermissionDenied
@@ -62,7 +63,9 @@ else:
 f1, f2, f3 = st.columns(3)
 status_filter = f1.multiselect("status", STATUSES, key="runs_status", format_func=status_text)
 group_filter = f2.multiselect("group", sorted({g for g in runs["group"] if g}), key="runs_group")
-owner_filter = f3.multiselect("owner", sorted({o for o in runs["owner"] if o}), key="runs_owner")
+# owners by name as compared everywhere ('Ana' and ' ana ' are one entry), shown as last written
+owner_filter = f3.multiselect("owner", sorted({name_key(o): o for o in runs["owner"][::-1] if o}.values(),
+                                              key=name_key), key="runs_owner")
 
 
 def best_val_acc(run_ids: list[str]) -> dict[str, float]:
@@ -72,7 +75,7 @@ def best_val_acc(run_ids: list[str]) -> dict[str, float]:
 
 
 # columns the filters and actions read; shown columns are everything else
-HIDDEN = ["raw_status", "raw_owner", "raw_role"]
+HIDDEN = ["raw_status", "raw_owner", "raw_owner_key", "raw_owner_id", "raw_role"]
 
 
 def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -98,7 +101,8 @@ def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
         "owner": [o + (" (teacher)" if role == "teacher" else "")
                   for o, role in zip(runs["owner"], runs["owner_role"])],
         "error": runs["error"].fillna(""),
-        "raw_status": runs["status"], "raw_owner": runs["owner"], "raw_role": runs["owner_role"],
+        "raw_status": runs["status"], "raw_owner": runs["owner"], "raw_owner_key": runs["owner"].map(name_key),
+        "raw_owner_id": runs["owner_id"], "raw_role": runs["owner_role"],
     })
     text = [c for c in table.columns if c not in ("progress", "best val acc")]
     return table.astype({c: object for c in text}).reset_index(drop=True)
@@ -116,12 +120,21 @@ def shared_table(runs: pd.DataFrame) -> pd.DataFrame:
                          live=bool(runs["status"].isin(ACTIVE).any()) and not own_change_recent())
 
 
+def mine(table: pd.DataFrame) -> np.ndarray:
+    """Which rows of the table are this user's own runs: their member id's in a class (never those of someone who
+    typed the same name), the OS user's otherwise. Vectorised: sixty tabs filter the table every tick."""
+    owner_column = "raw_owner_id" if actor.member_id else "raw_owner"
+    return ((table[owner_column].to_numpy() == (actor.member_id or actor.name))
+            & (table["raw_role"].to_numpy() == actor.role))
+
+
 def filtered(full: pd.DataFrame) -> pd.DataFrame:
     """This session's rows of the table: its filters applied (My runs, status, group, owner)."""
     keep = np.ones(len(full), dtype=bool)
     if mine_only:
-        keep &= (full["raw_owner"].to_numpy() == actor.name) & (full["raw_role"].to_numpy() == actor.role)
-    for column, chosen in (("raw_status", status_filter), ("group", group_filter), ("raw_owner", owner_filter)):
+        keep &= mine(full)
+    owner_keys = [name_key(o) for o in owner_filter]
+    for column, chosen in (("raw_status", status_filter), ("group", group_filter), ("raw_owner_key", owner_keys)):
         if chosen:
             keep &= np.isin(full[column].to_numpy(), chosen)
     return full if keep.all() else full[keep]
@@ -151,13 +164,12 @@ def runs_table(runs_now: pd.DataFrame) -> None:
 
 def why_waiting(view: pd.DataFrame) -> None:
     """For this user's queued runs (whatever the filters show): their place in the queue and what holds them back."""
-    mine = ((view["raw_status"].to_numpy() == RunStatus.QUEUED) & (view["raw_owner"].to_numpy() == actor.name)
-            & (view["raw_role"].to_numpy() == actor.role))
-    if not mine.any():
+    waiting = (view["raw_status"].to_numpy() == RunStatus.QUEUED) & mine(view)
+    if not waiting.any():
         return
     store = get_store()
-    for row in view[mine].head(3).itertuples():
-        run = {"run_id": row.run_id, "owner": row.raw_owner, "owner_role": row.raw_role}
+    for row in view[waiting].head(3).itertuples():
+        run = {"run_id": row.run_id, "owner_id": row.raw_owner_id, "owner_role": row.raw_role}
         st.info(f"**{escape_md(row.name)}** is waiting. {escape_md(store.waiting_reason(run))}",
                 icon=":material/hourglass_top:")
 
@@ -166,14 +178,14 @@ def actions(chosen: list[str], view: pd.DataFrame) -> None:
     runner = get_runner()
     rows = {row.run_id: row for row in view[view["run_id"].isin(chosen)].itertuples()} if chosen else {}
     # only runs this user may change count for the buttons; the engine refuses the others whatever is clicked
-    mine = [r for r in chosen if r in rows and runner.may_act_on(rows[r].raw_owner, rows[r].raw_role)]
-    statuses = {r: rows[r].raw_status for r in mine}
+    allowed = [r for r in chosen if r in rows and runner.may_act_on(rows[r].raw_owner_id, rows[r].raw_role)]
+    statuses = {r: rows[r].raw_status for r in allowed}
     b1, b2, b3, b4 = st.columns([3, 2, 2, 2])  # the compare link's label is the longest
     b1.page_link("views/compare.py", label=f"Compare selected ({len(chosen)})", icon=":material/stacked_line_chart:",
                  query_params={"runs": ",".join(chosen)}, disabled=not chosen)
     cancellable = [r for r, s in statuses.items() if s in ACTIVE]
-    if len(mine) < len(chosen):
-        st.caption(f"{len(chosen) - len(mine)} selected run(s) belong to someone else: you can view and compare "
+    if len(allowed) < len(chosen):
+        st.caption(f"{len(chosen) - len(allowed)} selected run(s) belong to someone else: you can view and compare "
                    "them, but only their owner or the teacher can cancel, resume or delete them.")
     if b2.button(f"Cancel ({len(cancellable)})", disabled=not cancellable, key="runs_cancel"):
         if act(runner.cancel, cancellable):

@@ -42,15 +42,12 @@ if config is not None:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def parameter_count(dataset: str, model: str, hidden: int, depth: int, width: int, skip: bool, activation: str,
-                    dropout: float) -> int:
-    from engine.datasets import dataset_info
-    from engine.models import build_model, count_parameters
+def parameter_count(config_json: str) -> int:
+    """The model's parameters, counted without building it for real (engine.models.estimate_parameters): the
+    largest model the form allows would take 17 GB of the server's memory."""
+    from engine.models import estimate_parameters
 
-    info = dataset_info(dataset)
-    net = build_model(model, channels=info.channels, size=info.size, num_classes=len(info.classes), hidden=hidden,
-                      depth=depth, width=width, skip=skip, activation=activation, dropout=dropout)
-    return count_parameters(net)
+    return estimate_parameters(RunConfig.from_json(config_json))
 
 
 def batch_grid(config: RunConfig, count: int = 32) -> tuple[np.ndarray, list[str]]:
@@ -78,7 +75,7 @@ with preview_col:
     st.subheader("Before you launch")
     if data_error:
         st.error(escape_md(data_error))
-    from app.train.text_train import csv_upload, text_preview  # text datasets: sentences, not image grids
+    from app.train.text_train import compact_count, csv_upload, text_preview  # text: sentences, not images
 
     csv_upload(config)
     if config is not None and split is not None and split.text is not None:
@@ -89,10 +86,10 @@ with preview_col:
 
         steps_per_epoch = batches_per_epoch(len(split.train_x), config.batch_size)
         total = steps_per_epoch * config.epochs
-        params = parameter_count(config.dataset, config.model, config.hidden, config.depth, config.width, config.skip,
-                                 config.activation, config.dropout)
-        a, b, c = st.columns(3)
-        a.metric("parameters", f"{params:,}")
+        params = parameter_count(config.to_json())
+        a, b = st.columns(2)  # two by two, as for text runs: three in a row were cut to "4..." on a 1024-pixel screen
+        c, _ = st.columns(2)
+        a.metric("parameters", compact_count(params), help=f"{params:,}")
         b.metric("training examples", f"{len(split.train_x):,}")
         c.metric("steps", f"{total:,}", help=f"{steps_per_epoch} steps per epoch x {config.epochs} epochs")
         steps, lrs = schedule_curve(config, total)
@@ -102,7 +99,7 @@ with preview_col:
         augmented = config.augment_rotate or config.augment_scale or config.augment_translate or config.augment_flip
         st.image(grid, clamp=True, width="stretch",
                  caption=f"first training batch as the model sees it{' (augmented)' if augmented else ''}: "
-                         + " ".join(labels[:16]) + " ...")
+                         + escape_md(" ".join(labels[:16])) + " ...")  # a caption is markdown
 
 
 st.divider()

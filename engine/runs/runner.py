@@ -117,12 +117,12 @@ class Runner:
         self.store.delete_run(run_id, actor=actor)
         shutil.rmtree(trainlens_home() / "checkpoints" / run_id, ignore_errors=True)
 
-    def remove_owner_runs(self, owner: str, owner_role: str = "student", actor: Actor | None = None) -> int:
-        """Cancel and delete every run of one owner (teacher only); returns how many were removed. A running run
-        is asked to stop and deleted once its worker lets go of it (within seconds)."""
+    def remove_owner_runs(self, owner_id: str, owner_role: str = "student", actor: Actor | None = None) -> int:
+        """Cancel and delete every run of one class member (teacher only); returns how many were removed. A running
+        run is asked to stop and deleted once its worker lets go of it (within seconds)."""
         check_may_teach(actor, "remove a student's runs")
         runs = self.store.list_runs()
-        mine = runs[(runs["owner"] == owner) & (runs["owner_role"] == owner_role)]
+        mine = runs[(runs["owner_id"] == owner_id) & (runs["owner_role"] == owner_role)] if owner_id else runs.iloc[:0]
         for run_id in mine["run_id"]:
             self.store.request_cancel(run_id, actor=actor)
         removed, deadline = 0, time.time() + 15.0
@@ -225,8 +225,8 @@ class ActingRunner:
         self.runner, self.actor, self.store = runner, actor, runner.store
         self._on_change = on_change or (lambda: None)
 
-    def may_act_on(self, owner: str, owner_role: str) -> bool:
-        return may_act(self.actor, owner, owner_role)
+    def may_act_on(self, owner_id: str, owner_role: str) -> bool:
+        return may_act(self.actor, owner_id, owner_role)
 
     def submit(self, config: RunConfig, **kwargs) -> RunHandle:
         self._on_change()
@@ -244,9 +244,9 @@ class ActingRunner:
         self._on_change()
         self.runner.delete(run_id, actor=self.actor)
 
-    def remove_owner_runs(self, owner: str, owner_role: str = "student") -> int:
+    def remove_owner_runs(self, owner_id: str, owner_role: str = "student") -> int:
         self._on_change()
-        return self.runner.remove_owner_runs(owner, owner_role, actor=self.actor)
+        return self.runner.remove_owner_runs(owner_id, owner_role, actor=self.actor)
 
     def cancel_all(self) -> int:
         self._on_change()

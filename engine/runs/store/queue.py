@@ -47,8 +47,8 @@ class QueueMixin(StoreBase):
                               (f"unreadable run record: {exc}"[:1000], time.time(), row["run_id"]))
             now = time.time()
             c.execute(f"UPDATE runs SET status='{RunStatus.RUNNING}', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
-                      "heartbeat_at=?, error=NULL, finished_at=NULL, lease=lease+1 WHERE run_id=?",
-                      (worker_id, device, now, now, row["run_id"]))
+                      "claimed_at=?, heartbeat_at=?, error=NULL, finished_at=NULL, lease=lease+1 WHERE run_id=?",
+                      (worker_id, device, now, now, now, row["run_id"]))
             c.execute("INSERT OR REPLACE INTO queue_turns(owner, served_at) VALUES (?, ?)", (_turn_key(row), now))
             claimed = c.execute(f"SELECT {RUN_SELECT} FROM runs WHERE run_id=?", (row["run_id"],)).fetchone()
         return run_record(claimed)
@@ -57,8 +57,8 @@ class QueueMixin(StoreBase):
         """run_id -> place in the queue (1 = next), in the round-robin order `claim_next` serves (class limits and a
         pause can still hold a run back: see `waiting_reason`)."""
         c = self.conn
-        queued = c.execute(f"SELECT run_id, owner, owner_role, queued_at FROM runs WHERE status='{RunStatus.QUEUED}' "
-                           "ORDER BY queued_at, rowid").fetchall()
+        queued = c.execute(f"SELECT run_id, owner, owner_role, owner_id, queued_at FROM runs "
+                           f"WHERE status='{RunStatus.QUEUED}' ORDER BY queued_at, rowid").fetchall()
         turns = {r["owner"]: r["served_at"] for r in c.execute("SELECT owner, served_at FROM queue_turns")}
         by_owner: dict[str, list] = {}
         for row in queued:
@@ -74,14 +74,14 @@ class QueueMixin(StoreBase):
         return positions
 
     def waiting_reason(self, run: RunRecord | pd.Series) -> str:
-        """Why a queued run has not started yet, in a sentence for its owner. Reads only the run's `run_id`, `owner`
-        and `owner_role` (a listing's row will do)."""
+        """Why a queued run has not started yet, in a sentence for its owner. Reads only the run's `run_id`,
+        `owner_id` and `owner_role` (a listing's row will do)."""
         settings, limits = class_settings(self.conn), class_limits(self.conn)
         if run.get("owner_role") == "student":
             if settings.get("queue_paused") == "1":
                 return "The teacher has paused the queue: your run starts when they resume it."
-            running = self.conn.execute(f"SELECT COUNT(*) FROM runs WHERE status='{RunStatus.RUNNING}' AND owner=? "
-                                        "AND owner_role=?", (run["owner"], run["owner_role"])).fetchone()[0]
+            running = self.conn.execute(f"SELECT COUNT(*) FROM runs WHERE status='{RunStatus.RUNNING}' AND owner_id=? "
+                                        "AND owner_role=?", (run["owner_id"], run["owner_role"])).fetchone()[0]
             if running >= limits.running:
                 return (f"You have {running} run(s) training, the class limit at once; this one starts when one of "
                         "them ends.")
@@ -91,7 +91,9 @@ class QueueMixin(StoreBase):
 
 
 def _turn_key(row) -> str:
-    return f"{row['owner_role']}:{row['owner']}"
+    """Whose turn a run waits in: its owner's member id in a class (two people who typed the same name are two
+    owners), the owner's name for a local run."""
+    return f"{row['owner_role']}:{row['owner_id'] or row['owner']}"
 
 
 def _turn_rank(turns: dict[str, float], first_queued) -> tuple[float, float]:
@@ -103,19 +105,20 @@ def _turn_rank(turns: dict[str, float], first_queued) -> tuple[float, float]:
 
 def _next_in_turn(c: sqlite3.Connection, limits: ClassLimits, paused: bool):
     """The queued run `claim_next` takes: see there. None when nothing may start."""
-    queued = c.execute(f"SELECT run_id, owner, owner_role, queued_at FROM runs WHERE status='{RunStatus.QUEUED}' "
-                       "ORDER BY queued_at, rowid").fetchall()
+    queued = c.execute(f"SELECT run_id, owner, owner_role, owner_id, queued_at FROM runs "
+                       f"WHERE status='{RunStatus.QUEUED}' ORDER BY queued_at, rowid").fetchall()
     if not queued:
         return None
-    running = {(r["owner"], r["owner_role"]): r["n"] for r in c.execute(
-        f"SELECT owner, owner_role, COUNT(*) AS n FROM runs WHERE status='{RunStatus.RUNNING}' GROUP BY owner, owner_role")}
+    running = {_turn_key(r): r["n"] for r in c.execute(
+        f"SELECT owner, owner_role, owner_id, COUNT(*) AS n FROM runs WHERE status='{RunStatus.RUNNING}' "
+        "GROUP BY owner, owner_role, owner_id")}
     turns = {r["owner"]: r["served_at"] for r in c.execute("SELECT owner, served_at FROM queue_turns")}
     first: dict[str, Any] = {}
     for row in queued:  # each owner's oldest queued run
         first.setdefault(_turn_key(row), row)
     eligible = [row for row in first.values()
                 if row["owner_role"] != "student"
-                or (not paused and running.get((row["owner"], row["owner_role"]), 0) < limits.running)]
+                or (not paused and running.get(_turn_key(row), 0) < limits.running)]
     if not eligible:
         return None
     chosen = min(eligible, key=lambda r: _turn_rank(turns, r))

@@ -37,9 +37,9 @@ from engine.runs.store.classes import class_limits, queued_of
 from engine.runs.store.schema import StoreBase
 
 # The runs table's columns: a RunRecord's keys (`group` is stored as grp) less its three derived ones.
-RUN_COLUMNS = ("run_id", "kind", "name", "grp", "owner", "owner_role", "config", "status", "device", "worker_id", "created_at",
-               "queued_at", "parent_id", "started_at", "finished_at", "heartbeat_at", "step", "total_steps", "epoch",
-               "error", "cancel_requested", "resume_from", "lease")
+RUN_COLUMNS = ("run_id", "kind", "name", "grp", "owner", "owner_role", "owner_id", "config", "status", "device",
+               "worker_id", "created_at", "queued_at", "parent_id", "started_at", "finished_at", "heartbeat_at", "step",
+               "total_steps", "epoch", "error", "cancel_requested", "resume_from", "lease", "claimed_at")
 # Names are capped when written (engine.records.NAME_MAX); rows written before the cap are cut when read, so one
 # 50 MB name cannot take every page down.
 RUN_SELECT = ", ".join(f"substr({c}, 1, 1000) AS {c}" if c in ("name", "grp", "owner", "error") else c
@@ -63,32 +63,40 @@ class RunsMixin(StoreBase):
                    group: str | None = None, parent_id: str | None = None, actor: Actor | None = None) -> str:
         """Validate and enqueue a run; returns its run_id.
 
-        With an `actor` the run is theirs (owner = display name, owner_role = role), and a student's run must fit
-        the class limits (`CapReached`), checked in the same transaction that inserts it, so 1,000 submissions at
-        once cannot slip past the queued cap. Without a `name` the run gets a unique readable default
-        (`unique_name`)."""
+        With an `actor` the run is theirs (owner_id = their member id in a class, owner = their display name as a
+        label, owner_role = role), and a student's run must fit the class limits (`CapReached`), checked in the same
+        transaction that inserts it, so 1,000 submissions at once cannot slip past the queued cap. Without a `name`
+        the run gets a unique readable default (`unique_name`)."""
         config.validate()
         kind = RunKind(kind)  # ValueError names the allowed kinds
         if name is not None:
             check_name("run name", name)
         if group is not None:
             check_name("group", group)
-        owner, owner_role = (actor.name, actor.role) if actor is not None else (owner, LOCAL)
+        owner, owner_role, owner_id = ((actor.name, actor.role, actor.member_id) if actor is not None
+                                       else (owner, LOCAL, ""))
+        if owner_role != LOCAL and not owner_id:
+            raise ValueError(f"{owner!r} is not a member of the class (no member id): sign in to the class first")
         check_name("owner", owner)
         if config.data_dir:
             check_data_dir(config.data_dir)  # ValueError: a dashboard user cannot point a worker anywhere on disk
         run_id = uuid.uuid4().hex[:12]
+        parameters = examples = None
+        if actor is not None and actor.is_student:  # counted before the write lock is taken: torch, a CSV's rows
+            from engine.models import estimate_parameters
+
+            parameters, examples = estimate_parameters(config), run_examples(config)
         now = time.time()
         with self._tx() as c:
             if actor is not None and actor.is_student:
-                check_submission(actor, class_limits(c), epochs=config.epochs, examples=run_examples(config),
+                check_submission(actor, class_limits(c), config, parameters=parameters, examples=examples,
                                  queued=queued_of(c, actor))
             if name is None:
                 name = _unique_name(c, default_name(config, actor))
             c.execute(
-                "INSERT INTO runs(run_id, kind, name, grp, owner, owner_role, config, status, created_at, queued_at, "
-                "parent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, kind, name, group if group is not None else config.group, owner, owner_role,
+                "INSERT INTO runs(run_id, kind, name, grp, owner, owner_role, owner_id, config, status, created_at, "
+                "queued_at, parent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, kind, name, group if group is not None else config.group, owner, owner_role, owner_id,
                  config.to_json(), RunStatus.QUEUED, now, now, parent_id),
             )
         return run_id
@@ -173,7 +181,8 @@ class RunsMixin(StoreBase):
             "SELECT COUNT(*) || ':' || COALESCE(group_concat(run_id || status || step || '/' || total_steps || '/' || "
             "epoch || '/' || lease || '/' || queued_at || '/' || COALESCE(started_at, '') || '/' || "
             "COALESCE(finished_at, '') || '/' || COALESCE(device, '') || '/' || length(name) || name || grp || owner || "
-            "owner_role || kind || length(COALESCE(error, '')) || '/' || length(config) || '/' || cancel_requested, "
+            "owner_role || owner_id || kind || length(COALESCE(error, '')) || '/' || length(config) || '/' || "
+            "cancel_requested, "
             "'|'), '') FROM runs").fetchone()
         return row[0]
 
@@ -195,8 +204,10 @@ class RunsMixin(StoreBase):
                 check_fence(c, fence)
             except LeaseLost:
                 return False
-            c.execute("UPDATE runs SET status=?, error=?, finished_at=? WHERE run_id=?",
-                      (status, None if error is None else str(error)[:4000], finished, run_id))
+            # a cancel without a word of its own keeps the reason it was asked for (the class's time limit)
+            c.execute("UPDATE runs SET status=?, error=COALESCE(?, CASE WHEN ?=? THEN error END), finished_at=? "
+                      "WHERE run_id=?", (status, None if error is None else str(error)[:4000], status,
+                                         RunStatus.CANCELLED.value, finished, run_id))
         return True
 
     def update_progress(self, run_id: str, step: int, total_steps: int, epoch: int, fence: Fence | None = None) -> None:

@@ -23,8 +23,10 @@ from pathlib import Path
 from engine.classroom import LOCAL
 from engine.paths import db_path
 from engine.runs.store.errors import BACKUPS_DIR, StoreUnavailable, damaged, describe
+from engine.runs.store.migrations import MEMBERS_SCHEMA, members_by_id
 
-SCHEMA_VERSION = 3  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode)
+SCHEMA_VERSION = 4  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode); 4: members by id
+# (runs.owner_id, seats, rejoin_requests) and runs.claimed_at (the class's time limit): see store.migrations
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,8 +35,9 @@ CREATE TABLE IF NOT EXISTS runs (
     kind TEXT NOT NULL DEFAULT 'train',      -- a RunKind: train | lr_find | overfit
     name TEXT NOT NULL,
     grp TEXT NOT NULL DEFAULT '',
-    owner TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',           -- the owner's display name when the run was made: a label only
     owner_role TEXT NOT NULL DEFAULT '',      -- local (the OS user) | student | teacher: see engine.classroom
+    owner_id TEXT NOT NULL DEFAULT '',        -- class mode: the member who owns it (members.member_id); '' = local
     config TEXT NOT NULL,                    -- RunConfig as JSON
     status TEXT NOT NULL,
     device TEXT,
@@ -51,7 +54,8 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     resume_from TEXT,                         -- 'last' when a resumed run must continue from its last checkpoint
-    lease INTEGER NOT NULL DEFAULT 0          -- claim number: a worker's writes apply only under the current one
+    lease INTEGER NOT NULL DEFAULT 0,         -- claim number: a worker's writes apply only under the current one
+    claimed_at REAL                           -- Unix time of the latest claim: the class's time limit counts from it
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, queued_at);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -80,11 +84,9 @@ CREATE TABLE IF NOT EXISTS workers (
     status TEXT NOT NULL,                     -- idle | busy | stopped | dead
     run_id TEXT, stop_requested INTEGER NOT NULL DEFAULT 0
 );
--- class mode: display names taken in the class (one seat each), and when each owner's queue was last served
-CREATE TABLE IF NOT EXISTS members (
-    name_key TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, seat_id TEXT NOT NULL,
-    joined_at REAL NOT NULL, left_at REAL
-);
+-- class mode: who is in the class (a member owns runs; the name is a label), their seats (a signed-in browser
+-- each), the requests to rejoin that wait for the teacher, and when each owner's queue was last served
+""" + MEMBERS_SCHEMA + """
 CREATE TABLE IF NOT EXISTS queue_turns (owner TEXT PRIMARY KEY, served_at REAL NOT NULL);
 """
 
@@ -162,6 +164,11 @@ class StoreBase:
             if "owner_role" not in columns:  # schema 2 -> 3 (older runs: the OS user's, role local)
                 c.execute("ALTER TABLE runs ADD COLUMN owner_role TEXT NOT NULL DEFAULT ''")
                 c.execute(f"UPDATE runs SET owner_role='{LOCAL}'")
+            if "claimed_at" not in columns:  # schema 3 -> 4
+                c.execute("ALTER TABLE runs ADD COLUMN claimed_at REAL")
+            if "owner_id" not in columns:  # schema 3 -> 4: runs owned by a member, not a name
+                c.execute("ALTER TABLE runs ADD COLUMN owner_id TEXT NOT NULL DEFAULT ''")
+                members_by_id(c)
             c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def check_readable(self) -> None:

@@ -1,5 +1,5 @@
-"""Workers in the store: registering, heartbeats (which also carry stop and cancel requests and the lease check),
-the live workers, and reaping the ones that died.
+"""Workers in the store: registering, heartbeats (which also carry stop and cancel requests and the lease check,
+and stop students' runs over the class's time limit), the live workers, and reaping the ones that died.
 
 A worker heartbeats every second. `reap` marks a worker dead when its process is gone, or when its heartbeat is
 stale and its process cannot be checked or is frozen, and marks its running runs interrupted with the reason
@@ -19,6 +19,7 @@ import pandas as pd
 
 from engine.records import RunStatus
 from engine.runs.procs import pid_alive, pulse_age
+from engine.runs.store.classes import class_limits
 from engine.runs.store.schema import StoreBase
 
 
@@ -50,6 +51,7 @@ class WorkersMixin(StoreBase):
         with self._tx() as c:
             c.execute("UPDATE workers SET heartbeat_at=?, status=?, run_id=? WHERE worker_id=? AND status!='dead'",
                       (now, status, run_id, worker_id))
+            stop_overtime(c, now)
             owned = cancel = False
             if run_id:
                 owned = c.execute(f"UPDATE runs SET heartbeat_at=? WHERE run_id=? AND status='{RunStatus.RUNNING}'"
@@ -134,6 +136,19 @@ class WorkersMixin(StoreBase):
             return []
         except sqlite3.DatabaseError:  # a full disk or a damaged file: the read that follows reports it
             return []
+
+
+def stop_overtime(c: sqlite3.Connection, now: float) -> int:
+    """Inside a write transaction: ask every student's run that has trained longer than the class limit (minutes
+    since its latest claim) to stop, with the reason as its error (its final `cancelled` keeps it: see
+    RunsMixin.update_status). Every heartbeat runs it, a local worker's or the Ray dispatcher's, so a run over the
+    limit stops within a second or two wherever it trains. Returns how many were asked."""
+    minutes = class_limits(c).minutes
+    reason = (f"stopped after {minutes} minutes of training, the class limit per run; resume it to continue from "
+              "its last checkpoint (or ask the teacher to raise the limit)")
+    return c.execute(f"UPDATE runs SET cancel_requested=1, error=? WHERE status='{RunStatus.RUNNING}' "
+                     "AND owner_role='student' AND cancel_requested=0 AND claimed_at < ?",
+                     (reason, now - minutes * 60)).rowcount
 
 
 def _worker_lost(heartbeat_at: float, alive: bool | None, now: float, stale_after_s: float,
