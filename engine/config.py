@@ -57,7 +57,7 @@ class RunConfig:
     text_column: str = ""  # text_csv: name of the text column; "" = detected (the longest values)
     label_column: str = ""  # text_csv: name of the label column; "" = detected (label, sentiment, class...)
     classes: str = ""  # train and validate on these classes only: "5-9", "0,2,4" (indices) or class names; "" = all
-    train_per_class: int = 0  # K training examples per class, drawn by the data seed (the same K for every run); 0 = all
+    train_per_class: int = 0  # K training examples per class, drawn by the data seed (the same for every run); 0 = all
     # --- model ---
     model: str = "convnet"  # one of MODELS (images) or TEXT_MODELS (text)
     hidden: int = 128  # MLP width / RNN hidden size, 1..8192
@@ -69,9 +69,9 @@ class RunConfig:
     embed_dim: int = 64  # text models: embedding size per token, 1..1024
     bidirectional: bool = False  # text rnn/gru/lstm: also read each sentence right to left
     # --- starting from another run (transfer) ---
-    init_from: str = ""  # start from a finished run's weights: RUN_ID (its best), RUN_ID:last or RUN_ID:epochN; "" = random
-    freeze: str = "none"  # weights kept fixed: none | backbone (feature layers) | all_but_head (a linear probe) | name globs
-    adapter: str = "none"  # none | lora: low-rank adapters on linear and convolution layers; base weights frozen, head trained
+    init_from: str = ""  # start from a run's weights: RUN_ID (its best), RUN_ID:last or RUN_ID:epochN; "" = random
+    freeze: str = "none"  # weights kept fixed: none | backbone (feature layers) | all_but_head | name globs (fc1.*)
+    adapter: str = "none"  # none | lora: low-rank adapters on linear and conv layers; base frozen, head trained
     lora_rank: int = 4  # rank r of each adapter (A is r x inputs, B outputs x r), 1..256
     lora_alpha: float = 8.0  # adapter scale: a layer adds alpha / rank * B A to its weights, > 0 and <= 1024
     # --- optimizer ---

@@ -202,39 +202,28 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def parameter_count(config: RunConfig, channels: int, size: int, num_classes: int) -> int:
-    """The parameters of the run's model (see model_from_config for the arguments), adapters included, frozen or
-    not, counted on torch's meta device: nothing is allocated and nothing initialised, so a page previewing
-    `hidden=8192, depth=64` (4.2 billion parameters, 17 GB of weights) or a class limit refusing it costs
-    milliseconds, not the server's memory."""
-    return parameter_summary(config, channels, size, num_classes)["total"]
-
-
-def parameter_summary(config: RunConfig, channels: int, size: int, num_classes: int) -> dict[str, int]:
-    """{"total", "trainable", "frozen", "adapter"}: the run's parameters once its adapters and freezing are applied
-    (engine.transfer), counted on the meta device as `parameter_count`."""
-    from engine.transfer import prepare_model
-
+    """The parameters of the run's model (see model_from_config for the arguments), counted on torch's meta device:
+    nothing is allocated and nothing initialised, so a page previewing `hidden=8192, depth=64` (4.2 billion
+    parameters, 17 GB of weights) or a class limit refusing it costs milliseconds, not the server's memory. The base
+    model's: engine.transfer.estimate_summary adds a run's adapters and says what is frozen."""
     with torch.device("meta"):
-        model = model_from_config(config, channels, size, num_classes)
-        summary = prepare_model(model, config, load_source=False, device="meta")
-    return {"total": summary.trainable + summary.frozen, "trainable": summary.trainable, "frozen": summary.frozen,
-            "adapter": summary.adapter}
+        return count_parameters(model_from_config(config, channels, size, num_classes))
 
 
 def estimate_parameters(config: RunConfig) -> int:
     """The parameters a run of `config` will train, from the config and the dataset registry alone (no data is read):
     a text model's vocabulary is counted at its cap (`vocab_size`, an upper bound: the real one is the training
     split's distinct tokens), and a dataset whose classes are known only once read (`text_csv`) at 2 classes."""
-    return parameter_summary(*estimate_arguments(config))["total"]
+    return parameter_count(*estimate_arguments(config))
 
 
 def estimate_arguments(config: RunConfig) -> tuple[RunConfig, int, int, int]:
-    """(config, channels, size, classes) as `estimate_parameters` counts them: see there."""
+    """(config, channels, size, classes) as `estimate_parameters` counts them (the classes a run chooses): see there."""
     from engine.datasets import DATASETS
-    from engine.transfer import class_names
+    from engine.transfer_spec import class_names
 
     info = DATASETS[config.dataset]
-    classes = len(class_names(config) or ()) or 2
+    classes = max(2, len(class_names(config) or ()))
     if info.kind == "text":
-        return config, 0, config.vocab_size, max(2, classes)
+        return config, 0, config.vocab_size, classes
     return config, info.channels, info.size, classes

@@ -21,12 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
-import torch
 from torch import nn
 
 from engine.adapters import LORA_PARAMS, add_lora, adapter_parameter_names, merge_lora_state
 from engine.config import RunConfig
-from engine.transfer_spec import (FREEZE_MODES, SHAPE_FIELDS, checkpoint_epoch, chosen_class_names, freeze_patterns,
+from engine.transfer_spec import (FREEZE_MODES, SHAPE_FIELDS, checkpoint_epoch, class_names, freeze_patterns,
                                   parse_init_from)
 
 
@@ -79,6 +78,28 @@ def parameter_counts(model: nn.Module) -> tuple[int, int, int]:
         else:
             frozen += parameter.numel()
     return trainable, frozen, adapter
+
+
+def parameter_summary(config: RunConfig, channels: int, size: int, num_classes: int) -> dict[str, int]:
+    """{"total", "trainable", "frozen", "adapter"}: the parameters of a run's model once its adapters and freezing are
+    applied, counted on torch's meta device (nothing allocated; see engine.models.parameter_count)."""
+    import torch
+
+    from engine.models import model_from_config
+
+    with torch.device("meta"):
+        model = model_from_config(config, channels, size, num_classes)
+        summary = prepare_model(model, config, load_source=False, device="meta")
+    return {"total": summary.trainable + summary.frozen, "trainable": summary.trainable, "frozen": summary.frozen,
+            "adapter": summary.adapter}
+
+
+def estimate_summary(config: RunConfig) -> dict[str, int]:
+    """`parameter_summary` from the config and the dataset registry alone, as engine.models.estimate_parameters
+    counts (a text model's vocabulary at its cap): what the Train page shows and a class's parameter limit reads."""
+    from engine.models import estimate_arguments
+
+    return parameter_summary(*estimate_arguments(config))
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -155,14 +176,6 @@ def source_checkpoint_path(init_from: str):
         raise SourceUnusable(f"init_from={init_from}: {exc}") from None
 
 
-def class_names(config: RunConfig) -> tuple[str, ...] | None:
-    """The classes a run of `config` learns, by name (None when known only once the data is read: a CSV)."""
-    from engine.datasets import DATASETS
-
-    info = DATASETS[config.dataset]
-    return chosen_class_names(config.classes, info.classes, dataset=config.dataset) if info.classes else None
-
-
 def load_source_weights(model: nn.Module, config: RunConfig, *, device: str = "cpu") -> bool:
     """Load the source run's weights into `model` (rule 2 of the module docstring); returns whether the head was kept
     fresh. SourceUnusable (one line) when the source does not fit."""
@@ -186,8 +199,9 @@ def load_source_weights(model: nn.Module, config: RunConfig, *, device: str = "c
             fresh_head = True
             continue
         if source[key].shape != tensor.shape:
-            raise SourceUnusable(f"init_from={config.init_from}: {key} is {list(source[key].shape)} in the source run and "
-                             f"{list(tensor.shape)} here; the architectures differ ({_size_hint(ckpt.config, config)})")
+            raise SourceUnusable(f"init_from={config.init_from}: {key} is {list(source[key].shape)} in the source run "
+                                 f"and {list(tensor.shape)} here; the architectures differ "
+                                 f"({architecture_difference(ckpt.config, config)})")
         state[key] = source[key].to(tensor.dtype)
     extra = sorted(set(source) - set(state))
     if extra:
@@ -197,7 +211,8 @@ def load_source_weights(model: nn.Module, config: RunConfig, *, device: str = "c
     return fresh_head
 
 
-def _size_hint(source: RunConfig, target: RunConfig) -> str:
+def architecture_difference(source: RunConfig, target: RunConfig) -> str:
+    """The shape fields two configs differ in, e.g. 'hidden 16 vs 32', for a refusal's message."""
     differing = [f"{name} {getattr(source, name)} vs {getattr(target, name)}" for name in SHAPE_FIELDS
                  if getattr(source, name) != getattr(target, name)]
     return ", ".join(differing) if differing else "the inputs have another size or number of channels"

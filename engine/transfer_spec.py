@@ -91,7 +91,8 @@ def parse_classes(text: str, names: Sequence[str], *, dataset: str = "the datase
                 raise ValueError(f"classes={text!r}: class {names[index]!r} is chosen twice")
             chosen.append(index)
     if len(chosen) < 2:
-        raise ValueError(f"classes={text!r}: choose at least 2 classes (a classifier of one class has nothing to learn)")
+        raise ValueError(f"classes={text!r}: choose at least 2 classes (a classifier of one class has nothing to "
+                         "learn)")
     return tuple(sorted(chosen))
 
 
@@ -99,6 +100,14 @@ def chosen_class_names(text: str, names: Sequence[str], *, dataset: str = "the d
     """The names of the classes `text` chooses (all of `names` for "")."""
     indices = parse_classes(text, names, dataset=dataset)
     return tuple(names[i] for i in indices) if indices else tuple(names)
+
+
+def class_names(config) -> tuple[str, ...] | None:
+    """The classes a run of `config` learns, by name (None when known only once the data is read: a CSV)."""
+    from engine.datasets import DATASETS
+
+    info = DATASETS[config.dataset]
+    return chosen_class_names(config.classes, info.classes, dataset=config.dataset) if info.classes else None
 
 
 def check_config(config) -> None:
@@ -119,10 +128,10 @@ def check_config(config) -> None:
                          "freeze=all_but_head trains its head alone")
 
 
-RECURRENT_MODELS = ("rnn", "gru", "lstm")
+RECURRENT_MODELS = ("rnn", "gru", "lstm")  # their layers are recurrent cells, which adapters do not wrap
 # The config fields that decide the shapes of a model's weights (with the dataset's image size and channels, or its
 # vocabulary): a run starts from another only when they agree, but for the head.
-SHAPE_FIELDS = ("model", "hidden", "depth", "width", "skip", "embed_dim", "bidirectional")  # their layers are recurrent cells, which adapters do not wrap
+SHAPE_FIELDS = ("model", "hidden", "depth", "width", "skip", "embed_dim", "bidirectional")
 
 
 def _length(field: str, text: str) -> None:

@@ -47,7 +47,8 @@ def test_a_run_from_another_starts_from_its_weights_with_a_new_head_for_other_cl
     for key in ("conv1.weight", "conv2.bias", "fc1.weight", "fc2.weight"):
         assert torch.equal(start[key], src[key]), key
     # 0-4 and 5-9 are both five classes, but a head that learnt "3" must not answer "8": it is drawn afresh
-    assert start["fc3.weight"].shape == src["fc3.weight"].shape and not torch.equal(start["fc3.weight"], src["fc3.weight"])
+    assert start["fc3.weight"].shape == src["fc3.weight"].shape
+    assert not torch.equal(start["fc3.weight"], src["fc3.weight"])
 
 
 def test_the_same_classes_keep_the_sources_head(source):
@@ -102,7 +103,8 @@ def test_adapters_leave_the_base_weights_identical_and_train_only_themselves_and
         if key in adapters or key.startswith("fc3."):
             assert not torch.equal(before[key], after[key]), f"{key} did not learn"
         else:
-            assert torch.equal(before[key], after[key]) and torch.equal(after[key], src[key]), f"base weight {key} changed"
+            assert torch.equal(before[key], after[key]), f"base weight {key} changed"
+            assert torch.equal(after[key], src[key]), f"base weight {key} is not the source's"
     assert all(not before[k].any() for k in adapters if k.endswith("lora_b"))  # B = 0: the start is the base model
     summary = sink.artifacts["model_summary"]
     assert summary["adapter"] == sum(after[k].numel() for k in adapters)
@@ -150,7 +152,7 @@ def test_a_fine_tuning_run_resumes_to_the_weights_of_an_uninterrupted_one(source
 
 
 def test_frozen_batch_norm_keeps_its_running_statistics(trainlens_home):
-    small = dict(model="resnet", width=4, depth=1, train_limit=200)
+    small = {"model": "resnet", "width": 4, "depth": 1, "train_limit": 200}
     train(config(**small, classes="0-4"), MemorySink(), run_id="resnet000001")
     train(config(**small, classes="5-9", init_from="resnet000001", freeze="backbone"), MemorySink(),
           run_id="resnet000002")

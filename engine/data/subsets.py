@@ -67,8 +67,8 @@ def _few_shot(labels: torch.Tensor, keep: torch.Tensor, chosen: tuple[int, ...],
         members = keep[labels[keep] == label].numpy()
         if len(members) < per_class:
             fewest = min(int((labels[keep] == c).sum()) for c in chosen)
-            raise DatasetUnavailable(f"train_per_class={per_class}: class {names[label]!r} has only {len(members)} training "
-                             f"examples; choose at most {fewest} (the fewest of the chosen classes)")
+            raise DatasetUnavailable(f"train_per_class={per_class}: class {names[label]!r} has only {len(members)} "
+                                     f"training examples; choose at most {fewest} (the fewest of the chosen classes)")
         order = np.random.default_rng([seed, label]).permutation(len(members))
         picked.append(members[order[:per_class]])
     return torch.from_numpy(np.sort(np.concatenate(picked)))

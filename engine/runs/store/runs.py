@@ -33,6 +33,7 @@ from engine.paths import check_data_dir
 from engine.records import (NAME_MAX, STATUSES, TERMINAL, RunKind, RunRecord, RunStatus, ScriptConfig, check_name,
                              fit_name)
 from engine.runs.access import check_submission, run_examples
+from engine.runs.lineage import check_transfer
 from engine.runs.store.classes import class_limits, queued_of
 from engine.runs.store.schema import StoreBase
 
@@ -66,9 +67,12 @@ class RunsMixin(StoreBase):
         With an `actor` the run is theirs (owner_id = their member id in a class, owner = their display name as a
         label, owner_role = role), and a student's run must fit the class limits (`CapReached`), checked in the same
         transaction that inserts it, so 1,000 submissions at once cannot slip past the queued cap. Without a `name`
-        the run gets a unique readable default (`unique_name`)."""
+        the run gets a unique readable default (`unique_name`). A run started from another (`init_from`) is checked
+        and its source resolved first (engine.runs.lineage: SourceRefused, one line)."""
         config.validate()
         kind = RunKind(kind)  # ValueError names the allowed kinds
+        if kind == RunKind.TRAIN:  # the run it starts from, resolved to its full id, and what fine-tuning needs
+            config = check_transfer(self, config)
         if name is not None:
             check_name("run name", name)
         if group is not None:
@@ -83,9 +87,9 @@ class RunsMixin(StoreBase):
         run_id = uuid.uuid4().hex[:12]
         parameters = examples = None
         if actor is not None and actor.is_student:  # counted before the write lock is taken: torch, a CSV's rows
-            from engine.models import estimate_parameters
+            from engine.transfer import estimate_summary
 
-            parameters, examples = estimate_parameters(config), run_examples(config)
+            parameters, examples = estimate_summary(config)["total"], run_examples(config)  # adapters included
         now = time.time()
         with self._tx() as c:
             if actor is not None and actor.is_student:
