@@ -11,7 +11,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.charts.metrics import ChartOptions, metric_chart, per_layer_figure
+from app.charts.metrics import ChartOptions, metric_chart
+from app.charts.per_layer import per_layer_figure
 from app.charts.series import chart_keys
 from app.charts.text import escape_md
 from app.ui.live import live_fragment, status_text
