@@ -11,6 +11,7 @@ plotly objects: the metric chart (`app/charts/metrics.py`) puts their values int
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -104,6 +105,26 @@ def whole_ticks(last: float, most: int = MOST_EPOCH_TICKS) -> dict:
     span = max(1.0, float(last))
     step = next(k for k in _nice_steps() if span / k <= most)
     return dict(tickmode="linear", tick0=0, dtick=step, tickformat="d")
+
+
+def readable_log_axis(values: Iterable[float]) -> dict:
+    """Plotly settings for a log axis over `values`: their range (with a little room) and at most `MOST_TICKS`
+    labels on it (log_ticks, tick_text); {} when nothing is positive."""
+    values = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return {}
+    ticks = log_ticks(values)
+    return dict(range=padded_range(float(values.min()), float(values.max()), True), tickvals=ticks,
+                ticktext=[tick_text(t) for t in ticks])
+
+
+def step_ticks(steps: Iterable[float], most: int = MOST_EPOCH_TICKS) -> dict:
+    """Whole steps on a short step axis (Plotly ticks 0.5 and 1.5 while a run has logged a few steps); {} on a
+    longer one, where Plotly's own ticks are whole numbers."""
+    steps = np.asarray(list(steps) if not isinstance(steps, np.ndarray) else steps, dtype=np.float64)
+    steps = steps[np.isfinite(steps)]
+    return whole_ticks(float(steps.max()), most) if steps.size and steps.max() <= 10 else {}
 
 
 def wrapped_title(text: str, width: int = TITLE_CHARACTERS) -> str:

@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.charts.arms import group_colors, view_colors
-from app.charts.axes import log_ticks, padded_range, tick_text, whole_ticks, wrapped_title
+from app.charts.axes import log_ticks, padded_range, step_ticks, tick_text, whole_ticks, wrapped_title
 from app.charts.curves import Curve
 from app.charts.diverged import marks, shown_values
 from app.charts.palette import PALETTE
@@ -339,6 +339,8 @@ def _fit_axes(layout: dict, curves: list[Curve], runs_df: pd.DataFrame, options:
     if options.x_axis == "epoch":
         last = max((float(np.nanmax(c.x)) for c in curves if c.x.size and np.isfinite(c.x).any()), default=1.0)
         layout["xaxis"] = dict(layout["xaxis"], **whole_ticks(last))
+    elif options.x_axis == "step":  # a run's first few steps: 1, 2, 3, never 1.5
+        layout["xaxis"] = dict(layout["xaxis"], **step_ticks(np.concatenate([c.x for c in curves])))
     traces, notes = marks(curves, y_range, log_y, x_title)
     if notes:
         layout["annotations"] = notes
