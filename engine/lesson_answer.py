@@ -85,7 +85,8 @@ def _names(labels: Sequence[str]) -> str:
 
 
 def _sentence(ranked: list[Standing], others: list[Standing], words: str, lower: bool) -> str:
-    same_epoch = len({s.when for s in ranked}) == 1
+    # the epoch once when the numbers quoted (the best and the last) were read at the same one, else with each number
+    same_epoch = len({s.when for s in ranked if s.text in (ranked[0].text, ranked[-1].text)}) == 1
 
     def number(standing: Standing) -> str:
         return standing.text if same_epoch or not standing.when else f"{standing.text} ({standing.when})"

@@ -34,6 +34,10 @@ def test_epochs_that_differ_are_said_per_number_and_one_variant_reads_plainly():
     assert answer(rows, "val_loss", "last").sentence == (
         "Early stopping reached the lowest final validation loss, 0.673 (after epoch 9); no regularisation came last "
         "at 0.741 (after epoch 20).")
+    rows.append(("augmentation", 0.568, "", "after epoch 20"))  # the two numbers quoted share their epoch: said once
+    assert answer(rows, "val_loss", "last").sentence == (
+        "Augmentation reached the lowest final validation loss after epoch 20, 0.568; no regularisation came last at "
+        "0.741.")
     assert answer(rows[:1], "val_loss", "last").sentence == \
         "No regularisation: final validation loss after epoch 20, 0.741."
     assert answer([], "val_acc", "last").sentence == "No results yet."

@@ -170,10 +170,10 @@ def explain_links(selected: pd.DataFrame) -> None:
     run_id = str(done["run_id"].iloc[0])
     st.markdown("**Explain it**: open the trained CNN on a validation digit (Saliency and Integrated Gradients are "
                 "in the method list; the model-randomisation sanity check is at the bottom of the page).")
-    columns = st.columns(4)
-    for index, sample in enumerate((0, 1, 2, 3)):
-        columns[index].page_link("views/explain.py", label=f"validation digit #{sample}", icon=":material/visibility:",
-                                 query_params={"run": run_id, "sample": str(sample)})
+    with st.container(horizontal=True, gap="medium"):  # each link as wide as its label: never cut
+        for sample in (0, 1, 2, 3):
+            st.page_link("views/explain.py", label=f"validation digit #{sample}", icon=":material/visibility:",
+                         query_params={"run": run_id, "sample": str(sample)})
 
 
 found, problems = lessons.load_lessons()
