@@ -146,3 +146,27 @@ def test_axis_titles_wrap_instead_of_running_off_the_chart():
     metrics, runs = learning_rate_lesson()
     figure = metric_chart(metrics, runs, ["val_acc", "loss"], ChartOptions(x_axis="epoch")).figure
     assert figure.layout.yaxis.title.text == "validation accuracy /<br>training loss (per batch)"
+
+
+def test_a_short_step_axis_ticks_whole_steps_and_a_long_one_keeps_plotlys():
+    metrics, runs = learning_rate_lesson()
+    short = metrics[metrics["step"] <= 3]
+    xaxis = metric_chart(short, runs, "loss").figure.layout.xaxis
+    assert xaxis.tickmode == "linear" and xaxis.dtick == 1
+    assert metric_chart(metrics, runs, "loss").figure.layout.xaxis.dtick is None  # 126 steps: Plotly's whole ticks
+
+
+def test_the_run_reports_charts_share_the_readable_axes():
+    from app.charts import report as rf
+
+    rows = [{"run_id": "r", "step": 1, "epoch": 0, "key": f"grad_std/{name}", "value": value}
+            for name, value in (("conv1.weight", 0.0032), ("conv2.weight", 0.0021), ("fc1.weight", 0.0008),
+                                ("fc2.weight", 0.0011), ("fc3.weight", 0.0037))]
+    figure = rf.layer_stat_figure(pd.DataFrame(rows), "grad_std", log_y=True)
+    assert 2 <= len(figure.layout.yaxis.tickvals) <= MOST_TICKS  # Plotly drew 0.001, 0.0015 ... 0.004: overlapping
+    assert figure.layout.xaxis.dtick == 1  # one sample at step 1: no 0.5, 1.5
+    histogram = {"activations": {"relu1": {"edges": [0, 1], "counts": [1]}, "relu2": {"edges": [0, 1], "counts": [1]}},
+                 "act_grads": {"relu2": {"edges": [0, 1], "counts": [1]}, "relu1": {"edges": [0, 1], "counts": [1]}}}
+    colors = {kind: {t.name: t.line.color for t in rf.histogram_figure(histogram, kind).data}
+              for kind in ("activations", "act_grads")}
+    assert colors["activations"] == colors["act_grads"]  # gradients are recorded output first: same colours anyway
