@@ -4,9 +4,9 @@ A lesson says what to ask the class (`question`), which runs answer it (a shared
 `[[variant]]`s, each with `seeds` seeds), which charts to show (`[[chart]]`), what to look for, and the expected
 outcome as a machine-checkable claim (`[[claim]]`) over the finished runs' metrics. `launch` queues the whole
 lesson as one group (every run of one seed sees identical data: the data stream depends only on seed and epoch);
-`outcome` reads the finished runs back, computes the answer sentence from the actual numbers and says whether
-each claim holds. Torch-free and streamlit-free: the CLI (`trainlens lesson`, in engine.cli) and the Lessons page
-both use it. It is handed the runner and the store it works with, so it imports neither.
+`outcome` reads the finished runs back, says whether each claim holds and words the answer from the actual numbers
+(engine/lesson_answer.py: the winner first). Torch-free and streamlit-free: the CLI (`trainlens lesson`) and the
+Lessons page both use it; handed the runner and the store it works with, it imports neither.
 
 A claim compares one statistic of a metric between two variants (`left` op `right` + `margin`), or with a
 number (`value`), or asks for a status (`status = "diverged"`). With several seeds the statistic is the mean
@@ -454,8 +454,7 @@ def _check(claim: Claim, results: list[RunResult]) -> ClaimCheck:
 
 
 def lesson_answer(lesson: Lesson, results: list[RunResult]) -> Answer:
-    """The answer from the actual numbers (engine/lesson_answer.py): the best and the last variant named first, then
-    every variant's number ("right (lr 0.02) reached the highest final validation accuracy after epoch 2, 0.863")."""
+    """The answer from the actual numbers: the best and the last variant named first, then every variant's."""
     rows = []
     for variant in lesson.variants:
         runs = [r for r in results if r.variant == variant.label]

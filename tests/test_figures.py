@@ -25,7 +25,6 @@ from app.charts.metrics import (
     lr_schedule_figure,
     metric_chart,
 )
-from app.charts.palette import PALETTE
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 50

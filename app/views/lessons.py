@@ -29,7 +29,7 @@ PAGE = "views/lessons.py"
 VARIANT = "variant"  # the column the lesson's charts group by
 # a little lower than other pages' charts: at 1024x768 on a projector the question, the Run button and the first
 # chart's plot fit the first screen while the runs train
-CHART_PX = 400
+CHART_PX = 350
 
 
 def gallery(found: list[lessons.Lesson], problems: dict[str, str]) -> None:
