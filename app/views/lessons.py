@@ -152,9 +152,10 @@ def answer(lesson: lessons.Lesson, group: str) -> None:
     if len(result.standings) > 1:
         words = f"{STAT_WORDS[lesson.answer_stat]} {METRIC_WORDS.get(lesson.answer_metric, lesson.answer_metric)}"
         with st.expander(f"Every variant's {words}", icon=":material/format_list_numbered:"):
+            texts = [s.text for s in result.standings]  # a tie shares its place: 1, 1, 3
             st.markdown(f"| | variant | {escape_md(words)} |\n|---:|---|---:|\n" + "\n".join(
-                f"| {place} | {escape_md(s.label)} | {escape_md(' '.join(filter(None, (s.text, s.when))))} |"
-                for place, s in enumerate(result.standings, 1)))
+                f"| {texts.index(s.text) + 1} | {escape_md(s.label)} | "
+                f"{escape_md(' '.join(filter(None, (s.text, s.when))))} |" for s in result.standings))
     lines = []
     for check in result.checks:
         icon = {True: ":green[:material/check_circle:] holds", False: ":red[:material/cancel:] does not hold",
