@@ -82,7 +82,7 @@ def test_the_too_large_learning_rate_is_shown_diverged_at_its_step(launched, run
     results = lessons.results_from_store(runner.store, lesson, group)
     diverged = next(r for r in results if r.status == RunStatus.DIVERGED)
     answer = lessons.outcome(lesson, results).answer
-    assert f"too large (lr 10) diverged at step {diverged.steps}" in answer
+    assert f"Too large (lr 10) diverged at step {diverged.steps}." in answer
     assert f"at step {diverged.steps}" in diverged.error
 
 
@@ -91,7 +91,7 @@ def test_cli_runs_a_lesson_and_prints_its_answer(launched, runner_home):
     done = subprocess.run([sys.executable, "-m", "engine", "lesson", "averaging", "--wait"], cwd=PROJECT,
                           capture_output=True, text=True, timeout=120, env=engine_env(runner_home))
     assert done.returncode == 0, done.stderr
-    assert "one run, three sets of weights: final validation loss after epoch 4, 0." in done.stdout
+    assert "One run, three sets of weights: final validation loss after epoch 4, 0." in done.stdout
     assert done.stdout.count("[holds]") == 2
     listed = subprocess.run([sys.executable, "-m", "engine", "lesson", "--list"], cwd=PROJECT, capture_output=True,
                             text=True, timeout=60, env=engine_env(runner_home))

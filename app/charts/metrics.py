@@ -316,13 +316,12 @@ def metric_chart(
         layout["annotations"] = [dict(text="waiting for the first point", showarrow=False, xref="paper", yref="paper",
                                       x=0.5, y=0.5, font=dict(size=16, color="#555555"))]
     else:
-        marked = _fit_axes(layout, curves, runs_df, options, x_title)
+        marked = _fit_axes(layout, curves, options, x_title)
     figure = go.Figure(data=_traces(curves, x_title, labels) + marked, layout=layout, _validate=VALIDATE)
     return MetricChart(figure, curves)
 
 
-def _fit_axes(layout: dict, curves: list[Curve], runs_df: pd.DataFrame, options: ChartOptions,
-              x_title: str) -> list[dict]:
+def _fit_axes(layout: dict, curves: list[Curve], options: ChartOptions, x_title: str) -> list[dict]:
     """Set the y range (the healthy runs' when a diverged run goes beyond them, app/charts/diverged.py), a log
     axis's few readable ticks and whole epochs on an epoch axis in `layout`, with the labels of diverged runs;
     returns the diverged runs' marker traces."""
