@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from app.charts.palette import arm_colors, family_colors
-from app.charts.race import raced_field
+from app.charts.race import PREFERRED, raced_field
 from app.charts.series import group_labels, group_sort_key
 
 ARM = "arm"  # a runs column a page may add: each run's arm
@@ -45,11 +45,21 @@ def arm_order(runs_df: pd.DataFrame, arms: dict[str, str], given: Sequence[str] 
     if ARM in runs_df.columns:
         rest = [arms[str(r)] for r in runs_df["run_id"]]
     else:
-        field = raced_field(runs_df)
+        field = _raced(runs_df) if len(set(arms.values())) > 1 else None
         raced = {str(r): v for r, v in zip(runs_df["run_id"], runs_df[f"cfg.{field}"])} if field else {}
         rest = sorted(set(arms.values()), key=lambda arm: (
             group_sort_key(next((raced[r] for r, a in arms.items() if a == arm and r in raced), None)), arm))
     return order + [arm for arm in dict.fromkeys(rest) if arm not in order]
+
+
+def _raced(runs_df: pd.DataFrame) -> str | None:
+    """raced_field, asking the usual raced fields first: every chart of a refresh asks, and a runs frame has a
+    column per config field (comparing them all costs milliseconds)."""
+    for field in PREFERRED:
+        column = f"cfg.{field}"
+        if column in runs_df.columns and runs_df[column].astype(str).nunique() > 1:
+            return field
+    return raced_field(runs_df)
 
 
 def view_colors(runs_df: pd.DataFrame, given: Sequence[str] = ()) -> dict[str, str]:
