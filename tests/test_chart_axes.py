@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.charts.axes import MOST_TICKS, log_ticks, tick_text, whole_ticks, wrapped_title
+from app.charts.axes import MOST_TICKS, log_ticks, tick_text, tick_texts, whole_ticks, wrapped_title
 from app.charts.metrics import METRIC_TITLES, ChartOptions, metric_chart
 
 STEPS = 126
@@ -125,6 +125,10 @@ def test_tick_text_reads_as_numbers_and_powers_of_ten():
     assert [tick_text(v) for v in (0.0001, 0.002, 0.5, 1.0, 50.0, 20000.0)] == ["0.0001", "0.002", "0.5", "1", "50",
                                                                                "20000"]
     assert tick_text(1e34) == "10<sup>34</sup>" and tick_text(2e-6) == "2×10<sup>-6</sup>"
+    # one axis reads alike: once a label needs a power of ten, 1000 is one too
+    assert tick_texts([1, 10, 100, 1000, 1e4, 1e5]) == ["1", "10", "100", "10<sup>3</sup>", "10<sup>4</sup>",
+                                                         "10<sup>5</sup>"]
+    assert tick_texts([0.1, 0.2, 0.5, 1]) == ["0.1", "0.2", "0.5", "1"]
 
 
 def test_epoch_axes_tick_whole_epochs():

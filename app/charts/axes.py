@@ -21,17 +21,24 @@ TITLE_CHARACTERS = 28  # one line of a y-axis title at projector size (20 px) al
 _PAD = 0.05  # of the span, on each side of a range this module sets
 
 
-def tick_text(value: float) -> str:
-    """A tick label: plain digits from 0.0001 to 99999 (0.002, 50, 20000), else a power of ten (10³⁴, 2×10⁻⁶) in
-    Plotly's superscript markup, never "1e+34"."""
+def tick_text(value: float, plain: int = 4) -> str:
+    """A tick label: plain digits while the power of ten is within ±`plain` (0.0001 to 99999: 0.002, 50, 20000), else
+    a power of ten (10³⁴, 2×10⁻⁶) in Plotly's superscript markup, never "1e+34"."""
     if value == 0 or not math.isfinite(value):
         return f"{value:g}"
     exponent = math.floor(math.log10(abs(value)) + 1e-9)
-    if -4 <= exponent <= 4:
+    if -plain <= exponent <= plain:
         return f"{float(f'{value:.6g}'):g}"
     mantissa = float(f"{value / 10.0 ** exponent:.3g}")
     power = f"10<sup>{exponent}</sup>"
     return power if mantissa == 1 else f"{mantissa:g}×{power}"
+
+
+def tick_texts(values: list[float]) -> list[str]:
+    """The labels of one axis, written alike: when one of them needs a power of ten (10⁵), so does every one from
+    10³ or below 10⁻² (1, 10, 100, 10³, 10⁴, 10⁵ rather than 1, 10, 100, 1000, 10000, 10⁵)."""
+    texts = [tick_text(v) for v in values]
+    return [tick_text(v, plain=2) for v in values] if any("<sup>" in t for t in texts) else texts
 
 
 def padded_range(low: float, high: float, log: bool) -> list[float]:
@@ -109,14 +116,14 @@ def whole_ticks(last: float, most: int = MOST_EPOCH_TICKS) -> dict:
 
 def readable_log_axis(values: Iterable[float]) -> dict:
     """Plotly settings for a log axis over `values`: their range (with a little room) and at most `MOST_TICKS`
-    labels on it (log_ticks, tick_text); {} when nothing is positive."""
+    labels on it (log_ticks, tick_texts); {} when nothing is positive."""
     values = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64)
     values = values[np.isfinite(values) & (values > 0)]
     if values.size == 0:
         return {}
     ticks = log_ticks(values)
     return dict(range=padded_range(float(values.min()), float(values.max()), True), tickvals=ticks,
-                ticktext=[tick_text(t) for t in ticks])
+                ticktext=tick_texts(ticks))
 
 
 def step_ticks(steps: Iterable[float], most: int = MOST_EPOCH_TICKS) -> dict:

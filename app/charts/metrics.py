@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.charts.arms import group_colors, view_colors
-from app.charts.axes import log_ticks, padded_range, step_ticks, tick_text, whole_ticks, wrapped_title
+from app.charts.axes import log_ticks, padded_range, step_ticks, tick_texts, whole_ticks, wrapped_title
 from app.charts.curves import Curve
 from app.charts.diverged import marks, shown_values
 from app.charts.palette import PALETTE
@@ -333,7 +333,7 @@ def _fit_axes(layout: dict, curves: list[Curve], options: ChartOptions, x_title:
         y_range = _flat_range([c.y for c in curves if c.kind != "best_epoch"], log_y)
     yaxis = dict(layout["yaxis"], **({"range": y_range} if y_range else {}))
     if log_y and (ticks := log_ticks(values)):
-        yaxis.update(tickvals=ticks, ticktext=[tick_text(t) for t in ticks])
+        yaxis.update(tickvals=ticks, ticktext=tick_texts(ticks))
     layout["yaxis"] = yaxis
     if options.x_axis == "epoch":
         last = max((float(np.nanmax(c.x)) for c in curves if c.x.size and np.isfinite(c.x).any()), default=1.0)

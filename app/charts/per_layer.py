@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.charts.arms import group_colors, view_colors
-from app.charts.axes import log_ticks, padded_range, tick_text, whole_ticks, wrapped_title
+from app.charts.axes import log_ticks, padded_range, tick_texts, whole_ticks, wrapped_title
 from app.charts.metrics import metric_title
 from app.charts.series import ordered_groups
 from app.charts.text import plotly_text
@@ -67,5 +67,5 @@ def per_layer_figure(metrics_df: pd.DataFrame, runs_df: pd.DataFrame, statistic:
     positive = positive[np.isfinite(positive) & (positive > 0)]
     if log_y and (ticks := log_ticks(positive)):
         fig.update_yaxes(range=padded_range(float(positive.min()), float(positive.max()), True), tickvals=ticks,
-                         ticktext=[tick_text(t) for t in ticks])
+                         ticktext=tick_texts(ticks))
     return fig
