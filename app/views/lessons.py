@@ -28,8 +28,10 @@ from engine.records import ACTIVE, TERMINAL, UNSUCCESSFUL
 PAGE = "views/lessons.py"
 VARIANT = "variant"  # the column the lesson's charts group by
 # a little lower than other pages' charts: at 1024x768 on a projector the question, the Run button and the first
-# chart's plot fit the first screen while the runs train
+# chart's plot fit the first screen while the runs train; a legend of more than three entries takes a row each at
+# projector size on a half-width chart, so the chart grows by as much (its plot keeps its height)
 CHART_PX = 350
+LEGEND_ROW_PX = 30
 
 
 def gallery(found: list[lessons.Lesson], problems: dict[str, str]) -> None:
@@ -129,7 +131,9 @@ def live_panel(lesson: lessons.Lesson, group: str, runs: pd.DataFrame) -> None:
             options = ChartOptions(x_axis=chart.x, smoothing=chart.smoothing, log_y=chart.log_y,
                                    group_by=VARIANT if lesson.seeds > 1 else None, arms=arms)
             figure = metric_chart(metrics, shown, list(chart.keys) if len(chart.keys) > 1 else chart.keys[0],
-                                  options).figure.update_layout(height=CHART_PX)
+                                  options).figure
+            entries = sum(1 for trace in figure.data if trace.showlegend is not False and trace.name)
+            figure.update_layout(height=CHART_PX + LEGEND_ROW_PX * max(0, entries - 3))
         with columns[index % 2]:
             st.markdown(f"**{escape_md(chart.title)}**")
             plotly_chart(figure, key=f"lesson_chart_{index}")
