@@ -1,6 +1,8 @@
 """Lessons page: the gallery of ready-made classroom lessons (lessons/*.toml, see engine/lessons.py) and, with
 `?lesson=NAME` in the URL, one lesson's view: the question first, one click to run it as one group, its live charts,
-and once the runs have ended the answer computed from their results with each claim shown holding or not.
+and once the runs have ended the answer computed from their results, above the charts where the class sees it
+without scrolling, with each claim shown holding or not. Each variant keeps one colour on every chart (by its
+colour key: the race's "Momentum" at two rates is one colour, app/charts/arms.py).
 
 A launch is found again from the URL (`&launch=GROUP`) or, without one, as the lesson's latest launch in the store,
 so a reload or a shared link shows the same runs.
@@ -11,17 +13,25 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.charts.metrics import ChartOptions, metric_chart, per_layer_figure
+from app.charts.arms import ARM
+from app.charts.metrics import ChartOptions, metric_chart
+from app.charts.per_layer import per_layer_figure
 from app.charts.series import chart_keys
 from app.charts.text import escape_md
 from app.ui.live import live_fragment, status_text
 from app.ui.presentation import plotly_chart
 from app.ui.state import get_runner, get_store, run_metric_keys, run_metrics, runs_frame
 from engine import lessons
+from engine.lesson_answer import METRIC_WORDS, STAT_WORDS
 from engine.records import ACTIVE, TERMINAL, UNSUCCESSFUL
 
 PAGE = "views/lessons.py"
-VARIANT = "variant"  # the column the lesson's charts group and colour by
+VARIANT = "variant"  # the column the lesson's charts group by
+# a little lower than other pages' charts: at 1024x768 on a projector the question, the Run button and the first
+# chart's plot fit the first screen while the runs train; a legend of more than three entries takes a row each at
+# projector size on a half-width chart, so the chart grows by as much (its plot keeps its height)
+CHART_PX = 350
+LEGEND_ROW_PX = 30
 
 
 def gallery(found: list[lessons.Lesson], problems: dict[str, str]) -> None:
@@ -63,15 +73,16 @@ def lesson_view(lesson: lessons.Lesson) -> None:
     group = wanted if wanted in groups and lessons.is_lesson_group(wanted, lesson.name) else (
         lessons.latest_group(groups, lesson.name))
     count = len(lesson.variants) * lesson.seeds
-    # one compact row above the title: on a projector the question and the charts need the first screen
-    back_col, button_col, note_col = st.columns([1.3, 1.2, 3], vertical_alignment="center")
-    back_col.page_link(PAGE, label="All lessons", icon=":material/arrow_back:", query_params={})
-    if button_col.button("Run it again" if group else "Run this lesson", type="secondary" if group else "primary",
-                         key="lesson_start"):
-        start(lesson)
-    note_col.caption(f"{count} run{'s' if count > 1 else ''} on identical data"
-                     + (f", {lesson.seeds} seeds each" if lesson.seeds > 1 else "")
-                     + f" · about {lesson.minutes:g} min on 2 CPU cores")
+    # one compact row above the title: on a projector the question and the charts need the first screen. A
+    # horizontal container gives the link and the button their own width (columns cut "Run this lesson" at 1024 px)
+    with st.container(horizontal=True, vertical_alignment="center", gap="medium"):
+        st.page_link(PAGE, label="All lessons", icon=":material/arrow_back:", query_params={})
+        if st.button("Run it again" if group else "Run this lesson", type="secondary" if group else "primary",
+                     key="lesson_start"):
+            start(lesson)
+        st.caption(f"{count} run{'s' if count > 1 else ''} on identical data"
+                   + (f", {lesson.seeds} seeds each" if lesson.seeds > 1 else "")
+                   + f" · about {lesson.minutes:g} min on 2 CPU cores")
     st.title(escape_md(lesson.title))  # a file's text: an image link in it must not be fetched by every viewer
     st.markdown(f"### {escape_md(lesson.question)}")
     if not group:
@@ -96,10 +107,16 @@ def live_panel(lesson: lessons.Lesson, group: str, runs: pd.DataFrame) -> None:
     selected[VARIANT] = [lesson.variant_of(str(name)) or str(name) for name in selected["name"]]
     order = {variant.label: i for i, variant in enumerate(lesson.variants)}
     selected = selected.sort_values(VARIANT, key=lambda s: s.map(order), kind="stable")
+    color_keys = lesson.color_keys()  # one colour per key on every chart, whichever variants a chart shows
+    selected[ARM] = selected[VARIANT].map(lambda label: color_keys.get(label, label))
+    arms = tuple(dict.fromkeys(color_keys.values()))
     ended = int(selected["status"].isin(list(TERMINAL)).sum())
     active = bool(selected["status"].isin(list(ACTIVE)).any())
-    if active:  # once every run has ended, the answer below says so
-        st.progress(ended / len(selected), text=f"{ended} of {len(selected)} runs finished · the charts grow live")
+    if active:
+        st.progress(ended / len(selected), text=f"{ended} of {len(selected)} runs finished · the charts grow live; "
+                                                "the answer appears here when every run has finished")
+    else:  # the answer above the charts: on a projector the class reads it without scrolling
+        answer(lesson, group)
     columns = st.columns(2)
     run_ids = list(selected["run_id"])
     for index, chart in enumerate(lesson.charts):
@@ -108,13 +125,15 @@ def live_panel(lesson: lessons.Lesson, group: str, runs: pd.DataFrame) -> None:
             shown_ids = list(shown["run_id"])
             keys = sorted(k for k in run_metric_keys(shown_ids, runs) if k.startswith(f"{chart.per_layer}/"))
             metrics = run_metrics(shown_ids, runs, keys) if keys else pd.DataFrame(columns=["run_id", "step", "key"])
-            figure = per_layer_figure(metrics, shown, chart.per_layer, VARIANT, chart.log_y, chart.layers)
+            figure = per_layer_figure(metrics, shown, chart.per_layer, VARIANT, chart.log_y, chart.layers, arms)
         else:
             metrics = run_metrics(list(shown["run_id"]), runs, chart_keys(list(chart.keys), chart.x))
             options = ChartOptions(x_axis=chart.x, smoothing=chart.smoothing, log_y=chart.log_y,
-                                   group_by=VARIANT if lesson.seeds > 1 else None)
+                                   group_by=VARIANT if lesson.seeds > 1 else None, arms=arms)
             figure = metric_chart(metrics, shown, list(chart.keys) if len(chart.keys) > 1 else chart.keys[0],
                                   options).figure
+            entries = sum(1 for trace in figure.data if trace.showlegend is not False and trace.name)
+            figure.update_layout(height=CHART_PX + LEGEND_ROW_PX * max(0, entries - 3))
         with columns[index % 2]:
             st.markdown(f"**{escape_md(chart.title)}**")
             plotly_chart(figure, key=f"lesson_chart_{index}")
@@ -123,20 +142,24 @@ def live_panel(lesson: lessons.Lesson, group: str, runs: pd.DataFrame) -> None:
     for row in selected.itertuples():
         if row.status not in ACTIVE and isinstance(row.error, str) and row.error:
             st.caption(f"**{escape_md(row.name)}** {status_text(row.status)}: {escape_md(row.error)}")
-    answer(lesson, group, active)
     st.page_link("views/compare.py", label="Open these runs in Compare", icon=":material/stacked_line_chart:",
                  query_params={"runs": ",".join(run_ids), "x": lesson.charts[0].x if lesson.charts else "step"})
     if lesson.explain:
         explain_links(selected)
 
 
-def answer(lesson: lessons.Lesson, group: str, active: bool) -> None:
-    if active:
-        st.info("The answer appears here when every run has finished.", icon=":material/hourglass_top:")
-        return
+def answer(lesson: lessons.Lesson, group: str) -> None:
+    """The answer in words (the winner first), every variant's number, and the expected outcome checked."""
     result = lessons.outcome(lesson, lessons.results_from_store(get_store(), lesson, group))
     box = st.success if result.holds else st.warning
     box(f"**Answer.** {escape_md(result.answer)}", icon=":material/lightbulb:")
+    if len(result.standings) > 1:
+        words = f"{STAT_WORDS[lesson.answer_stat]} {METRIC_WORDS.get(lesson.answer_metric, lesson.answer_metric)}"
+        with st.expander(f"Every variant's {words}", icon=":material/format_list_numbered:"):
+            texts = [s.text for s in result.standings]  # a tie shares its place: 1, 1, 3
+            st.markdown(f"| | variant | {escape_md(words)} |\n|---:|---|---:|\n" + "\n".join(
+                f"| {texts.index(s.text) + 1} | {escape_md(s.label)} | "
+                f"{escape_md(' '.join(filter(None, (s.text, s.when))))} |" for s in result.standings))
     lines = []
     for check in result.checks:
         icon = {True: ":green[:material/check_circle:] holds", False: ":red[:material/cancel:] does not hold",
@@ -152,10 +175,10 @@ def explain_links(selected: pd.DataFrame) -> None:
     run_id = str(done["run_id"].iloc[0])
     st.markdown("**Explain it**: open the trained CNN on a validation digit (Saliency and Integrated Gradients are "
                 "in the method list; the model-randomisation sanity check is at the bottom of the page).")
-    columns = st.columns(4)
-    for index, sample in enumerate((0, 1, 2, 3)):
-        columns[index].page_link("views/explain.py", label=f"validation digit #{sample}", icon=":material/visibility:",
-                                 query_params={"run": run_id, "sample": str(sample)})
+    with st.container(horizontal=True, gap="medium"):  # each link as wide as its label: never cut
+        for sample in (0, 1, 2, 3):
+            st.page_link("views/explain.py", label=f"validation digit #{sample}", icon=":material/visibility:",
+                         query_params={"run": run_id, "sample": str(sample)})
 
 
 found, problems = lessons.load_lessons()

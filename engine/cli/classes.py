@@ -108,6 +108,11 @@ def cmd_lesson(args) -> int:
         time.sleep(0.5)
     result = lessons.outcome(lesson, lessons.results_from_store(runner.store, lesson, group))
     print(result.answer)
+    width = max((len(s.label) for s in result.standings), default=0)
+    texts = [s.text for s in result.standings]
+    for standing in result.standings:  # every variant, best first, numbers alike; a tie shares its place
+        place = texts.index(standing.text) + 1
+        print(f"  {place:>2}. {standing.label:<{width}}  {standing.text} {standing.when}".rstrip())
     for check in result.checks:
         mark = {True: "holds", False: "does NOT hold", None: "undecided"}[check.holds]
         print(f"  [{mark}] {check.claim.text} ({check.detail})")
