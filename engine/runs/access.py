@@ -5,9 +5,12 @@ a forged request, the CLI. A page hides buttons too, but only as a courtesy.
 
 - A student may cancel, resume or delete only runs they own (same display name, role student). The teacher and
   the local user (the CLI, a single-user dashboard) may act on every run. Everyone may read every run.
-- Per-student caps (`ClassLimits`): runs running at once, runs queued, epochs per run, training examples per run.
-  Defaults suit 30 students on one GPU server; the operator overrides them with TRAINLENS_MAX_* variables, and
-  the teacher from the Class page (stored in the store's meta table as `limit.<name>`, so every server
+- Per-student caps (`ClassLimits`): runs running at once, runs queued, epochs per run, training examples per run,
+  runs per lesson. A lesson launch is one item for the running and queued caps (a student's 14-run optimizer race
+  counts as one, like one run); its runs are bounded by the runs-per-lesson cap, and each by the training work
+  (epochs x examples) of the largest run the class limits allow (`check_lesson`). Defaults suit 30 students on one
+  GPU server, and let a student start every shipped lesson; the operator overrides them with TRAINLENS_MAX_*
+  variables, and the teacher from the Class page (stored in the store's meta table as `limit.<name>`, so every server
   process and worker sees the same value).
 """
 
@@ -35,9 +38,10 @@ class ClassLimits:
     queued: int = 4  # runs one student may have waiting in the queue
     epochs: int = 10  # epochs per run
     examples: int = 100_000  # training examples per run (`train_limit`, else the dataset's training split)
+    lesson_runs: int = 16  # runs in one lesson launch (the largest shipped lesson, the optimizer race, has 14)
 
     ENV = {"running": "TRAINLENS_MAX_RUNNING", "queued": "TRAINLENS_MAX_QUEUED", "epochs": "TRAINLENS_MAX_EPOCHS",
-           "examples": "TRAINLENS_MAX_EXAMPLES"}
+           "examples": "TRAINLENS_MAX_EXAMPLES", "lesson_runs": "TRAINLENS_MAX_LESSON_RUNS"}
 
     @classmethod
     def from_settings(cls, stored: dict[str, str] | None = None) -> ClassLimits:
@@ -111,7 +115,39 @@ def check_submission(actor: Actor | None, limits: ClassLimits, *, epochs: int, e
 
 
 def check_queue_room(actor: Actor | None, limits: ClassLimits, queued: int) -> None:
-    """CapReached when a student who has `queued` runs waiting may not queue one more (a new run or a resume)."""
+    """CapReached when a student who has `queued` items waiting (runs, or lesson launches none of whose runs has
+    started) may not queue one more (a new run, a resume or a lesson)."""
     if actor is not None and actor.is_student and queued >= limits.queued:
-        raise CapReached(f"You already have {queued} run(s) waiting in the queue; the class limit is {limits.queued}. "
-                         "Wait for one to start, or cancel one")
+        raise CapReached(f"You already have {queued} run(s) or lesson(s) waiting in the queue; the class limit is "
+                         f"{limits.queued}. Wait for one to start, or cancel one")
+
+
+def check_lesson(actor: Actor | None, limits: ClassLimits, runs: list[tuple[int, int | None]], queued: int) -> None:
+    """CapReached when a student may not launch a lesson whose runs ask for these (epochs, training examples).
+
+    A lesson is one item for the running and queued caps, so its runs are bounded as a whole instead: at most
+    `lesson_runs` of them, each training on at most `examples` examples and at most `epochs x examples` examples in
+    all (the work of the largest run a student may start). The overfitting lesson's 20 epochs of 200 examples fit;
+    20 epochs of the full data would not. Lessons come from the operator's files, never from a student's form, so
+    only their size matters."""
+    if actor is None or not actor.is_student:
+        return
+    if len(runs) > limits.lesson_runs:
+        raise CapReached(f"This lesson starts {len(runs)} runs; the class limit is {limits.lesson_runs} runs per "
+                         "lesson. Watch the class's run of it, or ask the teacher to run it for the class")
+    budget = limits.epochs * limits.examples
+    for epochs, examples in runs:
+        if examples is None:  # a dataset of unknown size: only the epochs can be checked
+            if epochs > limits.epochs:
+                raise CapReached(f"A run of this lesson asks for {epochs} epochs; the class limit is {limits.epochs} "
+                                 "per run. Ask the teacher to run it for the class (or to raise the limit)")
+            continue
+        if examples > limits.examples:
+            raise CapReached(f"A run of this lesson trains on {examples:,} examples; the class limit is "
+                             f"{limits.examples:,} per run. Ask the teacher to run it for the class (or to raise the "
+                             "limit)")
+        if epochs * examples > budget:
+            raise CapReached(f"A run of this lesson trains {epochs} epochs of {examples:,} examples; the class limits "
+                             f"allow {limits.epochs} epochs of {limits.examples:,} per run. Ask the teacher to run it "
+                             "for the class (or to raise the limits)")
+    check_queue_room(actor, limits, queued)

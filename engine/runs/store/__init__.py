@@ -13,6 +13,7 @@ One module per concern, each a mixin over the shared connection and transaction 
 - `runs`: creating, reading, listing and naming runs, what their worker reports; leases (fencing) and quarantine
 - `queue`: claiming the next run in turn (owners round-robin), queue places, why a run waits
 - `classes`: the teacher's settings and limits, the class's members
+- `launches`: a lesson queued whole, one item for the class limits; lessons the teacher ran for the class
 - `control`: cancel, resume, delete, under the access rules (engine.runs.access)
 - `metrics`: metric rows, written in batches and read bounded
 - `artifacts`: checkpoint records and JSON artifacts
@@ -29,6 +30,7 @@ from engine.runs.store.classes import ClassesMixin
 from engine.runs.store.control import ControlMixin
 from engine.runs.store.errors import (BACKUPS_DIR, StoreUnavailable, damaged, describe, is_locked, newest_backup,
                                       retry_locked)
+from engine.runs.store.launches import LaunchesMixin
 from engine.runs.store.metrics import METRIC_COLUMNS, MetricsMixin
 from engine.runs.store.queue import QueueMixin
 from engine.runs.store.runs import ETA_AFTER_S, RUN_COLUMNS, Fence, LeaseLost, RunsMixin, UnreadableRun, default_name
@@ -36,7 +38,8 @@ from engine.runs.store.schema import SCHEMA_VERSION
 from engine.runs.store.workers import WorkersMixin
 
 
-class Store(RunsMixin, QueueMixin, ClassesMixin, ControlMixin, MetricsMixin, ArtifactsMixin, WorkersMixin):
+class Store(RunsMixin, QueueMixin, ClassesMixin, LaunchesMixin, ControlMixin, MetricsMixin, ArtifactsMixin,
+            WorkersMixin):
     """The run store at `path` (default: TRAINLENS_HOME/trainlens.db), created or migrated when opened."""
 
 

@@ -65,31 +65,18 @@ class RunsMixin(StoreBase):
         the class limits (`CapReached`), checked in the same transaction that inserts it, so 1,000 submissions at
         once cannot slip past the queued cap. Without a `name` the run gets a unique readable default
         (`unique_name`)."""
-        config.validate()
         kind = RunKind(kind)  # ValueError names the allowed kinds
-        if name is not None:
-            check_name("run name", name)
-        if group is not None:
-            check_name("group", group)
-        owner, owner_role = (actor.name, actor.role) if actor is not None else (owner, LOCAL)
-        check_name("owner", owner)
-        if config.data_dir:
-            check_data_dir(config.data_dir)  # ValueError: a dashboard user cannot point a worker anywhere on disk
-        run_id = uuid.uuid4().hex[:12]
-        now = time.time()
+        owner, owner_role = check_new_run(config, name, group, owner, actor)
+        group = group if group is not None else config.group
         with self._tx() as c:
             if actor is not None and actor.is_student:
                 check_submission(actor, class_limits(c), epochs=config.epochs, examples=run_examples(config),
                                  queued=queued_of(c, actor))
-            if name is None:
-                name = _unique_name(c, default_name(config, actor))
-            c.execute(
-                "INSERT INTO runs(run_id, kind, name, grp, owner, owner_role, config, status, created_at, queued_at, "
-                "parent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, kind, name, group if group is not None else config.group, owner, owner_role,
-                 config.to_json(), RunStatus.QUEUED, now, now, parent_id),
-            )
-        return run_id
+            if group and is_launch_group(c, group):  # a run slipped into a launch would ride on its one place
+                raise ValueError(f"group {group!r} is a lesson's launch: only its own runs have it; choose another "
+                                 "group")
+            return insert_run(c, config, kind=kind, name=name, owner=owner, owner_role=owner_role, group=group,
+                              parent_id=parent_id, actor=actor)
 
     def unique_name(self, config: RunConfig, actor: Actor | None = None) -> str:
         """The default name a run of `config` by `actor` would get now (the Train form suggests it)."""
@@ -199,6 +186,40 @@ class RunsMixin(StoreBase):
             check_fence(c, fence)
             c.execute("UPDATE runs SET step=?, total_steps=?, epoch=?, heartbeat_at=? WHERE run_id=?",
                       (step, total_steps, epoch, time.time(), run_id))
+
+
+def check_new_run(config: RunConfig, name: str | None, group: str | None, owner: str,
+                  actor: Actor | None) -> tuple[str, str]:
+    """Validate a new run's config, name, group and data folder (ValueError says which is wrong); its (owner,
+    owner_role): the actor's, else `owner` as the local user."""
+    config.validate()
+    if name is not None:
+        check_name("run name", name)
+    if group is not None:
+        check_name("group", group)
+    owner, owner_role = (actor.name, actor.role) if actor is not None else (owner, LOCAL)
+    check_name("owner", owner)
+    if config.data_dir:
+        check_data_dir(config.data_dir)  # ValueError: a dashboard user cannot point a worker anywhere on disk
+    return owner, owner_role
+
+
+def insert_run(c: sqlite3.Connection, config: RunConfig, *, kind: str, name: str | None, owner: str, owner_role: str,
+               group: str, parent_id: str | None, actor: Actor | None) -> str:
+    """Queue one checked run inside the caller's transaction; its run_id. Without a `name` it gets a unique readable
+    default (`unique_name`)."""
+    run_id, now = uuid.uuid4().hex[:12], time.time()
+    if name is None:
+        name = _unique_name(c, default_name(config, actor))
+    c.execute("INSERT INTO runs(run_id, kind, name, grp, owner, owner_role, config, status, created_at, queued_at, "
+              "parent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+              (run_id, kind, name, group, owner, owner_role, config.to_json(), RunStatus.QUEUED, now, now, parent_id))
+    return run_id
+
+
+def is_launch_group(c: sqlite3.Connection, group: str) -> bool:
+    """Whether `group` is a lesson launch's (engine.runs.store.launches): only that launch's runs may have it."""
+    return c.execute("SELECT 1 FROM launches WHERE grp=?", (group,)).fetchone() is not None
 
 
 def default_name(config: RunConfig, actor: Actor | None) -> str:

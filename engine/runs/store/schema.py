@@ -24,7 +24,7 @@ from engine.classroom import LOCAL
 from engine.paths import db_path
 from engine.runs.store.errors import BACKUPS_DIR, StoreUnavailable, damaged, describe
 
-SCHEMA_VERSION = 3  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode)
+SCHEMA_VERSION = 4  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode); 4: launches (lessons)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,6 +86,12 @@ CREATE TABLE IF NOT EXISTS members (
     joined_at REAL NOT NULL, left_at REAL
 );
 CREATE TABLE IF NOT EXISTS queue_turns (owner TEXT PRIMARY KEY, served_at REAL NOT NULL);
+-- lesson launches: every run of one has its group (no other run may take it), one item for the class limits
+CREATE TABLE IF NOT EXISTS launches (
+    grp TEXT PRIMARY KEY, lesson TEXT NOT NULL, owner TEXT NOT NULL, owner_role TEXT NOT NULL,
+    for_class INTEGER NOT NULL DEFAULT 0,     -- 1: the teacher ran it for the whole class (every Lessons page shows it)
+    created_at REAL NOT NULL
+);
 """
 
 
@@ -154,7 +160,8 @@ class StoreBase:
                                    "Upgrade TrainLens to open it")
         if version == SCHEMA_VERSION:
             return  # nothing to write: a store on a full or read-only disk still opens for reading
-        conn.executescript(_SCHEMA)  # commits implicitly, so it runs outside an explicit transaction
+        conn.executescript(_SCHEMA)  # commits implicitly, so it runs outside an explicit transaction (schema 3 -> 4:
+        # the launches table; older lesson runs stay ordinary runs)
         with self._tx() as c:
             columns = {r["name"] for r in c.execute("PRAGMA table_info(runs)")}
             if "lease" not in columns:  # schema 1 -> 2
