@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.charts.leaderboard import class_summary, leaderboard, splits
+from app.charts.leaderboard import SHOWN_DECIMALS, class_summary, leaderboard, splits
 from app.charts.text import escape_md
 from app.ui.identity import session_actor
 from app.ui.live import live_fragment, status_text
@@ -41,7 +41,7 @@ def board(runs: pd.DataFrame) -> None:
                          help="Accuracies compare only on the same validation images.")
     table = leaderboard(runs, best_val_acc(list(runs["run_id"])), choices[label])
     event = st.dataframe(table, hide_index=True, key="board_table", on_select="rerun", selection_mode="multi-row",
-                         column_config={"best val acc": st.column_config.NumberColumn(format="%.4f"),
+                         column_config={"best val acc": st.column_config.NumberColumn(format=f"%.{SHOWN_DECIMALS}f"),
                                         "lr": st.column_config.NumberColumn(format="%g"),
                                         "run_id": st.column_config.TextColumn("run id", width="small")})
     chosen = [table["run_id"].iloc[i] for i in event.selection.rows] if event and event.selection else []
