@@ -20,7 +20,7 @@ import pandas as pd
 from engine.records import RunRecord, RunStatus
 from engine.runs.access import ClassLimits
 from engine.runs.store.classes import JOIN_LAUNCH, UNIT, class_limits, class_settings, running_units
-from engine.runs.store.runs import RUN_SELECT, UnreadableRun, parse_run, run_record
+from engine.runs.store.runs import PACE_RESET, RUN_SELECT, UnreadableRun, parse_run, run_record
 from engine.runs.store.schema import StoreBase
 
 
@@ -50,7 +50,7 @@ class QueueMixin(StoreBase):
                               (f"unreadable run record: {exc}"[:1000], time.time(), row["run_id"]))
             now = time.time()
             c.execute(f"UPDATE runs SET status='{RunStatus.RUNNING}', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
-                      "heartbeat_at=?, error=NULL, finished_at=NULL, lease=lease+1 WHERE run_id=?",
+                      f"heartbeat_at=?, error=NULL, finished_at=NULL, lease=lease+1, {PACE_RESET} WHERE run_id=?",
                       (worker_id, device, now, now, row["run_id"]))
             c.execute("INSERT OR REPLACE INTO queue_turns(owner, served_at) VALUES (?, ?)", (_turn_key(row), now))
             claimed = c.execute(f"SELECT {RUN_SELECT} FROM runs WHERE run_id=?", (row["run_id"],)).fetchone()

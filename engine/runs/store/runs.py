@@ -19,6 +19,7 @@ Faults the store is built to survive (each has a test):
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 import uuid
@@ -37,7 +38,7 @@ from engine.runs.store.schema import StoreBase
 # The runs table's columns: a RunRecord's keys (`group` is stored as grp) less its three derived ones.
 RUN_COLUMNS = ("run_id", "kind", "name", "grp", "owner", "owner_role", "config", "status", "device", "worker_id", "created_at",
                "queued_at", "parent_id", "started_at", "finished_at", "heartbeat_at", "step", "total_steps", "epoch",
-               "error", "cancel_requested", "resume_from", "lease")
+               "error", "cancel_requested", "resume_from", "lease", "pace", "pace_at", "pace_since")
 # Names are capped when written (engine.records.NAME_MAX); rows written before the cap are cut when read, so one
 # 50 MB name cannot take every page down.
 RUN_SELECT = ", ".join(f"substr({c}, 1, 1000) AS {c}" if c in ("name", "grp", "owner", "error") else c
@@ -164,7 +165,7 @@ class RunsMixin(StoreBase):
         with self._tx() as c:
             check_fence(c, fence)
             c.execute(f"UPDATE runs SET status='{RunStatus.RUNNING}', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
-                      "heartbeat_at=?, error=NULL WHERE run_id=?", (worker_id, device, now, now, run_id))
+                      f"heartbeat_at=?, error=NULL, {PACE_RESET} WHERE run_id=?", (worker_id, device, now, now, run_id))
 
     def update_status(self, run_id: str, status: str, error: str | None = None, fence: Fence | None = None) -> bool:
         """Set a run's status. Under a `fence` it applies only while that lease still owns the running run;
@@ -182,10 +183,14 @@ class RunsMixin(StoreBase):
         return True
 
     def update_progress(self, run_id: str, step: int, total_steps: int, epoch: int, fence: Fence | None = None) -> None:
+        """A worker's progress report; it also measures the run's pace (`next_pace`) for its ETA."""
+        now = time.time()
         with self._tx() as c:
             check_fence(c, fence)
-            c.execute("UPDATE runs SET step=?, total_steps=?, epoch=?, heartbeat_at=? WHERE run_id=?",
-                      (step, total_steps, epoch, time.time(), run_id))
+            before = c.execute("SELECT step, pace, pace_at, pace_since FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            pace, since = next_pace(before, step, now) if before is not None else (None, now)
+            c.execute("UPDATE runs SET step=?, total_steps=?, epoch=?, heartbeat_at=?, pace=?, pace_at=?, pace_since=? "
+                      "WHERE run_id=?", (step, total_steps, epoch, now, pace, now, since, run_id))
 
 
 def check_new_run(config: RunConfig, name: str | None, group: str | None, owner: str,
@@ -275,20 +280,42 @@ def run_record(row: sqlite3.Row) -> RunRecord:
     return cast(RunRecord, run)
 
 
-ETA_AFTER_S = 5.0  # seconds a run trains before its ETA is shown
+# The ETA, computed here only (pages and the CLI read `eta_s`): the steps left at the run's pace, the pace smoothed
+# over its progress reports (exponentially, over about PACE_TAU_S) and measured from its first report on, so the
+# start (data loading, the first slow steps) never counts; none until the pace was measured ETA_AFTER_S.
+ETA_AFTER_S = 3.0
+PACE_TAU_S = 5.0
+# a claim starts measuring afresh (a resumed run may train at another pace, on another device)
+PACE_RESET = "pace=NULL, pace_at=NULL, pace_since=NULL"
+
+
+def next_pace(before: sqlite3.Row, step: int, now: float) -> tuple[float | None, float]:
+    """(pace, pace_since) after a progress report of `step` at `now`, given the run's row before it."""
+    last_step, pace, last_at, since = before["step"] or 0, before["pace"], before["pace_at"], before["pace_since"]
+    if last_at is None or since is None or step < last_step:  # the claim's first report (or a step back): start
+        return None, now
+    elapsed = now - last_at
+    if elapsed <= 0:
+        return pace, since
+    measured = (step - last_step) / elapsed
+    if pace is None:
+        return measured, since
+    weight = 1.0 - math.exp(-elapsed / PACE_TAU_S)
+    return pace + weight * (measured - pace), since
 
 
 def run_progress(run: dict[str, Any]) -> dict[str, Any]:
-    """Progress fraction, ETA and duration derived from the stored step counters and timestamps."""
+    """Progress fraction, ETA and duration derived from the stored step counters, pace and timestamps."""
     total, step = run.get("total_steps") or 0, run.get("step") or 0
     progress = min(1.0, step / total) if total else 0.0
     started, finished = run.get("started_at"), run.get("finished_at")
     now = time.time()
     duration = ((finished or now) - started) if started else None
     eta = None
-    # no ETA until it is stable: the first seconds (data loading, warm-up) say little about the pace
-    if run.get("status") == RunStatus.RUNNING and started and 0 < step < total and now - started >= ETA_AFTER_S:
-        eta = (now - started) / progress * (1 - progress)
+    pace, pace_at, since = run.get("pace"), run.get("pace_at"), run.get("pace_since")
+    if (run.get("status") == RunStatus.RUNNING and pace and pace > 0 and pace_at and since and 0 < step < total
+            and pace_at - since >= ETA_AFTER_S):
+        eta = max(0.0, (total - step) / pace - (now - pace_at))
     if run.get("status") == RunStatus.COMPLETED:
         progress = 1.0
     return {"progress": progress, "eta_s": eta, "duration_s": duration}

@@ -24,7 +24,8 @@ from engine.classroom import LOCAL
 from engine.paths import db_path
 from engine.runs.store.errors import BACKUPS_DIR, StoreUnavailable, damaged, describe
 
-SCHEMA_VERSION = 4  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode); 4: launches (lessons)
+SCHEMA_VERSION = 4  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode); 4: launches (lessons),
+# runs.pace, pace_at, pace_since (ETAs from a measured pace)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,7 +52,10 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     resume_from TEXT,                         -- 'last' when a resumed run must continue from its last checkpoint
-    lease INTEGER NOT NULL DEFAULT 0          -- claim number: a worker's writes apply only under the current one
+    lease INTEGER NOT NULL DEFAULT 0,         -- claim number: a worker's writes apply only under the current one
+    pace REAL,                                -- steps per second, smoothed over this claim's progress reports
+    pace_at REAL,                             -- Unix time of the last progress report of this claim
+    pace_since REAL                           -- Unix time of its first: the pace is measured from there on
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, queued_at);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -169,6 +173,9 @@ class StoreBase:
             if "owner_role" not in columns:  # schema 2 -> 3 (older runs: the OS user's, role local)
                 c.execute("ALTER TABLE runs ADD COLUMN owner_role TEXT NOT NULL DEFAULT ''")
                 c.execute(f"UPDATE runs SET owner_role='{LOCAL}'")
+            for column in ("pace", "pace_at", "pace_since"):  # schema 3 -> 4
+                if column not in columns:
+                    c.execute(f"ALTER TABLE runs ADD COLUMN {column} REAL")
             c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def check_readable(self) -> None:
