@@ -42,15 +42,16 @@ def board(runs: pd.DataFrame) -> None:
     table = leaderboard(runs, best_val_acc(list(runs["run_id"])), choices[label])
     event = st.dataframe(table, hide_index=True, key="board_table", on_select="rerun", selection_mode="multi-row",
                          column_config={"best val acc": st.column_config.NumberColumn(format=f"%.{SHOWN_DECIMALS}f"),
+                                        "run": st.column_config.TextColumn("run", width="medium"),
                                         "lr": st.column_config.NumberColumn(format="%g"),
                                         "run_id": st.column_config.TextColumn("run id", width="small")})
     chosen = [table["run_id"].iloc[i] for i in event.selection.rows] if event and event.selection else []
     a, b = st.columns(2)
     a.page_link("views/compare.py", label=f"Compare selected ({len(chosen)})", icon=":material/stacked_line_chart:",
                 query_params={"runs": ",".join(chosen)}, disabled=not chosen)
-    b.page_link("views/run_report.py", label="Open the selected run's config and report",
-                icon=":material/fact_check:", query_params={"run": chosen[0]} if chosen else None,
-                disabled=len(chosen) != 1)
+    b.page_link("views/run_report.py", label="Report of the selected run", icon=":material/fact_check:",
+                query_params={"run": chosen[0]} if chosen else None, disabled=len(chosen) != 1,
+                help="its whole config, recipe checks and evaluation")
 
 
 def teacher_controls() -> None:
@@ -67,29 +68,36 @@ def teacher_controls() -> None:
         confirm_cancel_all()
     limits = store.limits()
     with st.form("class_limits"):
-        st.caption("Class limits, per student")
-        c1, c2, c3, c4 = st.columns([1, 1, 1, 1.5])  # room for six digits at 1024 px
+        st.caption("Class limits, per student. A lesson counts as one run for the first two; its runs are bounded "
+                   "by the runs per lesson, each by the work of the largest run allowed (epochs x examples).")
+        c1, c2, c3 = st.columns(3)  # two rows of three: five in a row were cut at 1024 px
+        c4, c5, _ = st.columns(3)
         values = {
             "running": c1.number_input("running at once", 1, 64, limits.running, key="limit_running"),
             "queued": c2.number_input("waiting in the queue", 1, 1000, limits.queued, key="limit_queued"),
             "epochs": c3.number_input("epochs per run", 1, 1000, limits.epochs, key="limit_epochs"),
-            "examples": c4.number_input("training examples per run", 1, 10**9, limits.examples, step=1000,
-                                        key="limit_examples"),
+            "examples": c4.number_input("examples per run", 1, 10**9, limits.examples, step=1000,
+                                        key="limit_examples", help="training examples per run"),
+            "lesson_runs": c5.number_input("runs per lesson", 1, 1000, limits.lesson_runs, key="limit_lesson_runs",
+                                           help="the most runs one lesson of a student may start; the teacher "
+                                                "can run a bigger one for the whole class"),
         }
         if st.form_submit_button("Save limits"):
             for name, value in values.items():
                 store.set_limit(name, int(value), actor=actor)
             st.toast("Class limits saved")
-    st.caption(f"Defaults: {ClassLimits().running} running, {ClassLimits().queued} queued, {ClassLimits().epochs} "
-               f"epochs, {ClassLimits().examples:,} examples (the server's TRAINLENS_MAX_* settings override them).")
+    defaults = ClassLimits()
+    st.caption(f"Defaults: {defaults.running} running, {defaults.queued} queued, {defaults.epochs} epochs, "
+               f"{defaults.examples:,} examples, {defaults.lesson_runs} runs per lesson (the server's TRAINLENS_MAX_* "
+               "settings override them).")
 
     st.subheader("Students")
     live_fragment("class_students", students_live, every=2.0)
     runs = runs_frame()
     names = sorted(set(store.members().query("role == 'student'")["name"]) | set(runs.loc[runs["owner_role"] == "student", "owner"]))
     if names:
-        s1, s2, s3 = st.columns([2, 1, 1])
-        student = s1.selectbox("student", names, key="class_student")
+        student = st.selectbox("student", names, key="class_student")
+        s2, s3 = st.columns(2)  # a row of their own: beside the name they were cut to "Remove th…" at 1024 px
         if s2.button("Remove their runs", key="class_remove", icon=":material/delete:"):
             confirm_remove(student)
         if s3.button("Free their name", key="class_free", icon=":material/person_remove:",

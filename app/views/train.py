@@ -91,10 +91,9 @@ with preview_col:
         total = steps_per_epoch * config.epochs
         params = parameter_count(config.dataset, config.model, config.hidden, config.depth, config.width, config.skip,
                                  config.activation, config.dropout)
-        a, b, c = st.columns(3)
-        a.metric("parameters", f"{params:,}")
-        b.metric("training examples", f"{len(split.train_x):,}")
-        c.metric("steps", f"{total:,}", help=f"{steps_per_epoch} steps per epoch x {config.epochs} epochs")
+        # lines that wrap: three st.metric side by side in this column were cut to "param… 4…" at 1024 px
+        st.markdown(f"**{params:,}** parameters  \n**{len(split.train_x):,}** training examples  \n"
+                    f"**{total:,}** steps ({steps_per_epoch:,} per epoch x {config.epochs} epochs)")
         steps, lrs = schedule_curve(config, total)
         plotly_chart(lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=240),
                         key="schedule_preview")
