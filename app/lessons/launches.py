@@ -26,7 +26,7 @@ PICK_KEY = "lesson_launch_pick"
 @dataclass(frozen=True)
 class Launch:
     group: str
-    label: str  # what the switch between launches calls it: "the class's run · 10:31", "your own · 10:40"
+    label: str  # what the switch between launches calls it (short: it shares a row): "Class · 10:31", "Mine · 10:40"
     for_class: bool = False  # the teacher ran it for the class
     owner: str = ""
     clock: str = ""  # when it was launched, e.g. "10:31"
@@ -52,11 +52,11 @@ def launches_to_show(lesson: lessons.Lesson, runs: pd.DataFrame, actor: Actor) -
         row = for_class.iloc[0]
         clock = _clock(row["created_at"])
         shown.append((row["created_at"],
-                      Launch(row["group"], f"the class's run · {clock}", True, row["owner"], clock)))
+                      Launch(row["group"], f"Class · {clock}", True, row["owner"], clock)))
     if not own.empty:
         row = own.iloc[0]
         clock = _clock(row["created_at"])
-        shown.append((row["created_at"], Launch(row["group"], f"your own · {clock}", False, row["owner"], clock)))
+        shown.append((row["created_at"], Launch(row["group"], f"Mine · {clock}", False, row["owner"], clock)))
     return [launch for _, launch in sorted(shown, key=lambda pair: -pair[0])]
 
 
@@ -76,7 +76,8 @@ def chosen_launch(lesson: lessons.Lesson, runs: pd.DataFrame, actor: Actor, wher
         labels = {launch.label: launch for launch in choices}
         current = next((label for label, launch in labels.items() if shown and launch.group == shown.group), None)
         picked = where.segmented_control("Showing", list(labels), default=current, key=PICK_KEY,
-                                         label_visibility="collapsed")
+                                         label_visibility="collapsed",
+                                         help="the runs the teacher started for the class, or your own")
         if picked in labels and (shown is None or labels[picked].group != shown.group):
             shown = labels[picked]
             st.query_params["launch"] = shown.group
@@ -94,7 +95,7 @@ def run_button(lesson: lessons.Lesson, where, *, key: str, again: bool, class_la
     teacher = teaches_class(actor)
     refusal = get_store().launch_refusal(lesson.configs(), actor) if actor.is_student else None
     if teacher:
-        label = "Run for class" if short else ("Run for the class again" if again else "Run for the class")
+        label = "Run for class" if short else "Run for the class"  # again: the same words, a secondary button
     elif class_launch:
         label = "Run my own"
     else:
@@ -102,7 +103,7 @@ def run_button(lesson: lessons.Lesson, where, *, key: str, again: bool, class_la
     help_text = refusal or ("every student's Lessons page shows these runs live" if teacher else
                             "run every run of this lesson now and open its page")
     if where.button(label, icon=":material/play_arrow:", key=key, type="secondary" if again else "primary",
-                    disabled=refusal is not None, help=help_text):
+                    disabled=refusal is not None, help=help_text, width="stretch"):
         start(lesson, for_class=teacher)
     if refusal is not None:
         where.caption(f":material/block: {escape_md(refusal)}")

@@ -38,7 +38,7 @@ def gallery(found: list[lessons.Lesson], problems: dict[str, str]) -> None:
             st.markdown(escape_md(lesson.question))
             runs = len(lesson.variants) * lesson.seeds
             st.caption(f"{runs} run{'s' if runs > 1 else ''} · about {lesson.minutes:g} min on 2 CPU cores")
-            open_col, run_col = st.columns(2)
+            open_col, run_col = st.columns([1, 1.6])  # room for the teacher's "Run for class" at 1024 px
             open_col.page_link(PAGE, label="Open", icon=":material/school:", query_params={"lesson": lesson.name})
             run_button(lesson, run_col, key=f"run_{lesson.name}", again=False, short=True)
     for file_name, problem in problems.items():
@@ -52,7 +52,8 @@ def lesson_view(lesson: lessons.Lesson) -> None:
     actor = session_actor()
     count = len(lesson.variants) * lesson.seeds
     # one compact row above the title: on a projector the question and the charts need the first screen
-    back_col, button_col, note_col = st.columns([1.3, 1.2, 3], vertical_alignment="center")
+    # the Run button's column fits "Run for the class" at 1024 px in projector mode
+    back_col, button_col, note_col = st.columns([1.2, 1.6, 2.6], vertical_alignment="center")
     back_col.page_link(PAGE, label="All lessons", icon=":material/arrow_back:", query_params={})
     shown = chosen_launch(lesson, runs, actor, note_col)
     group = shown.group if shown else None
