@@ -133,9 +133,10 @@ def text_explain_section(run_id: str, which: str, stamp: int) -> None:
         target = class_to_explain(st, "text_explain_target", (run_id, which, stamp, tuple(tokens)), predicted,
                                   range(len(classes)),
                                   lambda c: f"{classes[c]}{' (predicted)' if c == predicted else ''}")
-        methods = kept("text_explain_methods", st.multiselect(
-            "Methods", list(TOKEN_METHODS), default=None if remember("text_explain_methods") else DEFAULT_METHODS,
-            key="text_explain_methods", format_func=lambda m: TOKEN_METHODS[m].title))
+    # a row of its own: in the narrow column beside the prediction the chosen methods' names were cut at 1024 px
+    methods = kept("text_explain_methods", st.multiselect(
+        "Methods", list(TOKEN_METHODS), default=None if remember("text_explain_methods") else DEFAULT_METHODS,
+        key="text_explain_methods", format_func=lambda m: TOKEN_METHODS[m].title))
 
     st.html(colour_key(classes[target]))
     rows, curves, random = [], {}, None
