@@ -231,3 +231,24 @@ def test_a_lesson_the_teacher_runs_for_the_class_shows_live_on_a_students_page(c
     assert own != group and set(store.list_runs(group=own)["owner"]) == {"Ana"}
     switch = ana.get("button_group")[0]
     assert [o for o in switch.proto.options] and len(switch.proto.options) == 2
+
+
+def test_a_schema_3_store_gains_launches_and_pace_and_keeps_its_runs(trainlens_home):
+    import sqlite3
+
+    store = Store()
+    run_id = store.create_run(RunConfig(model="mlp", epochs=1, train_limit=64), actor=ANA)
+    store.close()
+    conn = sqlite3.connect(trainlens_home / "trainlens.db")
+    conn.execute("DROP TABLE launches")
+    for column in ("pace", "pace_at", "pace_since"):
+        conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+    conn.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    conn.commit()
+    conn.close()
+    store = Store()
+    assert store.get_run(run_id)["pace"] is None and store.launches().empty
+    store.claim_next("w", "cpu")
+    store.update_progress(run_id, 1, 10, 0)
+    assert store.get_run(run_id)["pace_since"] is not None
+    store.close()
