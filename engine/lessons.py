@@ -319,25 +319,13 @@ def launch_group(lesson: Lesson, when: float | None = None) -> str:
     return f"{GROUP_PREFIX}{lesson.name} · {stamp}"
 
 
-def launch(lesson: Lesson, runner, owner: str | None = None) -> tuple[str, list[str]]:
-    """Queue every run of the lesson as one group; returns (group, run ids).
+def launch(lesson: Lesson, runner, owner: str | None = None, for_class: bool = False) -> tuple[str, list[str]]:
+    """Queue every run of the lesson as one group, one item for the class limits; returns (group, run ids).
 
-    All or nothing: when a submission is refused (a class limit, CapReached), the runs already queued are
-    cancelled and deleted and the refusal is raised, so a student never gets half a lesson."""
-    group = launch_group(lesson)
-    ids: list[str] = []
-    try:
-        for config in lesson.configs(group):
-            ids.append(runner.submit(config, owner=owner, name=config.name, group=group).run_id)
-    except ValueError as exc:
-        for run_id in ids:
-            runner.cancel(run_id)
-            try:
-                runner.delete(run_id)
-            except ValueError:  # already taken by a worker: it stops after its current step
-                pass
-        raise ValueError(f"This lesson starts {len(lesson.configs(group))} runs: {exc}") from None
-    return group, ids
+    Whole or not at all: a refusal (a class limit, CapReached) queues nothing. `for_class` (the teacher only): the
+    launch every student's Lessons page shows (engine.runs.store.launches)."""
+    runs = [(config.name, config) for config in lesson.configs()]
+    return runner.submit_lesson(lesson.name, runs, launch_group(lesson), owner=owner, for_class=for_class)
 
 
 def is_lesson_group(group: str, lesson_name: str | None = None) -> bool:

@@ -42,7 +42,8 @@ def page() -> AppTest:
 
 
 def heatmaps(at: AppTest) -> list[str]:
-    return [c for image in at.image for c in image.captions if c.startswith("heatmap")]
+    """The heatmaps' captions without the class they explain ("why 3: heatmap (absolute)" -> "heatmap (absolute)")."""
+    return [c.split(": ", 1)[1] for image in at.image for c in image.captions if ": heatmap" in c]
 
 
 def run_until(at: AppTest, done, timeout: float = 40.0) -> AppTest:
@@ -74,7 +75,7 @@ def test_upload_two_methods_then_a_background_one():
     assert any("Inverted (light background)" in c.value for c in at.caption)  # shown to the user
     assert any(image.captions == ["as the model sees it"] for image in at.image)
     assert len(at.get("plotly_chart")) >= 1  # the top-k probabilities
-    assert any(df.value.index.tolist()[:2] == ["infidelity", "sensitivity_max"] for df in at.dataframe)
+    assert any(table.value.index.tolist()[:2] == ["infidelity", "sensitivity_max"] for table in at.table)
     # a heavy method goes to the background thread and appears when done
     at.multiselect(key="explain_methods").set_value(["saliency", "grad_cam", "integrated_gradients"])
     at.radio(key="explain_sign").set_value("all")
@@ -127,9 +128,9 @@ def test_across_training_and_sanity_check_tabs():
     # from the untrained model (saved before training), numbered as everywhere else in the app
     assert list(slider.options) == ["before training", "after epoch 1", "after epoch 2", "after epoch 3"]
     assert slider.value == 2
-    assert any(c.startswith("after epoch 3: predicts") for image in at.image for c in image.captions)
+    assert any(", after epoch 3: predicts" in c for image in at.image for c in image.captions)
     slider.set_value(-1).run()
-    assert any(c.startswith("before training: predicts") for image in at.image for c in image.captions)
+    assert any(", before training: predicts" in c for image in at.image for c in image.captions)
     at.button(key="explain_sanity_run").click().run()
     assert not at.exception, at.exception
     verdicts = [e.value for e in (*at.success, *at.error) if "Mean rank correlation" in e.value]
@@ -145,3 +146,34 @@ def test_pretrained_model_without_weights_says_where_to_put_them(tmp_path, monke
     at.radio(key="explain_source").set_value("Pretrained ImageNet model").run()
     assert not at.exception
     assert "resnet18-f37072fd.pth" in at.info[0].value
+
+
+def test_chosen_methods_survive_an_upload_and_each_picture_is_explained_for_its_own_prediction(monkeypatch):
+    from ui_helpers import fresh_app
+
+    monkeypatch.setenv("TRAINLENS_WORKERS", "0")
+    make_run()
+    at = fresh_app()
+    at.run()
+    at.switch_page("views/explain.py").run()
+    at.file_uploader(key="explain_upload").upload("one.png", (ASSETS / "digit_7.png").read_bytes(), "image/png")
+    at.run()
+    at.multiselect(key="explain_methods").set_value(["saliency", "input_x_gradient"]).run()
+    first = at.selectbox(key="explain_target")
+    predicted = first.value
+    first.set_value((predicted + 1) % 10).run()  # another class for this picture: it holds while it is shown
+    assert at.selectbox(key="explain_target").value == (predicted + 1) % 10
+    why = [c for image in at.image for c in image.captions if c.startswith("why ")]
+    assert len(why) == 5 and all(c.startswith(f"why {(predicted + 1) % 10}") for c in why)  # each map names its class
+    # a look at another page (Streamlit forgets the widgets it did not draw), then the next upload
+    at.switch_page("views/runs.py").run()
+    at.switch_page("views/explain.py").run()
+    at.file_uploader(key="explain_upload").upload("two.png", (ASSETS / "digit_2_light_paper.png").read_bytes(),
+                                                  "image/png")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="explain_methods").value == ["saliency", "input_x_gradient"]
+    said = next(m.value for m in at.markdown if m.value.startswith("#### The model says: "))
+    target = at.selectbox(key="explain_target")
+    assert "predicted" in target.format_func(target.value)  # a new picture: its own prediction
+    assert said.removeprefix("#### The model says: ").startswith(f"{target.value} (")

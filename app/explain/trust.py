@@ -67,8 +67,9 @@ def across_training(subject: Subject, run_id: str | None, picture: dict, target:
     row = history.set_index("epoch").loc[epoch_number(epoch)]
     map_col.image(enlarge(overlay(picture["pixels"], result["map"], shown), SHOW_PX),
                   # an image caption is markdown, and class names may come from a model's own file
-                  caption=f"{epoch_label(epoch)}: predicts {escape_md(row['predicted'])}, "
-                          f"p({escape_md(subject.classes[target])}) = {row['target_prob']:.1%}")
+                  caption=f"why {escape_md(subject.classes[target])}, {epoch_label(epoch)}: predicts "
+                          f"{escape_md(row['predicted'])}, p({escape_md(subject.classes[target])}) = "
+                          f"{row['target_prob']:.1%}")
     plotly_chart(epochs_figure(history, epoch_number(epoch), subject.classes[target]), key="explain_epochs",
                  container=chart_col)
     st.caption("Epoch 0 is the model before training (random weights).")
@@ -88,7 +89,8 @@ def sanity_check(subject: Subject, picture: dict, target: int, base_key: tuple) 
         return
     steps, stage_maps = sanity_steps(sanity_key, subject, picture, target, sanity_method)
     shown = METHODS[sanity_method].default_sign
-    st.markdown("The map of the trained model, then after re-initialising each layer from the top (cumulatively):")
+    st.markdown(f"The map of class **{escape_md(subject.classes[target])}** for the trained model, then after "
+                "re-initialising each layer from the top (cumulatively):")
     per_row = 6
     for start in range(0, len(stage_maps), per_row):
         for col, (index, row) in zip(st.columns(per_row), list(steps.iterrows())[start:start + per_row]):

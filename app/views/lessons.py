@@ -5,7 +5,8 @@ without scrolling, with each claim shown holding or not. Each variant keeps one 
 colour key: the race's "Momentum" at two rates is one colour, app/charts/arms.py).
 
 A launch is found again from the URL (`&launch=GROUP`) or, without one, as the lesson's latest launch in the store,
-so a reload or a shared link shows the same runs.
+so a reload or a shared link shows the same runs; in a class, the launch the teacher ran for the class, or the
+student's own (app/lessons/launches.py).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from app.charts.metrics import ChartOptions, metric_chart
 from app.charts.per_layer import per_layer_figure
 from app.charts.series import chart_keys
 from app.charts.text import escape_md
+from app.lessons.launches import chosen_launch, run_button
+from app.ui.identity import session_actor
 from app.ui.live import live_fragment, status_text
 from app.ui.presentation import plotly_chart
-from app.ui.state import get_runner, get_store, run_metric_keys, run_metrics, runs_frame
+from app.ui.state import get_store, run_metric_keys, run_metrics, runs_frame
 from engine import lessons
 from engine.lesson_answer import METRIC_WORDS, STAT_WORDS
 from engine.records import ACTIVE, TERMINAL, UNSUCCESSFUL
@@ -45,51 +48,38 @@ def gallery(found: list[lessons.Lesson], problems: dict[str, str]) -> None:
             st.markdown(escape_md(lesson.question))
             runs = len(lesson.variants) * lesson.seeds
             st.caption(f"{runs} run{'s' if runs > 1 else ''} · about {lesson.minutes:g} min on 2 CPU cores")
-            open_col, run_col = st.columns(2)
+            open_col, run_col = st.columns([1, 1.6])  # room for the teacher's "Run for class" at 1024 px
             open_col.page_link(PAGE, label="Open", icon=":material/school:", query_params={"lesson": lesson.name})
-            if run_col.button("Run", icon=":material/play_arrow:", key=f"run_{lesson.name}", type="primary",
-                              help="run every run of this lesson now and open its page"):
-                start(lesson)
+            run_button(lesson, run_col, key=f"run_{lesson.name}", again=False, short=True)
     for file_name, problem in problems.items():
         st.warning(f"Lesson file {escape_md(file_name)} could not be read: {escape_md(problem)}",
                    icon=":material/warning:")
     st.caption(f"Write your own: copy a file of lessons/ into {escape_md(lessons.lessons_home_hint())} and edit it.")
 
 
-def start(lesson: lessons.Lesson) -> None:
-    try:
-        group, _ = lessons.launch(lesson, get_runner())
-    except (ValueError, PermissionError) as exc:  # a class limit: the whole lesson is refused, with the reason
-        st.error(escape_md(str(exc)), icon=":material/block:")
-        return
-    st.query_params.update({"lesson": lesson.name, "launch": group})
-    st.rerun()
-
-
 def lesson_view(lesson: lessons.Lesson) -> None:
     runs = runs_frame()
-    groups = set(runs["group"].dropna())
-    wanted = st.query_params.get("launch")
-    group = wanted if wanted in groups and lessons.is_lesson_group(wanted, lesson.name) else (
-        lessons.latest_group(groups, lesson.name))
+    actor = session_actor()
     count = len(lesson.variants) * lesson.seeds
-    # one compact row above the title: on a projector the question and the charts need the first screen. A
-    # horizontal container gives the link and the button their own width (columns cut "Run this lesson" at 1024 px)
-    with st.container(horizontal=True, vertical_alignment="center", gap="medium"):
-        st.page_link(PAGE, label="All lessons", icon=":material/arrow_back:", query_params={})
-        if st.button("Run it again" if group else "Run this lesson", type="secondary" if group else "primary",
-                     key="lesson_start"):
-            start(lesson)
-        st.caption(f"{count} run{'s' if count > 1 else ''} on identical data"
-                   + (f", {lesson.seeds} seeds each" if lesson.seeds > 1 else "")
-                   + f" · about {lesson.minutes:g} min on 2 CPU cores")
+    # one compact row above the title: on a projector the question and the charts need the first screen
+    # the Run button's column fits "Run for the class" at 1024 px in projector mode
+    back_col, button_col, note_col = st.columns([1.2, 1.6, 2.6], vertical_alignment="center")
+    back_col.page_link(PAGE, label="All lessons", icon=":material/arrow_back:", query_params={})
+    shown = chosen_launch(lesson, runs, actor, note_col)
+    group = shown.group if shown else None
+    run_button(lesson, button_col, key="lesson_start", again=bool(group),
+               class_launch=bool(shown and shown.for_class and actor.is_student))
+    note_col.caption(f"{count} run{'s' if count > 1 else ''} on identical data"
+                     + (f", {lesson.seeds} seeds each" if lesson.seeds > 1 else "")
+                     + f" · about {lesson.minutes:g} min on 2 CPU cores"
+                     + (f" · the class's runs, started by {escape_md(shown.owner)} at {shown.clock}"
+                        if shown and shown.for_class else ""))
     st.title(escape_md(lesson.title))  # a file's text: an image link in it must not be fetched by every viewer
     st.markdown(f"### {escape_md(lesson.question)}")
     if not group:
         look_for(lesson, expanded=True)
         return
     run_ids = list(runs.loc[runs["group"] == group, "run_id"])
-    st.query_params.update({"lesson": lesson.name, "launch": group})
     live_fragment("lesson_live", lambda now: live_panel(lesson, group, now), run_ids, every=1.5)
     look_for(lesson, expanded=False)
 

@@ -76,6 +76,10 @@ def best_val_acc(run_ids: list[str]) -> dict[str, float]:
 
 # columns the filters and actions read; shown columns are everything else
 HIDDEN = ["raw_status", "raw_owner", "raw_owner_key", "raw_owner_id", "raw_role"]
+# what a run is and how it does first, so a 1024 px projector shows them without scrolling the table sideways;
+# where and how it ran after
+SHOWN = ["name", "status", "progress", "ETA", "best val acc", "owner", "duration", "group", "device", "runs on",
+         "run_id", "error"]
 
 
 def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -148,10 +152,15 @@ def runs_table(runs_now: pd.DataFrame) -> None:
     view = filtered(full)
     event = st.dataframe(
         view.drop(columns=HIDDEN), hide_index=True, key="runs_table", on_select="rerun", selection_mode="multi-row",
+        column_order=SHOWN,
         column_config={
+            "name": st.column_config.TextColumn("name", width="medium"),
             "run_id": st.column_config.TextColumn("run id", width="small"),
-            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
-            "best val acc": st.column_config.NumberColumn(format="%.4f"),
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent",
+                                                        width=120),
+            "ETA": st.column_config.TextColumn("ETA", width="small"),
+            "best val acc": st.column_config.NumberColumn("best acc", format="%.4f", width="small",
+                                                          help="best validation accuracy"),
             "error": st.column_config.TextColumn("error", width="large"),
         },
     )

@@ -91,32 +91,61 @@ def cmd_train(args) -> int:
 
 def _wait_with_progress(store, handle) -> str:
     """Progress bar until the run ends; returns its final status."""
-    from tqdm import tqdm
-
     from engine.runs.runner import Runner
 
-    runner = Runner(store)
-    bar = tqdm(total=1, unit="step", file=sys.stderr, dynamic_ncols=True, desc="queued")
-    last_check = time.time()
     try:
-        while True:
-            if time.time() - last_check > 3.0:  # a killed worker: mark its run, keep the pool alive
-                last_check = time.time()
-                runner.recover()
-            run = store.get_run(handle.run_id)
-            if run["total_steps"]:
-                bar.total = run["total_steps"]
-                bar.n = run["step"]
-                bar.set_description(f"{run['status']} epoch {run['epoch'] + 1}/{run['config'].epochs}")
-                bar.refresh()
-            if run["status"] not in ACTIVE:
-                return run["status"]
-            time.sleep(0.3)
+        return follow_progress(lambda: store.get_run(handle.run_id), Runner(store).recover, sys.stderr)
     except KeyboardInterrupt:
         print(f"\nstopped waiting; run {handle.run_id} continues (cancel it with `{prog()} cancel`)", file=sys.stderr)
         raise
+
+
+# tqdm's own rate and time left are left out: it would time the steps from the bar's start (the queue, data loading)
+# and print a first ETA many times too long; the store's `eta_s` (engine.runs.store.runs) is the one ETA
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps{postfix}"
+
+
+def follow_progress(read, recover, out, poll_s: float = 0.3, recover_s: float = 3.0) -> str:
+    """Draw `read()`'s run (a RunRecord) as a progress bar on `out` until it ends; returns its final status.
+
+    The bar is redrawn once per change of what it shows (status, epoch, step, ETA to the second), never on a poll
+    that changed nothing: a log of the output has each update once. `recover()` runs every `recover_s` (a killed
+    worker: its run is marked, the pool kept alive)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=1, file=out, dynamic_ncols=True, desc="queued", bar_format=BAR_FORMAT, mininterval=0)
+    shown, last_recover = None, time.monotonic()
+    try:
+        while True:
+            if time.monotonic() - last_recover > recover_s:
+                last_recover = time.monotonic()
+                recover()
+            run = read()
+            if run["total_steps"]:
+                eta = run["eta_s"]
+                view = (run["status"], run["epoch"], run["step"], run["total_steps"],
+                        None if eta is None or math.isnan(eta) else round(eta))
+                if view != shown:
+                    shown = view
+                    bar.total, bar.n = run["total_steps"], run["step"]
+                    bar.set_description(f"{run['status']} epoch {run['epoch'] + 1}/{run['config'].epochs}",
+                                        refresh=False)
+                    bar.set_postfix_str(f"ETA {_clock(view[-1])}" if view[-1] is not None else "", refresh=False)
+                    bar.refresh()
+            if run["status"] not in ACTIVE:
+                bar.disable = True  # its last line is drawn: closing would draw it a second time
+                out.write("\n")
+                return run["status"]
+            time.sleep(poll_s)
     finally:
         bar.close()
+
+
+def _clock(seconds: float) -> str:
+    """'0:41', '12:05', '1:02:03'."""
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def cmd_runs(args) -> int:

@@ -103,6 +103,15 @@ class Runner:
         self.ensure_workers()
         return RunHandle(self.store, run_id)
 
+    def submit_lesson(self, lesson: str, runs: list[tuple[str, RunConfig]], group: str, *, owner: str | None = None,
+                      actor: Actor | None = None, for_class: bool = False) -> tuple[str, list[str]]:
+        """Queue every (name, config) of one launch of `lesson` at once, as one item for the class limits (see
+        engine.runs.store.launches); returns (group, run ids). Whole or not at all: CapReached queues nothing."""
+        launched = self.store.create_launch(lesson, runs, group, owner=owner if owner is not None else _user(),
+                                            actor=actor, for_class=for_class)
+        self.ensure_workers()
+        return launched
+
     def cancel(self, run_id: str, actor: Actor | None = None) -> str:
         return self.store.request_cancel(run_id, actor=actor)
 
@@ -231,6 +240,11 @@ class ActingRunner:
     def submit(self, config: RunConfig, **kwargs) -> RunHandle:
         self._on_change()
         return self.runner.submit(config, actor=self.actor, **kwargs)
+
+    def submit_lesson(self, lesson: str, runs: list[tuple[str, RunConfig]], group: str,
+                      **kwargs) -> tuple[str, list[str]]:
+        self._on_change()
+        return self.runner.submit_lesson(lesson, runs, group, actor=self.actor, **kwargs)
 
     def cancel(self, run_id: str) -> str:
         self._on_change()

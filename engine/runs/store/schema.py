@@ -25,8 +25,9 @@ from engine.paths import db_path
 from engine.runs.store.errors import BACKUPS_DIR, StoreUnavailable, damaged, describe
 from engine.runs.store.migrations import MEMBERS_SCHEMA, members_by_id
 
-SCHEMA_VERSION = 4  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode); 4: members by id
-# (runs.owner_id, seats, rejoin_requests) and runs.claimed_at (the class's time limit): see store.migrations
+SCHEMA_VERSION = 5  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode); 4: members by id
+# (runs.owner_id, seats, rejoin_requests) and runs.claimed_at (the class's time limit): see store.migrations;
+# 5: launches (lessons queued whole), runs.pace, pace_at, pace_since (ETAs from a measured pace)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,7 +56,10 @@ CREATE TABLE IF NOT EXISTS runs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     resume_from TEXT,                         -- 'last' when a resumed run must continue from its last checkpoint
     lease INTEGER NOT NULL DEFAULT 0,         -- claim number: a worker's writes apply only under the current one
-    claimed_at REAL                           -- Unix time of the latest claim: the class's time limit counts from it
+    claimed_at REAL,                          -- Unix time of the latest claim: the class's time limit counts from it
+    pace REAL,                                -- steps per second, smoothed over this claim's progress reports
+    pace_at REAL,                             -- Unix time of the last progress report of this claim
+    pace_since REAL                           -- Unix time of its first: the pace is measured from there on
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, queued_at);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -88,6 +92,13 @@ CREATE TABLE IF NOT EXISTS workers (
 -- each), the requests to rejoin that wait for the teacher, and when each owner's queue was last served
 """ + MEMBERS_SCHEMA + """
 CREATE TABLE IF NOT EXISTS queue_turns (owner TEXT PRIMARY KEY, served_at REAL NOT NULL);
+-- lesson launches: every run of one has its group (no other run may take it), one item for the class limits
+CREATE TABLE IF NOT EXISTS launches (
+    grp TEXT PRIMARY KEY, lesson TEXT NOT NULL, owner TEXT NOT NULL, owner_role TEXT NOT NULL,
+    owner_id TEXT NOT NULL DEFAULT '',        -- the class member who launched it ('' for the local user)
+    for_class INTEGER NOT NULL DEFAULT 0,     -- 1: the teacher ran it for the whole class (every Lessons page shows it)
+    created_at REAL NOT NULL
+);
 """
 
 
@@ -169,6 +180,9 @@ class StoreBase:
             if "owner_id" not in columns:  # schema 3 -> 4: runs owned by a member, not a name
                 c.execute("ALTER TABLE runs ADD COLUMN owner_id TEXT NOT NULL DEFAULT ''")
                 members_by_id(c)
+            for column in ("pace", "pace_at", "pace_since"):  # schema 4 -> 5 (the launches table is new in 5)
+                if column not in columns:
+                    c.execute(f"ALTER TABLE runs ADD COLUMN {column} REAL")
             c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def check_readable(self) -> None:
