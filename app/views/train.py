@@ -88,7 +88,8 @@ with preview_col:
         total = steps_per_epoch * config.epochs
         params = parameter_count(config.to_json())
         # lines that wrap: three st.metric side by side in this column were cut to "param… 4…" at 1024 px
-        st.markdown(f"**{compact_count(params)}** parameters ({params:,})  \n**{len(split.train_x):,}** training "
+        exact = f" ({params:,})" if compact_count(params) != f"{params:,}" else ""  # 647k (647,210); 44,426 once
+        st.markdown(f"**{compact_count(params)}** parameters{exact}  \n**{len(split.train_x):,}** training "
                     f"examples  \n**{total:,}** steps ({steps_per_epoch:,} per epoch x {config.epochs} epochs)")
         steps, lrs = schedule_curve(config, total)
         plotly_chart(lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=240),
