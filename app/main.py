@@ -1,7 +1,7 @@
 """TrainLens dashboard entry point: `streamlit run app/main.py`.
 
 Only routing lives here (st.navigation over the pages in app/views/, behind the class sign-in of app.ui.identity when
-class mode is on), and, once the server's first page
+class mode is on; every page first checks the TRAINLENS_* settings, engine.settings), and, once the server's first page
 is drawn, the warm-up of the worker pool (app.ui.state.start_pool_warmup); the pages talk to the engine's
 store and runner, never train in the page script.
 """
@@ -21,6 +21,14 @@ import sqlite3  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app.charts.text import escape_md  # noqa: E402
+from engine import settings  # noqa: E402
+
+if settings.problems():  # before any module reads a setting: one message naming each bad value, on every page
+    st.set_page_config(page_title="TrainLens", layout="wide")
+    st.error("TrainLens cannot start with these settings: " + escape_md("; ".join(settings.problems())) + ". Fix the "
+             "environment variable, then restart the server.", icon=":material/settings:")
+    st.stop()
+
 from app.server.memory import collect_now_and_then, freeze_imports  # noqa: E402
 from app.ui import identity  # noqa: E402
 from app.ui.presentation import page_style, presenting  # noqa: E402

@@ -38,8 +38,27 @@ def quarantined(unreadable: list[dict]) -> None:
         st.rerun()
 
 
+def workers_cannot_start() -> None:
+    """Why queued runs wait when no worker can start (a Ray cluster that is not there, a store a worker cannot open):
+    the reason the runner recorded, and, for whoever may, a way to try again once it is fixed."""
+    problem = get_runner().pool_problem()
+    if problem is None:
+        return
+    text = problem.describe()
+    st.error(f"Queued runs cannot start: {escape_md(text[:1].upper() + text[1:])}.", icon=":material/report:")
+    if not actor.is_student and st.button("Try again now", key="runs_workers_retry",
+                                          help="start the workers again, after fixing what stopped them"):
+        try:
+            get_runner().start_now()
+        except ValueError as exc:  # a setting it cannot start with
+            st.error(escape_md(str(exc)))
+        else:
+            st.rerun()
+
+
 if runs.attrs.get("unreadable"):
     quarantined(runs.attrs["unreadable"])
+workers_cannot_start()
 if runs.empty:
     st.info("No runs yet. Start the default run (MNIST digits, ConvNet, Adam, 3 epochs) or configure one on the Train page.")
     if st.button("Start the default run", type="primary", key="runs_default_run"):

@@ -47,8 +47,11 @@ def register(sub) -> dict:
 
 
 def register_workers(sub) -> dict:
-    workers = sub.add_parser("workers", help="list worker processes")
-    workers.add_argument("--stop", action="store_true", help="stop all workers on this host")
+    workers = sub.add_parser("workers", help="list worker processes (and why they cannot start, when they cannot)")
+    action = workers.add_mutually_exclusive_group()
+    action.add_argument("--stop", action="store_true", help="stop all workers on this host")
+    action.add_argument("--start", action="store_true",
+                        help="start the workers now, after fixing what stopped them from starting")
     return {"workers": cmd_workers}
 
 
@@ -77,8 +80,13 @@ def cmd_train(args) -> int:
     handle = runner.submit(config, name=args.name, group=args.group)
     print(handle.run_id, flush=True)
     if not args.wait:
+        problem = runner.pool_problem()
+        if problem is not None:  # queued all the same: it starts once workers can
+            print(f"warning: run {handle.run_id} is queued, but {problem.describe()}", file=sys.stderr)
         return 0
     status = _wait_with_progress(runner.store, handle)
+    if status == RunStatus.QUEUED:  # no worker can start: said by _wait_with_progress
+        return 1
     run = runner.store.get_run(handle.run_id)
     final = runner.store.last_values(handle.run_id)
     if "val_acc" in final:
@@ -89,7 +97,8 @@ def cmd_train(args) -> int:
 
 
 def _wait_with_progress(store, handle) -> str:
-    """Progress bar until the run ends; returns its final status."""
+    """Progress bar until the run ends; returns its final status, or `queued` when no worker can start to take it
+    (the reason is printed: waiting would be for ever)."""
     from tqdm import tqdm
 
     from engine.runs.runner import Runner
@@ -103,6 +112,13 @@ def _wait_with_progress(store, handle) -> str:
                 last_check = time.time()
                 runner.recover()
             run = store.get_run(handle.run_id)
+            if run["status"] == RunStatus.QUEUED:
+                problem = runner.pool_problem()
+                if problem is not None:
+                    bar.close()
+                    print(f"error: run {handle.run_id} cannot start: {problem.describe()}. It stays queued "
+                          f"(`{prog()} cancel {handle.run_id}` drops it)", file=sys.stderr)
+                    return RunStatus.QUEUED
             if run["total_steps"]:
                 bar.total = run["total_steps"]
                 bar.n = run["step"]
@@ -139,13 +155,16 @@ def cmd_show(args) -> int:
     run = store.get_run(run_id)
     final = store.last_values(run_id)
     report = store.get_artifact(run_id, report_artifact("best")) or store.get_artifact(run_id, report_artifact("last"))
+    waiting = store.waiting_reason(run) if run["status"] == RunStatus.QUEUED else None  # e.g. no worker can start
     summary = {"run_id": run_id, "name": run["name"], "group": run["group"], "status": run["status"],
-               "error": run["error"], "device": run["device"], "step": run["step"], "total_steps": run["total_steps"],
+               "error": run["error"], "waiting": waiting, "device": run["device"], "step": run["step"], "total_steps": run["total_steps"],
                "config": run["config"].to_dict(), "final_metrics": final, "report": report}
     if args.json:
         print(json.dumps(summary, default=json_default))
         return 0
     print(f"{run['name']} ({run_id}): {run['status']}" + (f" - {run['error']}" if run["error"] else ""))
+    if waiting:
+        print(f"waiting: {waiting}")
     print(f"steps {run['step']}/{run['total_steps']} on {run['device'] or '-'}")
     print("config: " + " ".join(f"{k}={v}" for k, v in run["config"].to_dict().items() if v != getattr(RunConfig(), k)))
     for key in FINAL_KEYS:
@@ -218,10 +237,17 @@ def cmd_workers(args) -> int:
         runner.shutdown()
         print("workers stopped")
         return 0
+    if args.start:
+        started = runner.start_now()
+        print(f"started {started} worker process(es)" if started else "the workers were already running")
+        return 0
     runner.reap()
     live = runner.store.live_workers()
-    if live.empty:
+    problem = runner.pool_problem()
+    if problem is not None:
+        print(f"workers cannot start: {problem.describe()}")
+    elif live.empty:
         print("no live workers (they start when a run is queued)")
     for row in live.itertuples():
         print(f"{row.worker_id} pid {row.pid} {row.device} {row.status}" + (f" run {row.run_id}" if row.run_id else ""))
-    return 0
+    return 1 if problem is not None else 0
