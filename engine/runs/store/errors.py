@@ -51,8 +51,12 @@ def describe(exc: sqlite3.DatabaseError, path: Path) -> StoreUnavailable:
                                 f"Free space on the disk holding {path.parent} and try again; nothing was lost "
                                 "that was already saved")
     if is_locked(exc):
-        return StoreUnavailable(path, "is busy: another program has held its write lock for over 30 s",
-                                "Try again in a moment; if it persists, stop the program holding it")
+        from engine.runs.store.holder import describe_holder
+
+        holder = describe_holder(path)  # the kernel's lock table names the process, when this OS shows it
+        return StoreUnavailable(path, f"is busy: {holder or 'another program'} has held its write lock for over 30 s",
+                                "Try again in a moment; if it persists, end " + ("that process" if holder else
+                                                                                 "the program holding it"))
     if "readonly" in text or "read-only" in text or "unable to open" in text or "permission" in text:
         return StoreUnavailable(path, f"cannot be opened for writing ({exc})",
                                 f"Check that {path.parent} exists and is writable by this user")

@@ -103,10 +103,13 @@ class RunsMixin(StoreBase):
         if row is None:
             return None
         try:
-            return run_record(row)
+            record = run_record(row)
         except UnreadableRun as exc:
             problem = f"run {run_id} is unreadable ({exc}); mark it failed and delete it on the Runs page"
             raise UnreadableRun(problem) from None
+        if record["status"] == RunStatus.RUNNING and self.not_responding(run_id):
+            record["error"] = self.not_responding(run_id)  # its worker is lost; the store cannot say so yet
+        return record
 
     def mark_unreadable_failed(self, run_id: str, problem: str) -> None:
         """Fail a quarantined run (whatever its recorded status) so it can be deleted; its worker, if one still
@@ -143,6 +146,8 @@ class RunsMixin(StoreBase):
         records, unreadable = [], []
         for run in rows:
             run["group"] = run.pop("grp")
+            if run["status"] == RunStatus.RUNNING and self.not_responding(run["run_id"]):
+                run["error"] = self.not_responding(run["run_id"])  # its worker is lost; the store cannot say so yet
             try:
                 config = parse_run(run).to_dict()
             except UnreadableRun as exc:  # quarantined: listed apart, never breaks the listing of the others
