@@ -102,7 +102,7 @@ def test_a_ray_cluster_that_is_not_there_ends_train_wait_with_the_reason(trainle
     run_id = result.stdout.split()[0]
     shown = cli(trainlens_home, ["show", run_id], **env)
     assert shown.returncode == 0 and "queued" in shown.stdout
-    assert f"waiting: No worker can take it: the Ray dispatcher could not start" in shown.stdout
+    assert "waiting: No worker can take it: the Ray dispatcher could not start" in shown.stdout
     assert f"cannot reach the Ray cluster at {address}" in shown.stdout
     workers = cli(trainlens_home, ["workers"], **env)
     assert workers.returncode == 1 and "workers cannot start" in workers.stdout

@@ -29,7 +29,8 @@ def test_every_setting_the_code_reads_is_registered():
 
 
 @pytest.mark.parametrize("name, value, says", [
-    ("TRAINLENS_WORKER_IDLE_S", "abc", "TRAINLENS_WORKER_IDLE_S='abc': expected a number of seconds > 0 (default 1800)"),
+    ("TRAINLENS_WORKER_IDLE_S", "abc",
+     "TRAINLENS_WORKER_IDLE_S='abc': expected a number of seconds > 0 (default 1800)"),
     ("TRAINLENS_RAY_RETRIES", "-1", "TRAINLENS_RAY_RETRIES='-1': expected a whole number >= 0 (default 1)"),
     ("TRAINLENS_EXECUTOR", "slurm", "TRAINLENS_EXECUTOR='slurm': expected local or ray (default local)"),
     ("TRAINLENS_RAY_ADDRESS", "head:port", "expected auto, HOST:PORT or ray://HOST:PORT (default auto)"),
@@ -83,7 +84,8 @@ def test_the_cli_refuses_a_bad_setting_in_one_line_before_anything(monkeypatch, 
 
 
 def test_failed_starts_back_off_then_stop_restarting(monkeypatch):
-    first = pool_health.record_failure("cannot reach the Ray cluster at auto (ConnectionError: no head)", "Ray dispatcher")
+    first = pool_health.record_failure("cannot reach the Ray cluster at auto (ConnectionError: no head)",
+                                       "Ray dispatcher")
     assert first.tries == 1
     now = first.last_at
     assert pool_health.may_start(explicit=False, now=now + 1) == first  # backing off
@@ -153,7 +155,7 @@ def test_a_ray_client_address_without_ray_client_says_what_to_install(monkeypatc
     from engine.runs.ray_dispatch import check_reachable
 
     monkeypatch.setitem(sys.modules, "grpc", None)  # `import grpc` raises ImportError
-    with pytest.raises(ConnectionError, match=r'ray://127.0.0.1:10001: a ray:// address needs Ray Client.*ray\[client\]'):
+    with pytest.raises(ConnectionError, match=r"ray://127.0.0.1:10001: a ray:// address needs Ray Client.*ray\[client"):
         check_reachable("ray://127.0.0.1:10001")
 
 
