@@ -74,6 +74,11 @@ try:
         from engine.runs.store.errors import describe
 
         st.error(escape_md(describe(exc, db_path())), icon=":material/database:")
+    except ValueError as exc:  # an unreadable checkpoint met by a page part that did not expect one
+        checkpoints = sys.modules.get("engine.checkpoints")  # loaded if it raised: this file never imports torch
+        if checkpoints is None or not isinstance(exc, checkpoints.CheckpointUnreadable):
+            raise
+        st.error(escape_md(exc), icon=":material/broken_image:")
 finally:
     # Once the server's first page is drawn, fill the worker pool from a background thread (once per server process):
     # a worker imports torch for seconds, and now does it before the first Start instead of after it. Not earlier:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,10 +82,13 @@ class CheckpointUnreadable(ValueError):
 def load_checkpoint(path: Path, device: str = "cpu") -> Checkpoint:
     """Read a checkpoint; CheckpointUnreadable (a ValueError) with the file and the reason for any bad file:
     a truncated or crafted header (safetensors refuses absurd lengths before allocating), missing metadata, a
-    config that no longer validates."""
+    config that no longer validates, something that is not a regular file (checked before it is opened)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a link to /dev/zero, a pipe: never opened (it could block)
+            raise CheckpointUnreadable(f"checkpoint {path} is not a readable TrainLens checkpoint (not a regular "
+                                       "file: a device, a pipe or a folder)")
         return _read_checkpoint(path, device)
-    except FileNotFoundError:
+    except (FileNotFoundError, CheckpointUnreadable):
         raise
     except (Exception, RecursionError) as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError type
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
