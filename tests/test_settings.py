@@ -35,7 +35,8 @@ def test_every_setting_the_code_reads_is_registered():
     ("TRAINLENS_EXECUTOR", "slurm", "TRAINLENS_EXECUTOR='slurm': expected local or ray (default local)"),
     ("TRAINLENS_RAY_ADDRESS", "head:port", "expected auto, HOST:PORT or ray://HOST:PORT (default auto)"),
     ("TRAINLENS_RAY_ADDRESS", "ray://head:99999", "ray://HOST:PORT"),
-    ("TRAINLENS_WORKERS", "0", "TRAINLENS_WORKERS='0': expected a whole number of worker processes >= 1 (or unset)"),
+    ("TRAINLENS_WORKERS", "-1", "TRAINLENS_WORKERS='-1': expected a whole number of worker processes (0: start none "
+                                "on this machine) (or unset)"),
     ("TRAINLENS_REFRESH_CORES", "nan", "TRAINLENS_REFRESH_CORES='nan'"),
     ("TRAINLENS_SHARED_FIGURES", "maybe", "1 or 0"),
 ])

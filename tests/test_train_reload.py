@@ -12,7 +12,8 @@ from engine.runs.store import Store
 pytestmark = pytest.mark.timeout(180)
 
 
-def test_a_reload_keeps_the_launched_panel(trainlens_home):
+def test_a_reload_keeps_the_launched_panel(trainlens_home, monkeypatch):
+    monkeypatch.setenv("TRAINLENS_WORKERS", "0")  # the queued run must not start a worker (the fast tier starts none)
     run_id = Store().create_run(RunConfig(train_limit=100, epochs=1), name="launched earlier")  # queued: no worker
     at = fresh_app()
     at.query_params["launched"] = f"{run_id},not-a-run"

@@ -215,7 +215,7 @@ def _reap_now_and_then(runner: Runner) -> None:
             _last_reap[0] = time.time()
             runner.recover()
     except (sqlite3.OperationalError, OSError, ValueError):
-        # a busy database, a worker that cannot start, or a pool size the runner refuses (TRAINLENS_WORKERS=0):
+        # a busy database, or a setting the runner refuses (engine.settings; main.py already said which):
         # the page must still draw; the next tick retries
         pass
     finally:

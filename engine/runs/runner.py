@@ -83,14 +83,13 @@ class Runner:
     def size(self) -> int:
         if executor_name() == "ray":
             return 1  # one dispatcher on this host; Ray schedules the runs on the cluster
-        size = self._workers or settings.value("TRAINLENS_WORKERS") or local_pool_size(self.gpus)
-        if size < 1:
-            raise ValueError(f"workers={size}: the worker pool needs at least 1 worker")
-        return size
+        # TRAINLENS_WORKERS=0 starts no worker here: runs queue and wait (tests; a host that only shows runs)
+        size = self._workers if self._workers is not None else settings.value("TRAINLENS_WORKERS")
+        return local_pool_size(self.gpus) if size is None else size
 
     @property
     def threads(self) -> int:
-        return max(1, (os.cpu_count() or 1) // self.size)
+        return max(1, (os.cpu_count() or 1) // max(1, self.size))
 
     # ---- runs ----
     def submit(self, config: RunConfig, *, owner: str | None = None, name: str | None = None,
