@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine.config import RunConfig
+from engine.files import read_small_file
 from engine.records import (LAYER_STAT_SEPARATOR, MODEL_SUMMARY, NAME_MAX, TERMINAL, RunStatus, check_name,
                             epoch_label)
 
@@ -161,10 +162,11 @@ def get_lesson(name: str) -> Lesson:
 
 
 def load_lesson_file(path: Path) -> Lesson:
-    if path.stat().st_size > MAX_LESSON_BYTES:
-        raise ValueError(f"{path.name}: {path.stat().st_size:,} bytes; a lesson file is at most {MAX_LESSON_BYTES:,}")
+    # a regular file of at most MAX_LESSON_BYTES, read without blocking: a pipe or a link to /dev/zero named
+    # x.toml must not hang the gallery (engine.files); UnreadableFile is a ValueError naming the file
+    raw = read_small_file(path, MAX_LESSON_BYTES, "a lesson file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"{path.name}: not a readable TOML file ({exc})") from None
     try:

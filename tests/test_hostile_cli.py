@@ -131,3 +131,17 @@ def shlex_join(parts: list[str]) -> str:
     import shlex
 
     return " ".join(shlex.quote(part) for part in parts)
+
+
+def test_a_config_that_is_a_pipe_or_a_device_is_refused_without_reading_it(trainlens_home, tmp_path, capsys):
+    import os
+
+    from engine.cli import main
+
+    os.mkfifo(tmp_path / "run.toml")  # reading it would wait for a writer for ever
+    (tmp_path / "zero.toml").symlink_to("/dev/zero")
+    for name, kind in (("run.toml", "a pipe"), ("zero.toml", "a device")):
+        assert main(["train", "--config", str(tmp_path / name)]) == 2
+        assert capsys.readouterr().err.strip() == (f"error: --config {tmp_path / name}: not a regular file ({kind}); "
+                                                   "a run's config must be a plain file")
+    assert Store().list_runs().empty

@@ -6,7 +6,6 @@ import json
 import math
 import sys
 import time
-from pathlib import Path
 
 from engine.cli.common import UsageError, json_default, open_store, prog, resolve
 from engine.cli.tables import metrics_summary
@@ -58,14 +57,12 @@ def register_workers(sub) -> dict:
 def cmd_train(args) -> int:
     data: dict = {}
     if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise UsageError(f"--config {args.config}: no such file")
-        if path.stat().st_size > MAX_CONFIG_BYTES:  # checked before reading: a run's config is a few hundred bytes
-            raise UsageError(f"--config {args.config}: {path.stat().st_size:,} bytes; a run's config is at most "
-                             f"{MAX_CONFIG_BYTES:,}")
-        try:
-            text = path.read_text(encoding="utf-8")
+        from engine.files import UnreadableFile, read_small_file
+
+        try:  # a regular file of at most MAX_CONFIG_BYTES (a run's config is a few hundred), read without blocking
+            text = read_small_file(args.config, MAX_CONFIG_BYTES, "a run's config").decode("utf-8")
+        except UnreadableFile as exc:
+            raise UsageError(f"--config {args.config}: {str(exc).split(': ', 1)[1]}") from None
         except UnicodeDecodeError:
             raise UsageError(f"--config {args.config}: not UTF-8 text") from None
         data = RunConfig.from_toml(text).to_dict()
