@@ -121,8 +121,8 @@ def test_the_engine_never_imports_the_app():
 # engine module must be placed here: a new one is put on its floor on purpose.
 ENGINE_FLOORS: list[tuple[str, ...]] = [
     # ground: torch-free vocabulary every layer shares (run statuses, metric keys and artifact names, the dataset
-    # registry, paths, the run config, class-mode actors, the sanity check's verdict, the TRAINLENS_* settings, reading small files) and
-    # the package face
+    # registry, paths, the run config, class-mode actors, the sanity check's verdict, the TRAINLENS_* settings,
+    # reading small files) and the package face
     ("engine", "engine.records", "engine.datasets", "engine.paths", "engine.config", "engine.classroom",
      "engine.sanity_check", "engine.settings", "engine.files"),
     # text as data (corpus, readers, vocabulary, the text models): a source that engine.data loads, never its user
