@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from engine.config import RunConfig
-from engine.paths import checkpoint_dir
+from engine.paths import checkpoint_dir, make_private
 
 if TYPE_CHECKING:
     from engine.sinks import Sink
@@ -72,6 +72,7 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    make_private(tmp)  # a run's weights are its owner's (engine.paths)
     tmp.replace(path)  # atomic: a reader never sees a half-written checkpoint
 
 

@@ -68,11 +68,9 @@ class PoolFailure:
 
 
 def _path() -> Path:
-    from engine.paths import trainlens_home
+    from engine.paths import private_dir, trainlens_home
 
-    folder = trainlens_home() / "workers"
-    folder.mkdir(exist_ok=True)
-    return folder / FILE_NAME
+    return private_dir(trainlens_home() / "workers") / FILE_NAME
 
 
 def current() -> PoolFailure | None:

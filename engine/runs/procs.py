@@ -38,12 +38,10 @@ _SAFE = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
 
 
 def pulse_path(worker_id: str):
-    from engine.paths import trainlens_home
+    from engine.paths import private_dir, trainlens_home
 
     name = "".join(ch if ch in _SAFE else "_" for ch in worker_id)[:64] or "_"
-    folder = trainlens_home() / "workers"
-    folder.mkdir(exist_ok=True)
-    return folder / f"{name}.pulse"
+    return private_dir(trainlens_home() / "workers") / f"{name}.pulse"
 
 
 PULSE_BYTES = 512  # the pulse file's size, written when it is made: room for the worker's last words

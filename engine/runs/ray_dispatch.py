@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from engine import settings
-from engine.paths import checkpoint_dir, logs_dir
+from engine.paths import checkpoint_dir, logs_dir, make_private
 from engine.records import PLACEMENT, RAY_ATTEMPTS, RunRecord, RunStatus
 from engine.runs.executor import ray_address, ray_retries, require_ray
 from engine.runs.placement import write_cluster
@@ -203,6 +203,7 @@ class Dispatcher:
             path = checkpoint_dir(run_id) / name
             staged = path.with_name(f".{name}.ray.partial")
             staged.write_bytes(data)
+            make_private(staged)
             sink.checkpoint(epoch, ckpt_kind, str(path), metrics, staged=str(staged))
 
     def _relay_cancels(self) -> None:

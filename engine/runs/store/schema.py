@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 from engine.classroom import LOCAL
-from engine.paths import db_path
+from engine.paths import db_path, make_private, private_dir
 from engine.runs.store.errors import BACKUPS_DIR, StoreUnavailable, damaged, describe
 
 SCHEMA_VERSION = 3  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode)
@@ -100,6 +100,8 @@ class StoreBase:
         self._local = threading.local()
         try:
             self._create_if_missing()
+            for part in ("", "-wal", "-shm"):  # a store made before files were private: made so now
+                make_private(f"{self.path}{part}")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise describe(exc, self.path) from None
@@ -130,6 +132,7 @@ class StoreBase:
             conn.executescript(_SCHEMA)
             conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             conn.close()
+            make_private(staging)  # the class's names and runs are the owner's alone; SQLite gives -wal/-shm its mode
             try:
                 os.link(staging, self.path)
             except FileExistsError:
@@ -172,8 +175,7 @@ class StoreBase:
     def backup(self, keep: int = 3) -> Path:
         """Copy the store with SQLite's online backup (consistent while workers write) to
         TRAINLENS_HOME/backups/trainlens-YYYYmmdd-HHMMSS.db, keeping the newest `keep`. Returns the copy's path."""
-        folder = self.path.parent / BACKUPS_DIR
-        folder.mkdir(exist_ok=True)
+        folder = private_dir(self.path.parent / BACKUPS_DIR)
         target = folder / f"trainlens-{time.strftime('%Y%m%d-%H%M%S')}.db"
         staging = target.with_suffix(".partial")
         dest = sqlite3.connect(staging)
@@ -181,6 +183,7 @@ class StoreBase:
             self.conn.backup(dest)
         finally:
             dest.close()
+        make_private(staging)
         os.replace(staging, target)
         for old in sorted(folder.glob("trainlens-*.db"))[:-keep]:
             old.unlink(missing_ok=True)
