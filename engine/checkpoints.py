@@ -175,7 +175,10 @@ def resolve(run_id: str, which: str | int = "best") -> Path:
                                     "was introduced do not)")
         return initial_path(run_id)
     if epoch not in epochs:
-        raise FileNotFoundError(f"run {run_id} has no checkpoint for epoch {epoch}; available: {epochs or 'none'}")
+        # in epochs as users count them (engine.records.epoch_number), as `explain --checkpoint N` takes them
+        available = ", ".join(str(e + 1) for e in epochs) or "none"
+        raise FileNotFoundError(f"run {run_id} has no checkpoint after epoch {epoch + 1}; after epochs: {available}"
+                                + (" (0: before training)" if initial_path(run_id).exists() else ""))
     return epoch_path(run_id, epoch)
 
 
