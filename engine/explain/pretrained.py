@@ -112,7 +112,21 @@ def _read_state(path: Path) -> dict[str, Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise PretrainedUnavailable(f"{path} is not a readable state dict ({exc})") from None
+        raise PretrainedUnavailable(refused_load(str(path), exc)) from None
+
+
+def refused_load(name: str, exc: Exception) -> str:
+    """Why `torch.load(weights_only=True)` did not read a file, in one line, without torch's own advice to retry
+    with `weights_only=False`: that would run whatever code the file holds, which TrainLens never does and never
+    tells anyone to do."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):  # the weights-only reader met something other than tensors
+        return (f"{name} was refused: it holds Python objects besides tensors, and reading those could run code on "
+                "this machine. Save the weights alone, as safetensors (safetensors.torch.save_file(model.state_dict(), "
+                "'weights.safetensors')) or as a plain state dict (torch.save(model.state_dict(), 'weights.pth'))")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and "weights_only" not in line]
+    return f"{name} is not a state dict torch can read ({(lines[0] if lines else type(exc).__name__)[:200]})"
 
 
 def _unshare_relus(model: nn.Module) -> None:
