@@ -465,3 +465,22 @@ def test_data_dir_outside_the_data_roots_is_refused(trainlens_home, tmp_path, mo
     assert check_data_dir("mnist_files") == data_dir() / "mnist_files"  # relative: under TRAINLENS_HOME/data
     monkeypatch.setenv("TRAINLENS_DATA_DIRS", str(outside))  # the server's operator allows a folder
     assert check_data_dir(outside) == outside.resolve()
+
+
+def test_a_garbled_schema_version_is_named_with_the_fix_not_move_the_store_aside(trainlens_home):
+    from engine.runs.store import SCHEMA_VERSION
+
+    store = Store()
+    store.create_run(slow_run(), name="kept")
+    store.conn.execute("UPDATE meta SET value='3x!' WHERE key='schema_version'")
+    store.close()
+    with pytest.raises(StoreUnavailable) as info:
+        Store(store.path)
+    message = str(info.value)
+    assert "has an unreadable schema version ('3x!' in its meta table" in message
+    assert (f"`sqlite3 {store.path} \"UPDATE meta SET value='{SCHEMA_VERSION}' WHERE key='schema_version'\"`"
+            in message)
+    assert "aside" not in message and "damaged" not in message  # the runs are all there: nothing to move aside
+    sqlite3.connect(store.path).execute(
+        f"UPDATE meta SET value='{SCHEMA_VERSION}' WHERE key='schema_version'").connection.commit()
+    assert Store(store.path).list_runs()["name"].tolist() == ["kept"]  # the advice works

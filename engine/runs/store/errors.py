@@ -76,6 +76,30 @@ def damaged(path: Path, problem: str) -> StoreUnavailable:
     return StoreUnavailable(path, f"is damaged ({problem})", advice)
 
 
+def unreadable_version(path: Path, value: object, current_shape: bool) -> StoreUnavailable:
+    """The message for a store whose schema_version row is not a number: only that value is unreadable, not the
+    whole file, so the advice is to put the value right (when the tables show which it must be) or to restore the
+    backup, never to move the whole store aside."""
+    from engine.runs.store.schema import SCHEMA_VERSION
+
+    problem = (f"has an unreadable schema version ({str(value)[:40]!r} in its meta table, where a number belongs); "
+               "the rest of the file may well be intact")
+    fixes = []
+    if current_shape:  # its tables are exactly this version's: the number can only be SCHEMA_VERSION
+        fixes.append(f"its tables are those of schema {SCHEMA_VERSION}, so set the number back: stop TrainLens, then "
+                     f"`sqlite3 {path} \"UPDATE meta SET value='{SCHEMA_VERSION}' WHERE key='schema_version'\"`")
+    backup = newest_backup(path.parent)
+    if backup is not None:
+        fixes.append(f"restore the automatic backup of {time.ctime(backup.stat().st_mtime)}: stop TrainLens, then "
+                     f"`cp {backup} {path}`")
+    if not fixes:
+        fixes.append("its tables do not show which number it needs and there is no backup: ask whoever changed the "
+                     "file which version it was")
+    advice = "TrainLens left it as it is. " + "; or ".join(f[:1].upper() + f[1:] if i == 0 else f
+                                                          for i, f in enumerate(fixes))
+    return StoreUnavailable(path, problem, advice)
+
+
 def newest_backup(home: Path) -> Path | None:
     folder = Path(home) / BACKUPS_DIR
     backups = sorted(folder.glob("trainlens-*.db")) if folder.is_dir() else []

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from engine.classroom import LOCAL
 from engine.paths import db_path, make_private, private_dir
-from engine.runs.store.errors import BACKUPS_DIR, StoreUnavailable, damaged, describe
+from engine.runs.store.errors import BACKUPS_DIR, StoreUnavailable, damaged, describe, unreadable_version
 
 SCHEMA_VERSION = 3  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode)
 
@@ -143,6 +143,7 @@ class StoreBase:
 
     def _migrate(self) -> None:
         conn = self.conn
+        row = None
         try:
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             version = int(row["value"]) if row else 0
@@ -150,8 +151,8 @@ class StoreBase:
             if "no such table" not in str(exc):
                 raise
             version = 0
-        except ValueError:
-            raise damaged(self.path, "its schema version is unreadable") from None
+        except (ValueError, TypeError):
+            raise unreadable_version(self.path, row["value"], _has_current_shape(conn)) from None
         if version > SCHEMA_VERSION:
             raise StoreUnavailable(self.path, f"was written by a newer TrainLens (schema {version} > {SCHEMA_VERSION})",
                                    "Upgrade TrainLens to open it")
@@ -194,6 +195,24 @@ class StoreBase:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _has_current_shape(conn: sqlite3.Connection) -> bool:
+    """Whether the file's tables and columns are exactly those of this version's schema (so its version number can
+    only be SCHEMA_VERSION)."""
+    fresh = sqlite3.connect(":memory:")
+    try:
+        fresh.executescript(_SCHEMA)
+        return _shape(fresh) == _shape(conn)
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        fresh.close()
+
+
+def _shape(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()]
+    return {t: tuple(r[1] for r in conn.execute(f"PRAGMA table_info('{t}')").fetchall()) for t in tables}
 
 
 class _Transaction:
