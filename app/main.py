@@ -25,8 +25,9 @@ from engine import settings  # noqa: E402
 
 if settings.problems():  # before any module reads a setting: one message naming each bad value, on every page
     st.set_page_config(page_title="TrainLens", layout="wide")
-    st.error("TrainLens cannot start with these settings: " + escape_md("; ".join(settings.problems())) + ". Fix the "
-             "environment variable, then restart the server.", icon=":material/settings:")
+    st.error("**TrainLens cannot start with these settings.** Fix each environment variable below, then restart "
+             "the server.\n\n" + "\n".join(f"- {escape_md(problem)}" for problem in settings.problems()),
+             icon=":material/settings:")
     st.stop()
 
 from app.server.memory import collect_now_and_then, freeze_imports  # noqa: E402

@@ -133,7 +133,7 @@ def test_a_worker_frozen_inside_a_write_transaction_is_named_ended_and_its_run_i
     monkeypatch.setenv("TRAINLENS_STALE_AFTER_S", "2")
     monkeypatch.setattr(Store, "STALE_AFTER_S", 2.0)
     runner = pool(2)
-    config = slow_run(epochs=3)
+    config = slow_run(epochs=6)  # long enough to be caught while it trains, even on a loaded machine
     handle = runner.submit(config)
     wait_for(lambda: runner.store.get_run(handle.run_id)["step"] > 5, 120, what="the run to be training")
     run = runner.store.get_run(handle.run_id)
@@ -146,6 +146,7 @@ def test_a_worker_frozen_inside_a_write_transaction_is_named_ended_and_its_run_i
             break
         os.kill(frozen, signal.SIGCONT)
         assert time.monotonic() < deadline, "never caught the worker inside a write transaction"
+        assert runner.store.get_run(handle.run_id)["status"] == "running", "the run ended before it was caught"
         time.sleep(0.003)
     try:
         holder = describe_holder(runner.store.path)  # what a "store busy" message says now

@@ -62,8 +62,10 @@ class PoolFailure:
         if retry is None:
             after = ("automatic restarts have stopped: fix it, then queue a run, or run `trainlens workers --start` "
                      "(or Try again on the Runs page)")
+        elif retry > now + 0.5:
+            after = f"the next try is in {round(retry - now)} s"
         else:
-            after = f"the next try is in {max(0, round(retry - now))} s"
+            after = "the next try is due now"
         return f"the {self.what} could not start ({tries}, last at {when}): {self.reason}; {after}"
 
 
