@@ -197,8 +197,10 @@ def test_a_lost_worker_run_reads_as_not_responding_while_writes_wait(trainlens_h
     holder = sqlite3.connect(store.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another program holds the write lock: the reaper cannot write
     try:
+        before = reader.runs_fingerprint()
         run = reader.get_run(run_id)
         assert run["status"] == "running" and run["error"].startswith(f"not responding: worker process {gone}")
+        assert "not responding" in before  # the dashboard's shared listing is rebuilt to show it
         assert "marked interrupted as soon as the store can be written" in run["error"]
         assert reader.list_runs().set_index("run_id").loc[run_id, "error"] == run["error"]
     finally:

@@ -168,14 +168,16 @@ class RunsMixin(StoreBase):
     def runs_fingerprint(self) -> str:
         """A value that changes whenever anything `list_runs` shows changes (status, progress, names, owners,
         errors, configs...): readers that share one listing (the dashboard's sessions) compare it instead of
-        listing again. One aggregate query in SQLite."""
+        listing again. One aggregate query in SQLite. It reaps first, as a listing does, and counts the runs that
+        read as not responding while a write waits (they change what a listing shows, not the table)."""
+        self.reap_if_due()
         row = self.conn.execute(
             "SELECT COUNT(*) || ':' || COALESCE(group_concat(run_id || status || step || '/' || total_steps || '/' || "
             "epoch || '/' || lease || '/' || queued_at || '/' || COALESCE(started_at, '') || '/' || "
             "COALESCE(finished_at, '') || '/' || COALESCE(device, '') || '/' || length(name) || name || grp || owner || "
             "owner_role || kind || length(COALESCE(error, '')) || '/' || length(config) || '/' || cancel_requested, "
             "'|'), '') FROM runs").fetchone()
-        return row[0]
+        return row[0] + ("|not responding:" + ",".join(sorted(self._not_responding)) if self._not_responding else "")
 
     def set_running(self, run_id: str, worker_id: str, device: str, fence: Fence | None = None) -> None:
         now = time.time()
