@@ -122,9 +122,14 @@ def refused_load(name: str, exc: Exception) -> str:
     import pickle
 
     if isinstance(exc, pickle.UnpicklingError):  # the weights-only reader met something other than tensors
-        return (f"{name} was refused: it holds Python objects besides tensors, and reading those could run code on "
-                "this machine. Save the weights alone, as safetensors (safetensors.torch.save_file(model.state_dict(), "
-                "'weights.safetensors')) or as a plain state dict (torch.save(model.state_dict(), 'weights.pth'))")
+        text = str(exc)
+        detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].split()) \
+            if "WeightsUnpickler error:" in text else ""
+        return (f"{name} is not a readable state dict: the weights-only reader stopped"
+                + (f" at '{detail[:120]}'" if detail else "") + ". A file holding Python objects besides tensors "
+                "could run code when read, so only tensors are read: save the weights alone, as safetensors "
+                "(safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')) or as a plain state dict "
+                "(torch.save(model.state_dict(), 'weights.pth'))")
     lines = [line.strip() for line in str(exc).splitlines() if line.strip() and "weights_only" not in line]
     return f"{name} is not a state dict torch can read ({(lines[0] if lines else type(exc).__name__)[:200]})"
 

@@ -76,18 +76,16 @@ def damaged(path: Path, problem: str) -> StoreUnavailable:
     return StoreUnavailable(path, f"is damaged ({problem})", advice)
 
 
-def unreadable_version(path: Path, value: object, current_shape: bool) -> StoreUnavailable:
+def unreadable_version(path: Path, value: object, current_version: int | None) -> StoreUnavailable:
     """The message for a store whose schema_version row is not a number: only that value is unreadable, not the
-    whole file, so the advice is to put the value right (when the tables show which it must be) or to restore the
-    backup, never to move the whole store aside."""
-    from engine.runs.store.schema import SCHEMA_VERSION
-
+    whole file, so the advice is to put the value right (`current_version`: the number its tables show, when they
+    are exactly this TrainLens's schema) or to restore the backup, never to move the whole store aside."""
     problem = (f"has an unreadable schema version ({str(value)[:40]!r} in its meta table, where a number belongs); "
                "the rest of the file may well be intact")
     fixes = []
-    if current_shape:  # its tables are exactly this version's: the number can only be SCHEMA_VERSION
-        fixes.append(f"its tables are those of schema {SCHEMA_VERSION}, so set the number back: stop TrainLens, then "
-                     f"`sqlite3 {path} \"UPDATE meta SET value='{SCHEMA_VERSION}' WHERE key='schema_version'\"`")
+    if current_version is not None:  # its tables are exactly this version's: the number can only be that one
+        fixes.append(f"its tables are those of schema {current_version}, so set the number back: stop TrainLens, then "
+                     f"`sqlite3 {path} \"UPDATE meta SET value='{current_version}' WHERE key='schema_version'\"`")
     backup = newest_backup(path.parent)
     if backup is not None:
         fixes.append(f"restore the automatic backup of {time.ctime(backup.stat().st_mtime)}: stop TrainLens, then "

@@ -152,7 +152,8 @@ class StoreBase:
                 raise
             version = 0
         except (ValueError, TypeError):
-            raise unreadable_version(self.path, row["value"], _has_current_shape(conn)) from None
+            shown = SCHEMA_VERSION if _has_current_shape(conn) else None
+            raise unreadable_version(self.path, row["value"], shown) from None
         if version > SCHEMA_VERSION:
             raise StoreUnavailable(self.path, f"was written by a newer TrainLens (schema {version} > {SCHEMA_VERSION})",
                                    "Upgrade TrainLens to open it")
