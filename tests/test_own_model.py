@@ -79,6 +79,10 @@ def test_uploads_other_than_safetensors_are_refused_without_being_read(tmp_path)
     assert not marker.exists()
     # torch's own message advises retrying with weights_only=False, which would run the payload: never passed on
     assert "weights_only" not in str(info.value) and "False" not in str(info.value)
+    path.write_bytes(pickle.dumps({"run": os.system}, protocol=2))  # a GLOBAL: torch suggests allowlisting it
+    with pytest.raises(OwnModelError, match="stopped at 'Trying to load unsupported GLOBAL") as info:
+        state_from_path(path)
+    assert "safe_globals" not in str(info.value) and "trust" not in str(info.value)
     path.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(OwnModelError, match=r"evil.pth is not a state dict torch can read \("):
         state_from_path(path)

@@ -115,6 +115,10 @@ def _read_state(path: Path) -> dict[str, Tensor]:
         raise PretrainedUnavailable(refused_load(str(path), exc)) from None
 
 
+_TORCH_ADVICE = ("weights_only", "trust", "safe_globals", "allowlist", "file an issue", "documentation",
+                 "WeightsUnpickler error")
+
+
 def refused_load(name: str, exc: Exception) -> str:
     """Why `torch.load(weights_only=True)` did not read a file, in one line, without torch's own advice to retry
     with `weights_only=False`: that would run whatever code the file holds, which TrainLens never does and never
@@ -122,9 +126,10 @@ def refused_load(name: str, exc: Exception) -> str:
     import pickle
 
     if isinstance(exc, pickle.UnpicklingError):  # the weights-only reader met something other than tensors
-        text = str(exc)
-        detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].split()) \
-            if "WeightsUnpickler error:" in text else ""
+        # what stopped it ("Unsupported operand 110", "Trying to load unsupported GLOBAL posix.system..."), without
+        # torch's sentences on how to load it anyway (weights_only=False, allowlisting the global)
+        lines = [line.split(" Please ")[0].strip() for line in str(exc).splitlines()]
+        detail = next((line for line in lines if line and not any(word in line for word in _TORCH_ADVICE)), "")
         return (f"{name} is not a readable state dict: the weights-only reader stopped"
                 + (f" at '{detail[:120]}'" if detail else "") + ". A file holding Python objects besides tensors "
                 "could run code when read, so only tensors are read: save the weights alone, as safetensors "
