@@ -162,11 +162,8 @@ def get_lesson(name: str) -> Lesson:
 
 
 def load_lesson_file(path: Path) -> Lesson:
-    # a regular file of at most MAX_LESSON_BYTES, read without blocking: a pipe or a link to /dev/zero named
-    # x.toml must not hang the gallery (engine.files); UnreadableFile is a ValueError naming the file
-    raw = read_small_file(path, MAX_LESSON_BYTES, "a lesson file")
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
+    try:  # a regular file, capped, read without blocking (engine.files): a pipe named x.toml must not hang the gallery
+        data = tomllib.loads(read_small_file(path, MAX_LESSON_BYTES, "a lesson file").decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"{path.name}: not a readable TOML file ({exc})") from None
     try:
