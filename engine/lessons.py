@@ -26,6 +26,7 @@ from typing import Any, Iterable
 
 from engine.config import RunConfig
 from engine.lesson_answer import Answer, Standing, answer, format_alike
+from engine.files import read_small_file
 from engine.records import (LAYER_STAT_SEPARATOR, MODEL_SUMMARY, NAME_MAX, TERMINAL, RunStatus, check_name,
                             epoch_label)
 
@@ -174,10 +175,8 @@ def get_lesson(name: str) -> Lesson:
 
 
 def load_lesson_file(path: Path) -> Lesson:
-    if path.stat().st_size > MAX_LESSON_BYTES:
-        raise ValueError(f"{path.name}: {path.stat().st_size:,} bytes; a lesson file is at most {MAX_LESSON_BYTES:,}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    try:  # a regular file, capped, read without blocking (engine.files): a pipe named x.toml must not hang the gallery
+        data = tomllib.loads(read_small_file(path, MAX_LESSON_BYTES, "a lesson file").decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"{path.name}: not a readable TOML file ({exc})") from None
     try:

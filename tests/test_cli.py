@@ -321,3 +321,25 @@ def test_the_class_server_stops_on_a_signal_and_frees_its_port(trainlens_home, s
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+def test_every_command_a_message_or_page_names_exists():
+    """A message once advised `python -m engine delete RUN`, which does not exist. Every command (and flag) the engine
+    and the pages name in backticks must be one the command line has."""
+    import re
+
+    from engine.cli import build_parser
+
+    parser, commands = build_parser()
+    subcommands = parser._subparsers._group_actions[0].choices
+    named = re.compile(r"`(?:trainlens|python -m engine|\{prog\(\)\}) ([a-z][a-z-]*)((?: [A-Z_]+| --?[a-z][a-z-]*)*)")
+    root = Path(__file__).resolve().parent.parent
+    found = []
+    for path in [*(root / "engine").rglob("*.py"), *(root / "app").rglob("*.py")]:
+        for command, rest in named.findall(path.read_text()):
+            flags = re.findall(r"--?[a-z][a-z-]*", rest)
+            found.append(command)
+            assert command in commands, f"{path.name} names `{command}`, which the command line does not have"
+            for flag in flags:
+                assert flag in subcommands[command]._option_string_actions, f"{path.name}: `{command} {flag}`"
+    assert {"cancel", "workers", "class"} <= set(found)  # the scan reads real messages

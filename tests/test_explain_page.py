@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from streamlit.testing.v1 import AppTest
+from ui_helpers import clear_app_caches
 
 from engine.checkpoints import INITIAL_EPOCH, Checkpoint, epoch_path, initial_path, save_checkpoint
 from engine.config import RunConfig
 from engine.models import build_model
-from ui_helpers import clear_app_caches
 
 PAGE = str(Path(__file__).resolve().parent.parent / "app" / "views" / "explain.py")
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -177,3 +178,37 @@ def test_chosen_methods_survive_an_upload_and_each_picture_is_explained_for_its_
     target = at.selectbox(key="explain_target")
     assert "predicted" in target.format_func(target.value)  # a new picture: its own prediction
     assert said.removeprefix("#### The model says: ").startswith(f"{target.value} (")
+
+
+@pytest.mark.parametrize("damage", ["pickle bytes", "a 2^63 header", "a link to /dev/zero"])
+def test_an_unreadable_checkpoint_is_the_command_line_s_one_line_not_a_crash(damage):
+    import pickle
+    import struct
+
+    run_id = make_run("mlp", epochs=1)
+    path = epoch_path(run_id, 0)
+    if damage == "pickle bytes":
+        path.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))
+    elif damage == "a 2^63 header":
+        path.write_bytes(struct.pack("<Q", 2**63 - 1) + b"{}")
+    else:
+        path.unlink()
+        path.symlink_to("/dev/zero")
+    at = page().run()
+    assert not at.exception, at.exception
+    shown = [e.value.replace("\\", "") for e in at.error]
+    assert len(shown) == 1 and shown[0].startswith("This checkpoint cannot be explained: checkpoint ")
+    assert "is not a readable TrainLens checkpoint" in shown[0]
+
+
+def test_an_unreadable_checkpoint_over_training_is_named_in_its_tab():
+    run_id = make_run("mlp", epochs=2)
+    initial_path(run_id).unlink()
+    initial_path(run_id).symlink_to("/dev/zero")  # "before training" cannot be read; the others can
+    at = page().run()
+    at.radio(key="explain_image_source").set_value("Example image").run()
+    at.multiselect(key="explain_methods").set_value(["saliency"]).run()
+    assert not at.exception, at.exception
+    shown = [e.value.replace("\\", "") for e in at.error]
+    assert any(s.startswith("The checkpoints over training cannot all be read: checkpoint ") and "initial.safetensors"
+               in s and "not a regular file" in s for s in shown), shown

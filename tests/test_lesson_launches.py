@@ -135,7 +135,7 @@ def test_a_run_cannot_slip_into_a_launch_and_launches_in_one_second_stay_apart(s
 def class_mode(monkeypatch):
     monkeypatch.setenv("TRAINLENS_CLASS_PASSPHRASE", CLASS)
     monkeypatch.setenv("TRAINLENS_TEACHER_PASSPHRASE", TEACHER_WORD)
-    monkeypatch.setattr(Runner, "ensure_workers", lambda self: 0)  # no worker processes: see the module docstring
+    monkeypatch.setattr(Runner, "ensure_workers", lambda self, explicit=True: 0)  # no worker processes: see the module docstring
 
 
 def no_exception(at):

@@ -158,3 +158,44 @@ def test_a_teachers_own_lesson_is_found_and_checked(trainlens_home):
     assert result.checks[0].detail == "last val_acc: a 0.900 > b 0.400"  # numbers alike: never 0.9 next to 0.400
     still_running = [results[0], lessons.RunResult("2", "b", 0, "running")]
     assert lessons.outcome(lesson, still_running).holds is None
+
+
+def _in_time(call, seconds: float = 20.0):
+    """call(), or a failure when it takes longer: a hang is what this guards against."""
+    import threading
+
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert result, f"still reading after {seconds:.0f} s"
+    return result[0]
+
+
+def test_the_lessons_folder_reads_only_regular_files_and_at_most_the_cap(trainlens_home):
+    import os
+
+    from engine.lessons import MAX_LESSON_BYTES, load_lessons
+
+    folder = trainlens_home / "lessons"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "x.toml")  # opening a pipe used to wait for a writer for ever
+    (folder / "zero.toml").symlink_to("/dev/zero")  # its size reads 0: it passed the size check, then read on
+    (folder / "big.toml").write_bytes(b"# " + b"x" * MAX_LESSON_BYTES)
+    found, problems = _in_time(load_lessons)
+    assert {"momentum", "learning_rate"} <= {lesson.name for lesson in found}  # the others still load
+    assert problems["x.toml"] == "x.toml: not a regular file (a pipe); a lesson file must be a plain file"
+    assert problems["zero.toml"] == "zero.toml: not a regular file (a device); a lesson file must be a plain file"
+    assert problems["big.toml"] == f"big.toml: {MAX_LESSON_BYTES + 2:,} bytes; a lesson file is at most 50,000"
+
+
+def test_a_file_that_grows_past_the_cap_is_read_no_further(tmp_path):
+    from engine.files import UnreadableFile, read_small_file
+
+    path = tmp_path / "small.toml"
+    path.write_bytes(b"a = 1\n")
+    assert read_small_file(path, 10) == b"a = 1\n"
+    with open(path, "ab") as f:
+        f.write(b"b = 2\n")
+    with pytest.raises(UnreadableFile, match="12 bytes; the file is at most 10"):
+        read_small_file(path, 10)

@@ -38,6 +38,20 @@ def test_the_gallery_lists_every_lesson_with_its_question(trainlens_home):
     assert at.sidebar.toggle(key="projector_mode").value is False
 
 
+def test_a_pipe_or_a_device_in_the_lessons_folder_is_named_not_read(trainlens_home):
+    import os
+
+    folder = trainlens_home / "lessons"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "x.toml")  # hung the page: opening a pipe waits for a writer
+    (folder / "zero.toml").symlink_to("/dev/zero")
+    at = lessons_page()
+    warnings = [w.value.replace("\\", "") for w in at.warning]
+    assert any("x.toml could not be read: x.toml: not a regular file (a pipe)" in w for w in warnings), warnings
+    assert any("zero.toml could not be read: zero.toml: not a regular file (a device)" in w for w in warnings)
+    assert len([b for b in at.button if b.key and b.key.startswith("run_")]) == len(lessons.load_lessons()[0])
+
+
 def test_one_click_runs_a_lesson_and_shows_the_question_charts_and_answer(runner):
     at = lessons_page()
     at.button(key="run_averaging").click().run()

@@ -10,7 +10,6 @@ the final-metrics table, the learning-rate schedule preview and the per-layer ch
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -33,13 +32,14 @@ from app.charts.series import (
     smooth_ema,
 )
 from app.charts.text import plotly_text
+from engine import settings
 from engine.records import AVERAGED_PREFIXES, epoch_label, is_epoch_level
 
 # Plotly checks every property of a figure as it is built: ~30 ms for a chart of 16 lines of 1,000 points, ~4 ms
 # without. The metric charts are built from the same few dict shapes every time, so the server skips the check
 # (a class's Compare view rebuilds five of them every few seconds), and the tests turn it on
 # (TRAINLENS_VALIDATE_FIGURES=1 in tests/conftest.py) for every figure they build, where a misspelt property fails.
-VALIDATE = os.environ.get("TRAINLENS_VALIDATE_FIGURES", "0") == "1"
+VALIDATE = settings.value_or_default("TRAINLENS_VALIDATE_FIGURES")
 
 # Above this many points in one figure, WebGL (Scattergl) draws faster than SVG paths. Never for a figure with bands:
 # software WebGL (kiosks, classroom PCs without a GPU driver) does not draw fills, and a band's points are

@@ -39,6 +39,24 @@ def quarantined(unreadable: list[dict]) -> None:
         st.rerun()
 
 
+def workers_cannot_start() -> bool:
+    """Why queued runs wait when no worker can start (a Ray cluster that is not there, a store a worker cannot open):
+    the reason the runner recorded, and, for whoever may, a way to try again once it is fixed. True when shown."""
+    problem = get_runner().pool_problem()
+    if problem is None:
+        return False
+    st.error(f"Runs wait in the queue: {escape_md(problem.describe())}.", icon=":material/report:")
+    if not actor.is_student and st.button("Try again now", key="runs_workers_retry",
+                                          help="start the workers again, after fixing what stopped them"):
+        try:
+            get_runner().start_now()
+        except ValueError as exc:  # a setting it cannot start with
+            st.error(escape_md(str(exc)))
+        else:
+            st.rerun()
+    return True
+
+
 if runs.attrs.get("unreadable"):
     quarantined(runs.attrs["unreadable"])
 if runs.empty:
@@ -145,7 +163,8 @@ def filtered(full: pd.DataFrame) -> pd.DataFrame:
 
 
 def runs_table(runs_now: pd.DataFrame) -> None:
-    cluster = cluster_summary(read_cluster())
+    # live: it shows when a start fails, and goes once workers run; it says what the cluster caption would
+    cluster = None if workers_cannot_start() else cluster_summary(read_cluster())
     if cluster:
         st.caption(escape_md(cluster))  # the error and the address are quoted text, never markdown
     full = shared_table(runs_now)

@@ -81,8 +81,14 @@ class QueueMixin(StoreBase):
         return positions
 
     def waiting_reason(self, run: RunRecord | pd.Series) -> str:
-        """Why a queued run has not started yet, in a sentence for its owner. Reads only the run's `run_id`,
-        `owner_id` and `owner_role` (a listing's row will do)."""
+        """Why a queued run has not started yet, in a sentence for its owner: no worker can start (the failure the
+        runner recorded, engine.runs.pool_health), the teacher paused the queue, the owner's running limit, or its
+        place in the queue. Reads only the run's `run_id`, `owner_id` and `owner_role` (a listing's row will do)."""
+        from engine.runs import pool_health
+
+        failure = pool_health.current()
+        if failure is not None and self.live_workers().empty:  # first: nothing else matters while no worker can start
+            return f"No worker can take it: {failure.describe()}."
         settings, limits = class_settings(self.conn), class_limits(self.conn)
         if run.get("owner_role") == "student":
             if settings.get("queue_paused") == "1":

@@ -95,10 +95,13 @@ class RunsMixin(StoreBase):
         if row is None:
             return None
         try:
-            return run_record(row)
+            record = run_record(row)
         except UnreadableRun as exc:
             problem = f"run {run_id} is unreadable ({exc}); mark it failed and delete it on the Runs page"
             raise UnreadableRun(problem) from None
+        if record["status"] == RunStatus.RUNNING and self.not_responding(run_id):
+            record["error"] = self.not_responding(run_id)  # its worker is lost; the store cannot say so yet
+        return record
 
     def mark_unreadable_failed(self, run_id: str, problem: str) -> None:
         """Fail a quarantined run (whatever its recorded status) so it can be deleted; its worker, if one still
@@ -137,6 +140,8 @@ class RunsMixin(StoreBase):
         records, unreadable = [], []
         for run in rows:
             run["group"] = run.pop("grp")
+            if run["status"] == RunStatus.RUNNING and self.not_responding(run["run_id"]):
+                run["error"] = self.not_responding(run["run_id"])  # its worker is lost; the store cannot say so yet
             try:
                 parsed = parse_run(run)
                 config = parsed.columns() if isinstance(parsed, ScriptConfig) else parsed.to_dict()
@@ -158,7 +163,9 @@ class RunsMixin(StoreBase):
     def runs_fingerprint(self) -> str:
         """A value that changes whenever anything `list_runs` shows changes (status, progress, names, owners,
         errors, configs...): readers that share one listing (the dashboard's sessions) compare it instead of
-        listing again. One aggregate query in SQLite."""
+        listing again. One aggregate query in SQLite. It reaps first, as a listing does, and counts the runs that
+        read as not responding while a write waits (they change what a listing shows, not the table)."""
+        self.reap_if_due()
         row = self.conn.execute(
             "SELECT COUNT(*) || ':' || COALESCE(group_concat(run_id || status || step || '/' || total_steps || '/' || "
             "epoch || '/' || lease || '/' || queued_at || '/' || COALESCE(started_at, '') || '/' || "
@@ -166,7 +173,7 @@ class RunsMixin(StoreBase):
             "owner_role || owner_id || kind || length(COALESCE(error, '')) || '/' || length(config) || '/' || "
             "cancel_requested, "
             "'|'), '') FROM runs").fetchone()
-        return row[0]
+        return row[0] + ("|not responding:" + ",".join(sorted(self._not_responding)) if self._not_responding else "")
 
     def set_running(self, run_id: str, worker_id: str, device: str, fence: Fence | None = None) -> None:
         now = time.time()

@@ -21,8 +21,8 @@ import uuid
 from pathlib import Path
 
 from engine.classroom import LOCAL
-from engine.paths import db_path
-from engine.runs.store.errors import BACKUPS_DIR, StoreUnavailable, damaged, describe
+from engine.paths import db_path, make_private, private_dir
+from engine.runs.store.errors import BACKUPS_DIR, StoreUnavailable, damaged, describe, unreadable_version
 from engine.runs.store.migrations import MEMBERS_SCHEMA, members_by_id
 
 SCHEMA_VERSION = 5  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode); 4: members by id
@@ -113,6 +113,8 @@ class StoreBase:
         self._local = threading.local()
         try:
             self._create_if_missing()
+            for part in ("", "-wal", "-shm"):  # a store made before files were private: made so now
+                make_private(f"{self.path}{part}")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise describe(exc, self.path) from None
@@ -143,6 +145,7 @@ class StoreBase:
             conn.executescript(_SCHEMA)
             conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             conn.close()
+            make_private(staging)  # the class's names and runs are the owner's alone; SQLite gives -wal/-shm its mode
             try:
                 os.link(staging, self.path)
             except FileExistsError:
@@ -153,6 +156,7 @@ class StoreBase:
 
     def _migrate(self) -> None:
         conn = self.conn
+        row = None
         try:
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             version = int(row["value"]) if row else 0
@@ -160,8 +164,9 @@ class StoreBase:
             if "no such table" not in str(exc):
                 raise
             version = 0
-        except ValueError:
-            raise damaged(self.path, "its schema version is unreadable") from None
+        except (ValueError, TypeError):
+            shown = SCHEMA_VERSION if _has_current_shape(conn) else None
+            raise unreadable_version(self.path, row["value"], shown) from None
         if version > SCHEMA_VERSION:
             raise StoreUnavailable(self.path, f"was written by a newer TrainLens (schema {version} > {SCHEMA_VERSION})",
                                    "Upgrade TrainLens to open it")
@@ -193,8 +198,7 @@ class StoreBase:
     def backup(self, keep: int = 3) -> Path:
         """Copy the store with SQLite's online backup (consistent while workers write) to
         TRAINLENS_HOME/backups/trainlens-YYYYmmdd-HHMMSS.db, keeping the newest `keep`. Returns the copy's path."""
-        folder = self.path.parent / BACKUPS_DIR
-        folder.mkdir(exist_ok=True)
+        folder = private_dir(self.path.parent / BACKUPS_DIR)
         target = folder / f"trainlens-{time.strftime('%Y%m%d-%H%M%S')}.db"
         staging = target.with_suffix(".partial")
         dest = sqlite3.connect(staging)
@@ -202,6 +206,7 @@ class StoreBase:
             self.conn.backup(dest)
         finally:
             dest.close()
+        make_private(staging)
         os.replace(staging, target)
         for old in sorted(folder.glob("trainlens-*.db"))[:-keep]:
             old.unlink(missing_ok=True)
@@ -212,6 +217,24 @@ class StoreBase:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _has_current_shape(conn: sqlite3.Connection) -> bool:
+    """Whether the file's tables and columns are exactly those of this version's schema (so its version number can
+    only be SCHEMA_VERSION)."""
+    fresh = sqlite3.connect(":memory:")
+    try:
+        fresh.executescript(_SCHEMA)
+        return _shape(fresh) == _shape(conn)
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        fresh.close()
+
+
+def _shape(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()]
+    return {t: tuple(r[1] for r in conn.execute(f"PRAGMA table_info('{t}')").fetchall()) for t in tables}
 
 
 class _Transaction:
