@@ -259,8 +259,11 @@ class RunRecord(TypedDict):
     resume_from: str | None  # 'last' when it must continue from its last checkpoint (a resumed run)
     lease: int  # claim number: its worker's writes apply only under the current one
     claimed_at: float | None  # Unix time of its latest claim (a resume's, say); None until claimed
+    pace: float | None  # steps per second, smoothed over its current claim's progress reports; None until measured
+    pace_at: float | None  # Unix time of the current claim's last progress report
+    pace_since: float | None  # Unix time of its first (the pace leaves out the start: data loading, warm-up)
     progress: float  # derived: step / total_steps, 0 to 1 (1 once completed)
-    eta_s: float | None  # derived: seconds left, once it has trained for a few seconds; else None
+    eta_s: float | None  # derived: seconds left at the measured pace, once it was measured a few seconds; else None
     duration_s: float | None  # derived: seconds from its first start to its end (or to now); None before it starts
 
 

@@ -137,8 +137,8 @@ def test_a_student_sees_the_refusal_on_the_train_page_and_the_preview_counts_wit
     at.number_input(key="cfg_hidden").set_value(8192).run()
     at.number_input(key="cfg_depth").set_value(64).run()
     assert not at.exception
-    parameters = next(m for m in at.metric if m.label == "parameters")
-    assert parameters.value == "4.2B" and "4,234,887,178" in parameters.help  # counted, not allocated (17 GB)
+    preview = " ".join(m.value for m in at.markdown)
+    assert "**4.2B** parameters (4,234,887,178)" in preview  # counted, not allocated (17 GB)
     at.button(key="start").click().run()
     assert not at.exception
     assert "class limit is 10,000,000 per run" in at.error[0].value and Store().list_runs().empty

@@ -440,13 +440,14 @@ def test_the_class_command_refuses_without_passphrases_and_says_where_students_g
     assert "http://10.1.2.3:8600" in out and "sunflower" not in out
 
 
-def test_a_lesson_too_big_for_a_students_queue_is_refused_whole(store):
+def test_a_lesson_too_big_for_the_class_limits_is_refused_whole(store):
     from engine import lessons
 
     runner = Runner(store, workers=1)
     runner.ensure_workers = lambda: 0  # no worker processes: the runs only need to be queued
     lesson = lessons.get_lesson("optimizer_race")
-    with pytest.raises(ValueError, match="class limit is 4"):
+    store.set_limit("lesson_runs", 4, actor=TEACH)
+    with pytest.raises(ValueError, match="class limit is 4 runs per lesson"):
         lessons.launch(lesson, runner.as_actor(ANA))
     assert store.list_runs().empty  # no half lesson left behind
     group, ids = lessons.launch(lesson, runner.as_actor(TEACH))

@@ -131,9 +131,9 @@ def test_the_script_client_sits_above_the_engine_and_nothing_imports_it():
 ENGINE_FLOORS: list[tuple[str, ...]] = [
     # ground: torch-free vocabulary every layer shares (run statuses, metric keys and artifact names, the dataset
     # registry, paths, the run config and the syntax of its transfer fields, class-mode actors, the sanity check's
-    # verdict) and the package face
+    # verdict, the TRAINLENS_* settings, reading small files, uploaded datasets) and the package face
     ("engine", "engine.records", "engine.datasets", "engine.paths", "engine.config", "engine.transfer_spec",
-     "engine.classroom", "engine.sanity_check"),
+     "engine.classroom", "engine.sanity_check", "engine.settings", "engine.files", "engine.uploads"),
     # text as data (corpus, readers, vocabulary, the text models): a source that engine.data loads, never its user
     ("engine.text",),
     # the data the loop eats, and the diagnostics it runs on a model (evaluation, recipe checks, layer statistics)
@@ -141,7 +141,8 @@ ENGINE_FLOORS: list[tuple[str, ...]] = [
     # the loop and its collaborators (a run started from another: transfer, adapters); race and lessons describe
     # runs to launch and read back results through a runner and a store they are handed, so they need nothing above
     ("engine.train", "engine.models", "engine.optim", "engine.grads", "engine.checkpoints", "engine.sinks",
-     "engine.stopping", "engine.validation", "engine.transfer", "engine.adapters", "engine.race", "engine.lessons"),
+     "engine.stopping", "engine.validation", "engine.transfer", "engine.adapters", "engine.race", "engine.lessons",
+     "engine.lesson_answer"),
     # explanations: of a trained run's model, rebuilt from its checkpoint (engine.checkpoints.load_run_model), so
     # explain/ sits above the loop rather than beside data/ and text/
     ("engine.explain",),

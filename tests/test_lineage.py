@@ -94,7 +94,7 @@ def test_a_run_that_did_not_finish_is_refused(store, digits):
 
 def test_a_checkpoint_that_does_not_exist_is_refused(store, digits):
     _refused(store, config(init_from=f"{digits}:epoch4"), f"init_from={digits}:epoch4: run {digits} has no checkpoint "
-                                                          "for epoch 3; available: [0]")
+                                                          "after epoch 4; after epochs: 1 (0: before training)")
 
 
 def test_more_examples_per_class_than_the_data_has_is_refused(store):

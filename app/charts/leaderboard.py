@@ -4,7 +4,8 @@ Accuracies are comparable only on the same validation images, so entries are gro
 run's data (engine.data.loading.split_key: dataset, validation fraction, data folder, training-example limit, the
 classes chosen);
 the page shows one split at a time. Only finished training runs count (completed or stopped early), so a run
-that is still climbing cannot top a challenge before it is done.
+that is still climbing cannot top a challenge before it is done. Equal accuracies, as the table shows them
+(`SHOWN_DECIMALS`), share a rank (1, 1, 3: standard competition ranking), listed by who finished first.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from engine.datasets import DATASETS
 from engine.records import SUCCEEDED, RunKind, RunStatus
 
 SPLIT_COLUMNS = ["cfg.dataset", "cfg.val_fraction", "cfg.data_dir", "cfg.train_limit", "cfg.classes"]
+SHOWN_DECIMALS = 4  # the leaderboard shows accuracies to this many decimals; equal as shown, equal in rank
 
 
 def split_label(dataset: str, val_fraction: float, data_dir: str, train_limit: int, classes: str = "") -> str:
@@ -41,8 +43,9 @@ def splits(runs: pd.DataFrame) -> dict[str, tuple]:
 
 def leaderboard(runs: pd.DataFrame, best_val_acc: dict[str, float], split: tuple,
                 labels: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per student, a class member (their best finished run on `split`), best first, ranked from 1.
-    `labels` (member id -> name shown, see member_labels) tells apart two members who chose the same name."""
+    """One row per student, a class member (their best finished run on `split`), best first, ranked from 1; equal
+    accuracies (to SHOWN_DECIMALS) share the better rank. `labels` (member id -> name shown, see member_labels)
+    tells apart two members who chose the same name."""
     finished = _finished_student_runs(runs)
     for column, value in zip(SPLIT_COLUMNS, split):
         finished = finished[finished[column] == value]
@@ -52,9 +55,11 @@ def leaderboard(runs: pd.DataFrame, best_val_acc: dict[str, float], split: tuple
         return pd.DataFrame(columns=columns)
     top = (finished.sort_values(["best", "finished_at"], ascending=[False, True])
            .drop_duplicates("owner_id", keep="first").reset_index(drop=True))
+    shown = top["best"].astype(float).round(SHOWN_DECIMALS)
+    top = top.assign(shown=shown).sort_values(["shown", "finished_at"], ascending=[False, True]).reset_index(drop=True)
     labels = labels or {}
     return pd.DataFrame({
-        "rank": range(1, len(top) + 1),
+        "rank": top["shown"].rank(method="min", ascending=False).astype(int),
         "student": [labels.get(i, o) for i, o in zip(top["owner_id"], top["owner"])],
         "best val acc": top["best"].astype(float),
         "run": top["name"],

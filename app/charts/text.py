@@ -19,10 +19,12 @@ import re
 # ":" too: it starts Streamlit's :colour[...] and :material/icon: directives
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~$!:])")
 # Bare URLs and e-mail addresses are linked after escapes are resolved (GitHub-style autolink literals), so no
-# backslash stops them: an invisible WORD JOINER (U+2060) between "http" and ":", "www" and ".", and before "@"
-# keeps them text. What a reader sees does not change.
+# backslash stops them: an invisible WORD JOINER (U+2060) between "http" and ":", "www" and ".", and before an "@"
+# that follows a character of an address's local part keeps them text. What a reader sees does not change, but a
+# copy of the text carries the joiner: an "@" after a space ("Adam @ 0.002") starts no address and gets none.
 _JOINER = "\u2060"
-_AUTOLINKS = (re.compile(r"(?i)\b(https?|ftp|mailto)(?=\\:)"), re.compile(r"(?i)\b(www)(?=\.)"), re.compile(r"()(?=@)"))
+_AUTOLINKS = (re.compile(r"(?i)\b(https?|ftp|mailto)(?=\\:)"), re.compile(r"(?i)\b(www)(?=\.)"),
+              re.compile(r"(?<=[\w.+\-])()(?=@)"))
 # Bidirectional controls reorder the text around them: U+202E shows "gpj.exe" as "exe.jpg". Names refuse them
 # (engine.records.hidden_character); text that may still hold them (a CSV's class labels, names stored before the
 # refusal) shows each as a visible code instead, so what is read is what is there.

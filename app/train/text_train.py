@@ -2,13 +2,12 @@
 
 The preview shows what the run will train on: parameters, sentences, steps, vocabulary size, the learning-rate
 schedule and the first training batch as sentences with their labels (a table: the text stays text). An
-uploaded CSV is saved under TRAINLENS_HOME/data/uploads (inside the allowed data folders), named by its
-content hash so the same file is stored once, and the form's data folder is pointed at it.
+uploaded CSV is saved under TRAINLENS_HOME/data/uploads (inside the allowed data folders) by engine/uploads.py: named
+by its content hash so the same file is stored once, private to the server's user, and bounded in total size (the
+uploads no run uses go first); the form's data folder is pointed at it.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import pandas as pd
 import streamlit as st
@@ -16,9 +15,11 @@ import streamlit as st
 from app.charts.metrics import lr_schedule_figure
 from app.charts.text import escape_md
 from app.ui.presentation import plotly_chart
+from app.ui.state import get_store
 from engine.config import RunConfig
 
 UPLOAD_KEY = "train_text_csv_upload"
+UPLOAD_ERROR = "train_text_csv_upload_error"  # set by the upload's callback, shown (once) by the page
 
 
 def _save_upload() -> None:
@@ -26,14 +27,14 @@ def _save_upload() -> None:
     upload = st.session_state.get(UPLOAD_KEY)
     if upload is None:
         return
-    from engine.paths import data_dir
+    from engine.uploads import UploadRefused, save_upload
 
-    data = upload.getvalue()
-    folder = data_dir() / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{hashlib.sha256(data).hexdigest()[:16]}.csv"
-    (folder / name).write_bytes(data)
-    st.session_state["cfg_data_dir"] = f"uploads/{name}"
+    runs = get_store().list_runs()  # every run's data folder: the uploads they read are kept
+    in_use = runs["cfg.data_dir"].tolist() if "cfg.data_dir" in runs else []
+    try:
+        st.session_state["cfg_data_dir"] = save_upload(upload.getvalue(), in_use)
+    except UploadRefused as exc:
+        st.session_state[UPLOAD_ERROR] = str(exc)
 
 
 def csv_upload(config: RunConfig | None) -> None:
@@ -43,6 +44,8 @@ def csv_upload(config: RunConfig | None) -> None:
     st.file_uploader("Your CSV (a text column and a label column, UTF-8)", type=["csv"], key=UPLOAD_KEY,
                      on_change=_save_upload,
                      help="Saved on the server under the data folder; the data folder field then points at it.")
+    if UPLOAD_ERROR in st.session_state:
+        st.error(escape_md(st.session_state.pop(UPLOAD_ERROR)), icon=":material/block:")
 
 
 def compact_count(count: int) -> str:

@@ -11,7 +11,6 @@ TRAINLENS_TICK_LOG=FILE appends one line per tick (time, view, wall ms, CPU ms) 
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -29,6 +28,7 @@ from app.server.load import LOAD
 from app.server.memory import collect_now_and_then
 from app.ui.presentation import plotly_chart
 from app.ui.state import format_duration, get_runner, run_metrics, runs_frame
+from engine import settings
 from engine.records import ACTIVE, RunKind, RunStatus
 
 # Material icons render everywhere Streamlit does (emoji need a font that kiosk/projector machines may lack)
@@ -48,7 +48,7 @@ def status_label(status: str) -> str:
     return f"{STATUS_ICONS.get(status, '')} {status_text(status)}"
 
 
-_TICK_LOG = os.environ.get("TRAINLENS_TICK_LOG")
+_TICK_LOG = settings.value_or_default("TRAINLENS_TICK_LOG")
 _tick_log_lock = threading.Lock()
 
 

@@ -14,7 +14,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from app.charts.leaderboard import class_summary, leaderboard, member_labels, splits
+from app.charts.leaderboard import SHOWN_DECIMALS, class_summary, leaderboard, member_labels, splits
 from app.charts.text import escape_md
 from app.ui.identity import session_actor
 from app.ui.live import live_fragment, status_text
@@ -45,16 +45,17 @@ def board(runs: pd.DataFrame) -> None:
                          help="Accuracies compare only on the same validation images.")
     table = leaderboard(runs, best_val_acc(list(runs["run_id"])), choices[label], member_labels(store.members()))
     event = st.dataframe(table, hide_index=True, key="board_table", on_select="rerun", selection_mode="multi-row",
-                         column_config={"best val acc": st.column_config.NumberColumn(format="%.4f"),
+                         column_config={"best val acc": st.column_config.NumberColumn(format=f"%.{SHOWN_DECIMALS}f"),
+                                        "run": st.column_config.TextColumn("run", width="medium"),
                                         "lr": st.column_config.NumberColumn(format="%g"),
                                         "run_id": st.column_config.TextColumn("run id", width="small")})
     chosen = [table["run_id"].iloc[i] for i in event.selection.rows] if event and event.selection else []
     a, b = st.columns(2)
     a.page_link("views/compare.py", label=f"Compare selected ({len(chosen)})", icon=":material/stacked_line_chart:",
                 query_params={"runs": ",".join(chosen)}, disabled=not chosen)
-    b.page_link("views/run_report.py", label="Open the selected run's config and report",
-                icon=":material/fact_check:", query_params={"run": chosen[0]} if chosen else None,
-                disabled=len(chosen) != 1)
+    b.page_link("views/run_report.py", label="Report of the selected run", icon=":material/fact_check:",
+                query_params={"run": chosen[0]} if chosen else None, disabled=len(chosen) != 1,
+                help="its whole config, recipe checks and evaluation")
 
 
 def teacher_controls() -> None:
@@ -71,14 +72,19 @@ def teacher_controls() -> None:
         confirm_cancel_all()
     limits = store.limits()
     with st.form("class_limits"):
-        st.caption("Class limits, per student")
-        c1, c2, c3, c4 = st.columns([1, 1, 1, 1.5])  # room for six digits at 1024 px
+        st.caption("Class limits, per student. A lesson counts as one run for the first two; its runs are bounded "
+                   "by the runs per lesson, each by the work of the largest run allowed (epochs x examples).")
+        c1, c2, c3 = st.columns(3)  # two rows of three: five in a row were cut at 1024 px
+        c4, c5, _ = st.columns(3)
         values = {
             "running": c1.number_input("running at once", 1, 64, limits.running, key="limit_running"),
             "queued": c2.number_input("waiting in the queue", 1, 1000, limits.queued, key="limit_queued"),
             "epochs": c3.number_input("epochs per run", 1, 1000, limits.epochs, key="limit_epochs"),
-            "examples": c4.number_input("training examples per run", 1, 10**9, limits.examples, step=1000,
-                                        key="limit_examples"),
+            "examples": c4.number_input("examples per run", 1, 10**9, limits.examples, step=1000,
+                                        key="limit_examples", help="training examples per run"),
+            "lesson_runs": c5.number_input("runs per lesson", 1, 1000, limits.lesson_runs, key="limit_lesson_runs",
+                                           help="the most runs one lesson of a student may start; the teacher "
+                                                "can run a bigger one for the whole class"),
         }
         st.caption("What one run may cost")
         d1, d2, d3, d4, d5 = st.columns([1.4, 1, 1, 1, 1])
@@ -108,7 +114,8 @@ def teacher_controls() -> None:
     d = ClassLimits()
     st.caption(f"Defaults: {d.running} running, {d.queued} queued, {d.epochs} epochs, {d.examples:,} examples, "
                f"{d.parameters:,} parameters, batches of {d.batch}, {d.cpus:g} CPU cores, {d.gpus:g} GPU and "
-               f"{d.minutes} minutes per run (the server's TRAINLENS_MAX_* settings override them).")
+               f"{d.minutes} minutes per run, {d.lesson_runs} runs per lesson (the server's TRAINLENS_MAX_* settings "
+               "override them).")
 
     st.subheader("Students")
     live_fragment("class_students", students_live, every=2.0)

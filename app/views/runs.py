@@ -39,6 +39,24 @@ def quarantined(unreadable: list[dict]) -> None:
         st.rerun()
 
 
+def workers_cannot_start() -> bool:
+    """Why queued runs wait when no worker can start (a Ray cluster that is not there, a store a worker cannot open):
+    the reason the runner recorded, and, for whoever may, a way to try again once it is fixed. True when shown."""
+    problem = get_runner().pool_problem()
+    if problem is None:
+        return False
+    st.error(f"Runs wait in the queue: {escape_md(problem.describe())}.", icon=":material/report:")
+    if not actor.is_student and st.button("Try again now", key="runs_workers_retry",
+                                          help="start the workers again, after fixing what stopped them"):
+        try:
+            get_runner().start_now()
+        except ValueError as exc:  # a setting it cannot start with
+            st.error(escape_md(str(exc)))
+        else:
+            st.rerun()
+    return True
+
+
 if runs.attrs.get("unreadable"):
     quarantined(runs.attrs["unreadable"])
 if runs.empty:
@@ -76,6 +94,10 @@ def best_val_acc(run_ids: list[str]) -> dict[str, float]:
 
 # columns the filters and actions read; shown columns are everything else
 HIDDEN = ["raw_status", "raw_owner", "raw_owner_key", "raw_owner_id", "raw_role"]
+# what a run is and how it does first, so a 1024 px projector shows them without scrolling the table sideways;
+# where and how it ran after
+SHOWN = ["name", "status", "progress", "ETA", "best val acc", "owner", "duration", "group", "device", "runs on",
+         "run_id", "error"]
 
 
 def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -141,17 +163,23 @@ def filtered(full: pd.DataFrame) -> pd.DataFrame:
 
 
 def runs_table(runs_now: pd.DataFrame) -> None:
-    cluster = cluster_summary(read_cluster())
+    # live: it shows when a start fails, and goes once workers run; it says what the cluster caption would
+    cluster = None if workers_cannot_start() else cluster_summary(read_cluster())
     if cluster:
         st.caption(escape_md(cluster))  # the error and the address are quoted text, never markdown
     full = shared_table(runs_now)
     view = filtered(full)
     event = st.dataframe(
         view.drop(columns=HIDDEN), hide_index=True, key="runs_table", on_select="rerun", selection_mode="multi-row",
+        column_order=SHOWN,
         column_config={
+            "name": st.column_config.TextColumn("name", width="medium"),
             "run_id": st.column_config.TextColumn("run id", width="small"),
-            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
-            "best val acc": st.column_config.NumberColumn(format="%.4f"),
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent",
+                                                        width=120),
+            "ETA": st.column_config.TextColumn("ETA", width="small"),
+            "best val acc": st.column_config.NumberColumn("best acc", format="%.4f", width="small",
+                                                          help="best validation accuracy"),
             "error": st.column_config.TextColumn("error", width="large"),
         },
     )

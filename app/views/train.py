@@ -87,11 +87,10 @@ with preview_col:
         steps_per_epoch = batches_per_epoch(len(split.train_x), config.batch_size)
         total = steps_per_epoch * config.epochs
         params = parameter_count(config.to_json())
-        a, b = st.columns(2)  # two by two, as for text runs: three in a row were cut to "4..." on a 1024-pixel screen
-        c, _ = st.columns(2)
-        a.metric("parameters", compact_count(params), help=f"{params:,}")
-        b.metric("training examples", f"{len(split.train_x):,}")
-        c.metric("steps", f"{total:,}", help=f"{steps_per_epoch} steps per epoch x {config.epochs} epochs")
+        # lines that wrap: three st.metric side by side in this column were cut to "param… 4…" at 1024 px
+        exact = f" ({params:,})" if compact_count(params) != f"{params:,}" else ""  # 647k (647,210); 44,426 once
+        st.markdown(f"**{compact_count(params)}** parameters{exact}  \n**{len(split.train_x):,}** training "
+                    f"examples  \n**{total:,}** steps ({steps_per_epoch:,} per epoch x {config.epochs} epochs)")
         steps, lrs = schedule_curve(config, total)
         plotly_chart(lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=240),
                         key="schedule_preview")

@@ -9,9 +9,13 @@ a forged request, the CLI. A page hides buttons too, but only as a courtesy.
 - Per-student caps (`ClassLimits`): runs running at once, runs queued, and what one run may cost: epochs, training
   examples (your own CSV's rows count), model parameters (counted on torch's meta device, never allocated), batch
   size, CPU cores and GPUs, and minutes of training (a run over it is stopped: engine.runs.store.workers). Every
-  size field of a run is bounded by one of them. Defaults suit 30 students on one GPU server and every shipped
-  lesson; the operator overrides them with TRAINLENS_MAX_* variables, and the teacher from the Class page (stored
-  in the store's meta table as `limit.<name>`, so every server process and worker sees the same value).
+  size field of a run is bounded by one of them.
+- A lesson launch is one item for the running and queued caps (a student's 14-run optimizer race counts as one,
+  like one run); its runs are bounded by the runs-per-lesson cap, each by the training work (epochs x examples) of
+  the largest run the class limits allow, and each by the same cost caps as any run (`check_lesson`).
+- Defaults suit 30 students on one GPU server and let a student start every shipped lesson; the operator
+  overrides them with TRAINLENS_MAX_* variables, and the teacher from the Class page (stored in the store's meta
+  table as `limit.<name>`, so every server process and worker sees the same value).
 """
 
 from __future__ import annotations
@@ -46,11 +50,12 @@ class ClassLimits:
     cpus: float = 2.0  # num_cpus per run (cores reserved on a Ray cluster, and torch threads)
     gpus: float = 1.0  # num_gpus per run (0.25 = a quarter of one)
     minutes: int = 30  # minutes one claim of a run may train before it is stopped (a resume starts a new one)
+    lesson_runs: int = 16  # runs in one lesson launch (the largest shipped lesson, the optimizer race, has 14)
 
     ENV = {"running": "TRAINLENS_MAX_RUNNING", "queued": "TRAINLENS_MAX_QUEUED", "epochs": "TRAINLENS_MAX_EPOCHS",
            "examples": "TRAINLENS_MAX_EXAMPLES", "parameters": "TRAINLENS_MAX_PARAMETERS",
            "batch": "TRAINLENS_MAX_BATCH", "cpus": "TRAINLENS_MAX_CPUS", "gpus": "TRAINLENS_MAX_GPUS",
-           "minutes": "TRAINLENS_MAX_MINUTES"}
+           "minutes": "TRAINLENS_MAX_MINUTES", "lesson_runs": "TRAINLENS_MAX_LESSON_RUNS"}
 
     @classmethod
     def from_settings(cls, stored: dict[str, str] | None = None) -> ClassLimits:
@@ -171,6 +176,13 @@ def check_submission(actor: Actor | None, limits: ClassLimits, config, *, parame
         where = " (the rows of your CSV)" if config.dataset == "text_csv" and not config.train_limit else ""
         raise CapReached(f"This run trains on {examples:,} examples{where}; the class limit is {limits.examples:,} "
                          "per run. Set 'train limit' to at most that")
+    check_cost(limits, config, parameters)
+    check_queue_room(actor, limits, queued)
+
+
+def check_cost(limits: ClassLimits, config, parameters: int | None) -> None:
+    """CapReached when one run's model or resources are over the class limits: parameters, batch size, num_cpus,
+    num_gpus (for a student's run, and every run of a student's lesson)."""
     if parameters is not None and parameters > limits.parameters:
         named = [f"{name}={getattr(config, name)}" for name in size_fields(config)]
         raise CapReached(f"This run's model has {parameters:,} parameters ({config.model}"
@@ -182,11 +194,44 @@ def check_submission(actor: Actor | None, limits: ClassLimits, config, *, parame
         if value > limit:
             raise CapReached(f"{name}={value:g}: the class limit is {limit:g} per run. Lower {name} (or ask the "
                              "teacher to raise the limit)")
-    check_queue_room(actor, limits, queued)
 
 
 def check_queue_room(actor: Actor | None, limits: ClassLimits, queued: int) -> None:
-    """CapReached when a student who has `queued` runs waiting may not queue one more (a new run or a resume)."""
+    """CapReached when a student who has `queued` items waiting (runs, or lesson launches none of whose runs has
+    started) may not queue one more (a new run, a resume or a lesson)."""
     if actor is not None and actor.is_student and queued >= limits.queued:
-        raise CapReached(f"You already have {queued} run(s) waiting in the queue; the class limit is {limits.queued}. "
-                         "Wait for one to start, or cancel one")
+        raise CapReached(f"You already have {queued} run(s) or lesson(s) waiting in the queue; the class limit is "
+                         f"{limits.queued}. Wait for one to start, or cancel one")
+
+
+def check_lesson(actor: Actor | None, limits: ClassLimits, runs: list[tuple[object, int | None, int | None]],
+                 queued: int) -> None:
+    """CapReached when a student may not launch a lesson whose runs are these (config, parameters, training examples).
+
+    A lesson is one item for the running and queued caps, so its runs are bounded as a whole instead: at most
+    `lesson_runs` of them, each training on at most `examples` examples and at most `epochs x examples` examples in
+    all (the work of the largest run a student may start), and each within the cost caps of any run (`check_cost`).
+    The overfitting lesson's 20 epochs of 200 examples fit; 20 epochs of the full data would not. Lessons come from
+    the operator's files, never from a student's form, but a teacher's lowered limits still apply."""
+    if actor is None or not actor.is_student:
+        return
+    if len(runs) > limits.lesson_runs:
+        raise CapReached(f"This lesson starts {len(runs)} runs; the class limit is {limits.lesson_runs} runs per "
+                         "lesson. Watch the class's run of it, or ask the teacher to run it for the class")
+    budget = limits.epochs * limits.examples
+    for config, parameters, examples in runs:
+        epochs = config.epochs
+        if examples is None:  # a dataset of unknown size: only the epochs can be checked
+            if epochs > limits.epochs:
+                raise CapReached(f"A run of this lesson asks for {epochs} epochs; the class limit is {limits.epochs} "
+                                 "per run. Ask the teacher to run it for the class (or to raise the limit)")
+        elif examples > limits.examples:
+            raise CapReached(f"A run of this lesson trains on {examples:,} examples; the class limit is "
+                             f"{limits.examples:,} per run. Ask the teacher to run it for the class (or to raise the "
+                             "limit)")
+        elif epochs * examples > budget:
+            raise CapReached(f"A run of this lesson trains {epochs} epochs of {examples:,} examples; the class limits "
+                             f"allow {limits.epochs} epochs of {limits.examples:,} per run. Ask the teacher to run it "
+                             "for the class (or to raise the limits)")
+        check_cost(limits, config, parameters)
+    check_queue_room(actor, limits, queued)

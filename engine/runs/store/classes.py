@@ -2,10 +2,11 @@
 engine.runs.store.members.
 
 Settings live in the `meta` table (`queue_paused`, `limit.<name>`), so every server process and worker sees the
-same value the moment the teacher changes it. `class_settings`, `class_limits` and `queued_of` read inside the
-caller's transaction: the queue (a claim), a submission and a resume check the limits in the same transaction that
-acts on them, so a thousand requests at once cannot slip past a cap. Who may change what is decided in
-engine.runs.access.
+same value the moment the teacher changes it. `class_settings`, `class_limits`, `queued_of` and `running_units`
+read inside the caller's transaction: the queue (a claim), a submission and a resume check the limits in the same
+transaction that acts on them, so a thousand requests at once cannot slip past a cap. A student's items for the
+running and queued caps are runs, or whole lesson launches (`UNIT`), counted per member id. Who may change what is
+decided in engine.runs.access.
 """
 
 from __future__ import annotations
@@ -32,10 +33,30 @@ def class_limits(c: sqlite3.Connection) -> ClassLimits:
         return ClassLimits.from_settings()
 
 
+# A run's item for the class limits: its lesson launch's group (engine.runs.store.launches: a whole lesson is one
+# item), else the run itself. Run ids are 12 hex digits, so the prefixed groups never collide with them.
+UNIT = "COALESCE('launch:' || l.grp, r.run_id)"
+JOIN_LAUNCH = "LEFT JOIN launches l ON l.grp = r.grp"
+
+
+def running_units(c: sqlite3.Connection) -> dict[tuple[str, str], set[str]]:
+    """(owner_id, owner_role) -> the items each member has training (a run, or a lesson launch however many of its
+    runs train), read on `c`."""
+    units: dict[tuple[str, str], set[str]] = {}
+    for row in c.execute(f"SELECT r.owner_id, r.owner_role, {UNIT} AS unit FROM runs r {JOIN_LAUNCH} "
+                         f"WHERE r.status='{RunStatus.RUNNING}'"):
+        units.setdefault((row["owner_id"], row["owner_role"]), set()).add(row["unit"])
+    return units
+
+
 def queued_of(c: sqlite3.Connection, actor: Actor) -> int:
-    """How many runs `actor` (a class member) has waiting in the queue (read inside the caller's transaction)."""
-    return c.execute(f"SELECT COUNT(*) FROM runs WHERE status='{RunStatus.QUEUED}' AND owner_id=? AND owner_role=?",
-                     (actor.member_id, actor.role)).fetchone()[0]
+    """How many items `actor` (a class member) has waiting in the queue: queued runs, and lesson launches none of
+    whose runs has started (a launch already training is counted as running), read inside the caller's
+    transaction."""
+    waiting = {row["unit"] for row in c.execute(
+        f"SELECT {UNIT} AS unit FROM runs r {JOIN_LAUNCH} WHERE r.status='{RunStatus.QUEUED}' AND r.owner_id=? "
+        "AND r.owner_role=?", (actor.member_id, actor.role))}
+    return len(waiting - running_units(c).get((actor.member_id, actor.role), set()))
 
 
 class ClassesMixin(StoreBase):

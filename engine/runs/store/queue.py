@@ -1,9 +1,10 @@
 """The queue: which queued run a worker takes next (`claim_next`), each queued run's place, and why it waits.
 
 Owners are served round-robin: `queue_turns` records when each owner's queue was last served, and the owner
-served longest ago goes first, each owner's own runs in the order queued. `claim_next` and `queue_positions` rank
-owners with the same rule (`_turn_rank`), so the places a page shows are the order runs really start in. A claim
-takes the write lock up front (BEGIN IMMEDIATE), so two workers, in two processes, never take the same run; it
+served longest ago goes first, each owner's own runs in the order queued. A lesson the teacher ran for the whole
+class goes before every turn: the room is watching it (engine.runs.store.launches). `claim_next` and
+`queue_positions` rank owners with the same rule (`_turn_rank`), so the places a page shows are the order runs
+really start in. A claim takes the write lock up front (BEGIN IMMEDIATE), so two workers, in two processes, never take the same run; it
 takes a new lease (see engine.runs.store.runs) and fails a queued run whose record cannot be read (quarantine).
 A run started from another (`init_from`, engine.runs.lineage) waits while its source is queued or training, and is
 failed with the reason when its source ended without finishing or was deleted: a lesson's fine-tuning runs are queued
@@ -20,8 +21,8 @@ import pandas as pd
 
 from engine.records import ACTIVE, SUCCEEDED, RunRecord, RunStatus
 from engine.runs.access import ClassLimits
-from engine.runs.store.classes import class_limits, class_settings
-from engine.runs.store.runs import RUN_SELECT, UnreadableRun, parse_run, run_record
+from engine.runs.store.classes import JOIN_LAUNCH, UNIT, class_limits, class_settings, running_units
+from engine.runs.store.runs import PACE_RESET, RUN_SELECT, UnreadableRun, parse_run, run_record
 from engine.runs.store.schema import StoreBase
 
 
@@ -52,7 +53,8 @@ class QueueMixin(StoreBase):
                           (problem[:1000], time.time(), row["run_id"]))
             now = time.time()
             c.execute(f"UPDATE runs SET status='{RunStatus.RUNNING}', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
-                      "claimed_at=?, heartbeat_at=?, error=NULL, finished_at=NULL, lease=lease+1 WHERE run_id=?",
+                      f"claimed_at=?, heartbeat_at=?, error=NULL, finished_at=NULL, lease=lease+1, {PACE_RESET} "
+                      "WHERE run_id=?",
                       (worker_id, device, now, now, now, row["run_id"]))
             c.execute("INSERT OR REPLACE INTO queue_turns(owner, served_at) VALUES (?, ?)", (_turn_key(row), now))
             claimed = c.execute(f"SELECT {RUN_SELECT} FROM runs WHERE run_id=?", (row["run_id"],)).fetchone()
@@ -62,14 +64,19 @@ class QueueMixin(StoreBase):
         """run_id -> place in the queue (1 = next), in the round-robin order `claim_next` serves (class limits and a
         pause can still hold a run back: see `waiting_reason`)."""
         c = self.conn
-        queued = c.execute(f"SELECT run_id, owner, owner_role, owner_id, queued_at FROM runs "
-                           f"WHERE status='{RunStatus.QUEUED}' ORDER BY queued_at, rowid").fetchall()
+        queued = _queued(c)
         turns = {r["owner"]: r["served_at"] for r in c.execute("SELECT owner, served_at FROM queue_turns")}
+        positions, place = {}, 1
+        for row in queued:  # the class's lesson first
+            if row["for_class"]:
+                positions[row["run_id"]] = place
+                place += 1
         by_owner: dict[str, list] = {}
         for row in queued:
-            by_owner.setdefault(_turn_key(row), []).append(row)
+            if not row["for_class"]:
+                by_owner.setdefault(_turn_key(row), []).append(row)
         owners = sorted(by_owner, key=lambda o: _turn_rank(turns, by_owner[o][0]))
-        positions, place, depth = {}, 1, 0
+        depth = 0
         while any(depth < len(by_owner[o]) for o in owners):
             for owner in owners:
                 if depth < len(by_owner[owner]):
@@ -79,8 +86,14 @@ class QueueMixin(StoreBase):
         return positions
 
     def waiting_reason(self, run: RunRecord | pd.Series) -> str:
-        """Why a queued run has not started yet, in a sentence for its owner. Reads only the run's `run_id`,
-        `owner_id` and `owner_role` (a listing's row will do)."""
+        """Why a queued run has not started yet, in a sentence for its owner: no worker can start (the failure the
+        runner recorded, engine.runs.pool_health), the teacher paused the queue, the owner's running limit, or its
+        place in the queue. Reads only the run's `run_id`, `owner_id` and `owner_role` (a listing's row will do)."""
+        from engine.runs import pool_health
+
+        failure = pool_health.current()
+        if failure is not None and self.live_workers().empty:  # first: nothing else matters while no worker can start
+            return f"No worker can take it: {failure.describe()}."
         settings, limits = class_settings(self.conn), class_limits(self.conn)
         source = self.conn.execute("SELECT s.name, s.status FROM runs r JOIN runs s ON s.run_id = " + _SOURCE_ID +
                                    " WHERE r.run_id=?", (run["run_id"],)).fetchone()
@@ -90,11 +103,10 @@ class QueueMixin(StoreBase):
         if run.get("owner_role") == "student":
             if settings.get("queue_paused") == "1":
                 return "The teacher has paused the queue: your run starts when they resume it."
-            running = self.conn.execute(f"SELECT COUNT(*) FROM runs WHERE status='{RunStatus.RUNNING}' AND owner_id=? "
-                                        "AND owner_role=?", (run["owner_id"], run["owner_role"])).fetchone()[0]
-            if running >= limits.running:
-                return (f"You have {running} run(s) training, the class limit at once; this one starts when one of "
-                        "them ends.")
+            running = running_units(self.conn).get((run["owner_id"], run["owner_role"]), set())
+            if len(running) >= limits.running and _unit_of(self.conn, run["run_id"]) not in running:
+                return (f"You have {len(running)} run(s) or lesson(s) training, the class limit at once; this one "
+                        "starts when one of them ends.")
         place = self.queue_positions().get(run["run_id"])
         ahead = f"{place - 1} run(s) are ahead of it" if place and place > 1 else "it is next"
         return f"Every worker is busy; {ahead} (owners take turns, one run each)."
@@ -137,26 +149,44 @@ def _turn_rank(turns: dict[str, float], first_queued) -> tuple[float, float]:
     return turns.get(_turn_key(first_queued), 0.0), first_queued["queued_at"]
 
 
+def _queued(c: sqlite3.Connection, *, startable: bool = False) -> list[sqlite3.Row]:
+    """Every queued run in the order queued: id, owner (name, role, member id), time, its item for the class limits
+    (`unit`) and whether it belongs to a lesson launched for the whole class. `startable`: without the runs whose
+    source (init_from) is still queued or training (they wait, and keep their place)."""
+    waiting = (f"LEFT JOIN runs s ON s.run_id = {_SOURCE_ID} WHERE (s.status IS NULL OR s.status NOT IN ({_ACTIVE})) "
+               "AND" if startable else "WHERE")
+    return c.execute(f"SELECT r.run_id, r.owner, r.owner_role, r.owner_id, r.queued_at, {UNIT} AS unit, "
+                     f"COALESCE(l.for_class, 0) AS for_class FROM runs r {JOIN_LAUNCH} "
+                     f"{waiting} r.status='{RunStatus.QUEUED}' ORDER BY r.queued_at, r.rowid").fetchall()
+
+
+def _unit_of(c: sqlite3.Connection, run_id: str) -> str | None:
+    row = c.execute(f"SELECT {UNIT} AS unit FROM runs r {JOIN_LAUNCH} WHERE r.run_id=?", (run_id,)).fetchone()
+    return row["unit"] if row else None
+
+
 def _next_in_turn(c: sqlite3.Connection, limits: ClassLimits, paused: bool):
     """The queued run `claim_next` takes: see there. None when nothing may start."""
-    # a run whose source (init_from) is still queued or training waits (and keeps its place)
-    queued = c.execute(f"SELECT r.run_id, r.owner, r.owner_role, r.owner_id, r.queued_at FROM runs r "
-                       f"LEFT JOIN runs s ON s.run_id = {_SOURCE_ID} WHERE r.status='{RunStatus.QUEUED}' "
-                       f"AND (s.status IS NULL OR s.status NOT IN ({_ACTIVE})) "
-                       "ORDER BY r.queued_at, r.rowid").fetchall()
+    queued = _queued(c, startable=True)
     if not queued:
         return None
-    running = {_turn_key(r): r["n"] for r in c.execute(
-        f"SELECT owner, owner_role, owner_id, COUNT(*) AS n FROM runs WHERE status='{RunStatus.RUNNING}' "
-        "GROUP BY owner, owner_role, owner_id")}
+    running = running_units(c)
+
+    def may_start(row) -> bool:
+        if row["owner_role"] != "student":
+            return True
+        units = running.get((row["owner_id"], row["owner_role"]), set())
+        return not paused and (row["unit"] in units or len(units) < limits.running)
+
+    for row in queued:  # a lesson the whole class watches goes first (queued by the teacher: never held)
+        if row["for_class"] and may_start(row):
+            return c.execute(f"SELECT {RUN_SELECT} FROM runs WHERE run_id=?", (row["run_id"],)).fetchone()
     turns = {r["owner"]: r["served_at"] for r in c.execute("SELECT owner, served_at FROM queue_turns")}
     first: dict[str, Any] = {}
-    for row in queued:  # each owner's oldest queued run
-        first.setdefault(_turn_key(row), row)
-    eligible = [row for row in first.values()
-                if row["owner_role"] != "student"
-                or (not paused and running.get(_turn_key(row), 0) < limits.running)]
-    if not eligible:
+    for row in queued:  # each owner's oldest queued run that may start
+        if _turn_key(row) not in first and may_start(row):
+            first[_turn_key(row)] = row
+    if not first:
         return None
-    chosen = min(eligible, key=lambda r: _turn_rank(turns, r))
+    chosen = min(first.values(), key=lambda r: _turn_rank(turns, r))
     return c.execute(f"SELECT {RUN_SELECT} FROM runs WHERE run_id=?", (chosen["run_id"],)).fetchone()
