@@ -142,7 +142,7 @@ ENGINE_FLOORS: list[tuple[str, ...]] = [
     # runs to launch and read back results through a runner and a store they are handed, so they need nothing above
     ("engine.train", "engine.models", "engine.optim", "engine.grads", "engine.checkpoints", "engine.sinks",
      "engine.stopping", "engine.validation", "engine.transfer", "engine.adapters", "engine.race", "engine.lessons",
-     "engine.lesson_answer"),
+     "engine.lesson_answer", "engine.lesson_parts"),
     # explanations: of a trained run's model, rebuilt from its checkpoint (engine.checkpoints.load_run_model), so
     # explain/ sits above the loop rather than beside data/ and text/
     ("engine.explain",),
