@@ -31,6 +31,20 @@ def source_id(init_from: Any) -> str:
     return init_from.partition(":")[0]
 
 
+def source_names(runs) -> dict[str, str]:
+    """run_id -> the name of the run it started from, for the runs of a listing (Store.list_runs: `cfg.init_from`)
+    that started from another; a source missing from the listing (deleted) reads as its short id."""
+    if "cfg.init_from" not in runs.columns:
+        return {}
+    names = dict(zip(runs["run_id"], runs["name"]))
+    out = {}
+    for run_id, init_from in zip(runs["run_id"], runs["cfg.init_from"]):
+        source = source_id(init_from)
+        if source:
+            out[run_id] = str(names.get(source, f"{source[:8]} (deleted)"))
+    return out
+
+
 def check_transfer(store, config: RunConfig) -> RunConfig:
     """`config` with `init_from` resolved to RUN_ID:which; SourceRefused (one line) when it cannot start this run (see
     the module docstring). Reads only: called before the write transaction that queues the run."""

@@ -76,3 +76,38 @@ def test_a_source_that_does_not_fit_is_refused_in_one_line_and_nothing_is_queued
     assert not at.exception
     assert len(at.error) == 1 and "trained a convnet; this run's model is mlp" in at.error[0].value
     assert len(Store().list_runs()) == before
+
+
+@pytest.fixture
+def child(finished) -> str:
+    """A run fine-tuned from `finished` with its backbone frozen, completed."""
+    store = Store()
+    config = SOURCE.with_updates(classes="5-9", init_from=finished, freeze="backbone")
+    run_id = store.create_run(config, name="digits 5-9 from 0-4")
+    sink = MemorySink()
+    train(store.get_run(run_id)["config"], sink, run_id=run_id)
+    for artifact, value in sink.artifacts.items():
+        store.put_artifact(run_id, artifact, value)
+    store.update_status(run_id, RunStatus.COMPLETED)
+    store.close()
+    return run_id
+
+
+def test_the_runs_page_compare_and_the_run_report_show_where_a_run_started(finished, child):
+    at = fresh_app()
+    at.run()
+    at.switch_page("views/runs.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("name")
+    assert table.loc["digits 5-9 from 0-4", "from"] == "digits 0-4" and table.loc["digits 0-4", "from"] == ""
+    at.query_params["runs"] = child
+    at.switch_page("views/compare.py").run()
+    assert not at.exception
+    assert f"digits 5-9 from 0-4 · {child[:6]} · from digits 0-4" in at.multiselect(key="compare_runs").options
+    at.query_params["run"] = child
+    at.switch_page("views/run_report.py").run()
+    assert not at.exception
+    header = " ".join(m.value for m in at.markdown)
+    assert "Started from **digits 0-4**'s best weights with a new head (other classes)" in header
+    assert "parameters trained, **" in header and "frozen (freeze backbone)" in header
+    assert any("classes 5-9" in c.value for c in at.caption)
