@@ -72,9 +72,10 @@ def load_model(name: str):
 def test_the_figures_mark_mistakes_and_keep_each_points_index():
     coords = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.5]])
     figure = layout_figure(coords, np.array([0, 1, 1]), np.array([0, 1, 0]), ["zero", "one"])
-    by_name = {trace.name: trace for trace in figure.data}
-    assert list(by_name["one"].customdata) == [1, 2] and list(by_name["one"].marker.symbol) == ["circle", "x"]
-    assert "× misclassified" in by_name
+    one = [trace for trace in figure.data if trace.name == "one"]
+    assert [(list(t.customdata), t.marker.symbol, t.showlegend) for t in one] == [([1], "circle", True),
+                                                                                  ([2], "x", False)]
+    assert "× misclassified" in {trace.name for trace in figure.data}
     grid = filters_figure(np.random.default_rng(0).normal(size=(6, 5, 5))).data[0].z
     assert np.nanmax(np.abs(grid)) == pytest.approx(1.0)
     assert image_strip(np.zeros((3, 4, 4))).shape == (4, 3 * 4 + 2 * 2)
@@ -104,3 +105,13 @@ def test_the_run_report_shows_the_layouts_the_knn_accuracies_and_the_neighbours(
     assert "**Nearest neighbours of example 7**" in " ".join(m.value for m in at.markdown)
     captions = [c.value for c in at.caption]
     assert any("k-NN on the raw pixels" in c for c in captions)
+
+
+def test_a_run_of_a_class_subset_with_adapters_is_rebuilt_from_its_checkpoints(trainlens_home):
+    """load_run_model (the Run report, Explain) rebuilds the run's own model: 5 outputs for classes 5-9, LoRA layers."""
+    config = CONFIG.with_updates(epochs=1, train_limit=300, classes="5-9", adapter="lora", lora_rank=2)
+    train(config, MemorySink(), run_id="subsetlora01")
+    for which in (INITIAL_EPOCH, "best"):
+        model, _, info, _ = load_run_model("subsetlora01", which)
+        assert info.classes == ("5", "6", "7", "8", "9") and model.fc3.out_features == 5
+        assert hasattr(model.conv1, "lora_a")

@@ -29,18 +29,23 @@ def layout_figure(coords: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
     figure = go.Figure()
     wrong = predicted != labels
     for index, name in enumerate(class_names):
-        members = np.flatnonzero(labels == index)
-        if not members.size:
-            continue
-        texts = [plotly_text(f"{hover[i][:120]}") for i in members] if hover is not None else None
-        figure.add_trace(go.Scatter(
-            x=coords[members, 0], y=coords[members, 1], mode="markers", name=plotly_text(str(name)),
-            customdata=members, text=texts,
-            marker=dict(color=PALETTE[index % len(PALETTE)], size=[11 if wrong[i] else 7 for i in members],
-                        symbol=[MISCLASSIFIED_SYMBOL if wrong[i] else "circle" for i in members],
-                        line=dict(width=0)),
-            hovertemplate=(("%{text}<br>" if texts else "") + f"true {plotly_text(str(name))} · example %{{customdata}}"
-                           "<extra></extra>")))
+        color, label = PALETTE[index % len(PALETTE)], plotly_text(str(name))
+        right_ones = np.flatnonzero((labels == index) & ~wrong)
+        wrong_ones = np.flatnonzero((labels == index) & wrong)
+        # the class's correct points as circles (its legend entry), its mistakes as crosses of the same colour, one
+        # legend group: a legend marker shows its trace's first symbol, which would be a cross for a class of mistakes
+        for members, symbol, size, legend in ((right_ones, "circle", 7, True),
+                                              (wrong_ones, MISCLASSIFIED_SYMBOL, 11, not right_ones.size)):
+            if not members.size:
+                continue
+            texts = [plotly_text(hover[i][:120]) for i in members] if hover is not None else None
+            figure.add_trace(go.Scatter(
+                x=coords[members, 0], y=coords[members, 1], mode="markers", name=label, legendgroup=label,
+                showlegend=legend, customdata=members, text=texts,
+                marker=dict(color=color, size=size, symbol=symbol, line=dict(width=0)),
+                hovertemplate=(("%{text}<br>" if texts else "") + f"true {label}"
+                               + (" · misclassified" if symbol == MISCLASSIFIED_SYMBOL else "")
+                               + " · example %{customdata}<extra></extra>")))
     if wrong.any():  # a legend entry that says what a cross means
         figure.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="× misclassified",
                                     marker=dict(color="#555555", symbol=MISCLASSIFIED_SYMBOL, size=11)))

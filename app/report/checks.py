@@ -115,11 +115,11 @@ def run_header(store: Store, run: pd.Series, config: RunConfig) -> None:
     st.caption(escape_md(" · ".join(facts)))
     transfer = transfer_line(store, config, summary)
     if transfer:
-        text_col, link_col = st.columns([5, 1.3], vertical_alignment="center")
+        text_col, link_col = st.columns([4, 1.4], vertical_alignment="center")
         text_col.markdown(transfer)
         source = config.init_from.partition(":")[0]
         if source and store.get_run(source) is not None:
-            link_col.page_link("views/run_report.py", label="Its source's report", icon=":material/fact_check:",
+            link_col.page_link("views/run_report.py", label="Source run", icon=":material/fact_check:",
                                query_params={"run": source})
     if summary.get("repr"):
         with st.expander("Model and configuration"):

@@ -184,7 +184,7 @@ def runs_table(runs_now: pd.DataFrame) -> None:
             "best val acc": st.column_config.NumberColumn("best acc", format="%.4f", width="small",
                                                           help="best validation accuracy"),
             "error": st.column_config.TextColumn("error", width="large"),
-            "from": st.column_config.TextColumn("from", width="small",
+            "from": st.column_config.TextColumn("from", width="medium",
                                                 help="the run it started from (its weights), if any"),
         },
     )
