@@ -7,6 +7,9 @@ nearest neighbours of a chosen image in feature and pixel space.
 
 from __future__ import annotations
 
+import json
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +21,7 @@ from engine.data.loading import load_run_split, normalize
 from engine.diagnostics.evaluate import predict
 from engine.diagnostics.features import (feature_layout, first_layer_filters, knn_accuracy, nearest,
                                          penultimate_features)
+from engine.paths import checkpoint_dir
 from engine.records import RunStatus
 from engine.train import MemorySink, train
 
@@ -26,9 +30,22 @@ CONFIG = RunConfig(dataset="mnist5k", model="convnet", epochs=2, batch_size=32, 
 RUN = "features0001"
 
 
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """The run's checkpoint folder, trained once for the module."""
+    home = tmp_path_factory.mktemp("features_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRAINLENS_HOME", str(home))
+        assert train(CONFIG, MemorySink(), run_id=RUN).status == "completed"
+    return home / "checkpoints" / RUN
+
+
 @pytest.fixture
-def trained(trainlens_home) -> str:
-    assert train(CONFIG, MemorySink(), run_id=RUN).status == "completed"
+def trained(trainlens_home, checkpoints) -> str:
+    """RUN's checkpoints in this test's home (a copy: each test has a store of its own)."""
+    import shutil
+
+    shutil.copytree(checkpoints, checkpoint_dir(RUN), dirs_exist_ok=True)
     return RUN
 
 
@@ -115,3 +132,29 @@ def test_a_run_of_a_class_subset_with_adapters_is_rebuilt_from_its_checkpoints(t
         model, _, info, _ = load_run_model("subsetlora01", which)
         assert info.classes == ("5", "6", "7", "8", "9") and model.fc3.out_features == 5
         assert hasattr(model.conv1, "lora_a")
+
+
+def test_the_tsne_layout_is_computed_in_the_background_then_shown(trained, monkeypatch):
+    from ui_helpers import chart_by_key, figure_spec, fresh_app
+
+    from engine.runs.store import Store
+
+    monkeypatch.setenv("TRAINLENS_WORKERS", "0")
+    monkeypatch.setattr("app.report.features.SAMPLE", 120)  # t-SNE of 120 points: a second, not ten
+    store = Store()
+    run_id = store.create_run(CONFIG, name="digits")
+    store.conn.execute("UPDATE runs SET run_id=? WHERE run_id=?", (RUN, run_id))
+    store.update_status(RUN, RunStatus.COMPLETED)
+    at = fresh_app()
+    at.query_params["run"] = RUN
+    at.run()
+    at.switch_page("views/run_report.py").run()
+    at.button_group(key="features_method").set_value("t-SNE").run()
+    assert not at.exception
+    deadline = time.monotonic() + 120
+    while "t-SNE 1" not in json.dumps(figure_spec(chart_by_key(at, "features_layout_after"))["layout"]):
+        assert time.monotonic() < deadline, "the t-SNE layout did not arrive"
+        time.sleep(1)
+        at.run()
+        assert not at.exception
+    assert "neighbours kept together" in " ".join(c.value for c in at.caption)

@@ -24,7 +24,8 @@ FILTER_COLUMNS = 8
 
 
 def layout_figure(coords: np.ndarray, labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str], *,
-                  title: str = "", hover: Sequence[str] | None = None, height: int = 420) -> go.Figure:
+                  title: str = "", hover: Sequence[str] | None = None, height: int = 420,
+                  axes: tuple[str, str] = ("first principal component", "second")) -> go.Figure:
     """Scatter of `coords` [N, 2]: a trace per true class (legend: the class), crosses where `predicted` differs."""
     figure = go.Figure()
     wrong = predicted != labels
@@ -52,8 +53,8 @@ def layout_figure(coords: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
     figure.update_layout(title=dict(text=plotly_text(title)) if title else None, height=height,
                          margin=dict(l=10, r=10, t=40 if title else 10, b=10), clickmode="event+select",
                          legend=dict(itemsizing="constant"))
-    figure.update_xaxes(showticklabels=False, title="first principal component", zeroline=False)
-    figure.update_yaxes(showticklabels=False, title="second", zeroline=False)
+    figure.update_xaxes(showticklabels=False, title=axes[0], zeroline=False)
+    figure.update_yaxes(showticklabels=False, title=axes[1], zeroline=False)
     return figure
 
 

@@ -5,8 +5,10 @@ accuracy of its features, and the nearest neighbours of a chosen example in feat
 "Before" is the run's `initial.safetensors` (the weights it started from: random, or its source run's when it
 started from another), "after" its best (or last) weights. The numbers come from engine.diagnostics.features on the
 first SAMPLE validation examples; the figures from app/charts/features.py. Computed in this process once per run and
-weights (cached), in about a second for the zoo's models. Text runs get the layout of their sentence codes, with the
-sentence on hover.
+weights (cached), in about a second for the zoo's models. The t-SNE layout, slower (about 10 s per layout for 500
+examples on a busy 2-core machine), runs on a job board shared by every session (app/server/explain_jobs.py) while
+a progress bar polls it; PCA shows at once. Text runs get the layout of their sentence codes, with the sentence on
+hover.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import streamlit as st
 
 from app.charts.features import filters_figure, image_strip, layout_figure
 from app.charts.text import escape_md
+from app.server.explain_jobs import FINISHED, JobBoard
 from app.ui.presentation import plotly_chart
 from app.ui.state import run_split
 from engine.config import RunConfig
@@ -24,6 +27,46 @@ from engine.records import ACTIVE, RunKind, RunRecord
 SAMPLE = 500  # validation examples laid out: enough to see clusters, few enough to hover and compute in a second
 NEIGHBOURS = 8
 PICK_KEY = "features_example"
+METHOD_KEY = "features_method"
+LAYOUTS = {"PCA": ("first principal component", "second"), "t-SNE": ("t-SNE 1", "t-SNE 2")}
+
+
+@st.cache_resource(show_spinner=False)
+def layout_jobs() -> JobBoard:
+    """One thread for t-SNE layouts, shared by every session; a layout is keyed by run, weights and version."""
+    return JobBoard(max_workers=1, keep=16, thread_name="features")
+
+
+def tsne_job(before: np.ndarray, after: np.ndarray, progress) -> tuple[np.ndarray, np.ndarray]:
+    """Both t-SNE layouts, on the board's thread; progress: half once the first is done."""
+    from engine.diagnostics.features import tsne_2d
+
+    first = tsne_2d(before)
+    progress(0.5)
+    return first, tsne_2d(after)
+
+
+@st.fragment(run_every=1.0)
+def tsne_progress(job_key: tuple) -> None:
+    """A live progress bar for a t-SNE job; reruns the page once the layouts are ready."""
+    board = layout_jobs()
+    if board.status(job_key) in (None, *FINISHED):  # None: dropped from the board: the rerun submits it again
+        st.rerun()
+    st.progress(board.progress(job_key), text="t-SNE: computing both layouts in the background (PCA meanwhile)...")
+
+
+def tsne_coords(run_id: str, version: float, data: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The t-SNE layouts (before, after) when ready; else None, with a progress bar, while they compute."""
+    board, key = layout_jobs(), ("tsne", run_id, version)
+    board.submit(key, tsne_job, data["before"]["features"], data["after"]["features"])
+    if board.status(key) not in FINISHED:
+        tsne_progress(key)
+        return None
+    try:
+        return board.result(key)
+    except Exception as exc:  # noqa: BLE001 - scikit-learn's own failure, said where the layout would be
+        st.warning(f"t-SNE failed ({type(exc).__name__}: {escape_md(exc)}); showing PCA.")
+        return None
 
 
 @st.cache_data(show_spinner="Reading what the network learned...", max_entries=8)
@@ -69,25 +112,34 @@ def features_section(run: RunRecord) -> None:
         st.caption("The filters, the feature layout and the neighbours appear here when the run ends.")
         return
     try:
-        data = learned(run["run_id"], "best", float(run.get("finished_at") or 0.0))
+        version = float(run.get("finished_at") or 0.0)
+        data = learned(run["run_id"], "best", version)
     except FileNotFoundError as exc:
         st.info(f"Not available for this run: {escape_md(exc)}.")
         return
     before, after = data["before"], data["after"]
     started = "its source run's weights" if config.init_from else "random weights"
+    method = st.segmented_control("layout", list(LAYOUTS), default="PCA", key=METHOD_KEY,
+                                  help="PCA: the two directions along which the codes spread most (at once). t-SNE: "
+                                       "keeps each example near its nearest neighbours (computed in the background)")
+    coords = (before["coords"], after["coords"])
+    if method == "t-SNE":
+        tsne = tsne_coords(run["run_id"], version, data)
+        coords, method = (tsne, method) if tsne is not None else (coords, "PCA")
+    how = "projected on their two main directions" if method == "PCA" else "placed by t-SNE, neighbours kept together"
     st.caption(f"The first {len(data['labels']):,} validation examples, laid out by the codes the classifier reads "
-               "(the penultimate layer's output, projected on its two main directions). Colour: the true class; "
-               f"a cross: the model's answer is wrong. Before training = {started}; after = the best weights. "
-               "Click a point to see its nearest neighbours below.")
+               f"(the penultimate layer's output, {how}). Colour: the true class; a cross: the model's answer is "
+               f"wrong. Before training = {started}; after = the best weights. Click a point to see its nearest "
+               "neighbours below.")
     columns = st.columns(2)
     chosen = None
-    for column, (name, layout) in zip(columns, (("Before training", before), ("After training", after))):
+    for column, (name, layout), xy in zip(columns, (("Before training", before), ("After training", after)), coords):
         with column:
             st.markdown(f"**{name}** · k-NN accuracy of the features **{layout['knn']:.1%}**",
                         help="each example classified by the 5 examples nearest to it in this feature space "
                              "(cosine similarity): how well the features separate the classes")
-            figure = layout_figure(layout["coords"], data["labels"], layout["predicted"], data["classes"],
-                                   hover=data.get("sentences"))
+            figure = layout_figure(xy, data["labels"], layout["predicted"], data["classes"],
+                                   hover=data.get("sentences"), axes=LAYOUTS[method])
             event = plotly_chart(figure, key=f"features_layout_{name.split()[0].lower()}", on_select="rerun",
                                  selection_mode="points")
             chosen = _clicked(event) if _clicked(event) is not None else chosen

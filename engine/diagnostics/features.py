@@ -5,6 +5,9 @@
 - `first_layer_filters(model, channels, size)`: the first layer's weights as small images: a convolution's kernels,
   an MLP's first-layer weight rows reshaped to the input image (None for a model whose first layer reads tokens).
 - `pca_2d(features)`: the features projected on their first two principal components (centred, by SVD).
+- `tsne_2d(features)`: the same examples laid out by t-SNE (scikit-learn), which keeps neighbours together where
+  PCA keeps the largest spreads: slower (seconds for the SAMPLE of the Run report), so the page runs it in the
+  background.
 - `knn_accuracy(features, labels, k)`: leave-one-out k-nearest-neighbour accuracy of the features (cosine
   similarity): how well the layout separates the classes, the number reported next to the plot, before training
   against after.
@@ -26,6 +29,7 @@ from torch import nn
 
 KNN_K = 5  # neighbours that vote in knn_accuracy
 MAX_FILTERS = 32  # first-layer filters shown: an MLP of 8192 units has as many rows
+TSNE_STEPS = 500  # t-SNE iterations: 500 points settle well before the default 1000 (half the wait)
 
 
 @torch.no_grad()
@@ -70,6 +74,20 @@ def pca_2d(features: torch.Tensor) -> np.ndarray:
     coords = (centred @ v[:2].T).numpy()
     out[:, :coords.shape[1]] = coords
     return out
+
+
+def tsne_2d(features: torch.Tensor | np.ndarray, seed: int = 0) -> np.ndarray:
+    """[N, 2]: t-SNE of the features (PCA initialisation, cosine distances as knn_accuracy reads them; perplexity 30,
+    or less for a small sample), reproducible for a seed."""
+    from sklearn.manifold import TSNE
+
+    array = np.asarray(features, dtype=np.float64)
+    if len(array) < 5:
+        return np.zeros((len(array), 2))
+    perplexity = min(30.0, (len(array) - 1) / 3)
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", metric="cosine", random_state=seed,
+                max_iter=TSNE_STEPS).fit_transform(
+        array)
 
 
 def _similarity(features: torch.Tensor) -> torch.Tensor:
