@@ -158,3 +158,19 @@ def test_the_tsne_layout_is_computed_in_the_background_then_shown(trained, monke
         at.run()
         assert not at.exception
     assert "neighbours kept together" in " ".join(c.value for c in at.caption)
+
+
+def test_a_text_run_is_laid_out_by_its_sentence_codes_with_the_sentence_on_hover(trainlens_home):
+    from app.report.features import learned
+
+    text = RunConfig(dataset="sentiment", model="gru", hidden=16, embed_dim=16, epochs=1, train_limit=300,
+                     layer_stats_every=0).validate()
+    train(text, MemorySink(), run_id="textlayout01")
+    data = learned.__wrapped__("textlayout01", "best", 0.0)  # the computation, without Streamlit's cache
+    assert data["pixels"] is None and data["before"]["filters"] is None  # no images: no filters, no pixel space
+    assert data["classes"] == ["negative", "positive"] and len(data["sentences"]) == len(data["labels"])
+    figure = layout_figure(data["after"]["coords"], data["labels"], data["after"]["predicted"], data["classes"],
+                           hover=data["sentences"])
+    first = figure.data[0]
+    assert first.text[0] == data["sentences"][first.customdata[0]][:120]
+    assert first.hovertemplate.startswith("%{text}<br>true ")

@@ -152,3 +152,17 @@ def test_show_names_the_source_and_the_parameter_counts(store, digits, capsys):
     out = capsys.readouterr().out
     assert f"from: digits 0-4 ({digits}, best weights)" in out
     assert "parameters: 45,555: 1,979 trainable, 43,576 frozen (1,554 in adapters)" in out, out
+
+
+def test_a_race_over_freezing_or_adapters_queues_each_arm_from_the_same_source(store, digits):
+    from engine.race import expand_race, parse_values
+
+    base = config(classes="5-9", init_from=digits)
+    arms = expand_race(base, optimizers=["adam"], field="freeze", values=parse_values("freeze", "none, backbone, "
+                                                                                      "all_but_head"), seeds=1)
+    arms += expand_race(base, optimizers=["adam"], field="adapter", values=parse_values("adapter", "lora"), seeds=1)
+    ids = [store.create_run(arm, name=arm.name or None, group="race") for arm in arms]
+    runs = store.list_runs(group="race").set_index("run_id").loc[ids]
+    assert runs["cfg.init_from"].tolist() == [f"{digits}:best"] * 4
+    assert runs["cfg.freeze"].tolist() == ["none", "backbone", "all_but_head", "none"]
+    assert runs["cfg.adapter"].tolist() == ["none", "none", "none", "lora"]
