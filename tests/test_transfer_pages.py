@@ -111,3 +111,20 @@ def test_the_runs_page_compare_and_the_run_report_show_where_a_run_started(finis
     assert "Started from **digits 0-4**'s best weights with a new head (other classes)" in header
     assert "parameters trained, **" in header and "frozen (freeze backbone)" in header
     assert any("classes 5-9" in c.value for c in at.caption)
+
+
+def test_a_text_runs_preview_counts_what_trains_too(trainlens_home, monkeypatch):
+    monkeypatch.setenv("TRAINLENS_WORKERS", "0")
+    store = Store()
+    run_id = store.create_run(RunConfig(dataset="sentiment", model="bow", epochs=1, train_limit=200), name="words")
+    store.update_status(run_id, RunStatus.COMPLETED)
+    at = train_page()
+    at.selectbox(key="cfg_dataset").select("sentiment").run()
+    at.selectbox(key="cfg_model").select("bow").run()
+    assert not at.exception
+    assert "frozen" not in preview(at)  # a run from random weights trains every weight: no count to add
+    at.selectbox(key="cfg_init_from").set_value(run_id).run()
+    at.selectbox(key="cfg_freeze").select("backbone").run()
+    assert not at.exception
+    shown = preview(at)
+    assert "starts from **words** (best weights)" in shown and "trainable · **" in shown

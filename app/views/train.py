@@ -10,6 +10,7 @@ import streamlit as st
 from app.charts.metrics import lr_schedule_figure
 from app.charts.text import escape_md
 from app.train.config_form import config_form
+from app.train.transfer_preview import transfer_lines
 from app.ui.identity import session_actor
 from app.ui.live import live_runs_panel
 from app.ui.presentation import plotly_chart
@@ -70,22 +71,6 @@ def batch_grid(config: RunConfig, count: int = 32) -> tuple[np.ndarray, list[str
     if c == 1:
         grid = grid[..., 0]
     return grid, [split.info.classes[int(y)] for y in yb[:count]]
-
-
-def transfer_lines(config: RunConfig, counts: dict[str, int] | None) -> str:
-    """The preview's lines on what trains: the run it starts from, and the trainable, frozen and adapter counts
-    when some weights are frozen (markdown lines, each ending in a line break; "" for a run from random weights)."""
-    lines = []
-    if config.init_from:
-        found = get_store().find_run(config.init_from.partition(":")[0])
-        source = get_store().get_run(found) if found else None
-        name = escape_md(source["name"]) if source else escape_md(config.init_from)
-        which = config.init_from.partition(":")[2] or "best"
-        lines.append(f"starts from **{name}** ({which} weights)")
-    if counts and (counts["frozen"] or counts["adapter"]):
-        adapter = f", **{counts['adapter']:,}** of them in adapters" if counts["adapter"] else ""
-        lines.append(f"**{counts['trainable']:,}** trainable{adapter} · **{counts['frozen']:,}** frozen")
-    return "".join(f"{line}  \n" for line in lines)
 
 
 with preview_col:
