@@ -191,7 +191,7 @@ def _neighbours(data: dict, clicked: int | None) -> None:
     by_pixels = nearest(torch.from_numpy(data["pixels"].reshape(count, -1)), index, NEIGHBOURS)
     classes, labels = data["classes"], data["labels"]
     st.markdown(f"**Nearest neighbours of example {index}** (true class {escape_md(classes[labels[index]])})")
-    image_col, rows_col = st.columns([1, 6], vertical_alignment="center")
+    image_col, rows_col = st.container(key="features_neighbours").columns([1, 6], vertical_alignment="center")
     image_col.image(data["pixels"][index], clamp=True, width=84)
     for title, found in (("in feature space (after training)", by_features), ("in pixel space", by_pixels)):
         same = sum(int(labels[i] == labels[index]) for i in found)
