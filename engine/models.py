@@ -170,7 +170,16 @@ def build_model(name: str, *, channels: int, size: int, num_classes: int, hidden
 
 
 def model_from_config(config: RunConfig, channels: int, size: int, num_classes: int) -> nn.Module:
-    """The run's model. For a text dataset (channels 0) `size` is the vocabulary size (see DatasetInfo.kind)."""
+    """The run's model. For a text or character dataset (channels 0) `size` is the vocabulary size (see
+    DatasetInfo.kind); a character dataset's models predict the next character (engine.chars.models)."""
+    from engine.datasets import DATASETS
+
+    if channels == 0 and DATASETS[config.dataset].kind == "chars":
+        from engine.chars.models import build_char_model
+
+        return build_char_model(config.model, vocab_size=size, embed_dim=config.embed_dim, hidden=config.hidden,
+                                depth=config.depth, context=config.context, block_size=config.block_size,
+                                heads=config.heads, activation=config.activation, dropout=config.dropout)
     if channels == 0:
         from engine.text.models import build_text_model
 
