@@ -72,6 +72,8 @@ class RunConfig:
     bidirectional: bool = False  # text rnn/gru/lstm: also read each sentence right to left
     context: int = 3  # characters: how many earlier characters the mlp reads to predict the next one, 1..64
     heads: int = 4  # transformer: attention heads per block (embed_dim must be a multiple), 1..64
+    sample_temperature: float = 1.0  # characters: temperature of the 20 samples recorded at every evaluation
+    #                                  (below 1 sharper, above 1 wilder; it never changes training), (0, 10]
     # --- optimizer ---
     optimizer: str = "adam"  # one of OPTIMIZERS; momentum = SGD with momentum, nesterov = SGD with Nesterov momentum
     lr: float = 2e-3  # peak learning rate, > 0 and <= 10
@@ -276,6 +278,7 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "block_size": (8, 1024, False, False),
     "context": (1, 64, False, False),
     "heads": (1, 64, False, False),
+    "sample_temperature": (0.0, 10.0, True, False),
     "text_negation": (0.0, 1.0, False, False),
     "text_contrast": (0.0, 1.0, False, False),
     "text_filler": (0, 10, False, False),

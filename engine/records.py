@@ -113,8 +113,9 @@ EPOCH_KEYS = frozenset({"train_loss", "train_acc", "val_loss", "val_acc", "val_p
 # Also per epoch, only for text datasets with a negation/contrast subset (sentiment): accuracy on it and off it.
 SUBSET_KEYS = ("val_acc_hard", "val_acc_easy")
 # Also per epoch, only for character datasets (language modelling): validation loss in bits per character, the share
-# of the recorded samples that are new (not a training document) and real (a held-out one), characters trained per s.
-LM_KEYS = ("val_bpc", "val_new", "val_real", "chars_per_s")
+# of the recorded samples that are distinct, new (not a training document) and real (a held-out one), characters
+# trained per second.
+LM_KEYS = ("val_bpc", "val_distinct", "val_new", "val_real", "chars_per_s")
 AVERAGED_PREFIXES = ("ema_", "swa_")  # ema_val_acc, swa_val_loss...: validation of the averaged weights
 FINAL_KEYS = ("train_loss", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1")  # a run's summary
 # The keys the Compare page always charts (per step: loss, lr, grad_norm, clipped as its fraction, examples as an
@@ -177,8 +178,8 @@ REPORT_KINDS = ("best", "last", "ema", "swa")  # the weights an evaluation repor
 REPORT_PREFIX = "report/"
 HISTOGRAM_PREFIX = "hist/"
 # character runs: the samples recorded at an evaluation, `samples/{step}`: {"step", "epoch", "temperature", "seed",
-# "samples": [str], "new", "real"} (engine.chars.sampling.record); the counting baselines, {"uniform", "unigram",
-# "bigram"} in nats per character, and the vocabulary (engine.chars.data)
+# "samples": [str], "distinct", "new", "real"} (engine.chars.sampling.record); the counting baselines,
+# {"uniform", "unigram", "bigram"} in nats per character, and "vocab" (engine.chars.data)
 SAMPLES_PREFIX = "samples/"
 LM_BASELINES = "lm_baselines"
 # where a run executes, filed when it starts on a Ray task: {"executor", "host", "node_ip", "node_id", "device",

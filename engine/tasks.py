@@ -6,7 +6,8 @@ of each epoch and the end-of-run reports. `task_for(split)` picks it from the da
   loop did before the seam existed (a test compares every row of reference runs).
 - `LanguageModel` (characters): cross-entropy of the next character at every position ([N, T] labels, padding
   ignored), next-character accuracy, validation loss in nats and bits per character, and at every evaluation (and
-  before the first step) the recorded samples (`samples/{step}`) with the share that are new and real. The
+  before the first step) the recorded samples (`samples/{step}`, at `sample_temperature`) with the share that are
+  distinct, new and real. The
   counting baselines are filed once (`lm_baselines`).
 
 The loop calls `task.loss` every step (F.cross_entropy itself for classification: no added Python work per step)
@@ -142,7 +143,7 @@ class LanguageModel:
         val = self.evaluate(run.model, run)
         metrics = {"val_loss": val["loss"], "val_acc": val["acc"], "val_bpc": val["loss"] / math.log(2)}
         scores = self._samples(run)
-        metrics.update({f"val_{k}": v for k, v in scores.items() if k in ("new", "real")})
+        metrics.update({f"val_{k}": v for k, v in scores.items() if k in ("new", "real", "distinct")})
         return metrics
 
     def epoch_checks(self, run) -> list[dict]:
@@ -155,7 +156,7 @@ class LanguageModel:
     def _samples(run) -> dict:
         from engine.chars.sampling import record
 
-        recorded = record(run.model, run.split.chars, run.step, run.epoch)
+        recorded = record(run.model, run.split.chars, run.step, run.epoch, run.config.sample_temperature)
         run.sink.artifact(records.samples_artifact(run.step), recorded)
         return recorded
 

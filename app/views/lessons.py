@@ -120,6 +120,11 @@ def live_panel(lesson: lessons.Lesson, group: str, runs: pd.DataFrame) -> None:
             plotly_chart(figure, key=f"lesson_chart_{index}")
             if chart.note:
                 st.caption(escape_md(chart.note))
+    if lesson.samples:  # character runs: what each variant writes, side by side (the first seed's run)
+        from app.ui.samples import samples_side_by_side
+
+        st.markdown("**What each model writes** (its newest samples, 12 of 20)")
+        samples_side_by_side(selected.drop_duplicates(VARIANT), VARIANT)
     for row in selected.itertuples():
         if row.status in UNSUCCESSFUL and isinstance(row.error, str) and row.error:
             st.caption(f"**{escape_md(row.name)}** {status_text(row.status)}: {escape_md(row.error)}")

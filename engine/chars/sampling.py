@@ -73,17 +73,21 @@ def sample(model: nn.Module, vocab: CharVocab, n: int = SAMPLE_COUNT, *, tempera
 
 
 def score_samples(samples: list[str], extras: CharExtras) -> dict[str, float]:
-    """{"new": share of samples that are not empty and not a training document, "real": share that are a held-out
-    document (a real name the model never saw)}; empty when the corpus has no documents to compare with."""
-    if not samples or not extras.train_docs:
+    """{"distinct": share of samples that are different non-empty strings (low: the model repeats itself), "new":
+    share that are not empty and not a training document, "real": share that are a held-out document (a real name
+    the model never saw)}; new and real only where the corpus has documents to compare with."""
+    if not samples:
         return {}
-    new = sum(1 for s in samples if s and s not in extras.train_docs)
-    real = sum(1 for s in samples if s in extras.val_docs and s not in extras.train_docs)
-    return {"new": new / len(samples), "real": real / len(samples)}
+    scores = {"distinct": len({s for s in samples if s}) / len(samples)}
+    if extras.train_docs:
+        new = sum(1 for s in samples if s and s not in extras.train_docs)
+        real = sum(1 for s in samples if s in extras.val_docs and s not in extras.train_docs)
+        scores.update({"new": new / len(samples), "real": real / len(samples)})
+    return scores
 
 
-def record(model: nn.Module, extras: CharExtras, step: int, epoch: int) -> dict:
+def record(model: nn.Module, extras: CharExtras, step: int, epoch: int, temperature: float = 1.0) -> dict:
     """The samples recorded at an evaluation (artifact `samples/{step}`), with their scores."""
-    samples = sample(model, extras.vocab, SAMPLE_COUNT, temperature=1.0, max_chars=extras.max_chars)
-    return {"step": int(step), "epoch": int(epoch), "temperature": 1.0, "seed": SAMPLE_SEED, "samples": samples,
-            **score_samples(samples, extras)}
+    samples = sample(model, extras.vocab, SAMPLE_COUNT, temperature=temperature, max_chars=extras.max_chars)
+    return {"step": int(step), "epoch": int(epoch), "temperature": float(temperature), "seed": SAMPLE_SEED,
+            "samples": samples, **score_samples(samples, extras)}
