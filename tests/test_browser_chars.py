@@ -33,6 +33,10 @@ def test_samples_appear_live_while_a_names_run_trains(server, browser):
         page.keyboard.type("names")
         page.keyboard.press("Enter")
         expect(page.get_by_text("Loss to beat (nats per character")).to_be_visible()
+        cap = page.locator(".st-key-cfg_train_limit input")  # 800 names: an epoch (and its samples) every 25 steps
+        cap.fill("800")
+        cap.press("Enter")
+        page.wait_for_function("() => document.querySelector('.st-key-cfg_train_limit input').value === '800'")
         page.get_by_role("tab", name="Stopping & averaging").click()
         epochs = page.locator(".st-key-cfg_epochs input")
         epochs.fill("40")  # far longer than the test watches: it is cancelled at the end

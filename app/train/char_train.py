@@ -9,13 +9,12 @@ is pointed at it.
 
 from __future__ import annotations
 
-import hashlib
-
 import pandas as pd
 import streamlit as st
 
 from app.charts.metrics import lr_schedule_figure
 from app.charts.text import escape_md
+from app.train.text_train import save_upload
 from app.ui.presentation import plotly_chart
 from engine.config import RunConfig
 from engine.datasets import TEXT_FILE_MAX_BYTES
@@ -31,7 +30,6 @@ def _save_upload() -> None:
     if upload is None:
         return
     from engine.chars.corpus import check_text_bytes
-    from engine.paths import data_dir
 
     if upload.size > TEXT_FILE_MAX_BYTES:  # refused before reading it
         st.session_state[ERROR_KEY] = (f"This file is {upload.size:,} bytes; at most {TEXT_FILE_MAX_BYTES:,} are "
@@ -43,11 +41,7 @@ def _save_upload() -> None:
     except ValueError as exc:
         st.session_state[ERROR_KEY] = str(exc)[0].upper() + str(exc)[1:]
         return
-    folder = data_dir() / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{hashlib.sha256(data).hexdigest()[:16]}.txt"
-    (folder / name).write_bytes(data)
-    st.session_state["cfg_data_dir"] = f"uploads/{name}"
+    save_upload(data, ".txt")
 
 
 def text_file_upload(config: RunConfig | None) -> None:

@@ -26,12 +26,17 @@ def _save_upload() -> None:
     upload = st.session_state.get(UPLOAD_KEY)
     if upload is None:
         return
+    save_upload(upload.getvalue(), ".csv")
+
+
+def save_upload(data: bytes, suffix: str) -> None:
+    """Save an uploaded file under TRAINLENS_HOME/data/uploads, named by its content hash (never by the user's file
+    name: the same file is stored once), and point the form's data folder at it."""
     from engine.paths import data_dir
 
-    data = upload.getvalue()
     folder = data_dir() / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"{hashlib.sha256(data).hexdigest()[:16]}.csv"
+    name = f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
     (folder / name).write_bytes(data)
     st.session_state["cfg_data_dir"] = f"uploads/{name}"
 
