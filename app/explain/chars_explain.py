@@ -60,7 +60,7 @@ def chars_explain_section(run_id: str, which: str, stamp: int) -> None:
     prediction = next_char_probabilities(model, vocab, text)
     probabilities = prediction["probabilities"]
     predicted = int(np.argmax(probabilities))
-    left, right = st.columns([2, 3])
+    left, right = st.columns(2)
     with left:
         st.markdown("**What comes next?** (· = the name ends)")
         plotly_chart(next_char_figure(prediction["labels"], probabilities), key="chars_explain_next")
@@ -77,7 +77,8 @@ def chars_explain_section(run_id: str, which: str, stamp: int) -> None:
         scores = context_attributions(model, ids, torch.tensor([target]))[0]
         tokens = prediction["tokens"]
         st.markdown("**Which earlier characters drove it** (red: towards it, blue: against)")
-        st.html(token_spans(tokens, scores.tolist()))
+        # characters, not words: drawn large enough to read each one from the back of a room
+        st.html(token_spans(tokens, scores.tolist()).replace("font-size:1.05rem", "font-size:1.8rem"))
         weights = np.abs(scores)
         if weights.sum() > 0:
             last = weights[-3:].sum() / weights.sum()

@@ -18,7 +18,7 @@ from app.ui.live import live_fragment, status_text
 from app.ui.presentation import plotly_chart
 from app.ui.state import get_runner, get_store, run_metric_keys, run_metrics, runs_frame
 from engine import lessons
-from engine.records import ACTIVE, TERMINAL, UNSUCCESSFUL
+from engine.records import ACTIVE, LM_BASELINES, TERMINAL, UNSUCCESSFUL
 
 PAGE = "views/lessons.py"
 VARIANT = "variant"  # the column the lesson's charts group and colour by
@@ -115,6 +115,10 @@ def live_panel(lesson: lessons.Lesson, group: str, runs: pd.DataFrame) -> None:
                                    group_by=VARIANT if lesson.seeds > 1 else None)
             figure = metric_chart(metrics, shown, list(chart.keys) if len(chart.keys) > 1 else chart.keys[0],
                                   options).figure
+            if lesson.samples and "val_loss" in chart.keys:  # character runs: the counting baselines to beat
+                from app.charts.chars import with_baselines
+
+                with_baselines(figure, get_store().get_artifact(run_ids[0], LM_BASELINES))
         with columns[index % 2]:
             st.markdown(f"**{escape_md(chart.title)}**")
             plotly_chart(figure, key=f"lesson_chart_{index}")
