@@ -82,7 +82,9 @@ def char_preview(config: RunConfig, split) -> None:
     steps, lrs = schedule_curve(config, total)
     plotly_chart(lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=220),
                  key="schedule_preview")
-    rows = [{"the model reads": chars.vocab.decode(x), "and learns to write": chars.vocab.decode(y[y >= 0])
+    rows = [{"the model reads": ("·" if int(x[0]) == 0 else "") + chars.vocab.decode(x),
+             "and learns to write": chars.vocab.decode(y[y >= 0])
              + ("·" if bool((y == 0).any()) else "")} for x, y in zip(split.train_x[:10], split.train_y[:10])]
-    st.caption("first training examples: each character is trained to predict the next one (· = the end)")
+    st.caption("first training examples: each character is trained to predict the one below it (· = a name's "
+               "start, or its end)")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="char_batch_preview")
