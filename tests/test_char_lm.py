@@ -261,3 +261,23 @@ def test_trainlens_sample_json_returns_samples_of_a_checkpoint_and_refuses_bad_i
         assert message in err and err.count("\n") == 1
     assert main(["sample", classifier]) == 2
     assert "classifies mnist5k: only a character-level run" in capsys.readouterr().err
+
+
+def test_a_language_model_resumed_after_its_first_epoch_writes_and_logs_what_an_uninterrupted_one_does():
+    from engine.checkpoints import resolve
+
+    run = config(model="transformer", embed_dim=16, depth=1, heads=2, dropout=0.2, train_limit=256, epochs=2,
+                 batch_size=64)
+    straight = MemorySink()
+    train(run, straight, run_id="lm_straight")
+    first = MemorySink()
+    stopped = train(run, first, run_id="lm_resumed", should_stop=lambda: len(first.series("loss")) >= 4)
+    assert stopped.status == "cancelled" and stopped.step == 4
+    resumed = MemorySink()
+    assert train(run, resumed, run_id="lm_resumed", resume_from=str(resolve("lm_resumed", "last"))).step == 8
+    timing = ("examples_per_s", "chars_per_s")
+    again = [(s, k, v) for s, e, k, v in resumed.rows if e == 1 and k not in timing]
+    expected = [(s, k, v) for s, e, k, v in straight.rows if e == 1 and k not in timing]
+    assert [r[:2] for r in again] == [r[:2] for r in expected]
+    assert [r[2] for r in again] == pytest.approx([r[2] for r in expected], abs=1e-6)
+    assert resumed.artifacts["samples/8"]["samples"] == straight.artifacts["samples/8"]["samples"]
