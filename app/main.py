@@ -1,7 +1,7 @@
 """TrainLens dashboard entry point: `streamlit run app/main.py`.
 
 Only routing lives here (st.navigation over the pages in app/views/, behind the class sign-in of app.ui.identity when
-class mode is on), and, once the server's first page
+class mode is on; every page first checks the TRAINLENS_* settings, engine.settings), and, once the server's first page
 is drawn, the warm-up of the worker pool (app.ui.state.start_pool_warmup); the pages talk to the engine's
 store and runner, never train in the page script.
 """
@@ -21,6 +21,15 @@ import sqlite3  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app.charts.text import escape_md  # noqa: E402
+from engine import settings  # noqa: E402
+
+if settings.problems():  # before any module reads a setting: one message naming each bad value, on every page
+    st.set_page_config(page_title="TrainLens", layout="wide")
+    st.error("**TrainLens cannot start with these settings.** Fix each environment variable below, then restart "
+             "the server.\n\n" + "\n".join(f"- {escape_md(problem)}" for problem in settings.problems()),
+             icon=":material/settings:")
+    st.stop()
+
 from app.server.memory import collect_now_and_then, freeze_imports  # noqa: E402
 from app.ui import identity  # noqa: E402
 from app.ui.presentation import page_style, presenting  # noqa: E402
@@ -66,6 +75,11 @@ try:
         from engine.runs.store.errors import describe
 
         st.error(escape_md(describe(exc, db_path())), icon=":material/database:")
+    except ValueError as exc:  # an unreadable checkpoint met by a page part that did not expect one
+        checkpoints = sys.modules.get("engine.checkpoints")  # loaded if it raised: this file never imports torch
+        if checkpoints is None or not isinstance(exc, checkpoints.CheckpointUnreadable):
+            raise
+        st.error(escape_md(exc), icon=":material/broken_image:")
 finally:
     # Once the server's first page is drawn, fill the worker pool from a background thread (once per server process):
     # a worker imports torch for seconds, and now does it before the first Start instead of after it. Not earlier:

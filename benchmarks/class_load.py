@@ -45,7 +45,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.classroom import STUDENT, Actor, ClassMode  # noqa: E402
+from engine.classroom import STUDENT, ClassMode  # noqa: E402
 from engine.config import RunConfig  # noqa: E402
 from engine.records import RunStatus  # noqa: E402
 from engine.runs.store import Store  # noqa: E402
@@ -213,11 +213,11 @@ def main() -> None:
                                            "TRAINLENS_TEACHER_PASSPHRASE")})
     store = Store(home / "trainlens.db")
     mode = ClassMode(home=home)
-    students = [Actor(f"student {i:02d}", STUDENT) for i in range(args.students)]
-    seats = {}
-    for i, student in enumerate(students):
-        store.join_class(student, f"seat-{i}")
-        seats[student.name] = mode.issue_seat(student, f"seat-{i}")
+    students, seats = [], {}
+    for i in range(args.students):
+        joined = store.join_class(f"student {i:02d}", STUDENT)
+        students.append(joined.actor)
+        seats[joined.actor.name] = mode.issue_seat(joined.actor, joined.seat_id)
     store.set_limit("running", args.runs)
     store.set_limit("queued", args.runs)  # fewer students than runs: one student owns several
     run_ids = [store.create_run(RunConfig(seed=i), actor=students[i % len(students)], group="lesson")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from engine.config import RunConfig
-from engine.paths import checkpoint_dir
+from engine.paths import checkpoint_dir, make_private
 
 if TYPE_CHECKING:
     from engine.sinks import Sink
@@ -71,6 +72,7 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    make_private(tmp)  # a run's weights are its owner's (engine.paths)
     tmp.replace(path)  # atomic: a reader never sees a half-written checkpoint
 
 
@@ -81,10 +83,13 @@ class CheckpointUnreadable(ValueError):
 def load_checkpoint(path: Path, device: str = "cpu") -> Checkpoint:
     """Read a checkpoint; CheckpointUnreadable (a ValueError) with the file and the reason for any bad file:
     a truncated or crafted header (safetensors refuses absurd lengths before allocating), missing metadata, a
-    config that no longer validates."""
+    config that no longer validates, something that is not a regular file (checked before it is opened)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a link to /dev/zero, a pipe: never opened (it could block)
+            raise CheckpointUnreadable(f"checkpoint {path} is not a readable TrainLens checkpoint (not a regular "
+                                       "file: a device, a pipe or a folder)")
         return _read_checkpoint(path, device)
-    except FileNotFoundError:
+    except (FileNotFoundError, CheckpointUnreadable):
         raise
     except (Exception, RecursionError) as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError type
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
@@ -170,7 +175,10 @@ def resolve(run_id: str, which: str | int = "best") -> Path:
                                     "was introduced do not)")
         return initial_path(run_id)
     if epoch not in epochs:
-        raise FileNotFoundError(f"run {run_id} has no checkpoint for epoch {epoch}; available: {epochs or 'none'}")
+        # in epochs as users count them (engine.records.epoch_number), as `explain --checkpoint N` takes them
+        available = ", ".join(str(e + 1) for e in epochs) or "none"
+        raise FileNotFoundError(f"run {run_id} has no checkpoint after epoch {epoch + 1}; after epochs: {available}"
+                                + (" (0: before training)" if initial_path(run_id).exists() else ""))
     return epoch_path(run_id, epoch)
 
 

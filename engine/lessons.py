@@ -4,9 +4,9 @@ A lesson says what to ask the class (`question`), which runs answer it (a shared
 `[[variant]]`s, each with `seeds` seeds), which charts to show (`[[chart]]`), what to look for, and the expected
 outcome as a machine-checkable claim (`[[claim]]`) over the finished runs' metrics. `launch` queues the whole
 lesson as one group (every run of one seed sees identical data: the data stream depends only on seed and epoch);
-`outcome` reads the finished runs back, computes the answer sentence from the actual numbers and says whether
-each claim holds. Torch-free and streamlit-free: the CLI (`trainlens lesson`, in engine.cli) and the Lessons page
-both use it. It is handed the runner and the store it works with, so it imports neither.
+`outcome` reads the finished runs back, says whether each claim holds and words the answer from the actual numbers
+(engine/lesson_answer.py: the winner first). Torch-free and streamlit-free: the CLI (`trainlens lesson`) and the
+Lessons page both use it; handed the runner and the store it works with, it imports neither.
 
 A claim compares one statistic of a metric between two variants (`left` op `right` + `margin`), or with a
 number (`value`), or asks for a status (`status = "diverged"`). With several seeds the statistic is the mean
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine.config import RunConfig
+from engine.lesson_answer import Answer, Standing, answer, format_alike
+from engine.files import read_small_file
 from engine.records import (LAYER_STAT_SEPARATOR, MODEL_SUMMARY, NAME_MAX, TERMINAL, RunStatus, check_name,
                             epoch_label)
 
@@ -39,11 +41,13 @@ X_AXES = ("step", "epoch", "examples", "wall_time")
 
 @dataclass(frozen=True)
 class Variant:
-    """One arm of the lesson: a label (the run's name) and the config fields it changes."""
+    """One arm of the lesson: a label (the run's name), the config fields it changes, and its colour key: variants
+    with one key have one colour on every chart of the lesson (default: the label without its " @ rate" part)."""
 
     label: str
     changes: dict[str, Any]
     note: str = ""
+    color_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,10 @@ class Lesson:
                 configs.append(self.base.with_updates(**changes))
         return configs
 
+    def color_keys(self) -> dict[str, str]:
+        """Variant label -> colour key, in the lesson's order (the order the keys take the palette)."""
+        return {variant.label: variant.color_key or variant.label for variant in self.variants}
+
     def variant_of(self, name: str) -> str | None:
         """The variant label of a run named `name` (None for a run that is no part of this lesson)."""
         for variant in self.variants:
@@ -121,6 +129,12 @@ SEED_SEPARATOR = " · seed "
 
 def run_name(label: str, seed: int | None) -> str:
     return label if seed is None else f"{label}{SEED_SEPARATOR}{seed}"
+
+
+def default_color_key(label: str) -> str:
+    """A variant's colour key when its lesson names none: the label up to " @ ", so that "Momentum @ 0.001" and
+    "Momentum @ 0.02 (its own)" share Momentum's colour."""
+    return label.split(" @ ")[0].strip() or label
 
 
 # ---- loading -----------------------------------------------------------------------------------------------------
@@ -161,10 +175,8 @@ def get_lesson(name: str) -> Lesson:
 
 
 def load_lesson_file(path: Path) -> Lesson:
-    if path.stat().st_size > MAX_LESSON_BYTES:
-        raise ValueError(f"{path.name}: {path.stat().st_size:,} bytes; a lesson file is at most {MAX_LESSON_BYTES:,}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    try:  # a regular file, capped, read without blocking (engine.files): a pipe named x.toml must not hang the gallery
+        data = tomllib.loads(read_small_file(path, MAX_LESSON_BYTES, "a lesson file").decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"{path.name}: not a readable TOML file ({exc})") from None
     try:
@@ -180,9 +192,10 @@ def parse_lesson(name: str, data: dict[str, Any], path: str = "") -> Lesson:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown entries {', '.join(unknown)}; a lesson has {', '.join(sorted(known))}")
+    check_name("the lesson's file name", name)  # its name and title are shown as names are: on one line, as typed
+    check_name("title", _text(data, "title"))
     base = RunConfig.from_dict({**RunConfig().to_dict(), **_table(data, "run")})
-    variants = tuple(Variant(check_name("variant label", _text(v, "label")), dict(_table(v, "set")), str(v.get("note", "")))
-                     for v in _list(data, "variant"))
+    variants = tuple(_variant(v) for v in _list(data, "variant"))
     if not variants:
         raise ValueError("a lesson needs at least one [[variant]]")
     labels = [v.label for v in variants]
@@ -209,6 +222,14 @@ def parse_lesson(name: str, data: dict[str, Any], path: str = "") -> Lesson:
         answer_stat=_choice(answer.get("stat", "last"), STATS, "answer.stat"), order=int(data.get("order", 100)),
         explain=bool(data.get("explain", False)), samples=bool(data.get("samples", False)), path=path)
     return lesson
+
+
+def _variant(data: dict) -> Variant:
+    label = check_name("variant label", _text(data, "label"))
+    key = data.get("color_key", default_color_key(label))
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError(f"variant {label!r}: color_key must be text")
+    return Variant(label, dict(_table(data, "set")), str(data.get("note", "")), key.strip())
 
 
 def _table(data: dict, key: str) -> dict:
@@ -297,25 +318,13 @@ def launch_group(lesson: Lesson, when: float | None = None) -> str:
     return f"{GROUP_PREFIX}{lesson.name} · {stamp}"
 
 
-def launch(lesson: Lesson, runner, owner: str | None = None) -> tuple[str, list[str]]:
-    """Queue every run of the lesson as one group; returns (group, run ids).
+def launch(lesson: Lesson, runner, owner: str | None = None, for_class: bool = False) -> tuple[str, list[str]]:
+    """Queue every run of the lesson as one group, one item for the class limits; returns (group, run ids).
 
-    All or nothing: when a submission is refused (a class limit, CapReached), the runs already queued are
-    cancelled and deleted and the refusal is raised, so a student never gets half a lesson."""
-    group = launch_group(lesson)
-    ids: list[str] = []
-    try:
-        for config in lesson.configs(group):
-            ids.append(runner.submit(config, owner=owner, name=config.name, group=group).run_id)
-    except ValueError as exc:
-        for run_id in ids:
-            runner.cancel(run_id)
-            try:
-                runner.delete(run_id)
-            except ValueError:  # already taken by a worker: it stops after its current step
-                pass
-        raise ValueError(f"This lesson starts {len(lesson.configs(group))} runs: {exc}") from None
-    return group, ids
+    Whole or not at all: a refusal (a class limit, CapReached) queues nothing. `for_class` (the teacher only): the
+    launch every student's Lessons page shows (engine.runs.store.launches)."""
+    runs = [(config.name, config) for config in lesson.configs()]
+    return runner.submit_lesson(lesson.name, runs, launch_group(lesson), owner=owner, for_class=for_class)
 
 
 def is_lesson_group(group: str, lesson_name: str | None = None) -> bool:
@@ -416,66 +425,44 @@ def _check(claim: Claim, results: list[RunResult]) -> ClaimCheck:
     if claim.right:
         right_metric, right_stat = claim.right_metric or claim.metric, claim.right_stat or claim.stat
         right = variant_statistic(results, claim.right, right_metric, right_stat)
-        same = (right_metric, right_stat) == (claim.metric, claim.stat)
-        right_text = f"{claim.right} {_number(right)}" if same else f"{claim.right} {right_stat} {right_metric} {_number(right)}"
     else:
-        right, right_text = claim.value, _number(claim.value)
+        right = claim.value
     if left is None or right is None:
         return ClaimCheck(claim, None, f"{claim.stat} {claim.metric}: not logged yet")
+    left_text, right_text = format_alike([left, right])  # 1.000 next to 0.442, never 1
+    if claim.right:
+        same = (right_metric, right_stat) == (claim.metric, claim.stat)
+        right_text = f"{claim.right} {right_text}" if same else \
+            f"{claim.right} {right_stat} {right_metric} {right_text}"
     bound = right + claim.margin if claim.op in (">", ">=") else right - claim.margin
     holds = {">": left > bound, ">=": left >= bound, "<": left < bound, "<=": left <= bound}[claim.op]
     signed = claim.margin if claim.op in (">", ">=") else -claim.margin
-    margin = f" {'+' if signed > 0 else '-'} {abs(signed):g}" if claim.margin else ""
-    return ClaimCheck(claim, holds, f"{claim.stat} {claim.metric}: {claim.left} {_number(left)} {claim.op} "
+    margin = f" {'+' if signed > 0 else '-'} {abs(signed):,g}" if claim.margin else ""
+    return ClaimCheck(claim, holds, f"{claim.stat} {claim.metric}: {claim.left} {left_text} {claim.op} "
                                     f"{right_text}{margin}")
 
 
-def _number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value == int(value) and abs(value) >= 100:
-        return f"{int(value):,}"
-    return f"{value:.3g}" if abs(value) < 1 else f"{value:.4g}"
-
-
-METRIC_WORDS = {"val_acc": "validation accuracy", "val_loss": "validation loss", "train_loss": "training loss",
-                "loss": "training loss", "ema_val_acc": "EMA validation accuracy", "swa_val_acc": "SWA validation accuracy",
-                "train_acc": "training accuracy", "parameters": "parameters", "val_bpc": "bits per character",
-                "val_new": "share of new samples", "val_distinct": "share of distinct samples"}
-
-
-def answer_sentence(lesson: Lesson, results: list[RunResult]) -> str:
-    """The answer from the actual numbers, e.g. 'Adam reached 0.95 validation accuracy after epoch 2, SGD 0.46.'"""
-    metric, stat = lesson.answer_metric, lesson.answer_stat
-    words = METRIC_WORDS.get(metric, metric)
-    parts = []
+def lesson_answer(lesson: Lesson, results: list[RunResult]) -> Answer:
+    """The answer from the actual numbers: the best and the last variant named first, then every variant's."""
+    rows = []
     for variant in lesson.variants:
         runs = [r for r in results if r.variant == variant.label]
-        if not runs:
-            continue
         diverged = [r for r in runs if r.status == RunStatus.DIVERGED]
-        if diverged:
-            parts.append(f"{variant.label} diverged" + (f" at step {diverged[0].steps}" if diverged[0].steps else ""))
-            continue
-        value = variant_statistic(results, variant.label, metric, stat)
-        if value is None:
-            parts.append(f"{variant.label} has no {words} yet")
-            continue
-        epochs = runs[0].epochs.get(metric) or []
-        when = f" {epoch_label(epochs[-1])}" if stat == "last" and epochs else ""
-        parts.append(f"{variant.label} {_number(value)}{when}")
-    if not parts:
-        return "No results yet."
-    lead = {"last": "final", "max": "best", "min": "lowest", "first": "first"}[stat]
-    seeds = f" (mean of {lesson.seeds} seeds)" if lesson.seeds > 1 else ""
-    return f"{lead.capitalize()} {words}{seeds}: " + "; ".join(parts) + "."
+        if runs:
+            epochs = runs[0].epochs.get(lesson.answer_metric) or []
+            rows.append((variant.label, None if diverged else variant_statistic(
+                results, variant.label, lesson.answer_metric, lesson.answer_stat),
+                f"diverged at step {diverged[0].steps}" if diverged else "has no value yet",
+                epoch_label(epochs[-1]) if lesson.answer_stat == "last" and epochs else ""))
+    return answer(rows, lesson.answer_metric, lesson.answer_stat, lesson.seeds)
 
 
 @dataclass(frozen=True)
 class Outcome:
     finished: bool  # every run has ended
-    answer: str
+    answer: str  # the winner named first (lesson_answer)
     checks: list[ClaimCheck]
+    standings: tuple[Standing, ...] = ()  # every variant's number, best first
 
     @property
     def holds(self) -> bool | None:
@@ -491,7 +478,8 @@ def outcome(lesson: Lesson, results: list[RunResult]) -> Outcome:
     finished = bool(results) and all(r.status in TERMINAL for r in results)
     checks = check_claims(lesson, results) if finished else [ClaimCheck(c, None, "waiting for the runs to finish")
                                                              for c in lesson.claims]
-    return Outcome(finished, answer_sentence(lesson, results) if finished else "", checks)
+    told = lesson_answer(lesson, results) if finished else Answer("", ())
+    return Outcome(finished, told.sentence, checks, told.standings)
 
 
 def lessons_home_hint() -> str:

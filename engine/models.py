@@ -193,3 +193,24 @@ def model_from_config(config: RunConfig, channels: int, size: int, num_classes: 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def parameter_count(config: RunConfig, channels: int, size: int, num_classes: int) -> int:
+    """The parameters of the run's model (see model_from_config for the arguments), counted on torch's meta device:
+    nothing is allocated and nothing initialised, so a page previewing `hidden=8192, depth=64` (4.2 billion
+    parameters, 17 GB of weights) or a class limit refusing it costs milliseconds, not the server's memory."""
+    with torch.device("meta"):
+        return count_parameters(model_from_config(config, channels, size, num_classes))
+
+
+def estimate_parameters(config: RunConfig) -> int:
+    """The parameters a run of `config` will train, from the config and the dataset registry alone (no data is read):
+    a text model's vocabulary is counted at its cap (`vocab_size`, an upper bound: the real one is the training
+    split's distinct tokens), and a dataset whose classes are known only once read (`text_csv`) at 2 classes."""
+    from engine.datasets import DATASETS
+
+    info = DATASETS[config.dataset]
+    if info.kind == "text":
+        return parameter_count(config, 0, config.vocab_size, max(2, len(info.classes)))
+    return parameter_count(config, info.channels, info.size, len(info.classes))
+

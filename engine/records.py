@@ -134,14 +134,35 @@ NAME_MAX = 120  # characters in a run, group, lesson or display name: enough to 
 
 def check_name(what: str, name: str) -> str:
     """`name` if it is a usable name; ValueError with a sentence a user can act on otherwise. Names are shown as
-    plain text everywhere; this only keeps them to a size every page can lay out."""
+    plain text everywhere; this keeps them to a size every page can lay out, on one line, and free of the invisible
+    characters that make a name read as something else (see `hidden_character`)."""
     if not isinstance(name, str):
         raise ValueError(f"{what} must be text, not {type(name).__name__}")
     if len(name) > NAME_MAX:
         raise ValueError(f"{what} is {len(name):,} characters long; at most {NAME_MAX} are allowed")
     if any(ord(ch) < 32 and ch not in "\t" for ch in name):
         raise ValueError(f"{what} contains control characters (line breaks...); use one line of text")
+    if (hidden := hidden_character(name)) is not None:
+        raise ValueError(f"{what} contains an invisible or control character ({hidden}); use plain text")
     return name
+
+
+# Unicode categories no name needs: controls (Cc; a tab is let through by check_name), formatting characters (Cf:
+# the bidirectional overrides U+202A-202E and isolates U+2066-2069, the marks U+200E/U+200F, zero-width spaces and
+# joiners), private use (Co), lone surrogates (Cs), line and paragraph separators (Zl, Zp). U+202E in a run name
+# shows "gpj.exe" as "exe.jpg" on every page and in every legend.
+HIDDEN_CATEGORIES = ("Cc", "Cf", "Co", "Cs", "Zl", "Zp")
+
+
+def hidden_character(text: str, allowed: str = "\t") -> str | None:
+    """The first character of `text` that is invisible or reorders the text around it, as 'U+202E RIGHT-TO-LEFT
+    OVERRIDE'; None when there is none (characters in `allowed` pass)."""
+    import unicodedata
+
+    for ch in text:
+        if ch not in allowed and unicodedata.category(ch) in HIDDEN_CATEGORIES:
+            return f"U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed')}".rstrip()
+    return None
 
 
 def fit_name(text: str) -> str:
@@ -239,6 +260,7 @@ class RunRecord(TypedDict):
     group: str  # the `grp` column: runs meant to be compared together ('' when none)
     owner: str  # a display name in a class; the OS user's name (or '') for a local run
     owner_role: str  # local | student | teacher (engine.classroom)
+    owner_id: str  # the class member who owns it (engine.runs.store.members); '' for a local run
     config: Any  # the RunConfig (engine.config imports this module, so it is not imported here); a ScriptConfig
     #              for a script run (kind script)
     status: str  # a RunStatus value (compares equal to the enum's members)
@@ -253,12 +275,16 @@ class RunRecord(TypedDict):
     step: int  # optimizer steps done
     total_steps: int  # optimizer steps of the whole run; 0 until its worker knows
     epoch: int  # 0-based index of the epoch being trained (see epoch_number)
-    error: str | None  # why it failed, diverged or was interrupted; None otherwise
+    error: str | None  # why it failed, diverged, was interrupted or was stopped by a class limit; None otherwise
     cancel_requested: int  # 1 once a cancel was asked of it while running (its worker reads it with its heartbeat)
     resume_from: str | None  # 'last' when it must continue from its last checkpoint (a resumed run)
     lease: int  # claim number: its worker's writes apply only under the current one
+    claimed_at: float | None  # Unix time of its latest claim (a resume's, say); None until claimed
+    pace: float | None  # steps per second, smoothed over its current claim's progress reports; None until measured
+    pace_at: float | None  # Unix time of the current claim's last progress report
+    pace_since: float | None  # Unix time of its first (the pace leaves out the start: data loading, warm-up)
     progress: float  # derived: step / total_steps, 0 to 1 (1 once completed)
-    eta_s: float | None  # derived: seconds left, once it has trained for a few seconds; else None
+    eta_s: float | None  # derived: seconds left at the measured pace, once it was measured a few seconds; else None
     duration_s: float | None  # derived: seconds from its first start to its end (or to now); None before it starts
 
 

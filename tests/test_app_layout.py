@@ -1,8 +1,8 @@
 """The dashboard's folders and their rules, checked folder by folder instead of file by file.
 
-app/ is built in floors, lowest first: charts < server < ui < page parts (train, explain, report) < views < main.py.
-A module imports its own folder or a lower floor only (engine imports are always allowed), so no import circle can
-form between folders. What a folder may load is checked in a fresh interpreter, where sys.modules shows what an
+app/ is built in floors, lowest first: charts < server < ui < page parts (train, explain, report, lessons) < views <
+main.py. A module imports its own folder or a lower floor only (engine imports are always allowed), so no import
+circle can form between folders. What a folder may load is checked in a fresh interpreter, where sys.modules shows what an
 import really pulled in: charts/ (pure figure builders) loads neither streamlit nor torch, server/ (process-wide
 state) no streamlit, and no torch either (the Explain page's job board runs the torch work it is handed).
 """
@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app"
-FLOORS = {"charts": 0, "server": 1, "ui": 2, "train": 3, "explain": 3, "report": 3, "views": 4, "main": 5}
+FLOORS = {"charts": 0, "server": 1, "ui": 2, "train": 3, "explain": 3, "report": 3, "lessons": 3, "views": 4, "main": 5}
 FOLDERS = [name for name in FLOORS if name != "main"]
 MUST_NOT_LOAD = {"charts": {"streamlit", "torch"}, "server": {"streamlit", "torch"}}
 

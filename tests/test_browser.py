@@ -118,17 +118,18 @@ def follow_link(page, name: str, url_pattern: str) -> None:
     expect(page).to_have_url(re.compile(url_pattern), timeout=1_000)
 
 
-def metric(page, label: str):
-    return page.locator('[data-testid="stMetric"]', has_text=label).locator('[data-testid="stMetricValue"]')
+def preview_line(page):
+    """The Train page's "Before you launch" lines (parameters, training examples, steps), as one paragraph."""
+    return page.locator('[data-testid="stMarkdownContainer"] p', has_text=re.compile(r"training examples\s+[\d,]+ steps"))
 
 
 def small_training(page, cap: int, epochs: int) -> None:
     """Cap the training set and epochs through the form; waits until the preview shows the new size."""
     set_number(page, "cfg_train_limit", cap)
-    expect_text(metric(page, "training examples"), f"{cap:,}")
-    steps_for_3 = int(metric(page, "steps").inner_text().replace(",", ""))  # default: 3 epochs
+    expect(preview_line(page)).to_contain_text(f"{cap:,} training examples", timeout=30_000)
+    steps_for_3 = int(re.search(r"([\d,]+) steps", preview_line(page).inner_text()).group(1).replace(",", ""))
     set_number(page, "cfg_epochs", epochs, tab="Stopping & averaging")
-    expect_text(metric(page, "steps"), f"{steps_for_3 // 3 * epochs:,}")
+    expect(preview_line(page)).to_contain_text(f"{steps_for_3 // 3 * epochs:,} steps", timeout=30_000)
 
 
 def expect_text(locator, text: str, timeout_ms: int = 30_000) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import string
 from pathlib import Path
 
@@ -97,6 +98,9 @@ def test_a_text_file_over_the_cap_is_refused_before_it_is_read(trainlens_home):
         load_run_split(config(dataset="text_file", data_dir="big.txt"))
     with pytest.raises(DatasetUnavailable, match="upload it"):
         load_run_split(config(dataset="text_file"))
+    os.mkfifo(folder / "pipe.txt")  # opening a pipe waits for a writer: refused without reading it
+    with pytest.raises(DatasetUnavailable, match="not a regular file"):
+        load_run_split(config(dataset="text_file", data_dir="pipe.txt"))
 
 
 def test_config_refuses_models_of_another_kind_of_data():

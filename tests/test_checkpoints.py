@@ -102,8 +102,8 @@ def test_lookup_by_epoch_best_and_last():
     save_checkpoint(best_path(run_id), Checkpoint(config, 1, 5, model))
     assert resolve(run_id, "best") == best_path(run_id)
     assert resolve(run_id, 1) == resolve(run_id, "1") == epoch_path(run_id, 1)
-    with pytest.raises(FileNotFoundError, match=r"epoch 5; available: \[0, 1, 10\]"):
-        resolve(run_id, 5)
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint after epoch 6; after epochs: 1, 2, 11$"):
+        resolve(run_id, 5)  # numbered as users count epochs (engine index 5 is "after epoch 6")
 
 
 def test_load_run_model_rebuilds_the_trained_weights():

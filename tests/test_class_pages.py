@@ -47,6 +47,17 @@ def signed_in_app(name: str, passphrase: str = CLASS):
     return no_exception(sign_in(at, passphrase, name))
 
 
+def member(name: str) -> Actor:
+    """The class member signed in under `name` (as the store knows them: their id owns their runs)."""
+    members = Store().members().set_index("name")
+    return Actor(name, members.at[name, "role"], members.at[name, "member_id"])
+
+
+def student(name: str) -> Actor:
+    """A student who joined (in some other browser) and is still signed in."""
+    return Store().join_class(name, STUDENT).actor
+
+
 def test_a_visitor_must_sign_in_and_bad_input_gets_a_clear_message():
     at = fresh_app()
     at.run()
@@ -81,10 +92,11 @@ def test_html_names_show_as_text_and_a_reload_keeps_the_seat_without_the_passphr
     assert [t.value for t in forged.title] == ["Join the class"]
 
 
-def test_two_students_cannot_share_a_name():
+def test_two_students_cannot_share_a_name_and_the_refusal_says_how_to_rejoin():
     signed_in_app("Ana")
-    at = signed_in_app("ana")
-    assert "already uses the name" in at.error[0].value
+    at = signed_in_app(" ANA ")
+    assert "is signed in as 'ANA'" in at.warning[0].value and "rejoin code" in at.warning[0].value
+    assert [b.key for b in at.button if b.key and b.key.startswith("sign_in_")] == ["sign_in_ask"]
 
 
 def test_wrong_guesses_are_slowed_down():
@@ -113,8 +125,8 @@ def select(at, run_id: str):
 def test_a_student_sees_everyones_runs_but_may_cancel_only_their_own(trainlens_home):
     at = signed_in_app("Ana")
     store = Store()
-    bens = store.create_run(TINY, actor=Actor("Ben", STUDENT))
-    anas = store.create_run(TINY, actor=Actor("Ana", STUDENT))
+    bens = store.create_run(TINY, actor=student("Ben"))
+    anas = store.create_run(TINY, actor=member("Ana"))
     runs_page(at)
     assert at.toggle(key="runs_mine").value is True  # "My runs" is a student's default
     assert list(at.dataframe(key="runs_table").value["run_id"]) == [anas]
@@ -141,19 +153,22 @@ def test_a_forged_session_cannot_cancel_another_students_run(trainlens_home):
     """Even if the page offered it (a crafted request, an edited session), the engine refuses."""
     at = signed_in_app("Ana")
     store = Store()
-    bens = store.create_run(TINY, actor=Actor("Ben", STUDENT))
+    bens = store.create_run(TINY, actor=student("Ben"))
     runs_page(at)
     from app.ui.state import shared_runner
 
     with pytest.raises(PermissionError):
-        shared_runner().as_actor(Actor("Ana", STUDENT)).cancel(bens)
+        shared_runner().as_actor(member("Ana")).cancel(bens)
+    with pytest.raises(PermissionError):  # nor with Ben's name typed
+        shared_runner().as_actor(Actor("Ben", STUDENT, member("Ana").member_id)).cancel(bens)
     assert store.get_run(bens)["status"] == RunStatus.QUEUED
 
 
 def test_the_teacher_may_cancel_any_run_and_sees_the_class_controls(trainlens_home):
     store = Store()
-    bens = store.create_run(TINY, actor=Actor("Ben", STUDENT))
-    done = store.create_run(TINY, actor=Actor("Ben", STUDENT), name="ben best")
+    ben = student("Ben")
+    bens = store.create_run(TINY, actor=ben)
+    done = store.create_run(TINY, actor=ben, name="ben best")
     store.update_status(done, RunStatus.COMPLETED)
     store.log_batch([(done, 10, 0, "val_acc", 0.91, 0.0)])
     at = signed_in_app("Ms Rivera", TEACHER_WORD)
@@ -179,8 +194,8 @@ def test_the_teacher_may_cancel_any_run_and_sees_the_class_controls(trainlens_ho
 def test_a_student_has_no_teacher_controls_and_hits_a_cap_with_a_message(trainlens_home, monkeypatch):
     monkeypatch.setenv("TRAINLENS_MAX_QUEUED", "1")
     store = Store()
-    store.create_run(TINY, actor=Actor("Ana", STUDENT))
     at = signed_in_app("Ana")
+    store.create_run(TINY, actor=member("Ana"))
     at.switch_page("views/classroom.py").run()
     no_exception(at)
     assert not [t for t in at.toggle if t.key == "class_pause"]

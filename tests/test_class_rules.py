@@ -17,10 +17,11 @@ from engine.config import RunConfig
 from engine.records import RunStatus
 from engine.runs.access import CapReached, PermissionDenied
 from engine.runs.runner import Runner
-from engine.runs.store import Store
+from engine.runs.store import NameTaken, Store, WrongCode
 
-ANA, BEN = Actor("Ana", STUDENT), Actor("Ben", STUDENT)
-TEACH = Actor("Ms Rivera", TEACHER)
+# members of the class, as a signed-in seat makes them (engine.runs.store.members): the id owns the runs
+ANA, BEN = Actor("Ana", STUDENT, "m-ana"), Actor("Ben", STUDENT, "m-ben")
+TEACH = Actor("Ms Rivera", TEACHER, "m-rivera")
 TINY = RunConfig(model="mlp", epochs=1, train_limit=64)
 
 
@@ -63,7 +64,9 @@ def test_a_name_alike_is_not_the_owner_unless_the_role_matches(store):
     """A teacher-owned run is not a student's to cancel, even if the student signs in with the teacher's name."""
     teachers = store.create_run(TINY, actor=TEACH)
     with pytest.raises(PermissionDenied):
-        store.request_cancel(teachers, actor=Actor("Ms Rivera", STUDENT))
+        store.request_cancel(teachers, actor=Actor("Ms Rivera", STUDENT, "m-other"))
+    with pytest.raises(PermissionDenied):  # nor with the teacher's member id, as a student
+        store.request_cancel(teachers, actor=Actor("Ms Rivera", STUDENT, TEACH.member_id))
 
 
 def test_the_runner_refuses_through_an_acting_handle_and_touches_nothing(store, trainlens_home):
@@ -72,17 +75,17 @@ def test_the_runner_refuses_through_an_acting_handle_and_touches_nothing(store, 
     bens = runner.as_actor(BEN).submit(TINY).run_id
     (trainlens_home / "checkpoints" / bens).mkdir(parents=True)
     ana = runner.as_actor(ANA)
-    assert not ana.may_act_on("Ben", STUDENT) and ana.may_act_on("Ana", STUDENT)
+    assert not ana.may_act_on(BEN.member_id, STUDENT) and ana.may_act_on(ANA.member_id, STUDENT)
     for action in (ana.cancel, ana.delete, ana.resume):
         with pytest.raises(PermissionDenied):
             action(bens)
     with pytest.raises(PermissionDenied):
         ana.cancel_all()
     with pytest.raises(PermissionDenied):
-        ana.remove_owner_runs("Ben")
+        ana.remove_owner_runs(BEN.member_id)
     assert store.get_run(bens)["status"] == RunStatus.QUEUED
     assert (trainlens_home / "checkpoints" / bens).exists()
-    assert runner.as_actor(TEACH).remove_owner_runs("Ben") == 1
+    assert runner.as_actor(TEACH).remove_owner_runs(BEN.member_id) == 1
     assert store.get_run(bens) is None and not (trainlens_home / "checkpoints" / bens).exists()
 
 
@@ -95,10 +98,10 @@ def test_an_acting_handle_reports_each_change_it_is_asked_to_make(store):
     run_id = teacher.submit(TINY).run_id
     teacher.cancel(run_id)
     teacher.cancel_all()
-    teacher.remove_owner_runs("Ben")
+    teacher.remove_owner_runs(BEN.member_id)
     teacher.delete(run_id)
     assert len(changes) == 5
-    assert teacher.may_act_on("Ben", STUDENT) and len(changes) == 5  # asking what one may do changes nothing
+    assert teacher.may_act_on(BEN.member_id, STUDENT) and len(changes) == 5  # asking what one may do changes nothing
     ana = runner.as_actor(ANA, on_change=lambda: changes.append(1))
     with pytest.raises(PermissionDenied):
         ana.cancel_all()
@@ -108,7 +111,7 @@ def test_an_acting_handle_reports_each_change_it_is_asked_to_make(store):
 def test_thirty_students_submitting_at_once_each_start_a_first_run_before_anyones_third(store):
     """Round-robin: the queue serves owners in turn, not first come first served."""
     store.set_limit("running", 5)
-    students = [Actor(f"student {i:02d}", STUDENT) for i in range(30)]
+    students = [Actor(f"student {i:02d}", STUDENT, f"m-{i:02d}") for i in range(30)]
     owner_of = {}
     for student in students:  # each submits 3 runs in a burst; the first student's burst comes first
         for _ in range(3):
@@ -248,6 +251,38 @@ def test_wrong_guesses_are_slowed_down_per_client():
     assert guesses.wait_s("10.0.0.7", now=now) == 0.0
 
 
+def test_wrong_guesses_are_also_counted_for_the_whole_server_and_forgotten_after_a_while():
+    """New addresses (or made-up forwarded ones) buy a few free guesses each, not free guessing: beyond
+    SERVER_FREE failures in the window, every guess from anywhere waits."""
+    guesses, now = Guesses(), 1000.0
+    for i in range(Guesses.SERVER_FREE):
+        assert guesses.failed(f"ip:10.0.{i}.1", now=now) == 0.0  # each address's first wrong guess is free
+    assert guesses.failed("ip:10.9.9.9", now=now) == 2.0  # one more, from a new address: the server makes it wait
+    assert guesses.wait_s("ip:10.9.9.10", now=now + 1) == 1.0  # and so does every other address for now
+    assert guesses.wait_s("ip:10.9.9.10", now=now + Guesses.SERVER_WINDOW_S + 5) == 0.0
+    late = now + Guesses.SERVER_WINDOW_S + 5  # the window has passed: the count starts again
+    assert guesses.failed("ip:10.9.9.11", now=late) == 0.0
+    assert [guesses.failed("name:ana", "ip:10.0.0.1", now=late) for _ in range(4)][-1] == 2.0  # codes: per name too
+    assert guesses.wait_s("ip:10.7.7.7", "name:ana", now=late) == 2.0  # Ana's code, guessed from another address
+
+
+def test_the_client_address_behind_a_trusted_proxy_is_the_one_it_forwards(monkeypatch):
+    from engine.classroom import LOOPBACK_CLIENT, client_address, trusted_proxies
+
+    assert client_address(None, None) == LOOPBACK_CLIENT  # this computer, an SSH forward, a local proxy: one client
+    assert client_address("10.0.0.7", "6.6.6.6") == "10.0.0.7"  # nobody trusted: the header is ignored
+    proxies = trusted_proxies("10.0.0.5, 127.0.0.1 192.168.0.0/24")
+    assert client_address("10.0.0.5", "6.6.6.6, 203.0.113.9", proxies) == "203.0.113.9"  # the proxy's entry, not the claim
+    assert client_address("10.0.0.5", "203.0.113.9, 192.168.0.3", proxies) == "203.0.113.9"  # through two proxies
+    assert client_address(None, "203.0.113.9", proxies) == "203.0.113.9"  # a proxy on this computer
+    assert client_address("10.0.0.6", "203.0.113.9", proxies) == "10.0.0.6"  # not a trusted proxy: its own address
+    assert client_address("10.0.0.5", "garbage", proxies) == "10.0.0.5"
+    with pytest.raises(ValueError, match="TRAINLENS_TRUSTED_PROXIES: 'proxy.lan' is not an IP address"):
+        trusted_proxies("10.0.0.5,proxy.lan")
+    monkeypatch.setenv("TRAINLENS_TRUSTED_PROXIES", "10.0.0.300")
+    assert "TRAINLENS_TRUSTED_PROXIES" in ClassMode("sunflower-42", "teacher-oak-7").problem()
+
+
 @pytest.mark.parametrize("name, problem", [("", "Enter a display name"), ("   ", "Enter a display name"),
                                            ("x" * 10_000, "at most 40"), ("a\x00b", "control"),
                                            ("a\u200bb", "control")])
@@ -256,19 +291,122 @@ def test_bad_display_names_get_a_clear_message(name, problem):
         check_display_name(name)
 
 
-def test_two_students_cannot_take_the_same_name_but_a_reload_keeps_it(store):
+def test_a_name_someone_is_signed_in_under_is_refused_with_the_way_back(store):
     html = "<b>Ana</b><script>alert(1)</script>"
     assert check_display_name(html) == html  # allowed: it is only ever shown as text
-    store.join_class(ANA, "seat-1")
-    store.join_class(ANA, "seat-1")  # the same seat again (a reload)
-    with pytest.raises(ValueError, match="already uses the name"):
-        store.join_class(Actor("  ana ", STUDENT), "seat-2")
-    assert store.seat_holds(ANA, "seat-1")
-    store.free_name("Ana", actor=TEACH)
-    assert not store.seat_holds(ANA, "seat-1")
-    store.join_class(Actor("ana", STUDENT), "seat-2")
+    ana = store.join_class("Ana", STUDENT)
+    assert ana.code and ana.actor.member_id and store.seat_actor(ana.seat_id) == ana.actor
+    with pytest.raises(NameTaken, match="signed in as 'ana'.*rejoin code.*ask the teacher") as refused:
+        store.join_class("  ana ", STUDENT)  # another case and spacing: the same name
+    assert refused.value.signed_in
     with pytest.raises(PermissionDenied):
-        store.free_name("ana", actor=BEN)
+        store.free_member(ana.actor.member_id, actor=ana.actor)
+    assert store.free_member(ana.actor.member_id, actor=TEACH) == 1
+    assert store.seat_actor(ana.seat_id) is None  # her token stops working
+    with pytest.raises(ValueError, match="invisible"):
+        store.join_class("An\u202ea", STUDENT)
+
+
+def test_a_newcomer_under_a_freed_name_is_someone_new_and_the_student_rejoins_with_her_code(store):
+    """The rules behind the sign-in: a freed or signed-out name never hands its runs to whoever types it next."""
+    ana = store.join_class("Ana", STUDENT)
+    runs = [store.create_run(TINY, actor=ana.actor) for _ in range(2)]
+    store.leave_class(ana.seat_id)  # she signs out
+    with pytest.raises(NameTaken, match="runs stay theirs") as dormant:
+        store.join_class("ANA", STUDENT)
+    assert not dormant.value.signed_in
+    newcomer = store.join_class(" ana  ", STUDENT, new_member=True)
+    assert newcomer.actor.member_id != ana.actor.member_id and newcomer.code != ana.code
+    for action in (store.request_cancel, store.delete_run, store.resume_run):
+        with pytest.raises(PermissionDenied, match="belongs to Ana"):
+            action(runs[0], actor=newcomer.actor)
+    with pytest.raises(WrongCode, match="not the one given to 'Ana'"):
+        store.join_class("Ana", STUDENT, code="ZZZZ-ZZZZ")
+    again = store.join_class("Ana", STUDENT, code=newcomer.code)
+    assert again.actor == newcomer.actor  # the newcomer's code brings back the newcomer, never Ana
+    back = store.join_class("ana", STUDENT, code=ana.code.lower().replace("-", " "))  # as typed on another laptop
+    assert back.rejoined and back.actor == ana.actor and back.code != ana.code
+    assert store.request_cancel(runs[0], actor=back.actor) == RunStatus.CANCELLED
+    with pytest.raises(WrongCode):  # a code is good for one rejoin
+        store.join_class("Ana", STUDENT, code=ana.code)
+    assert store.join_class("Ana", STUDENT, code=back.code).actor == ana.actor  # the new one works
+    statuses = dict(zip(store.members()["member_id"], store.members()["status"]))
+    assert statuses == {ana.actor.member_id: "signed in", newcomer.actor.member_id: "signed in"}
+
+
+def test_the_teacher_lets_a_student_back_in_and_sees_who_is_idle_or_waiting(store):
+    ana = store.join_class("Ana", STUDENT, now=time.time() - 600)  # last seen 10 minutes ago
+    store.create_run(TINY, actor=ana.actor)
+    request = store.request_rejoin("ana")
+    assert dict(zip(store.members()["name"], store.members()["status"])) == {"Ana": "idle"}
+    store.leave_class(ana.seat_id)
+    assert store.members()["status"].tolist() == ["waiting to rejoin"]
+    assert store.rejoin_answer(request) == "waiting" and store.claim_rejoin(request) is None
+    with pytest.raises(PermissionDenied):
+        store.decide_rejoin(request, ana.actor.member_id, actor=BEN)
+    other = store.join_class("Zoe", STUDENT)
+    with pytest.raises(ValueError, match="name it asked for"):
+        store.decide_rejoin(request, other.actor.member_id, actor=TEACH)
+    store.decide_rejoin(request, ana.actor.member_id, actor=TEACH)
+    back = store.claim_rejoin(request)
+    assert back.actor == ana.actor and back.code and store.seat_actor(back.seat_id) == ana.actor
+    assert store.claim_rejoin(request) is None  # one seat per approval
+    first, refused = store.request_rejoin("Zoe"), store.request_rejoin("zoe ")  # asked twice: one line for the teacher
+    assert list(store.rejoin_requests()["request_id"]) == [refused] and store.rejoin_answer(first) == "lapsed"
+    store.decide_rejoin(refused, None, actor=TEACH)
+    assert store.rejoin_answer(refused) == "refused" and store.rejoin_answer("nonsense") == "lapsed"
+
+
+def test_the_teacher_rejoins_by_passphrase_on_a_second_screen(store):
+    laptop = store.join_class("Ms Rivera", TEACHER)
+    projector = store.join_class("ms rivera", TEACHER)
+    assert projector.actor == laptop.actor and not projector.code  # no code to show on a projector
+    assert store.seat_actor(laptop.seat_id) and store.seat_actor(projector.seat_id)  # both stay signed in
+    with pytest.raises(NameTaken):
+        store.join_class("Ms Rivera", STUDENT)
+
+
+def test_an_old_store_keeps_its_class_members_their_seats_and_their_runs(trainlens_home):
+    """Schema 3 (members by name, runs owned by a name) moves to schema 4 (members by id): each student keeps
+    their runs and a signed-in seat stays signed in; an owner who had left becomes a signed-out member."""
+    import sqlite3
+
+    from engine.runs.store import SCHEMA_VERSION
+
+    Store().close()
+    conn = sqlite3.connect(trainlens_home / "trainlens.db")
+    conn.executescript("""
+        DROP TABLE members; DROP TABLE seats; DROP TABLE rejoin_requests;
+        CREATE TABLE members (name_key TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
+                              seat_id TEXT NOT NULL, joined_at REAL NOT NULL, left_at REAL);
+        ALTER TABLE runs DROP COLUMN owner_id; ALTER TABLE runs DROP COLUMN claimed_at;
+        UPDATE meta SET value='3' WHERE key='schema_version';
+    """)
+    joined = time.time() - 60  # they signed in a minute before the upgrade
+    conn.executemany("INSERT INTO members VALUES (?,?,?,?,?,NULL)", [("ana", "Ana", "student", "seat-ana", joined),
+                                                                     ("ms rivera", "Ms Rivera", "teacher", "seat-t",
+                                                                      joined)])
+    for run_id, owner, role in (("r-ana", "Ana", "student"), ("r-ben", "Ben", "student"),
+                                ("r-local", "me", "local"), ("r-t", "Ms Rivera", "teacher")):
+        conn.execute("INSERT INTO runs(run_id, name, owner, owner_role, config, status, created_at, queued_at) "
+                     "VALUES (?,?,?,?,?,'queued',1,1)", (run_id, run_id, owner, role, TINY.to_json()))
+    conn.commit()
+    conn.close()
+    store = Store()
+    assert store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    ana = store.seat_actor("seat-ana")
+    assert ana is not None and ana.name == "Ana" and ana.member_id  # still signed in
+    assert store.get_run("r-ana")["owner_id"] == ana.member_id and store.get_run("r-local")["owner_id"] == ""
+    assert store.request_cancel("r-ana", actor=ana) == RunStatus.CANCELLED
+    with pytest.raises(PermissionDenied):
+        store.request_cancel("r-ben", actor=ana)
+    members = store.members().set_index("name")
+    assert members.at["Ben", "status"] == "signed out"
+    assert store.get_run("r-ben")["owner_id"] == members.at["Ben", "member_id"]
+    assert store.get_run("r-t")["owner_id"] == store.seat_actor("seat-t").member_id
+    with pytest.raises(NameTaken):  # Ben's runs are not the next Ben's
+        store.join_class("Ben", STUDENT)
+    store.close()
 
 
 def test_an_old_store_is_migrated_with_its_runs_owned_by_the_local_user(trainlens_home):
@@ -302,13 +440,14 @@ def test_the_class_command_refuses_without_passphrases_and_says_where_students_g
     assert "http://10.1.2.3:8600" in out and "sunflower" not in out
 
 
-def test_a_lesson_too_big_for_a_students_queue_is_refused_whole(store):
+def test_a_lesson_too_big_for_the_class_limits_is_refused_whole(store):
     from engine import lessons
 
     runner = Runner(store, workers=1)
     runner.ensure_workers = lambda: 0  # no worker processes: the runs only need to be queued
     lesson = lessons.get_lesson("optimizer_race")
-    with pytest.raises(ValueError, match="class limit is 4"):
+    store.set_limit("lesson_runs", 4, actor=TEACH)
+    with pytest.raises(ValueError, match="class limit is 4 runs per lesson"):
         lessons.launch(lesson, runner.as_actor(ANA))
     assert store.list_runs().empty  # no half lesson left behind
     group, ids = lessons.launch(lesson, runner.as_actor(TEACH))

@@ -1,16 +1,20 @@
 """The command line: a real `python -m engine train --wait` on an isolated home, the read commands' JSON
 and CSV output, the `metrics` summary, cancel, and bad arguments (exit 2, one line on stderr, never a
-traceback); the installed `trainlens` command run from another folder, and output piped into `head`.
+traceback); the installed `trainlens` command run from another folder, and output piped into `head`; `trainlens
+class` stopped by a signal frees its port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import io
 import json
 import math
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -279,3 +283,63 @@ def test_piping_into_head_ends_quietly(trainlens_home):
             assert "Traceback" not in done.stderr and done.stderr == "", (args, reader, done.stderr)
             assert len(done.stdout.splitlines()) == lines
             assert done.returncode in ((141,) if lines == 0 else (0, 141)), (args, reader)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_the_class_server_stops_on_a_signal_and_frees_its_port(trainlens_home, signum):
+    """`kill` (SIGTERM) or a closed terminal (SIGHUP) stops `trainlens class`'s server: nothing listens on its port
+    within 5 s, and a restart on the same port (with new passphrases) serves."""
+    from ui_helpers import free_port, wait_for
+
+    port = free_port()
+    trainlens_home.mkdir(parents=True, exist_ok=True)
+    for attempt, word in enumerate(("sunflower-42", "tulip-77")):
+        env = engine_env(trainlens_home, TRAINLENS_CLASS_PASSPHRASE=word, TRAINLENS_TEACHER_PASSPHRASE="teacher-oak-7",
+                         TRAINLENS_WARM_POOL="0", STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+        log = trainlens_home / f"class-{attempt}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "engine", "class", "--host", "127.0.0.1", "--port",
+                                     str(port)], cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_for(lambda: _listening(port) or proc.poll() is not None, 90, what="the class server")
+            assert proc.poll() is None, log.read_text()  # serving (the first time; and again on the same port)
+            proc.send_signal(signum)
+            wait_for(lambda: not _listening(port), 5, interval=0.1, what=f"port {port} freed")
+            proc.wait(timeout=10)
+        finally:  # whatever happened, no server of this test is left (its whole process group)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def test_every_command_a_message_or_page_names_exists():
+    """A message once advised `python -m engine delete RUN`, which does not exist. Every command (and flag) the engine
+    and the pages name in backticks must be one the command line has."""
+    import re
+
+    from engine.cli import build_parser
+
+    parser, commands = build_parser()
+    subcommands = parser._subparsers._group_actions[0].choices
+    named = re.compile(r"`(?:trainlens|python -m engine|\{prog\(\)\}) ([a-z][a-z-]*)((?: [A-Z_]+| --?[a-z][a-z-]*)*)")
+    root = Path(__file__).resolve().parent.parent
+    found = []
+    for path in [*(root / "engine").rglob("*.py"), *(root / "app").rglob("*.py")]:
+        for command, rest in named.findall(path.read_text()):
+            flags = re.findall(r"--?[a-z][a-z-]*", rest)
+            found.append(command)
+            assert command in commands, f"{path.name} names `{command}`, which the command line does not have"
+            for flag in flags:
+                assert flag in subcommands[command]._option_string_actions, f"{path.name}: `{command} {flag}`"
+    assert {"cancel", "workers", "class"} <= set(found)  # the scan reads real messages

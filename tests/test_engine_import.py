@@ -130,9 +130,10 @@ def test_the_script_client_sits_above_the_engine_and_nothing_imports_it():
 # engine module must be placed here: a new one is put on its floor on purpose.
 ENGINE_FLOORS: list[tuple[str, ...]] = [
     # ground: torch-free vocabulary every layer shares (run statuses, metric keys and artifact names, the dataset
-    # registry, paths, the run config, class-mode actors, the sanity check's verdict) and the package face
+    # registry, paths, the run config, class-mode actors, the sanity check's verdict, the TRAINLENS_* settings,
+    # reading small files, uploaded datasets) and the package face
     ("engine", "engine.records", "engine.datasets", "engine.paths", "engine.config", "engine.classroom",
-     "engine.sanity_check"),
+     "engine.sanity_check", "engine.settings", "engine.files", "engine.uploads"),
     # text as data (corpus, readers, vocabulary, the text models) and characters (corpora, models, sampling): sources
     # that engine.data loads, never its users
     ("engine.text", "engine.chars"),
@@ -142,7 +143,8 @@ ENGINE_FLOORS: list[tuple[str, ...]] = [
     # writer); race and lessons describe runs to launch and read back results through a
     # runner and a store they are handed, so they need nothing above
     ("engine.train", "engine.models", "engine.optim", "engine.grads", "engine.checkpoints", "engine.sinks",
-     "engine.stopping", "engine.validation", "engine.race", "engine.lessons", "engine.tasks", "engine.char_runs"),
+     "engine.stopping", "engine.validation", "engine.race", "engine.lessons", "engine.lesson_answer", "engine.tasks",
+     "engine.char_runs"),
     # explanations: of a trained run's model, rebuilt from its checkpoint (engine.checkpoints.load_run_model), so
     # explain/ sits above the loop rather than beside data/ and text/
     ("engine.explain",),

@@ -264,7 +264,7 @@ def test_cli_explain_writes_a_png(trainlens_home, tmp_path, capsys):
     assert main(["explain", run_id[:6], str(image), "--method", "integrated_gradients", "--target", "1",
                  "--checkpoint", "last", "--out", str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["target"] == 1 and result["inverted"] is True and result["epoch"] == 0
+    assert result["target"] == 1 and result["inverted"] is True and result["epoch"] == 1
     assert result["epoch_label"] == "after epoch 1" and isinstance(result["unfamiliar"], bool)
     # a photo given to the digit model: the same warning as on the page
     from sklearn.datasets import load_sample_image
@@ -280,3 +280,27 @@ def test_cli_explain_writes_a_png(trainlens_home, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("hello")
     assert main(["explain", run_id, str(tmp_path / "notes.txt"), "--out", str(out)]) == 2
     assert "not an image" in capsys.readouterr().err
+
+
+def test_explain_counts_checkpoints_as_the_explain_page_does(tmp_path, capsys):
+    """`--checkpoint N` is "after epoch N" and 0 "before training", as on the Explain page; -1 was accepted silently
+    (the engine's own index of "before training") and is now refused with what to type."""
+    from PIL import Image
+    from test_explain_page import make_run
+
+    from engine.cli import main
+
+    run_id = make_run("mlp", epochs=2)  # with its weights before training
+    image = tmp_path / "digit.png"
+    Image.new("L", (28, 28), 0).save(image)
+    out = tmp_path / "map.png"
+    for given, label in (("0", "before training"), ("1", "after epoch 1"), ("2", "after epoch 2")):
+        assert main(["explain", run_id, str(image), "--checkpoint", given, "--out", str(out)]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert (result["epoch_label"], result["epoch"]) == (label, int(given))
+    assert main(["explain", run_id, str(image), "--checkpoint", "-1", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --checkpoint '-1': expected an epoch number (1 = after the "
+                                               "first epoch, 0 = before training), 'best' or 'last'")
+    assert main(["explain", run_id, str(image), "--checkpoint", "3", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().endswith("has no checkpoint after epoch 3; after epochs: 1, 2 (0: before "
+                                                    "training)")

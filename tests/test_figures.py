@@ -11,8 +11,6 @@ import itertools
 import json
 import colorsys
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,6 @@ from app.charts.metrics import (
     lr_schedule_figure,
     metric_chart,
 )
-from app.charts.palette import PALETTE, run_colors
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 50
@@ -84,29 +81,6 @@ def traces_named(fig, name):
 
 
 # ---------------------------------------------------------------------------------------------
-# colours
-# ---------------------------------------------------------------------------------------------
-def test_run_colors_stable_distinct_and_order_free():
-    ids = [f"run-{i:03d}" for i in range(10)]
-    colors = run_colors(ids)
-    assert len(set(colors.values())) == 10 and set(colors.values()) <= set(PALETTE)
-    for permutation in (ids[::-1], ids[3:] + ids[:3], sorted(ids, key=hash)):
-        assert run_colors(permutation) == colors
-    assert run_colors(ids + ids) == colors  # duplicates are one run
-    assert run_colors(["only"]) == run_colors(["only"])
-    assert all(len(c) == 7 and c.startswith("#") for c in colors.values())
-
-
-@pytest.mark.slow
-def test_run_colors_same_across_processes():
-    # no salted hash(): a restarted server must paint a run the same colour
-    code = "from app.charts.palette import run_colors; print(run_colors(['a', 'b', 'c']))"
-    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              env={"PYTHONHASHSEED": seed, "PATH": ""}, cwd=ROOT).stdout for seed in ("1", "2")}
-    assert len(outputs) == 1
-
-
-# ---------------------------------------------------------------------------------------------
 # metric_chart: its figure and its data
 # ---------------------------------------------------------------------------------------------
 def test_one_trace_per_run_named_and_coloured():
@@ -117,9 +91,9 @@ def test_one_trace_per_run_named_and_coloured():
     colors = {trace.name: trace.line.color for trace in fig.data}
     assert len(set(colors.values())) == len(runs)
     hues = {name: colorsys.rgb_to_hls(*(int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)))[0] for name, c in colors.items()}
-    for _, members in runs.groupby("cfg.optimizer"):
-        assert len({round(hues[name], 2) for name in members["name"]}) == 1
-    assert len({round(h, 2) for h in hues.values()}) == runs["cfg.optimizer"].nunique()
+    for _, members in runs.groupby("cfg.optimizer"):  # one hue (up to the rounding of darker shades to 8 bits)
+        assert np.ptp([hues[name] for name in members["name"]]) < 0.02
+    assert np.ptp([hues[runs["name"][0]], hues[runs["name"][3]]]) > 0.1
     for trace, run_id in zip(fig.data, runs["run_id"]):
         want = metrics[(metrics["run_id"] == run_id) & (metrics["key"] == "loss")]
         np.testing.assert_array_equal(trace.x, want["step"].to_numpy(float))  # 400 <= max_points: all
@@ -237,8 +211,9 @@ def test_diverged_values_become_gaps():
     metrics, runs = make_runs(n_steps=100, seeds=(0,), optimizers=("adam",))
     loss = metrics.index[(metrics["key"] == "loss") & (metrics["step"] >= 90)]
     metrics.loc[loss, "value"] = np.inf
-    (trace,) = metric_chart(metrics, runs, "loss", ChartOptions(smoothing=0.5)).figure.data[1:]
+    raw, trace, marker = metric_chart(metrics, runs, "loss", ChartOptions(smoothing=0.5)).figure.data
     assert np.isnan(trace.y[89:]).all() and np.isfinite(trace.y[:89]).all()
+    assert list(marker.x) == [89] and marker.y[0] == trace.y[88]  # it ends at its last finite point, marked
     json.loads(metric_chart(metrics, runs, "loss").figure.to_json())
 
 
@@ -261,7 +236,7 @@ def test_clipped_fraction_is_a_rolling_mean_per_run():
         np.testing.assert_allclose(rows["value"], want)
     fig = clipped_fraction_figure(metrics, runs, window=20, options=ChartOptions(x_axis="examples"))
     assert len(fig.data) == 2 and fig.data[0].x[0] == 32.0 and tuple(fig.layout.yaxis.range) == (-0.02, 1.02)
-    assert fig.layout.yaxis.title.text == "fraction of steps clipped (last 20 steps)"
+    assert fig.layout.yaxis.title.text.replace("<br>", " ") == "fraction of steps clipped (last 20 steps)"
     renamed = clipped_fraction_figure(metrics, runs, 20, ChartOptions(labels={"clipped_fraction": "clipped"}))
     assert renamed.layout.yaxis.title.text == "clipped"  # the caller's labels win
     with pytest.raises(ValueError, match="window"):
@@ -331,24 +306,6 @@ def test_a_single_point_has_a_marker_and_an_empty_chart_says_it_waits():
     assert empty.layout.yaxis.showticklabels is False
 
 
-def test_log_axes_get_1_2_5_ticks_with_their_decade():
-    from app.charts.metrics import log_ticks
-
-    assert log_ticks(np.array([0.08, 3.0])) == [0.1, 0.2, 0.5, 1.0, 2.0]
-    assert log_ticks(np.array([1e-6, 1e3])) == [1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
-    metrics, runs = make_runs()
-    fig = metric_chart(metrics, runs, "loss", ChartOptions(log_y=True)).figure
-    assert fig.layout.yaxis.type == "log" and list(fig.layout.yaxis.ticktext) == [f"{t:g}" for t in fig.layout.yaxis.tickvals]
-
-
-def test_the_palette_has_no_pale_colours():
-    from app.charts.palette import contrast_on_white, shade
-
-    assert min(contrast_on_white(c) for c in PALETTE) >= 2.2
-    assert contrast_on_white("#edc948") < 2.0  # the pale yellow it replaced
-    assert all(contrast_on_white(shade(c, i, 4)) >= 2.2 for c in PALETTE for i in range(4))
-
-
 def test_wall_time_is_measured_from_the_run_start_on_step_and_epoch_charts():
     metrics, runs = make_runs()
     options = ChartOptions(x_axis="wall_time", averaged=False)
@@ -360,7 +317,7 @@ def test_wall_time_is_measured_from_the_run_start_on_step_and_epoch_charts():
 
 
 def test_per_layer_figure_orders_layers_input_first_and_averages_seeds():
-    from app.charts.metrics import per_layer_figure
+    from app.charts.per_layer import per_layer_figure
 
     layers = ["stem.0.weight", "blocks.0.conv1.weight", "fc.weight"]
     rows, next_id = [], 0

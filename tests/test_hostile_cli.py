@@ -61,7 +61,7 @@ def digit_png(tmp_path) -> Path:
 @pytest.mark.slow
 def test_a_crafted_checkpoint_header_is_one_line(trainlens_home, trained_run, digit_png, tmp_path):
     epoch_path(trained_run, 0).write_bytes(struct.pack("<Q", 2**63 - 1) + b"{}")  # a header claiming 8 EiB
-    result = cli(trainlens_home, "explain", trained_run, str(digit_png), "--checkpoint", "0", "--out",
+    result = cli(trainlens_home, "explain", trained_run, str(digit_png), "--checkpoint", "1", "--out",
                  str(tmp_path / "x.png"))
     assert_one_line(result, 2, "not a readable TrainLens checkpoint")
 
@@ -77,7 +77,7 @@ def test_a_checkpoint_whose_tensors_do_not_fit_is_one_line(trainlens_home, train
     first = next(key for key in tensors if key.startswith("model.") and tensors[key].dim() == 2)
     tensors[first] = tensors[first][:, :3].contiguous()  # a hand-edited file: the shape no longer fits
     save_file(tensors, str(path), metadata=metadata)
-    result = cli(trainlens_home, "explain", trained_run, str(digit_png), "--checkpoint", "0", "--out",
+    result = cli(trainlens_home, "explain", trained_run, str(digit_png), "--checkpoint", "1", "--out",
                  str(tmp_path / "x.png"))
     assert_one_line(result, 2, "does not fit the model")
 
@@ -131,3 +131,17 @@ def shlex_join(parts: list[str]) -> str:
     import shlex
 
     return " ".join(shlex.quote(part) for part in parts)
+
+
+def test_a_config_that_is_a_pipe_or_a_device_is_refused_without_reading_it(trainlens_home, tmp_path, capsys):
+    import os
+
+    from engine.cli import main
+
+    os.mkfifo(tmp_path / "run.toml")  # reading it would wait for a writer for ever
+    (tmp_path / "zero.toml").symlink_to("/dev/zero")
+    for name, kind in (("run.toml", "a pipe"), ("zero.toml", "a device")):
+        assert main(["train", "--config", str(tmp_path / name)]) == 2
+        assert capsys.readouterr().err.strip() == (f"error: --config {tmp_path / name}: not a regular file ({kind}); "
+                                                   "a run's config must be a plain file")
+    assert Store().list_runs().empty

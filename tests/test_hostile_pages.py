@@ -8,6 +8,7 @@ the name shows as typed) and that every page loads without any external request 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import socket
 import time
@@ -98,28 +99,77 @@ def test_a_damaged_store_gives_one_page_level_error(trainlens_home, damage):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("hostile_home")
-    os.environ["TRAINLENS_HOME"] = str(home)  # the run is created before the server starts
+    os.environ["TRAINLENS_HOME"] = str(home)  # the runs are created before the server starts
     try:
         store = Store(home / "trainlens.db")
         run_id = store.create_run(quick(), name=HOSTILE[:120])
         store.update_status(run_id, "failed", "failed at ![](http://evil.example/e.png)")
+        labelled = labelled_run(store)
         store.close()
+        hostile_lesson(home)
     finally:
         os.environ.pop("TRAINLENS_HOME", None)
     with streamlit_server(home, workers=1) as url:
-        yield url, run_id
+        yield url, run_id, labelled
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed")
-def test_no_page_makes_an_external_request_and_names_show_as_typed(browser, server):
-    url, run_id = server
+def labelled_run(store: Store) -> str:
+    """A finished run whose class labels (as a CSV's label column could give) are markup and a right-to-left
+    override, with a curve for Compare's legend and an evaluation for the Run report's confusion matrix."""
+    from test_hostile_text import HOSTILE_LABELS, evaluation
+
+    from engine.records import report_artifact
+
+    run_id = store.create_run(quick(), name=f"{LINK} <b>bold</b> r")  # (names refuse U+202E; labels may hold it)
+    store.log_batch([(run_id, step, 0, "loss", 2.0 / step, float(step)) for step in range(1, 20)])
+    store.update_status(run_id, "completed")
+    store.put_artifact(run_id, report_artifact("best"), evaluation(HOSTILE_LABELS))
+    return run_id
+
+
+LINK = '<a href="http://evil.example/l">click</a>'
+
+
+def hostile_lesson(home: Path) -> None:
+    from test_hostile_text import hostile_lesson as write
+
+    write(home)
+
+
+def no_markup_from_text(page) -> None:
+    """Nothing a string made: no image or link to evil.example (HTML or SVG, Plotly's ticks and legends
+    included), no <b> element holding the hostile text, no text left in right-to-left override."""
+    assert page.locator("img[src*='evil.example']").count() == 0
+    assert page.locator("a[href*='evil.example']").count() == 0
+    found = page.evaluate("""() => ({
+        svg_links: [...document.querySelectorAll('svg a')].filter(a => (a.getAttribute('href') ||
+                    a.getAttribute('xlink:href') || '').includes('evil')).length,
+        bold: [...document.querySelectorAll('b, strong')].filter(b => b.textContent.trim() === 'bold').length,
+        overrides: document.body.innerText.includes('\u202e'),
+    })""")
+    assert found == {"svg_links": 0, "bold": 0, "overrides": False}, found
+
+
+@contextlib.contextmanager
+def watched_page(browser):
+    """A page whose every request leaving 127.0.0.1 is noted; fails at the end if there was any."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     external: list[str] = []
     page.on("request", lambda request: external.append(request.url)
             if not request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")) else None)
     try:
+        yield page
+    finally:
+        context.close()
+    assert external == [], external
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed")
+def test_no_page_makes_an_external_request_and_names_show_as_typed(browser, server):
+    url, run_id, _ = server
+    with watched_page(browser) as page:
         for path in ("", "runs", f"compare?runs={run_id}", f"run_report?run={run_id}", f"explain?run={run_id}"):
             page.goto(f"{url}/{path}", timeout=90_000)
             page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=90_000)
@@ -134,9 +184,28 @@ def test_no_page_makes_an_external_request_and_names_show_as_typed(browser, serv
         page.screenshot(path=str(ARTIFACTS / "hostile_names_runs.png"), full_page=True)
         icon = page.evaluate("() => (document.querySelector('link[rel~=icon]') || {}).href || ''")
         assert icon.startswith("http://127.0.0.1") or icon.startswith("data:"), icon
-    finally:
-        context.close()
-    assert external == [], external
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed")
+def test_lesson_titles_class_labels_and_names_show_as_text_in_a_browser(browser, server):
+    """Issue 22: a lesson title from a file, a CSV's class labels in the confusion matrix and a run's name in
+    Compare's legend are shown as the characters typed; an override character is written out as [U+202E]."""
+    url, _, labelled = server
+    with watched_page(browser) as page:
+        for path, shown in (("lessons?lesson=hostile", "<b>bold</b>"), ("lessons", "<b>bold</b>"),
+                            (f"run_report?run={labelled}", "abc[U+202E]def"),
+                            (f"compare?runs={labelled}", "<b>bold</b> r")):
+            page.goto(f"{url}/{path}", timeout=90_000)
+            page.get_by_text(shown).first.wait_for(state="attached", timeout=90_000)  # as typed, on the page or in SVG
+            page.wait_for_timeout(1500)
+            no_markup_from_text(page)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"hostile_{path.split('?')[0]}.png"), full_page=True)
+        page.goto(f"{url}/run_report?run={labelled}", timeout=90_000)
+        page.locator(".st-key-report_confusion svg .xtick text").first.wait_for(timeout=90_000)
+        ticks = page.locator(".st-key-report_confusion svg .xtick text").all_text_contents()
+        assert LINK in ticks and "abc[U+202E]def" in ticks, ticks  # the labels, as typed
 
 
 def _handshake(url: str, host: str, origin: str) -> str:
@@ -153,7 +222,7 @@ def _handshake(url: str, host: str, origin: str) -> str:
 
 @pytest.mark.slow
 def test_a_websocket_with_a_foreign_host_header_is_refused(server):
-    url, _ = server
+    url, _, _ = server
     port = url.rsplit(":", 1)[1]
     assert " 101 " in _handshake(url, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}")  # our own page: accepted
     assert " 101 " in _handshake(url, f"localhost:{port}", f"http://localhost:{port}")

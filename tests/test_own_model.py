@@ -73,9 +73,19 @@ def test_uploads_other_than_safetensors_are_refused_without_being_read(tmp_path)
     # and a pickle handed to the server-path reader is refused by weights_only=True, not run
     path = tmp_path / "evil.pth"
     path.write_bytes(payload)
-    with pytest.raises(OwnModelError, match="not a state dict torch can read safely"):
+    with pytest.raises(OwnModelError, match="evil.pth is not a readable state dict: the weights-only reader stopped "
+                       "at '.+'. A file holding Python objects besides tensors could run code") as info:
         state_from_path(path)
     assert not marker.exists()
+    # torch's own message advises retrying with weights_only=False, which would run the payload: never passed on
+    assert "weights_only" not in str(info.value) and "False" not in str(info.value)
+    path.write_bytes(pickle.dumps({"run": os.system}, protocol=2))  # a GLOBAL: torch suggests allowlisting it
+    with pytest.raises(OwnModelError, match="stopped at 'Trying to load unsupported GLOBAL") as info:
+        state_from_path(path)
+    assert "safe_globals" not in str(info.value) and "trust" not in str(info.value)
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(OwnModelError, match=r"evil.pth is not a state dict torch can read \("):
+        state_from_path(path)
 
 
 def test_exported_programs_load_only_from_operator_folders(tmp_path, monkeypatch):

@@ -214,9 +214,9 @@ def test_class_mode_refuses_script_runs_unless_the_operator_allows_them(monkeypa
     with pytest.raises(trainlens.TrainLensError, match="TRAINLENS_ALLOW_SCRIPTS=1"):
         trainlens.init(name="student script")
     monkeypatch.delenv("TRAINLENS_CLASS_PASSPHRASE")
-    from engine.classroom import STUDENT, Actor
+    from engine.classroom import STUDENT
 
-    Store().join_class(Actor("Ana", STUDENT), "seat-1")  # a class is seated on this store (the server's env unseen)
+    Store().join_class("Ana", STUDENT)  # a class is seated on this store (the server's env unseen)
     with pytest.raises(trainlens.TrainLensError, match="serves a class"):
         trainlens.init(name="student script")
     monkeypatch.setenv("TRAINLENS_ALLOW_SCRIPTS", "1")

@@ -128,7 +128,10 @@ def test_user_csv_detects_columns_and_skips_empty_rows(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     ("text,label\ngood,1\nbad,1\n", "one class"),
-    ("text,stars\ngood,1\nbad,0\n", "no label column"),
+    ("text,stars\ngood,1\nbad,0\n", "no label column found .* name it in label_column"),
+    # an unclosed quote used to swallow every later row into one text, and the run trained on what was left
+    ('text,label\ngood film,pos\n"unclosed, bad film,neg\nfine,pos\nmeh,neg\n',
+     r'bad.csv, line 3: a quote \(\"\) opened in this row is never closed'),
     ("text,label\n", "no rows"),
     ("", "empty"),
     ("just one column\nx\n", "column"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,32 @@ def test_run_report_lists_the_misclassified_sentences_of_a_cell(trainlens_home, 
     labels = [m.label for m in at.metric]
     assert "accuracy on negation/contrast sentences" in labels and "validation sentences" in labels
     assert len(table) > 0 and all(isinstance(s, str) and s for s in table["sentence"])
+
+
+def test_the_explained_class_follows_each_new_sentence_unless_another_is_picked(trainlens_home):
+    make_text_run()
+    clear_app_caches()
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    target = at.selectbox(key="text_explain_target")
+    predicted = target.value
+    assert "(predicted)" in target.format_func(predicted)
+    other = 1 - predicted
+    target.set_value(other).run()  # the user asks about the other class of this sentence: it holds
+    at.multiselect(key="text_explain_methods").set_value(["saliency"]).run()
+    assert at.selectbox(key="text_explain_target").value == other
+    assert f"why **{at.selectbox(key='text_explain_target').format_func(other).split(' (')[0]}**" in " ".join(
+        c.value for c in at.caption)  # the map says which class it explains
+    for sentence in ("the movie was not good", "a zorblax film , never dull", "the plot was great"):
+        at.text_area(key="text_explain_sentence").input(sentence).run()
+        assert not at.exception, at.exception
+        said = next(m.value for m in at.markdown if m.value.startswith("#### The model says: "))
+        target = at.selectbox(key="text_explain_target")
+        assert "(predicted)" in target.format_func(target.value)  # a new sentence: its own prediction
+        assert said.removeprefix("#### The model says: ").startswith(target.format_func(target.value).split(" (")[0])
+        assert at.multiselect(key="text_explain_methods").value == ["saliency"]  # the methods stay chosen
+    at.text_area(key="text_explain_sentence").input("a zorblax film , never dull").run()
+    body = _html(at)
+    marked = set(re.findall(r'>([^<>]*)<sup class="tl-unknown">', body))  # marked on the tokens themselves
+    assert "zorblax" in marked and "never" not in marked
+    note = next(c.value for c in at.caption if "not in the vocabulary" in c.value)
+    assert set(re.findall("“([^”]*)”", note)) == marked and ",," not in note

@@ -13,7 +13,10 @@ from engine.runs.store import Store
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
-def test_a_reload_keeps_the_launched_panel(trainlens_home):
+def test_a_reload_keeps_the_launched_panel(trainlens_home, monkeypatch):
+    # no worker for the queued run: the pages' reaper would start a pool when its 3 s throttle has run out (it did
+    # or did not, by the order the tests ran in)
+    monkeypatch.setenv("TRAINLENS_WORKERS", "0")
     run_id = Store().create_run(RunConfig(train_limit=100, epochs=1), name="launched earlier")  # queued: no worker
     at = fresh_app()
     at.query_params["launched"] = f"{run_id},not-a-run"

@@ -90,10 +90,10 @@ def clear_app_caches() -> None:
     Only these: the dataset cache is keyed by its arguments and stays valid, so it is kept
     (reloading MNIST on every test would only cost time).
     """
-    from app.ui import identity, state
+    from app.ui import sign_in, state
 
     for cached in (state.get_store, state.shared_runner, state.get_metrics_cache, state.shared_figures,
-                   identity.class_mode, identity._guesses):
+                   sign_in.class_mode, sign_in._guesses):
         cached.clear()
 
 

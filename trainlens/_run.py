@@ -108,7 +108,9 @@ def _plain_config(config: Any) -> dict[str, Any]:
 
 def _check_class_mode(store) -> None:
     """TrainLensError when the store serves a class and the operator did not allow scripts."""
-    if os.environ.get(ALLOW_SCRIPTS, "").strip().lower() in ("1", "true", "yes"):
+    from engine import settings
+
+    if settings.value_or_default(ALLOW_SCRIPTS):  # 1/true/yes/on, as every TRAINLENS_* flag reads
         return
     from engine.classroom import SEAT_HOURS, ClassMode
 

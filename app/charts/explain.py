@@ -109,7 +109,7 @@ def epochs_figure(history: pd.DataFrame, epoch: int, target_name: str) -> go.Fig
     """The target class's probability at every checkpoint (history: epoch, target_prob), the shown epoch dotted."""
     # history's epochs are numbered as on every page (engine.records.epoch_number: 0 = before training)
     fig = go.Figure(go.Scatter(x=history["epoch"], y=history["target_prob"], mode="lines+markers",
-                               name=f"p({target_name})"))
+                               name=plotly_text(f"p({target_name})")))
     fig.add_vline(x=epoch, line_dash="dot")
     fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0), yaxis=dict(range=[0, 1]), xaxis=dict(dtick=1),
                       xaxis_title="epoch (0 = before training)")

@@ -10,7 +10,6 @@ the final-metrics table, the learning-rate schedule preview and the per-layer ch
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -18,7 +17,11 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.charts.palette import PALETTE, run_colors, seed_shaded_colors
+from app.charts.arms import group_colors, view_colors
+from app.charts.axes import log_ticks, padded_range, step_ticks, tick_texts, whole_ticks, wrapped_title
+from app.charts.curves import Curve
+from app.charts.diverged import marks, shown_values
+from app.charts.palette import PALETTE
 from app.charts.series import (
     X_TITLES,
     band_across,
@@ -29,13 +32,14 @@ from app.charts.series import (
     smooth_ema,
 )
 from app.charts.text import plotly_text
+from engine import settings
 from engine.records import AVERAGED_PREFIXES, epoch_label, is_epoch_level
 
 # Plotly checks every property of a figure as it is built: ~30 ms for a chart of 16 lines of 1,000 points, ~4 ms
 # without. The metric charts are built from the same few dict shapes every time, so the server skips the check
 # (a class's Compare view rebuilds five of them every few seconds), and the tests turn it on
 # (TRAINLENS_VALIDATE_FIGURES=1 in tests/conftest.py) for every figure they build, where a misspelt property fails.
-VALIDATE = os.environ.get("TRAINLENS_VALIDATE_FIGURES", "0") == "1"
+VALIDATE = settings.value_or_default("TRAINLENS_VALIDATE_FIGURES")
 
 # Above this many points in one figure, WebGL (Scattergl) draws faster than SVG paths. Never for a figure with bands:
 # software WebGL (kiosks, classroom PCs without a GPU driver) does not draw fills, and a band's points are
@@ -88,7 +92,8 @@ class ChartOptions:
     translucent band, mean ± std (ddof=0) when band="std" or the min-max range when band="minmax".
     averaged: draw the EMA/SWA twins (ema_<key>, swa_<key>) of epoch-level keys when logged.
     labels: display text for metric keys and x-axis names. log_y and labels change only the look,
-    not the data.
+    not the data. arms: the view's arms in colour order, when the runs frame has an `arm` column
+    (app/charts/arms.py): every chart of the view then gives an arm the same colour, whichever runs it shows.
     """
 
     x_axis: str = "step"
@@ -99,28 +104,18 @@ class ChartOptions:
     max_points: int = 1000
     labels: Mapping[str, str] | None = None
     averaged: bool = True
-
-
-@dataclass(frozen=True)
-class Curve:
-    """The points of one drawn series, with how to draw them."""
-
-    series: str  # legend / CSV name
-    run_id: str  # the run, or the group label for a band
-    key: str
-    kind: str  # raw | smoothed | mean (band) | best_epoch
-    x: np.ndarray
-    y: np.ndarray
-    color: str
-    dash: str = "solid"
-    faint: bool = False  # the raw series behind a smoothed one
-    lower: np.ndarray | None = None
-    upper: np.ndarray | None = None
+    arms: tuple[str, ...] = ()
 
 
 def _finite_or_nan(values: np.ndarray) -> np.ndarray:
     # +-inf (a diverged loss) would wreck the axis range: draw it as a gap
     return np.where(np.isfinite(values), values, np.nan)
+
+
+def _ends_diverged(y: np.ndarray) -> bool:
+    """A diverged run's series: the step whose loss was not finite is the last one it logged (engine/train.py)."""
+    finite = np.isfinite(y)
+    return bool(finite.size and not finite[-1] and finite.any())
 
 
 def _picked(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -156,22 +151,26 @@ def _curves(
         return f"{name} · {k}" if several else name
 
     if group_by is not None:
-        return _band_curves(series, runs_df, group_by, dashes, label, smoothing, options.band, max_points)
+        return _band_curves(series, runs_df, group_by, dashes, label, options)
 
     names = {str(r): str(n) for r, n in zip(runs_df["run_id"], runs_df["name"])}
-    colors = seed_shaded_colors(runs_df, list(names) + [s.run_id for s in series])
+    colors = view_colors(runs_df, options.arms)
+    for s in series:  # rows of a run the runs frame does not list: a colour of their own
+        colors.setdefault(s.run_id, PALETTE[len(colors) % len(PALETTE)])
     position = {run_id: i for i, run_id in enumerate(names)}  # legend follows the runs table
     curves = []
     for s in sorted(series, key=lambda s: position.get(s.run_id, len(position))):
         name, color = label(names.get(s.run_id, s.run_id), s.key), colors[s.run_id]
+        diverged = "diverged" if _ends_diverged(s.y) else ""
         if smoothing > 0:
             x, y = _picked(s.x, s.y, max_points)
-            curves.append(Curve(f"{name} (raw)", s.run_id, s.key, "raw", x, y, color, dashes[s.key], faint=True))
+            curves.append(Curve(f"{name} (raw)", s.run_id, s.key, "raw", x, y, color, dashes[s.key], faint=True,
+                                diverged=diverged))
             x, y = _picked(s.x, smooth_ema(s.y, smoothing), max_points)
-            curves.append(Curve(name, s.run_id, s.key, "smoothed", x, y, color, dashes[s.key]))
+            curves.append(Curve(name, s.run_id, s.key, "smoothed", x, y, color, dashes[s.key], diverged=diverged))
         else:
             x, y = _picked(s.x, s.y, max_points)
-            curves.append(Curve(name, s.run_id, s.key, "raw", x, y, color, dashes[s.key]))
+            curves.append(Curve(name, s.run_id, s.key, "raw", x, y, color, dashes[s.key], diverged=diverged))
     best = {s.run_id: int(s.y[-1]) for s in all_series if s.key == "best_epoch" and s.y.size}
     for s in series:
         if s.key == marker_key and s.run_id in best:
@@ -185,10 +184,11 @@ def _curves(
     return curves
 
 
-def _band_curves(series, runs_df, group_by, dashes, label, smoothing, band, max_points) -> list[Curve]:
+def _band_curves(series, runs_df, group_by, dashes, label, options: ChartOptions) -> list[Curve]:
+    smoothing, band, max_points = options.smoothing, options.band, options.max_points
     groups = group_labels(runs_df, group_by)
     order = ordered_groups(runs_df, group_by)
-    colors = run_colors(order)
+    colors = group_colors(runs_df, group_by, order, options.arms)
     curves = []
     for group in order:
         for k in dashes:
@@ -198,11 +198,13 @@ def _band_curves(series, runs_df, group_by, dashes, label, smoothing, band, max_
             table = band_across([s.x for s in members], [smooth_ema(s.y, smoothing) for s in members], band)
             mean, lower, upper = (table[c].to_numpy() for c in ("mean", "lower", "upper"))
             keep = downsample_indices([mean, lower, upper], max_points)
+            lost = sum(_ends_diverged(s.y) for s in members)
+            diverged = "" if not lost else "diverged" if lost == len(members) else f"{lost} of {len(members)} diverged"
             curves.append(
                 Curve(
                     label(f"{group} (n={len(members)})", k), group, k, "mean", table["x"].to_numpy()[keep],
                     _finite_or_nan(mean[keep]), colors[group], dashes[k],
-                    lower=_finite_or_nan(lower[keep]), upper=_finite_or_nan(upper[keep]),
+                    lower=_finite_or_nan(lower[keep]), upper=_finite_or_nan(upper[keep]), diverged=diverged,
                 )
             )
     return curves
@@ -294,9 +296,11 @@ def metric_chart(
     """The chart of one metric key (or several on one chart) for the runs in metrics_df, drawn as `options` says:
     its figure and the curves it draws, from one pass over the data (`.data()` is the chart's CSV).
 
-    One line per run, named by the run's name and coloured by run_colors; or, grouped, one mean
+    One line per run, named by the run's name and coloured by its arm (app/charts/arms.py); or, grouped, one mean
     line per group with its band. For epoch-level keys, the EMA/SWA twins are drawn dashed/dotted,
-    and a run's early-stopping best epoch gets a star and a dashed vertical line.
+    and a run's early-stopping best epoch gets a star and a dashed vertical line. A diverged run ends in a marked
+    point and leaves the y range to the healthy runs (app/charts/diverged.py); ticks are few and readable
+    (app/charts/axes.py).
     """
     curves = _curves(metrics_df, runs_df, key, options)
     x_axis, log_y, labels = options.x_axis, options.log_y, options.labels
@@ -306,9 +310,10 @@ def metric_chart(
              line=dict(color=c.color, dash="dash", width=1))
         for c in curves if c.kind == "best_epoch"
     ]
-    y_title = " / ".join(metric_title(k, labels) for k in _keys(key))
+    y_title = wrapped_title(" / ".join(metric_title(k, labels) for k in _keys(key)))
     layout = _layout(x_title, y_title, log_y, f"{'|'.join(_keys(key))}@{x_axis}", best_epoch_lines)
     drawn = [c.y for c in curves if c.kind != "best_epoch"]
+    marked: list[dict] = []
     if not any(np.isfinite(y).any() for y in drawn):
         # Plotly's empty axes read -1..4, which looks like data: say what the chart is waiting for
         layout["xaxis"] = dict(layout["xaxis"], showticklabels=False, showgrid=False, zeroline=False)
@@ -316,31 +321,34 @@ def metric_chart(
         layout["annotations"] = [dict(text="waiting for the first point", showarrow=False, xref="paper", yref="paper",
                                       x=0.5, y=0.5, font=dict(size=16, color="#555555"))]
     else:
-        flat = _flat_range(drawn, log_y)
-        if flat is not None:
-            layout["yaxis"] = dict(layout["yaxis"], range=flat)
-        if log_y:
-            ticks = log_ticks(np.concatenate([y[np.isfinite(y) & (y > 0)] for y in drawn]))
-            if ticks:
-                layout["yaxis"] = dict(layout["yaxis"], tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
-    figure = go.Figure(data=_traces(curves, x_title, labels), layout=layout, _validate=VALIDATE)
+        marked = _fit_axes(layout, curves, options, x_title)
+    figure = go.Figure(data=_traces(curves, x_title, labels) + marked, layout=layout, _validate=VALIDATE)
     return MetricChart(figure, curves)
 
 
-def log_ticks(values: np.ndarray, most: int = 12) -> list[float]:
-    """Readable ticks for a log axis over `values`: 1-2-5 per decade (1, 2, 5, 10, 20...), or only the powers of ten
-    when that would be more than `most` ticks. Plotly's own log ticks label 2 and 5 without their decade ("5, 2,
-    0.1, 5"), which reads as nonsense. Empty when there is nothing positive to label."""
-    values = values[np.isfinite(values) & (values > 0)]
-    if values.size == 0:
-        return []
-    low, high = np.floor(np.log10(values.min())), np.ceil(np.log10(values.max()))
-    decades = np.arange(low, high + 1)
-    ticks = [m * 10.0 ** d for d in decades for m in (1, 2, 5)]
-    ticks = [t for t in ticks if values.min() / 1.5 <= t <= values.max() * 1.5]
-    if len(ticks) > most:
-        ticks = [10.0 ** d for d in decades if values.min() / 10 <= 10.0 ** d <= values.max() * 10]
-    return [float(f"{t:.6g}") for t in ticks]
+def _fit_axes(layout: dict, curves: list[Curve], options: ChartOptions, x_title: str) -> list[dict]:
+    """Set the y range (the healthy runs' when a diverged run goes beyond them, app/charts/diverged.py), a log
+    axis's few readable ticks and whole epochs on an epoch axis in `layout`, with the labels of diverged runs;
+    returns the diverged runs' marker traces."""
+    log_y = options.log_y
+    values, cropped = shown_values(curves, log_y)
+    if values.size and (cropped or log_y):  # a log axis gets its range set too: its ticks are chosen for it
+        y_range = padded_range(float(values.min()), float(values.max()), log_y)
+    else:
+        y_range = _flat_range([c.y for c in curves if c.kind != "best_epoch"], log_y)
+    yaxis = dict(layout["yaxis"], **({"range": y_range} if y_range else {}))
+    if log_y and (ticks := log_ticks(values)):
+        yaxis.update(tickvals=ticks, ticktext=tick_texts(ticks))
+    layout["yaxis"] = yaxis
+    if options.x_axis == "epoch":
+        last = max((float(np.nanmax(c.x)) for c in curves if c.x.size and np.isfinite(c.x).any()), default=1.0)
+        layout["xaxis"] = dict(layout["xaxis"], **whole_ticks(last))
+    elif options.x_axis == "step":  # a run's first few steps: 1, 2, 3, never 1.5
+        layout["xaxis"] = dict(layout["xaxis"], **step_ticks(np.concatenate([c.x for c in curves])))
+    traces, notes = marks(curves, y_range, log_y, x_title)
+    if notes:
+        layout["annotations"] = notes
+    return traces
 
 
 def _flat_range(ys: list[np.ndarray], log_y: bool) -> list[float] | None:
@@ -442,51 +450,3 @@ def lr_schedule_figure(
         # from 0 to just above the peak: a constant schedule is a flat line at its value, not at an autoscaled 0
         layout["yaxis"] = dict(layout["yaxis"], range=[0.0, float(finite.max()) * 1.1 or 1.0])
     return go.Figure(data=[trace], layout=dict(layout, title=dict(text=title), showlegend=False))
-
-
-def per_layer_figure(metrics_df: pd.DataFrame, runs_df: pd.DataFrame, statistic: str, group_by: str,
-                     log_y: bool = True, layers_pattern: str = "") -> go.Figure:
-    """A per-layer statistic (`statistic/<layer>` rows, e.g. grad_std) at each run's latest sampled step, across the
-    layers from input to output: one line per value of `group_by` (the mean over its runs, e.g. seeds).
-
-    Layers are ordered as the model logs them (its parameter order: input first), which the rows' ids keep; this
-    is the picture of vanishing gradients: the line falling towards the input layers. `layers_pattern` (a regular
-    expression) keeps the layers it matches, e.g. the convolution and linear weights only."""
-    prefix = f"{statistic}/"
-    keys = metrics_df["key"].astype(str)
-    wanted = keys.str.startswith(prefix)
-    if layers_pattern:
-        wanted &= keys.str[len(prefix):].str.contains(layers_pattern, regex=True)
-    rows = metrics_df[wanted]
-    fig = go.Figure()
-    if rows.empty:
-        fig.add_annotation(text="waiting for the first layer statistics", showarrow=False, xref="paper",
-                           yref="paper", x=0.5, y=0.5)
-        fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False), height=320)
-        return fig
-    latest = rows[rows["step"] == rows.groupby("run_id")["step"].transform("max")]
-    order_col = "id" if "id" in latest.columns else "step"
-    layers = list(dict.fromkeys(latest.sort_values(order_col)["key"].str[len(prefix):]))
-    groups = runs_df.set_index("run_id")[group_by].astype(str)
-    latest = latest.assign(layer=latest["key"].str[len(prefix):], group=latest["run_id"].map(groups))
-    table = latest.groupby(["group", "layer"])["value"].mean().unstack("layer").reindex(columns=layers)
-    order = [g for g in ordered_groups(runs_df.assign(**{group_by: groups.to_numpy()}), group_by) if g in table.index]
-    members = latest.groupby("group")["run_id"].unique()
-    if all(len(members[g]) == 1 for g in order):  # one run per group: the colour its run has on every other chart
-        by_run = run_colors(runs_df["run_id"])
-        colors = {g: by_run[members[g][0]] for g in order}
-    else:  # the colours the grouped charts give these groups
-        colors = run_colors(order)
-    for group in order:
-        values = table.loc[group]
-        fig.add_trace(go.Scatter(x=list(range(1, len(layers) + 1)), y=values.to_numpy(dtype=float),
-                                 mode="lines+markers", name=plotly_text(group), customdata=layers,
-                                 hovertemplate="%{customdata}: %{y:.3g}<extra>%{fullData.name}</extra>",
-                                 line=dict(color=colors[group], width=2.5)))
-    fig.update_layout(height=320, margin=dict(l=0, r=0, t=10, b=0), legend=dict(orientation="h", y=-0.25),
-                      xaxis=dict(title=f"layer (1 = input side, {len(layers)} = output)", dtick=1 if len(layers) <= 12
-                                 else None),
-                      yaxis=dict(title=metric_title(prefix[:-1]), type="log" if log_y else "linear"))
-    if log_y and (ticks := log_ticks(table.to_numpy(dtype=float).ravel())):
-        fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
-    return fig

@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from app.charts.axes import readable_log_axis, step_ticks, wrapped_title
 from app.charts.palette import PALETTE
 from app.charts.series import downsample
+from app.charts.text import plotly_text
 from engine.records import LR_FIND_KEYS, LR_FIND_POINT, UPDATE_RATIO_REFERENCE
 
 REPORT_TITLES = {"best": "best checkpoint", "last": "last weights", "ema": "EMA weights", "swa": "SWA weights"}
@@ -166,7 +168,8 @@ def confusion_figure(evaluation: dict[str, Any], normalized: bool = False,
     Plotly heatmaps report no selection, so an invisible marker sits on every cell (trace "cells", customdata
     [true, pred, count]): clicking a cell selects that marker. The selected cell, if any, is outlined.
     """
-    labels = [str(label) for label in evaluation["labels"]]
+    # class labels come from the data (a CSV's label column): shown as typed in ticks and hovers, never as markup
+    labels = [plotly_text(label) for label in evaluation["labels"]]
     counts = np.asarray(evaluation["confusion"], dtype=np.int64)
     share = np.asarray(evaluation["confusion_normalized"], dtype=np.float64)
     n = len(labels)
@@ -260,9 +263,11 @@ def layer_stat_figure(metrics_df: pd.DataFrame, prefix: str, names: Sequence[str
                            line=dict(color="#444", dash="dash", width=1.5)))
         annotations.append(dict(xref="paper", x=1, y=reference, text=reference_label or f"{reference:g}",
                                 showarrow=False, xanchor="right", yanchor="bottom", font=dict(size=11, color="#444")))
-    layout = dict(xaxis=dict(title=dict(text="step")),
-                  yaxis=dict(title=dict(text=y_title), type="log" if log_y else "linear",
-                             range=list(y_range) if y_range is not None else None),
+    yaxis = dict(title=dict(text=wrapped_title(y_title)), type="log" if log_y else "linear",
+                 **(readable_log_axis(series["value"]) if log_y else {}))
+    if y_range is not None:
+        yaxis["range"] = list(y_range)
+    layout = dict(xaxis=dict(title=dict(text="step"), **step_ticks(series["step"])), yaxis=yaxis,
                   shapes=shapes, annotations=annotations, hovermode="closest", height=340,
                   legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
                   margin=dict(l=60, r=20, t=40, b=50), uirevision=f"layer:{prefix}")
@@ -297,8 +302,13 @@ def histogram_figure(histogram: dict[str, Any], kind: str = "activations", step:
     step: the step shown in the title (default the artifact's own 0-based "step").
     """
     titles = {"activations": "activation", "act_grads": "activation gradient", "grads": "weight gradient"}
+    layers = histogram.get(kind) or {}
+    # in the model's order, input side first, as the activations list them: gradients are recorded backwards, and a
+    # layer keeps its colour (and its place in the legend) across the three histograms
+    order = [name for name in (histogram.get("activations") or {}) if name in layers]
     traces = []
-    for i, (name, hist) in enumerate((histogram.get(kind) or {}).items()):
+    for i, name in enumerate(order + [name for name in layers if name not in order]):
+        hist = layers[name]
         edges = np.asarray(hist["edges"], dtype=np.float64)
         counts = np.asarray(hist["counts"], dtype=np.float64)
         centers = (edges[:-1] + edges[1:]) / 2
@@ -306,7 +316,8 @@ def histogram_figure(histogram: dict[str, Any], kind: str = "activations", step:
         traces.append(dict(type="scatter", x=centers, y=counts / total if total else counts, name=name,
                            mode="lines", line=dict(color=PALETTE[i % len(PALETTE)], width=2, shape="hvh"),
                            hovertemplate=f"{name}<br>value %{{x:.3g}}<br>share %{{y:.2%}}<extra></extra>"))
-    layout = dict(xaxis=dict(title=dict(text=f"{titles.get(kind, kind)} value")),
+    # a third of a page wide: at projector size four labels such as "-0.004" are turned, and turned, they overlap
+    layout = dict(xaxis=dict(title=dict(text=f"{titles.get(kind, kind)} value"), nticks=3),
                   yaxis=dict(title=dict(text="share of values"), tickformat=".0%"),
                   title=dict(text=f"{titles.get(kind, kind)}s at step {histogram.get('step', '?') if step is None else step}",
                              font=dict(size=14), y=0.98, yanchor="top"),
@@ -431,7 +442,8 @@ def overfit_figure(curve: Sequence[float | None], target_loss: float | None = No
     if target_loss is not None:
         shapes.append(dict(type="line", xref="paper", x0=0, x1=1, y0=target_loss, y1=target_loss,
                            line=dict(color="#59a14f", dash="dash", width=1.5)))
-    layout = dict(xaxis=dict(title=dict(text="step")), yaxis=dict(title=dict(text="loss"), type="log"),
+    layout = dict(xaxis=dict(title=dict(text="step"), **step_ticks(np.arange(len(y)))),
+                  yaxis=dict(title=dict(text="loss"), type="log", **readable_log_axis(y)),
                   shapes=shapes, height=300, showlegend=False, margin=dict(l=60, r=20, t=20, b=50),
                   hovermode="closest")
     return go.Figure(data=traces, layout=layout)

@@ -430,11 +430,11 @@ def ordered_groups(runs_df: pd.DataFrame, group_by: str) -> list[str]:
     """Group labels sorted by their value (numerically for numbers), missing values last."""
     labels = group_labels(runs_df, group_by)
     values = runs_df.set_index(runs_df["run_id"].astype(str))[group_by]
-    order = sorted({labels[r]: values[r] for r in labels}.items(), key=lambda item: _sort_value(item[1]))
+    order = sorted({labels[r]: values[r] for r in labels}.items(), key=lambda item: group_sort_key(item[1]))
     return [label for label, _ in order]
 
 
-def _sort_value(value: object) -> tuple[int, float, str]:
+def group_sort_key(value: object) -> tuple[int, float, str]:
     """Numbers first, in numeric order (lr 1e-4 before 1e-3), then text, then missing values."""
     if pd.isna(value):
         return (2, 0.0, "")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 TOWARDS = (214, 39, 40)  # red: the token pushes towards the class
 AGAINST = (31, 119, 180)  # blue: the token pushes away from it
@@ -22,18 +22,27 @@ def _colour(score: float, scale: float) -> str:
     return f"rgba({r}, {g}, {b}, {0.85 * strength:.3f})"
 
 
-def token_spans(tokens: Sequence[str], scores: Sequence[float]) -> str:
-    """One sentence as <span>s shaded by signed score, each token escaped, its score in the hover title."""
+UNKNOWN_MARK = "?"  # after a token the model does not know: it reads <unk> there, whatever was typed
+
+
+def token_spans(tokens: Sequence[str], scores: Sequence[float], unknown: Collection[int] = ()) -> str:
+    """One sentence as <span>s shaded by signed score, each token escaped, its score in the hover title. Tokens at
+    the positions `unknown` (not in the vocabulary) are outlined with a dashed border and a small "?", and their
+    title says the model read <unk> there."""
     if len(tokens) != len(scores):
         raise ValueError(f"{len(tokens)} tokens but {len(scores)} scores")
     finite = [abs(s) for s in scores if math.isfinite(s)]
     scale = max(finite, default=0.0)
     spans = []
-    for token, score in zip(tokens, scores):
+    for position, (token, score) in enumerate(zip(tokens, scores)):
         text = "white" if scale and abs(score) / scale > 0.6 else "inherit"
-        spans.append(f'<span class="tl-token" title="{score:+.4f}" style="background:{_colour(score, scale)};'
-                     f'color:{text};padding:2px 4px;margin:1px;border-radius:4px;display:inline-block">'
-                     f"{html.escape(token, quote=True)}</span>")
+        title, mark, border = f"{score:+.4f}", "", "border:2px solid transparent"
+        if position in unknown:
+            title = f"{score:+.4f} · not in the vocabulary: the model read &lt;unk&gt; here"
+            mark, border = f'<sup class="tl-unknown">{UNKNOWN_MARK}</sup>', "border:2px dashed currentColor"
+        spans.append(f'<span class="tl-token" title="{title}" style="background:{_colour(score, scale)};'
+                     f'color:{text};padding:0 4px;margin:1px;border-radius:4px;{border};display:inline-block">'
+                     f"{html.escape(token, quote=True)}{mark}</span>")
     return '<div class="tl-tokens" style="line-height:2.1;font-size:1.05rem">' + " ".join(spans) + "</div>"
 
 

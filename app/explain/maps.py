@@ -14,7 +14,9 @@ import time
 import streamlit as st
 import torch
 
-from app.charts.explain import quality_table
+from app.charts.explain import class_label, quality_table
+from app.charts.text import escape_md
+from app.explain.choices import kept, remember
 from app.explain.picture import SHOW_PX
 from app.server.explain_jobs import FINISHED, JobBoard
 from engine.explain import reading
@@ -23,6 +25,7 @@ from engine.explain.quality import quality
 from engine.explain.render import Subject, colour_bar, default_params, enlarge, heatmap, overlay, pixel_map
 
 INLINE_MAX_VALUES = 4096  # inputs up to 64x64 grey: light methods are computed inline below this size
+DEFAULT_METHODS = ["saliency", "integrated_gradients"]
 
 
 def compute_map(subject: Subject, model: torch.nn.Module, picture: dict, target: int, method: str, with_quality: bool,
@@ -73,14 +76,21 @@ def compare_methods(subject: Subject, picture: dict, target: int, base_key: tupl
     ("auto": each method's natural view), which the other tabs draw their maps with too."""
     small = picture["inputs"][0].numel() <= INLINE_MAX_VALUES
     method_col, sign_col = st.columns([3, 2])
-    chosen = method_col.multiselect("Methods", list(METHODS), default=["saliency", "integrated_gradients"],
-                                    format_func=lambda m: METHODS[m].title, key="explain_methods")
-    sign = sign_col.radio("Show", ["auto", *SIGNS], horizontal=True, key="explain_sign",
-                          help="auto: each method's natural view (e.g. |saliency|, positive Grad-CAM)")
+    chosen = kept("explain_methods", method_col.multiselect(
+        "Methods", list(METHODS), default=None if remember("explain_methods") else DEFAULT_METHODS,
+        format_func=lambda m: METHODS[m].title, key="explain_methods"))
+    remember("explain_sign")
+    sign = kept("explain_sign", sign_col.radio("Show", ["auto", *SIGNS], horizontal=True, key="explain_sign",
+                                               help="auto: each method's natural view (e.g. |saliency|, positive "
+                                                    "Grad-CAM)"))
     q_col, s_col = st.columns(2)
-    with_quality = q_col.toggle("Quality scores", value=True, key="explain_quality")
-    with_sensitivity = s_col.toggle("Include sensitivity (re-runs each method 8 times)", value=small,
-                                    key="explain_sensitivity", disabled=not with_quality)
+    with_quality = kept("explain_quality", q_col.toggle("Quality scores", value=None if remember("explain_quality")
+                                                        else True, key="explain_quality"))
+    with_sensitivity = kept("explain_sensitivity", s_col.toggle(
+        "Sensitivity score", value=None if remember("explain_sensitivity") else small, key="explain_sensitivity",
+        disabled=not with_quality, help="Re-runs each method 8 times on slightly noisy copies of the image."))
+    st.caption(f"Every map here explains the class **{escape_md(class_label(subject.classes, target))}** (pick "
+               "another class above).")
     with st.expander("How to read these maps"):
         st.markdown(reading.HOW_TO_READ)
     for row_start in range(0, len(chosen), 3):
@@ -124,16 +134,19 @@ def _method_map(subject: Subject, picture: dict, target: int, base_key: tuple, m
         try:
             result = board.result(job_key)
         except Exception as exc:  # noqa: BLE001 - the job's own failure, shown where its map would be
-            st.error(f"{type(exc).__name__}: {exc}")
+            st.error(f"{type(exc).__name__}: {escape_md(exc)}")
             return
     shown = METHODS[method].default_sign if sign == "auto" else sign
+    why = class_label(subject.classes, target)
     st.image([enlarge(heatmap(result["map"], shown), SHOW_PX),
               enlarge(overlay(picture["pixels"], result["map"], shown), SHOW_PX)],
-             caption=[f"heatmap ({shown})", "overlay"], width=SHOW_PX)
+             caption=[f"why {escape_md(why)}: heatmap ({shown})", f"why {escape_md(why)}: overlay"],
+             width=SHOW_PX)  # captions are markdown; class names may come from a model's own file
     st.image(colour_bar(shown, SHOW_PX), width=SHOW_PX)
     st.caption(f"{reading.colour_key(shown)} · {result['seconds'] * 1000:.0f} ms")
     blank = reading.blank_note(method, result["map"])
     if blank:
         st.info(blank)
     if result["quality"]:
-        st.dataframe(quality_table(result["quality"]), width="stretch")
+        # a plain table: in a third of a 1024 px projector page the data grid cut its values to "0.0…"
+        st.table(quality_table(result["quality"]))

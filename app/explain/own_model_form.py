@@ -12,6 +12,7 @@ import hashlib
 import streamlit as st
 import torch
 
+from app.charts.text import escape_md
 from engine.explain import own_model
 from engine.explain.own_model import OwnModelError, Preparation
 from engine.explain.render import Subject
@@ -97,5 +98,5 @@ def _exported_form() -> Subject | None:
     from pathlib import Path
 
     subject = _exported_subject(path, Path(path).stat().st_mtime_ns)
-    st.caption(f"{Path(path).name} · {len(subject.classes)} classes · explained on {subject.device}")
+    st.caption(f"{escape_md(Path(path).name)} · {len(subject.classes)} classes · explained on {subject.device}")
     return subject

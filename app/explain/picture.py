@@ -16,6 +16,7 @@ import streamlit as st
 import torch
 
 from app.charts.explain import misclassified_table
+from app.charts.text import escape_md
 from engine.explain.images import ImageDecodeError, PreparedImage, decode_image
 from engine.explain.methods import predict
 from engine.explain.render import Subject, run_split
@@ -77,8 +78,8 @@ def _from_bytes(subject: Subject, image_source: str) -> dict | None:
         return None
     try:
         prepared = prepare_bytes(data, repr(subject.spec), invert_choice, _subject=subject)
-    except ImageDecodeError as exc:
-        st.error(str(exc))
+    except ImageDecodeError as exc:  # it may quote the uploaded file's name
+        st.error(escape_md(exc))
         st.stop()
     digest = hashlib.sha1(data).hexdigest()[:16]
     return {"inputs": prepared.inputs, "pixels": prepared.pixels, "mask": None, "notes": prepared.notes,

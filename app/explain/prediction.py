@@ -9,6 +9,7 @@ import streamlit as st
 
 from app.charts.explain import class_label, topk_figure, topk_table
 from app.charts.text import escape_md
+from app.explain.choices import class_to_explain
 from app.explain.picture import SHOW_PX
 from app.ui.presentation import plotly_chart
 from engine.explain.methods import predict
@@ -41,11 +42,11 @@ def prediction_section(subject: Subject, subject_key: str, picture: dict) -> int
     with view_col:
         st.image(enlarge(image_rgb(picture["pixels"]), SHOW_PX), caption="as the model sees it")
         for note in picture["notes"]:
-            st.caption(note)
+            st.caption(escape_md(note))  # notes quote class names, which may come from a file
     with prob_col:
         plotly_chart(topk_figure(topk_table(probs.numpy(), subject.classes)), key="explain_topk")
-        target = st.selectbox("Explain the class", range(len(subject.classes)), index=predicted,
-                              key=f"explain_target_{subject_key}_{picture['key']}",
-                              format_func=lambda i: f"{class_label(subject.classes, i)} · p = {float(probs[i]):.1%}"
-                              + (" · predicted" if i == predicted else ""))
-    return int(target)
+        target = class_to_explain(st, "explain_target", (subject_key, picture["key"]), predicted,
+                                  range(len(subject.classes)),
+                                  lambda i: f"{class_label(subject.classes, i)} · p = {float(probs[i]):.1%}"
+                                  + (" · predicted" if i == predicted else ""))
+    return target

@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
+from app.charts.text import escape_md
 from app.explain.own_model_form import own_model_form
 from app.ui.state import get_store
 from engine.checkpoints import history_epochs, list_epochs, resolve
@@ -106,11 +107,18 @@ def _training_run() -> ChosenSubject:
         return ChosenSubject(subject, subject.run_id, None)
     which = ckpt_col.selectbox("Checkpoint", ["best", "last", *map(str, history_epochs(run_id))],
                                key=f"explain_ckpt_{run_id}", format_func=checkpoint_label)
-    checkpoint = resolve(run_id, checkpoint_key(which))
     from app.explain.text_explain import checkpoint_is_text, text_explain_section  # text runs: tokens, not images
 
-    if checkpoint_is_text(str(checkpoint), checkpoint.stat().st_mtime_ns):
-        text_explain_section(run_id, which, checkpoint.stat().st_mtime_ns)
+    # an unreadable file (pickle bytes, a crafted header, a link to a device), a missing or mismatched one: the
+    # command line's one-line message, never "This app has encountered an error"
+    try:
+        checkpoint = resolve(run_id, checkpoint_key(which))
+        stamp = checkpoint.stat().st_mtime_ns
+        is_text = checkpoint_is_text(str(checkpoint), stamp)
+    except (OSError, RuntimeError, ValueError) as exc:
+        cannot_load(exc)
+    if is_text:
+        text_explain_section(run_id, which, stamp)
         st.stop()
     from app.explain.chars_explain import checkpoint_is_chars, chars_explain_section  # characters: what comes next
 
@@ -118,14 +126,27 @@ def _training_run() -> ChosenSubject:
         chars_explain_section(run_id, which, checkpoint.stat().st_mtime_ns)
         st.stop()
     try:
-        subject = run_subject(run_id, which, checkpoint.stat().st_mtime_ns)
-    except (OSError, RuntimeError, ValueError) as exc:  # unreadable or mismatched checkpoint: say so, don't crash
-        st.error(f"This checkpoint could not be loaded: {exc}")
-        st.stop()
-    subject_key = f"{run_id}:{which}:{subject.epoch}:{checkpoint.stat().st_mtime_ns}"
+        subject = run_subject(run_id, which, stamp)
+    except (OSError, RuntimeError, ValueError) as exc:
+        cannot_load(exc)
+    subject_key = f"{run_id}:{which}:{subject.epoch}:{stamp}"
     st.caption(f"{subject.config.model} on {subject.config.dataset}, {epoch_label(subject.epoch)} · "
                f"explained on {subject.device}")
     return ChosenSubject(subject, subject_key, run_id)
+
+
+def checkpoint_problem(exc: BaseException) -> str:
+    """What is wrong with a checkpoint, in the one line the command line prints for it (markdown-escaped)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return escape_md(text[:600])
+
+
+def cannot_load(exc: BaseException) -> None:
+    """Say that this checkpoint cannot be explained, and why, then stop the page (another run or epoch can be chosen
+    above)."""
+    st.error(f"This checkpoint cannot be explained: {checkpoint_problem(exc)}. Choose another run or checkpoint "
+             "above.", icon=":material/broken_image:")
+    st.stop()
 
 
 def _pretrained() -> ChosenSubject:
@@ -141,6 +162,6 @@ def _pretrained() -> ChosenSubject:
         subject = pretrained_subject(name, download=True)
     except pretrained.PretrainedUnavailable as exc:
         st.session_state[f"explain_download_{name}"] = False
-        st.error(str(exc))
+        st.error(escape_md(exc))
         st.stop()
     return ChosenSubject(subject, subject.run_id, None)

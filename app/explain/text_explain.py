@@ -18,6 +18,7 @@ import torch
 
 from app.charts.text import escape_md
 from app.charts.text_tokens import colour_key, deletion_figure, token_spans
+from app.explain.choices import class_to_explain, kept, remember
 from app.ui.presentation import plotly_chart
 from engine.checkpoints import load_checkpoint, load_run_model
 from engine.datasets import dataset_info
@@ -69,6 +70,15 @@ def _method_agreement(key: str, methods: tuple[str, ...], _model, _split) -> pd.
     return pd.DataFrame(rows)
 
 
+def unknown_note(words: list[str]) -> str:
+    """The caption under the prediction naming the words the model does not know (each quoted: a comma among them
+    reads as a comma, not as the list's own)."""
+    shown = ", ".join(f"“{word}”" for word in dict.fromkeys(words[:20]))
+    count = len(dict.fromkeys(words))
+    return escape_md(f"{count} word{'s' if count > 1 else ''} not in the vocabulary, read as <unk> (marked ? on the "
+                     f"sentence): {shown}")
+
+
 def text_explain_section(run_id: str, which: str, stamp: int) -> None:
     try:
         model, config, info, epoch, split = text_subject(run_id, which, stamp)
@@ -104,10 +114,11 @@ def text_explain_section(run_id: str, which: str, stamp: int) -> None:
         st.info("Type a sentence to explain.")
         return
     ids = vocab.encode([tokens])
-    unknown = sorted({t for t, i in zip(tokens, ids[0].tolist()) if i == UNK_ID})
+    unknown = [position for position, i in enumerate(ids[0].tolist()[:len(tokens)]) if i == UNK_ID]
     probs = predict_tokens(model, ids)[0]
     predicted = int(probs.argmax())
 
+    st.markdown(f"#### The model says: {escape_md(classes[predicted])} ({float(probs[predicted]):.1%})")
     pred_col, target_col = st.columns([2, 1])
     with pred_col:
         top = probs.argsort(descending=True)[:5].tolist()
@@ -116,13 +127,16 @@ def text_explain_section(run_id: str, which: str, stamp: int) -> None:
         if true_label is not None:
             st.caption(escape_md(f"true class: {classes[true_label]}"))
         if unknown:
-            st.caption(escape_md(f"not in the vocabulary (read as <unk>): {', '.join(unknown[:20])}"))
+            st.caption(unknown_note([tokens[p] for p in unknown]))
     with target_col:
-        target = st.selectbox("Explain the class", range(len(classes)), index=predicted,
-                              format_func=lambda c: f"{classes[c]}{' (predicted)' if c == predicted else ''}",
-                              key="text_explain_target")
-        methods = st.multiselect("Methods", list(TOKEN_METHODS), default=DEFAULT_METHODS, key="text_explain_methods",
-                                 format_func=lambda m: TOKEN_METHODS[m].title)
+        # each new sentence (or checkpoint) is explained for its own prediction unless another class is picked
+        target = class_to_explain(st, "text_explain_target", (run_id, which, stamp, tuple(tokens)), predicted,
+                                  range(len(classes)),
+                                  lambda c: f"{classes[c]}{' (predicted)' if c == predicted else ''}")
+    # a row of its own: in the narrow column beside the prediction the chosen methods' names were cut at 1024 px
+    methods = kept("text_explain_methods", st.multiselect(
+        "Methods", list(TOKEN_METHODS), default=None if remember("text_explain_methods") else DEFAULT_METHODS,
+        key="text_explain_methods", format_func=lambda m: TOKEN_METHODS[m].title))
 
     st.html(colour_key(classes[target]))
     rows, curves, random = [], {}, None
@@ -140,7 +154,8 @@ def text_explain_section(run_id: str, which: str, stamp: int) -> None:
             st.info(escape_md(exc))
             continue
         seconds = time.perf_counter() - started
-        st.html(token_spans(tokens, scores[:len(tokens)].tolist()))
+        st.caption(f"why **{escape_md(classes[target])}**: red pushes towards it, blue against")
+        st.html(token_spans(tokens, scores[:len(tokens)].tolist(), unknown=set(unknown)))
         deletion = token_deletion_curve(model, ids[0], scores, target)
         curves[spec.title] = (deletion.fractions, deletion.probabilities)
         random = (deletion.fractions, deletion.random)

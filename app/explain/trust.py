@@ -10,9 +10,10 @@ import streamlit as st
 
 from app.charts.explain import (epochs_figure, randomization_figure, randomization_passes, randomization_table,
                                 randomization_verdict)
+from app.charts.text import escape_md
 from app.explain.maps import inline_map
 from app.explain.picture import SHOW_PX
-from app.explain.subject import run_subject
+from app.explain.subject import checkpoint_problem, run_subject
 from app.ui.presentation import plotly_chart
 from engine import sanity_check as sanity
 from engine.checkpoints import history_epochs, resolve
@@ -55,9 +56,14 @@ def across_training(subject: Subject, run_id: str | None, picture: dict, target:
                             format_func=lambda m: METHODS[m].title, key="explain_track_method")
     epoch = e_col.select_slider("Epoch", all_epochs, value=all_epochs[-1], key=f"explain_epoch_{run_id}",
                                 format_func=epoch_label)
-    stamps = tuple(resolve(run_id, e).stat().st_mtime_ns for e in all_epochs)
-    history = epoch_history((picture["key"], stamps), run_id, tuple(all_epochs), target, _picture=picture)
-    at_epoch = run_subject(run_id, str(epoch), resolve(run_id, epoch).stat().st_mtime_ns)
+    try:  # one unreadable checkpoint over training: say which, as the command line would
+        stamps = tuple(resolve(run_id, e).stat().st_mtime_ns for e in all_epochs)
+        history = epoch_history((picture["key"], stamps), run_id, tuple(all_epochs), target, _picture=picture)
+        at_epoch = run_subject(run_id, str(epoch), resolve(run_id, epoch).stat().st_mtime_ns)
+    except (OSError, RuntimeError, ValueError) as exc:
+        st.error(f"The checkpoints over training cannot all be read: {checkpoint_problem(exc)}",
+                 icon=":material/broken_image:")
+        return
     with st.spinner(f"{METHODS[track].title} {epoch_label(epoch)}..."):
         epoch_key = (run_id, epoch, stamps[all_epochs.index(epoch)], picture["key"], target, track, False, False)
         result = inline_map(epoch_key, at_epoch, picture, target, track, False, False)
@@ -65,7 +71,9 @@ def across_training(subject: Subject, run_id: str | None, picture: dict, target:
     map_col, chart_col = st.columns([1, 2])
     row = history.set_index("epoch").loc[epoch_number(epoch)]
     map_col.image(enlarge(overlay(picture["pixels"], result["map"], shown), SHOW_PX),
-                  caption=f"{epoch_label(epoch)}: predicts {row['predicted']}, p({subject.classes[target]}) = "
+                  # an image caption is markdown, and class names may come from a model's own file
+                  caption=f"why {escape_md(subject.classes[target])}, {epoch_label(epoch)}: predicts "
+                          f"{escape_md(row['predicted'])}, p({escape_md(subject.classes[target])}) = "
                           f"{row['target_prob']:.1%}")
     plotly_chart(epochs_figure(history, epoch_number(epoch), subject.classes[target]), key="explain_epochs",
                  container=chart_col)
@@ -86,7 +94,8 @@ def sanity_check(subject: Subject, picture: dict, target: int, base_key: tuple) 
         return
     steps, stage_maps = sanity_steps(sanity_key, subject, picture, target, sanity_method)
     shown = METHODS[sanity_method].default_sign
-    st.markdown("The map of the trained model, then after re-initialising each layer from the top (cumulatively):")
+    st.markdown(f"The map of class **{escape_md(subject.classes[target])}** for the trained model, then after "
+                "re-initialising each layer from the top (cumulatively):")
     per_row = 6
     for start in range(0, len(stage_maps), per_row):
         for col, (index, row) in zip(st.columns(per_row), list(steps.iterrows())[start:start + per_row]):

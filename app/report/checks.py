@@ -30,6 +30,12 @@ def overfit_result(store: Store, run_id: str) -> RecipeCheck | None:
     return store.get_artifact(run_id, records.OVERFIT_ONE_BATCH)
 
 
+# A check's badge names it ("Input-independent baseline: pass"): in a third of a 1024 px projector page Streamlit's
+# one-line badge ended in "…", so the badges of these cards wrap instead (constant CSS, no user text).
+_WRAPPING_BADGES = ("<style>.st-key-report_checks .stMarkdownBadge { white-space: normal !important; "
+                    "overflow: visible !important; text-overflow: clip !important; height: auto !important; }</style>")
+
+
 def show_check(check: RecipeCheck) -> None:
     """One check as a bordered card: badge, what was measured, the numbers, why it matters."""
     status = check.get("status", "skip")
@@ -59,7 +65,8 @@ def recipe_badges(store: Store, run_id: str, config: RunConfig, status: str) -> 
         st.info("Waiting for a free worker. The loss-at-initialisation check appears as soon as training starts, "
                 "the input-independent baseline after the first epoch, the rest when the run ends.")
         return
-    columns = st.columns(3)
+    st.html(_WRAPPING_BADGES)
+    columns = st.container(key="report_checks").columns(3)
     for index, check in enumerate(checks):
         with columns[index % 3]:
             show_check(check)

@@ -17,14 +17,14 @@ from engine.records import ACTIVE, UNSUCCESSFUL, EvaluationReport, RunRecord, Ru
 from engine.runs.store import Store
 
 THUMBS_PER_PAGE = 24
-THUMB_COLUMNS = 4
+THUMB_COLUMNS = 3  # in half a 1024 px projector page, a fourth column cut each thumbnail's Explain link
 
 
 def explain_link(run_id: str, index: int) -> bool:
     """A link to the Explain page for one validation image; False when this dashboard has no Explain page."""
     try:
-        st.page_link("views/explain.py", label="Explain", icon=":material/visibility:",
-                     query_params={"run": run_id, "sample": str(index)})
+        # no icon: under a thumbnail in a third of half a 1024 px projector page, the icon cut the label
+        st.page_link("views/explain.py", label="Explain", query_params={"run": run_id, "sample": str(index)})
         return True
     except StreamlitPageNotFoundError:
         return False
@@ -52,7 +52,8 @@ def misclassified_grid(run_id: str, config: RunConfig, evaluation: EvaluationRep
     try:
         images = run_split(config).val_x  # the split the report was computed on: indexes mean the same images
     except Exception as exc:  # noqa: BLE001 - a dataset that cannot load (moved folder...) still lists the mistakes
-        st.warning(f"The validation images could not be loaded ({exc}); listing the mistakes without thumbnails.")
+        st.warning(f"The validation images could not be loaded ({escape_md(exc)}); listing the mistakes without "
+                   "thumbnails.")
         images = None
     listed = f"{len(examples)} of {total}" if len(examples) < total else f"{total}"
     st.markdown(f"**{listed} validation images of true class {escape_md(labels[true])} predicted as "
@@ -96,8 +97,9 @@ def _clicked_cell(evaluation: EvaluationReport, cells: list[str]) -> str | None:
     elif clicked is not None:
         true, pred = clicked
         count = evaluation["confusion"][true][pred]
-        return (f"That cell holds the {count} correctly classified images of {evaluation['labels'][true]}: click "
-                "a cell off the diagonal to see mistakes." if true == pred else "No image fell in that cell.")
+        label = escape_md(evaluation["labels"][true])  # a class label may come from a CSV: text, never markdown
+        return (f"That cell holds the {count} correctly classified images of {label}: click a cell off the "
+                "diagonal to see mistakes." if true == pred else "No image fell in that cell.")
     return None
 
 
@@ -139,7 +141,8 @@ def _no_report_yet(run: RunRecord, config: RunConfig) -> None:
                 "is computed when the run finishes, for its best and last weights"
                 + (" and its EMA/SWA averages." if config.ema or config.swa else "."))
     elif status == RunStatus.CANCELLED:
-        st.info("This run was cancelled before its final evaluation. Resume it from the Runs page to finish "
+        why = f" ({escape_md(run['error'])})" if run.get("error") else ""  # a class time limit, say
+        st.info(f"This run was cancelled before its final evaluation{why}. Resume it from the Runs page to finish "
                 "training and get the report.")
     elif status in UNSUCCESSFUL:
         st.info(f"No evaluation: the run {status.replace('_', ' ')} before it could be evaluated"

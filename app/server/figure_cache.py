@@ -12,13 +12,14 @@ TRAINLENS_SHARED_FIGURES=0 turns sharing off (benchmarks/class_load.py measures 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
 from typing import Any, Callable, Hashable
 
 import pandas as pd
+
+from engine import settings
 
 MAX_FIGURES = 256  # a few views x charts x option sets; a figure of 1,000-point lines is ~100 KB
 
@@ -94,7 +95,7 @@ class FigureCache:
 
 
 def enabled() -> bool:
-    return os.environ.get("TRAINLENS_SHARED_FIGURES", "1").strip().lower() not in ("0", "false", "no", "off")
+    return settings.value_or_default("TRAINLENS_SHARED_FIGURES")
 
 
 def view_version(runs: pd.DataFrame, coarse: dict[str, list[str]], listing: Hashable = None) -> tuple:

@@ -9,14 +9,15 @@ every interval is stretched by the same factor, up to MAX_STRETCH, and shared vi
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
 
+from engine import settings
+
 # the server's CPU the controller aims at: one Python process saturates near 1 core, and refresh latency climbs
 # well before (measured with benchmarks/class_load.py: 0.5 kept the p95 refresh near 0.5 s, 0.8 let it reach 5 s)
-CORE_BUDGET = float(os.environ.get("TRAINLENS_REFRESH_CORES", "0.5"))
+CORE_BUDGET = settings.value_or_default("TRAINLENS_REFRESH_CORES")
 MAX_STRETCH = 8.0  # intervals grow at most this much: a 1.5 s chart still refreshes every 12 s under any load
 
 

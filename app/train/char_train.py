@@ -2,9 +2,9 @@
 
 The preview says what the run will learn from: parameters, names (or chunks of text), the vocabulary, steps, the
 counting baselines its loss will be drawn against, and the first training batch as the model reads it. An uploaded
-text file is checked first (empty, binary, not UTF-8, over the cap: one line, nothing saved), then saved under
-TRAINLENS_HOME/data/uploads named by its content hash (never by the user's file name), and the form's data folder
-is pointed at it.
+text file is checked first (empty, binary, not UTF-8, over the cap: one line, nothing saved), then stored like the
+CSV upload (engine/uploads.py: once per content, never under the user's file name, bounded in total size), and the
+form's data folder is pointed at it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import streamlit as st
 
 from app.charts.metrics import lr_schedule_figure
 from app.charts.text import escape_md
-from app.train.text_train import save_upload
+from app.train.text_train import store_upload
 from app.ui.presentation import plotly_chart
 from engine.config import RunConfig
 from engine.datasets import TEXT_FILE_MAX_BYTES
@@ -41,7 +41,9 @@ def _save_upload() -> None:
     except ValueError as exc:
         st.session_state[ERROR_KEY] = str(exc)[0].upper() + str(exc)[1:]
         return
-    save_upload(data, ".txt")
+    error = store_upload(data, ".txt")
+    if error:
+        st.session_state[ERROR_KEY] = error
 
 
 def text_file_upload(config: RunConfig | None) -> None:

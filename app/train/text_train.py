@@ -2,13 +2,12 @@
 
 The preview shows what the run will train on: parameters, sentences, steps, vocabulary size, the learning-rate
 schedule and the first training batch as sentences with their labels (a table: the text stays text). An
-uploaded CSV is saved under TRAINLENS_HOME/data/uploads (inside the allowed data folders), named by its
-content hash so the same file is stored once, and the form's data folder is pointed at it.
+uploaded CSV is saved under TRAINLENS_HOME/data/uploads (inside the allowed data folders) by engine/uploads.py: named
+by its content hash so the same file is stored once, private to the server's user, and bounded in total size (the
+uploads no run uses go first); the form's data folder is pointed at it.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import pandas as pd
 import streamlit as st
@@ -16,9 +15,11 @@ import streamlit as st
 from app.charts.metrics import lr_schedule_figure
 from app.charts.text import escape_md
 from app.ui.presentation import plotly_chart
+from app.ui.state import get_store
 from engine.config import RunConfig
 
 UPLOAD_KEY = "train_text_csv_upload"
+UPLOAD_ERROR = "train_text_csv_upload_error"  # set by the upload's callback, shown (once) by the page
 
 
 def _save_upload() -> None:
@@ -26,19 +27,23 @@ def _save_upload() -> None:
     upload = st.session_state.get(UPLOAD_KEY)
     if upload is None:
         return
-    save_upload(upload.getvalue(), ".csv")
+    error = store_upload(upload.getvalue(), ".csv")
+    if error:
+        st.session_state[UPLOAD_ERROR] = error
 
 
-def save_upload(data: bytes, suffix: str) -> None:
-    """Save an uploaded file under TRAINLENS_HOME/data/uploads, named by its content hash (never by the user's file
-    name: the same file is stored once), and point the form's data folder at it."""
-    from engine.paths import data_dir
+def store_upload(data: bytes, suffix: str) -> str | None:
+    """Store an upload once by its content (engine/uploads.py: never under the user's file name, keeping the uploads
+    that runs read) and point the form's data folder at it; the one-line reason when there is no room for it."""
+    from engine.uploads import UploadRefused, save_upload
 
-    folder = data_dir() / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
-    (folder / name).write_bytes(data)
-    st.session_state["cfg_data_dir"] = f"uploads/{name}"
+    runs = get_store().list_runs()  # every run's data folder: the uploads they read are kept
+    in_use = runs["cfg.data_dir"].tolist() if "cfg.data_dir" in runs else []
+    try:
+        st.session_state["cfg_data_dir"] = save_upload(data, in_use, suffix)
+    except UploadRefused as exc:
+        return str(exc)
+    return None
 
 
 def csv_upload(config: RunConfig | None) -> None:
@@ -48,20 +53,30 @@ def csv_upload(config: RunConfig | None) -> None:
     st.file_uploader("Your CSV (a text column and a label column, UTF-8)", type=["csv"], key=UPLOAD_KEY,
                      on_change=_save_upload,
                      help="Saved on the server under the data folder; the data folder field then points at it.")
+    if UPLOAD_ERROR in st.session_state:
+        st.error(escape_md(st.session_state.pop(UPLOAD_ERROR)), icon=":material/block:")
+
+
+def compact_count(count: int) -> str:
+    """A count short enough for a metric in half the preview column at 1024 pixels: 44,426 / 647k / 4.2M / 4.2B."""
+    for scale, unit in ((1e9, "B"), (1e6, "M")):
+        if count >= scale:
+            return f"{count / scale:.1f}{unit}" if count < 10 * scale else f"{count / scale:,.0f}{unit}"
+    return f"{count / 1000:,.0f}k" if count >= 100_000 else f"{count:,}"
 
 
 def text_preview(config: RunConfig, split) -> None:
     from engine.data.loading import batches_per_epoch, iterate_batches
-    from engine.models import count_parameters, model_from_config
+    from engine.models import parameter_count
     from engine.optim import schedule_curve
 
     info = split.info
-    params = count_parameters(model_from_config(config, 0, info.size, len(info.classes)))
+    params = parameter_count(config, 0, info.size, len(info.classes))  # counted, never allocated (engine.models)
     steps_per_epoch = batches_per_epoch(len(split.train_x), config.batch_size)
     total = steps_per_epoch * config.epochs
     a, b = st.columns(2)  # two by two: four metrics in a row get cut on a 1024-pixel screen
     c, d = st.columns(2)
-    a.metric("parameters", f"{params / 1000:,.0f}k" if params >= 100_000 else f"{params:,}", help=f"{params:,}")
+    a.metric("parameters", compact_count(params), help=f"{params:,}")
     b.metric("sentences", f"{len(split.train_x):,}", help="training sentences")
     c.metric("vocabulary", f"{len(split.text.vocab):,}", help="words of the training split, plus <pad> and <unk>")
     d.metric("steps", f"{total:,}", help=f"{steps_per_epoch} steps per epoch x {config.epochs} epochs")

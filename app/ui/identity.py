@@ -2,36 +2,29 @@
 
 `gate(store)` runs before every page. Without class mode it returns the local user at once (no login, as a laptop
 user expects) and refuses to serve a server reachable beyond this computer, because then anyone on the network
-would act as the owner of every run. With class mode it shows the sign-in form until the visitor gives a
-passphrase and a display name, then keeps them signed in across reloads with a signed seat token in the URL
-(`?seat=`; see engine.classroom). The passphrase itself never reaches the URL, a log or the page.
+would act as the owner of every run. With class mode it shows the sign-in (app.ui.sign_in) until the visitor gives
+a passphrase and a display name, then keeps them signed in across reloads with a signed seat token in the URL
+(`?seat=`; see engine.classroom). The token names a seat; the store says which class member the seat belongs to
+(engine.runs.store.members), and the member's id, not the name typed, is whose runs these are. The passphrase
+itself never reaches the URL, a log or the page.
 
 Streamlit has no API to set a cookie, so the seat token rides in the URL: whoever is sent that URL can act as that
-student until the teacher frees the name or the token expires (12 h). The teacher frees names from the Class page.
+student until the teacher frees them or the token expires (12 h). The teacher frees members from the Class page.
 """
 
 from __future__ import annotations
 
-import secrets
 import sys
+import time
 
 import streamlit as st
 
 from app.charts.text import escape_md
-from engine.classroom import Actor, ClassMode, Guesses, check_display_name
+from app.ui.sign_in import SESSION_KEY, class_mode, rejoin_code_notice, remember, sign_in_page
+from engine.classroom import Actor
 
-SESSION_KEY = "class_actor"  # (name, role, seat_id, token): plain values in session state
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-@st.cache_resource(show_spinner=False)
-def class_mode() -> ClassMode:
-    return ClassMode()
-
-
-@st.cache_resource(show_spinner=False)
-def _guesses() -> Guesses:
-    return Guesses()
+SEEN_KEY = "_class_seen_at"  # when this session last told the store it is here (for the teacher's idle column)
 
 
 def session_actor() -> Actor:
@@ -39,7 +32,7 @@ def session_actor() -> Actor:
     PermissionError rather than falling back to the local user, who may do everything."""
     held = st.session_state.get(SESSION_KEY)
     if held:
-        return Actor(held[0], held[1])
+        return Actor(held[0], held[1], held[4])
     if class_mode().enabled:
         raise PermissionError("Sign in to the class first")
     return Actor.local()
@@ -54,27 +47,37 @@ def gate(store) -> Actor:
             _refuse_open_server(address)
         return Actor.local()
     if (problem := mode.problem()) is not None:
-        st.error(f"{problem}. The operator must fix the class settings and restart the server.",
+        st.error(f"{escape_md(problem)}. The operator must fix the class settings and restart the server.",
                  icon=":material/lock:")
         st.stop()
     held = st.session_state.get(SESSION_KEY)
-    if held and store.seat_holds(Actor(held[0], held[1]), held[2]):
+    if held and (actor := store.seat_actor(held[2], held[1])) is not None:
         if st.query_params.get("seat") != held[3]:
             st.query_params["seat"] = held[3]  # page switches drop query parameters; a reload needs the seat back
-        return Actor(held[0], held[1])
+        _seen(store, held[2])
+        rejoin_code_notice()
+        return actor
     st.session_state.pop(SESSION_KEY, None)
     token = st.query_params.get("seat")
     if token:
         seat = mode.read_seat(token)
-        if seat is not None and store.seat_holds(*seat):
-            actor, seat_id = seat
-            st.session_state[SESSION_KEY] = (actor.name, actor.role, seat_id, token)
+        actor = store.seat_actor(seat[1], seat[0].role) if seat is not None else None
+        if actor is not None:
+            remember(actor, seat[1], token)
             return actor
         del st.query_params["seat"]
-        st.warning("Your sign-in has ended (it expired, you signed out, or the teacher freed your name). "
-                   "Sign in again.", icon=":material/logout:")
-    _sign_in_form(mode, store)
+        st.warning("Your sign-in has ended (it expired, you signed out, or the teacher signed you out). Sign in "
+                   "again: with your rejoin code you get your own runs back.", icon=":material/logout:")
+    sign_in_page(mode, store)
     st.stop()
+
+
+def _seen(store, seat_id: str) -> None:
+    """Tell the store this seat is in use, at most once a minute per session (a write; pages run many times)."""
+    now = time.time()
+    if now - st.session_state.get(SEEN_KEY, 0.0) >= 60.0:
+        st.session_state[SEEN_KEY] = now
+        store.seat_seen(seat_id, now)
 
 
 def _refuse_open_server(address: str) -> None:
@@ -87,62 +90,17 @@ def _refuse_open_server(address: str) -> None:
     st.stop()
 
 
-def _client_key() -> str:
-    """Who is guessing: the browser's address when Streamlit knows it, else this browser session."""
-    address = getattr(st.context, "ip_address", None)
-    if isinstance(address, str) and address:
-        return f"ip:{address}"
-    return "session:" + st.session_state.setdefault("_guess_session", secrets.token_hex(8))
-
-
-def _sign_in_form(mode: ClassMode, store) -> None:
-    left, middle, right = st.columns([1, 2, 1])
-    with middle:
-        st.title("Join the class")
-        st.write("Enter the passphrase your teacher gave you and the name your classmates will see on your runs.")
-        with st.form("sign_in"):
-            passphrase = st.text_input("Passphrase", type="password", key="sign_in_passphrase")
-            name = st.text_input("Your display name", key="sign_in_name",
-                                 placeholder="e.g. Ana L.", help="At most 40 characters")
-            submitted = st.form_submit_button("Join", type="primary")
-        if submitted:
-            problem = _sign_in(mode, store, passphrase, name)
-            if problem:
-                st.error(problem, icon=":material/error:")
-            else:
-                st.rerun()
-
-
-def _sign_in(mode: ClassMode, store, passphrase: str, name: str) -> str | None:
-    """Sign this session in; returns the problem to show (markdown-escaped) or None."""
-    guesses, client = _guesses(), _client_key()
-    wait = guesses.wait_s(client)
-    if wait > 0:  # not even compared: a script hammering the form learns nothing faster
-        return f"Too many wrong passphrases from here. Wait {wait:.0f} s and try again."
-    role = mode.role_for(passphrase)
-    if role is None:
-        wait = guesses.failed(client)
-        return "That passphrase is not right." + (f" Wait {wait:.0f} s before the next try." if wait else "")
-    guesses.succeeded(client)
-    try:
-        actor = Actor(check_display_name(name), role)
-        seat_id = secrets.token_hex(8)
-        store.join_class(actor, seat_id)
-    except ValueError as exc:
-        return escape_md(str(exc))
-    token = mode.issue_seat(actor, seat_id)
-    st.session_state[SESSION_KEY] = (actor.name, actor.role, seat_id, token)
-    st.query_params["seat"] = token
-    return None
-
-
 def sidebar(actor: Actor, store) -> None:
     """Who is signed in, and a way out (class mode only)."""
     if not class_mode().enabled:
         return
     role = "teacher" if actor.role == "teacher" else "student"
     st.sidebar.markdown(f"Signed in as **{escape_md(actor.name)}** ({role})")
-    if st.sidebar.button("Sign out", key="sign_out", icon=":material/logout:"):
+    if actor.role == "teacher" and (waiting := len(store.rejoin_requests())):
+        st.sidebar.page_link("views/classroom.py", icon=":material/front_hand:",
+                             label=f"{waiting} student(s) ask to be let back in")
+    if st.sidebar.button("Sign out", key="sign_out", icon=":material/logout:",
+                         help="Signs out this browser. Your runs stay yours: sign back in with your rejoin code."):
         held = st.session_state.pop(SESSION_KEY, None)
         if held:
             store.leave_class(held[2])

@@ -11,7 +11,6 @@ TRAINLENS_TICK_LOG=FILE appends one line per tick (time, view, wall ms, CPU ms) 
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -29,7 +28,8 @@ from app.server.load import LOAD
 from app.server.memory import collect_now_and_then
 from app.ui.presentation import plotly_chart
 from app.ui.state import format_duration, get_runner, run_metrics, runs_frame
-from engine.records import ACTIVE, UNSUCCESSFUL, RunKind, RunStatus
+from engine import settings
+from engine.records import ACTIVE, RunKind, RunStatus
 
 # Material icons render everywhere Streamlit does (emoji need a font that kiosk/projector machines may lack)
 STATUS_ICONS = {RunStatus.QUEUED: ":material/schedule:", RunStatus.RUNNING: ":blue[:material/play_circle:]",
@@ -48,7 +48,7 @@ def status_label(status: str) -> str:
     return f"{STATUS_ICONS.get(status, '')} {status_text(status)}"
 
 
-_TICK_LOG = os.environ.get("TRAINLENS_TICK_LOG")
+_TICK_LOG = settings.value_or_default("TRAINLENS_TICK_LOG")
 _tick_log_lock = threading.Lock()
 
 
@@ -152,7 +152,8 @@ def run_status_row(run: pd.Series, key: str) -> None:
                 st.toast(f"Cancel requested for {escape_md(run['name'])}")
             except (PermissionError, ValueError) as exc:  # another's run (class mode), a script that opted out of
                 st.error(escape_md(str(exc)), icon=":material/block:")  # cancels: the engine refuses, the page says why
-    if run["status"] in UNSUCCESSFUL and isinstance(run["error"], str) and run["error"]:
+    # an ended run's error says why (a cancel by the class's time limit carries one too)
+    if run["status"] not in ACTIVE and isinstance(run["error"], str) and run["error"]:
         st.caption(f":red[{escape_md(run['error'])}]")
 
 

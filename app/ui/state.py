@@ -9,7 +9,6 @@ The metrics cache itself lives in app/server/metrics_cache.py (no streamlit: tes
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -22,6 +21,7 @@ from app.server import figure_cache
 from app.server.figure_cache import FigureCache
 from app.server.load import LOAD
 from app.server.metrics_cache import MetricsCache
+from engine import settings
 from engine.records import TRAINED
 from engine.runs.runner import ActingRunner, Runner
 from engine.runs.store import Store
@@ -84,7 +84,7 @@ class PoolWarmup:
 
     @staticmethod
     def enabled() -> bool:
-        return os.environ.get("TRAINLENS_WARM_POOL", "1").strip().lower() not in ("0", "false", "no", "off")
+        return settings.value_or_default("TRAINLENS_WARM_POOL")
 
     def start(self) -> PoolWarmup:
         """Start the warm-up thread (once: later calls do nothing)."""
@@ -215,7 +215,7 @@ def _reap_now_and_then(runner: Runner) -> None:
             _last_reap[0] = time.time()
             runner.recover()
     except (sqlite3.OperationalError, OSError, ValueError):
-        # a busy database, a worker that cannot start, or a pool size the runner refuses (TRAINLENS_WORKERS=0):
+        # a busy database, or a setting the runner refuses (engine.settings; main.py already said which):
         # the page must still draw; the next tick retries
         pass
     finally:

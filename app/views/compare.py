@@ -102,7 +102,7 @@ with select_col:
 # in projector mode the options fold away: the charts, not the controls, fill the first screen
 with st.expander("Chart options: smoothing, x axis, log y, group by", expanded=not presenting(),
                  icon=":material/tune:"):
-    c1, c2, c3, c4, c5 = st.columns([3, 3, 1, 2, 2])
+    c1, c2, c3, c4, c5 = st.columns([3, 3, 1.4, 2, 2])  # "log y" keeps its width at 1024 px in projector mode
     smoothing = c1.slider("smoothing", 0.0, 0.99, step=0.01, key="compare_smoothing",
                           help="TensorBoard-style exponential moving average, debiased; the raw curve stays faint behind")
     x_axis = c2.radio("x axis", X_AXES, format_func=X_LABELS.get, horizontal=True, key="compare_x")

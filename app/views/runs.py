@@ -14,6 +14,7 @@ from app.charts.text import escape_md
 from app.ui.identity import class_mode, session_actor
 from app.ui.live import live_fragment, status_text
 from app.ui.state import format_duration, get_runner, get_store, own_change_recent, runs_frame, shared_figure
+from engine.classroom import name_key
 from engine.records import ACTIVE, DELETABLE, RESUMABLE, STATUSES, RunStatus
 from engine.runs.placement import cluster_summary, placements, read_cluster, runs_on
 from engine.runs.access import CapReached, PermissionDenied
@@ -36,6 +37,24 @@ def quarantined(unreadable: list[dict]) -> None:
             store.mark_unreadable_failed(row["run_id"], row["problem"])
             get_runner().delete(row["run_id"])
         st.rerun()
+
+
+def workers_cannot_start() -> bool:
+    """Why queued runs wait when no worker can start (a Ray cluster that is not there, a store a worker cannot open):
+    the reason the runner recorded, and, for whoever may, a way to try again once it is fixed. True when shown."""
+    problem = get_runner().pool_problem()
+    if problem is None:
+        return False
+    st.error(f"Runs wait in the queue: {escape_md(problem.describe())}.", icon=":material/report:")
+    if not actor.is_student and st.button("Try again now", key="runs_workers_retry",
+                                          help="start the workers again, after fixing what stopped them"):
+        try:
+            get_runner().start_now()
+        except ValueError as exc:  # a setting it cannot start with
+            st.error(escape_md(str(exc)))
+        else:
+            st.rerun()
+    return True
 
 
 if runs.attrs.get("unreadable"):
@@ -62,7 +81,9 @@ else:
 f1, f2, f3 = st.columns(3)
 status_filter = f1.multiselect("status", STATUSES, key="runs_status", format_func=status_text)
 group_filter = f2.multiselect("group", sorted({g for g in runs["group"] if g}), key="runs_group")
-owner_filter = f3.multiselect("owner", sorted({o for o in runs["owner"] if o}), key="runs_owner")
+# owners by name as compared everywhere ('Ana' and ' ana ' are one entry), shown as last written
+owner_filter = f3.multiselect("owner", sorted({name_key(o): o for o in runs["owner"][::-1] if o}.values(),
+                                              key=name_key), key="runs_owner")
 
 
 def best_val_acc(run_ids: list[str]) -> dict[str, float]:
@@ -72,7 +93,11 @@ def best_val_acc(run_ids: list[str]) -> dict[str, float]:
 
 
 # columns the filters and actions read; shown columns are everything else
-HIDDEN = ["raw_status", "raw_owner", "raw_role"]
+HIDDEN = ["raw_status", "raw_owner", "raw_owner_key", "raw_owner_id", "raw_role"]
+# what a run is and how it does first, so a 1024 px projector shows them without scrolling the table sideways;
+# where and how it ran after
+SHOWN = ["name", "status", "progress", "ETA", "best val acc", "owner", "duration", "group", "device", "runs on",
+         "run_id", "error"]
 
 
 def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -98,7 +123,8 @@ def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
         "owner": [o + (" (teacher)" if role == "teacher" else "")
                   for o, role in zip(runs["owner"], runs["owner_role"])],
         "error": runs["error"].fillna(""),
-        "raw_status": runs["status"], "raw_owner": runs["owner"], "raw_role": runs["owner_role"],
+        "raw_status": runs["status"], "raw_owner": runs["owner"], "raw_owner_key": runs["owner"].map(name_key),
+        "raw_owner_id": runs["owner_id"], "raw_role": runs["owner_role"],
     })
     text = [c for c in table.columns if c not in ("progress", "best val acc")]
     return table.astype({c: object for c in text}).reset_index(drop=True)
@@ -116,29 +142,44 @@ def shared_table(runs: pd.DataFrame) -> pd.DataFrame:
                          live=bool(runs["status"].isin(ACTIVE).any()) and not own_change_recent())
 
 
+def mine(table: pd.DataFrame) -> np.ndarray:
+    """Which rows of the table are this user's own runs: their member id's in a class (never those of someone who
+    typed the same name), the OS user's otherwise. Vectorised: sixty tabs filter the table every tick."""
+    owner_column = "raw_owner_id" if actor.member_id else "raw_owner"
+    return ((table[owner_column].to_numpy() == (actor.member_id or actor.name))
+            & (table["raw_role"].to_numpy() == actor.role))
+
+
 def filtered(full: pd.DataFrame) -> pd.DataFrame:
     """This session's rows of the table: its filters applied (My runs, status, group, owner)."""
     keep = np.ones(len(full), dtype=bool)
     if mine_only:
-        keep &= (full["raw_owner"].to_numpy() == actor.name) & (full["raw_role"].to_numpy() == actor.role)
-    for column, chosen in (("raw_status", status_filter), ("group", group_filter), ("raw_owner", owner_filter)):
+        keep &= mine(full)
+    owner_keys = [name_key(o) for o in owner_filter]
+    for column, chosen in (("raw_status", status_filter), ("group", group_filter), ("raw_owner_key", owner_keys)):
         if chosen:
             keep &= np.isin(full[column].to_numpy(), chosen)
     return full if keep.all() else full[keep]
 
 
 def runs_table(runs_now: pd.DataFrame) -> None:
-    cluster = cluster_summary(read_cluster())
+    # live: it shows when a start fails, and goes once workers run; it says what the cluster caption would
+    cluster = None if workers_cannot_start() else cluster_summary(read_cluster())
     if cluster:
         st.caption(escape_md(cluster))  # the error and the address are quoted text, never markdown
     full = shared_table(runs_now)
     view = filtered(full)
     event = st.dataframe(
         view.drop(columns=HIDDEN), hide_index=True, key="runs_table", on_select="rerun", selection_mode="multi-row",
+        column_order=SHOWN,
         column_config={
+            "name": st.column_config.TextColumn("name", width="medium"),
             "run_id": st.column_config.TextColumn("run id", width="small"),
-            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
-            "best val acc": st.column_config.NumberColumn(format="%.4f"),
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent",
+                                                        width=120),
+            "ETA": st.column_config.TextColumn("ETA", width="small"),
+            "best val acc": st.column_config.NumberColumn("best acc", format="%.4f", width="small",
+                                                          help="best validation accuracy"),
             "error": st.column_config.TextColumn("error", width="large"),
         },
     )
@@ -151,13 +192,12 @@ def runs_table(runs_now: pd.DataFrame) -> None:
 
 def why_waiting(view: pd.DataFrame) -> None:
     """For this user's queued runs (whatever the filters show): their place in the queue and what holds them back."""
-    mine = ((view["raw_status"].to_numpy() == RunStatus.QUEUED) & (view["raw_owner"].to_numpy() == actor.name)
-            & (view["raw_role"].to_numpy() == actor.role))
-    if not mine.any():
+    waiting = (view["raw_status"].to_numpy() == RunStatus.QUEUED) & mine(view)
+    if not waiting.any():
         return
     store = get_store()
-    for row in view[mine].head(3).itertuples():
-        run = {"run_id": row.run_id, "owner": row.raw_owner, "owner_role": row.raw_role}
+    for row in view[waiting].head(3).itertuples():
+        run = {"run_id": row.run_id, "owner_id": row.raw_owner_id, "owner_role": row.raw_role}
         st.info(f"**{escape_md(row.name)}** is waiting. {escape_md(store.waiting_reason(run))}",
                 icon=":material/hourglass_top:")
 
@@ -166,14 +206,14 @@ def actions(chosen: list[str], view: pd.DataFrame) -> None:
     runner = get_runner()
     rows = {row.run_id: row for row in view[view["run_id"].isin(chosen)].itertuples()} if chosen else {}
     # only runs this user may change count for the buttons; the engine refuses the others whatever is clicked
-    mine = [r for r in chosen if r in rows and runner.may_act_on(rows[r].raw_owner, rows[r].raw_role)]
-    statuses = {r: rows[r].raw_status for r in mine}
+    allowed = [r for r in chosen if r in rows and runner.may_act_on(rows[r].raw_owner_id, rows[r].raw_role)]
+    statuses = {r: rows[r].raw_status for r in allowed}
     b1, b2, b3, b4 = st.columns([3, 2, 2, 2])  # the compare link's label is the longest
     b1.page_link("views/compare.py", label=f"Compare selected ({len(chosen)})", icon=":material/stacked_line_chart:",
                  query_params={"runs": ",".join(chosen)}, disabled=not chosen)
     cancellable = [r for r, s in statuses.items() if s in ACTIVE]
-    if len(mine) < len(chosen):
-        st.caption(f"{len(chosen) - len(mine)} selected run(s) belong to someone else: you can view and compare "
+    if len(allowed) < len(chosen):
+        st.caption(f"{len(chosen) - len(allowed)} selected run(s) belong to someone else: you can view and compare "
                    "them, but only their owner or the teacher can cancel, resume or delete them.")
     if b2.button(f"Cancel ({len(cancellable)})", disabled=not cancellable, key="runs_cancel"):
         if act(runner.cancel, cancellable):

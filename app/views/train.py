@@ -42,15 +42,12 @@ if config is not None:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def parameter_count(dataset: str, model: str, hidden: int, depth: int, width: int, skip: bool, activation: str,
-                    dropout: float) -> int:
-    from engine.datasets import dataset_info
-    from engine.models import build_model, count_parameters
+def parameter_count(config_json: str) -> int:
+    """The model's parameters, counted without building it for real (engine.models.estimate_parameters): the
+    largest model the form allows would take 17 GB of the server's memory."""
+    from engine.models import estimate_parameters
 
-    info = dataset_info(dataset)
-    net = build_model(model, channels=info.channels, size=info.size, num_classes=len(info.classes), hidden=hidden,
-                      depth=depth, width=width, skip=skip, activation=activation, dropout=dropout)
-    return count_parameters(net)
+    return estimate_parameters(RunConfig.from_json(config_json))
 
 
 def batch_grid(config: RunConfig, count: int = 32) -> tuple[np.ndarray, list[str]]:
@@ -79,7 +76,7 @@ with preview_col:
     if data_error:
         st.error(escape_md(data_error))
     from app.train.char_train import char_preview, text_file_upload  # characters: what the model will write
-    from app.train.text_train import csv_upload, text_preview  # text datasets: sentences, not image grids
+    from app.train.text_train import compact_count, csv_upload, text_preview  # text: sentences, not images
 
     csv_upload(config)
     text_file_upload(config)
@@ -93,12 +90,11 @@ with preview_col:
 
         steps_per_epoch = batches_per_epoch(len(split.train_x), config.batch_size)
         total = steps_per_epoch * config.epochs
-        params = parameter_count(config.dataset, config.model, config.hidden, config.depth, config.width, config.skip,
-                                 config.activation, config.dropout)
-        a, b, c = st.columns(3)
-        a.metric("parameters", f"{params:,}")
-        b.metric("training examples", f"{len(split.train_x):,}")
-        c.metric("steps", f"{total:,}", help=f"{steps_per_epoch} steps per epoch x {config.epochs} epochs")
+        params = parameter_count(config.to_json())
+        # lines that wrap: three st.metric side by side in this column were cut to "param… 4…" at 1024 px
+        exact = f" ({params:,})" if compact_count(params) != f"{params:,}" else ""  # 647k (647,210); 44,426 once
+        st.markdown(f"**{compact_count(params)}** parameters{exact}  \n**{len(split.train_x):,}** training "
+                    f"examples  \n**{total:,}** steps ({steps_per_epoch:,} per epoch x {config.epochs} epochs)")
         steps, lrs = schedule_curve(config, total)
         plotly_chart(lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=240),
                         key="schedule_preview")
@@ -106,7 +102,7 @@ with preview_col:
         augmented = config.augment_rotate or config.augment_scale or config.augment_translate or config.augment_flip
         st.image(grid, clamp=True, width="stretch",
                  caption=f"first training batch as the model sees it{' (augmented)' if augmented else ''}: "
-                         + " ".join(labels[:16]) + " ...")
+                         + escape_md(" ".join(labels[:16])) + " ...")  # a caption is markdown
 
 
 st.divider()

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from engine.datasets import SENTIMENT_COUNT, TEXT_FILE_MAX_BYTES, DatasetUnavailable
+from engine.files import read_small_file
 
 PADDED = ("names",)  # one document per row; the other corpora are packed into chunks of block_size
 NAMES_FILES = {"first": ("dist.female.first", "dist.male.first"), "last": ("dist.all.last",),
@@ -67,18 +68,16 @@ def check_text_bytes(data: bytes, what: str = "the text file") -> str:
 
 
 def read_text_file(path: Path) -> str:
-    """A user's text file (a `data_dir` already checked to lie inside the data folders), read with the cap checked
-    before reading it."""
+    """A user's text file (a `data_dir` already checked to lie inside the data folders), read as engine.files reads
+    a file a person put somewhere: a plain file only (never a pipe or a device), the cap checked before reading."""
     if path.is_dir():
         raise DatasetUnavailable(f"text_file reads one text file; {path.name} is a folder: set the data folder to "
                                  "the file itself (or upload it on the Train page)")
-    if not path.is_file():
+    if not path.exists():
         raise DatasetUnavailable(f"text_file: no file at {path.name}; upload it on the Train page or set the data "
                                  "folder to its path")
-    size = path.stat().st_size
-    if size > TEXT_FILE_MAX_BYTES:
-        raise DatasetUnavailable(f"{path.name} is {size:,} bytes; at most {TEXT_FILE_MAX_BYTES:,} are trained on")
     try:
-        return check_text_bytes(path.read_bytes(), path.name)
-    except ValueError as exc:
+        data = read_small_file(path, TEXT_FILE_MAX_BYTES, "a text file trained on")
+        return check_text_bytes(data, path.name)
+    except ValueError as exc:  # UnreadableFile is one
         raise DatasetUnavailable(str(exc)) from None

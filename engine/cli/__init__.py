@@ -8,8 +8,9 @@ explain RUN_ID --text "..." --method ig [--target CLASS] [--json]
 lesson [--list] | lesson NAME [--wait]
 sample RUN_ID [--n 20] [--temperature 0.8] [--prefix TEXT] [--json]
 explain-model IMAGE (--arch NAME --weights FILE [--config FILE.json] | --program FILE.pt2) [--method NAME] --out FILE.png
-workers [--stop]
+workers [--stop | --start]
 import-tensorboard LOGDIR [--group G]
+Every TRAINLENS_* setting is checked first (engine.settings): a bad value is one line naming it, exit 2.
 Bad arguments exit 2 with a one-line message, never a traceback; cancelling a run that already ended exits 1.
 A store that cannot be used (damaged, disk full, locked) is one line naming the file and what to do, exit 2; a
 file that cannot be written (`--out` a folder, a full disk) is one line, exit 1; anything unexpected is one line
@@ -66,6 +67,9 @@ def _run(argv: list[str] | None) -> int:
     try:
         parser, commands = build_parser()
         args = parser.parse_args(argv)
+        from engine import settings
+
+        settings.check()  # a TRAINLENS_* value TrainLens cannot use: one line naming it, before anything starts
         return commands[args.command](args)
     except UsageError as exc:
         return _fail(exc, 2)

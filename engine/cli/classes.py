@@ -28,9 +28,13 @@ def register(sub) -> dict:
 
 
 def cmd_class(args) -> int:
-    """Serve the dashboard to a room: class mode on (both passphrases set), listening on the LAN address."""
+    """Serve the dashboard to a room: class mode on (both passphrases set), listening on the LAN address.
+
+    The command becomes the Streamlit server (exec, same process id): a stop signal (Ctrl-C's SIGINT, `kill`'s
+    SIGTERM, a closed terminal's SIGHUP) reaches the server itself, which then ends and frees its port. A child
+    process would outlive its parent killed by SIGTERM or SIGHUP, serving the old passphrases and holding the
+    port against the next start."""
     import getpass
-    import subprocess
 
     from engine.classroom import ClassMode
 
@@ -53,10 +57,11 @@ def cmd_class(args) -> int:
                "--server.port", str(args.port)]
     for name in hosts:
         command += ["--server.allowedHosts", name]
-    try:
-        return subprocess.call(command, cwd=root)  # the passphrases travel in the environment, never in argv
-    except KeyboardInterrupt:
-        return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(root)  # the server reads .streamlit/config.toml from the repository root
+    os.execv(sys.executable, command)  # the passphrases travel in the environment, never in argv
+    return 1  # not reached: exec replaces this process
 
 
 def _lan_address() -> str:
@@ -108,6 +113,11 @@ def cmd_lesson(args) -> int:
         time.sleep(0.5)
     result = lessons.outcome(lesson, lessons.results_from_store(runner.store, lesson, group))
     print(result.answer)
+    width = max((len(s.label) for s in result.standings), default=0)
+    texts = [s.text for s in result.standings]
+    for standing in result.standings:  # every variant, best first, numbers alike; a tie shares its place
+        place = texts.index(standing.text) + 1
+        print(f"  {place:>2}. {standing.label:<{width}}  {standing.text} {standing.when}".rstrip())
     for check in result.checks:
         mark = {True: "holds", False: "does NOT hold", None: "undecided"}[check.holds]
         print(f"  [{mark}] {check.claim.text} ({check.detail})")

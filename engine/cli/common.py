@@ -38,13 +38,19 @@ def resolve(store, run_id: str) -> str:
 
 
 def checkpoint_arg(text: str, flag: str = "--checkpoint") -> str | int:
-    """'best', 'last' or an epoch number given on the command line."""
+    """'best', 'last', or an epoch number as users count it everywhere (pages, reports, the Explain page's "after
+    epoch N"): N >= 1 is the checkpoint after epoch N, 0 the model before training. Returns the engine's epoch
+    index (engine.records.epoch_number's inverse: 0 -> INITIAL_EPOCH, -1); UsageError for anything else."""
     if text in ("best", "last"):
         return text
     try:
-        return int(text)
+        number = int(text)
     except ValueError:
-        raise UsageError(f"{flag} {text!r}: expected an epoch number, 'best' or 'last'") from None
+        number = None
+    if number is None or number < 0:
+        raise UsageError(f"{flag} {text!r}: expected an epoch number (1 = after the first epoch, 0 = before "
+                         "training), 'best' or 'last'")
+    return number - 1
 
 
 def json_default(value):

@@ -19,7 +19,8 @@ def register(sub) -> dict:
     explain.add_argument("--json", action="store_true", help="with --text: print JSON")
     explain.add_argument("--method", default="saliency")
     explain.add_argument("--target", type=int, default=None, help="class index (default: the predicted class)")
-    explain.add_argument("--checkpoint", default="best", help="epoch number, 'best' or 'last'")
+    explain.add_argument("--checkpoint", default="best",
+                         help="'best', 'last', or an epoch number: N = after epoch N, 0 = before training")
     explain.add_argument("--out", default=None, help="PNG file to write (image runs)")
     own = sub.add_parser("explain-model", help="attribution heatmap of an image for a model TrainLens did not train")
     own.add_argument("image")

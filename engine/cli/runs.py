@@ -6,7 +6,6 @@ import json
 import math
 import sys
 import time
-from pathlib import Path
 
 from engine.cli.common import UsageError, json_default, open_store, prog, resolve
 from engine.cli.tables import metrics_summary
@@ -48,22 +47,23 @@ def register(sub) -> dict:
 
 
 def register_workers(sub) -> dict:
-    workers = sub.add_parser("workers", help="list worker processes")
-    workers.add_argument("--stop", action="store_true", help="stop all workers on this host")
+    workers = sub.add_parser("workers", help="list worker processes (and why they cannot start, when they cannot)")
+    action = workers.add_mutually_exclusive_group()
+    action.add_argument("--stop", action="store_true", help="stop all workers on this host")
+    action.add_argument("--start", action="store_true",
+                        help="start the workers now, after fixing what stopped them from starting")
     return {"workers": cmd_workers}
 
 
 def cmd_train(args) -> int:
     data: dict = {}
     if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise UsageError(f"--config {args.config}: no such file")
-        if path.stat().st_size > MAX_CONFIG_BYTES:  # checked before reading: a run's config is a few hundred bytes
-            raise UsageError(f"--config {args.config}: {path.stat().st_size:,} bytes; a run's config is at most "
-                             f"{MAX_CONFIG_BYTES:,}")
-        try:
-            text = path.read_text(encoding="utf-8")
+        from engine.files import UnreadableFile, read_small_file
+
+        try:  # a regular file of at most MAX_CONFIG_BYTES (a run's config is a few hundred), read without blocking
+            text = read_small_file(args.config, MAX_CONFIG_BYTES, "a run's config").decode("utf-8")
+        except UnreadableFile as exc:
+            raise UsageError(f"--config {args.config}: {str(exc).split(': ', 1)[1]}") from None
         except UnicodeDecodeError:
             raise UsageError(f"--config {args.config}: not UTF-8 text") from None
         data = RunConfig.from_toml(text).to_dict()
@@ -78,8 +78,13 @@ def cmd_train(args) -> int:
     handle = runner.submit(config, name=args.name, group=args.group)
     print(handle.run_id, flush=True)
     if not args.wait:
+        problem = runner.pool_problem()
+        if problem is not None:  # queued all the same: it starts once workers can
+            print(f"warning: run {handle.run_id} is queued, but {problem.describe()}", file=sys.stderr)
         return 0
     status = _wait_with_progress(runner.store, handle)
+    if status == RunStatus.QUEUED:  # no worker can start: said by _wait_with_progress
+        return 1
     run = runner.store.get_run(handle.run_id)
     final = runner.store.last_values(handle.run_id)
     if "val_acc" in final:
@@ -90,33 +95,76 @@ def cmd_train(args) -> int:
 
 
 def _wait_with_progress(store, handle) -> str:
-    """Progress bar until the run ends; returns its final status."""
-    from tqdm import tqdm
-
+    """Progress bar until the run ends; returns its final status, or `queued` when no worker can start to take it
+    (the reason is printed: waiting would be for ever)."""
     from engine.runs.runner import Runner
 
-    runner = Runner(store)
-    bar = tqdm(total=1, unit="step", file=sys.stderr, dynamic_ncols=True, desc="queued")
-    last_check = time.time()
     try:
-        while True:
-            if time.time() - last_check > 3.0:  # a killed worker: mark its run, keep the pool alive
-                last_check = time.time()
-                runner.recover()
-            run = store.get_run(handle.run_id)
-            if run["total_steps"]:
-                bar.total = run["total_steps"]
-                bar.n = run["step"]
-                bar.set_description(f"{run['status']} epoch {run['epoch'] + 1}/{run['config'].epochs}")
-                bar.refresh()
-            if run["status"] not in ACTIVE:
-                return run["status"]
-            time.sleep(0.3)
+        runner = Runner(store)
+
+        def cannot_start(run) -> str | None:
+            problem = runner.pool_problem() if run["status"] == RunStatus.QUEUED else None
+            return None if problem is None else (f"error: run {handle.run_id} cannot start: {problem.describe()}. It "
+                                                 f"stays queued (`{prog()} cancel {handle.run_id}` drops it)")
+
+        return follow_progress(lambda: store.get_run(handle.run_id), runner.recover, sys.stderr, stuck=cannot_start)
     except KeyboardInterrupt:
         print(f"\nstopped waiting; run {handle.run_id} continues (cancel it with `{prog()} cancel`)", file=sys.stderr)
         raise
+
+
+# tqdm's own rate and time left are left out: it would time the steps from the bar's start (the queue, data loading)
+# and print a first ETA many times too long; the store's `eta_s` (engine.runs.store.runs) is the one ETA
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps{postfix}"
+
+
+def follow_progress(read, recover, out, poll_s: float = 0.3, recover_s: float = 3.0, stuck=lambda run: None) -> str:
+    """Draw `read()`'s run (a RunRecord) as a progress bar on `out` until it ends; returns its final status, or
+    `queued` as soon as `stuck(run)` gives a reason it can never start (printed: waiting would be for ever).
+
+    The bar is redrawn once per change of what it shows (status, epoch, step, ETA to the second), never on a poll
+    that changed nothing: a log of the output has each update once. `recover()` runs every `recover_s` (a killed
+    worker: its run is marked, the pool kept alive)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=1, file=out, dynamic_ncols=True, desc="queued", bar_format=BAR_FORMAT, mininterval=0)
+    shown, last_recover = None, time.monotonic()
+    try:
+        while True:
+            if time.monotonic() - last_recover > recover_s:
+                last_recover = time.monotonic()
+                recover()
+            run = read()
+            reason = stuck(run)
+            if reason is not None:
+                bar.disable = True
+                out.write(f"\n{reason}\n")
+                return RunStatus.QUEUED
+            if run["total_steps"]:
+                eta = run["eta_s"]
+                view = (run["status"], run["epoch"], run["step"], run["total_steps"],
+                        None if eta is None or math.isnan(eta) else round(eta))
+                if view != shown:
+                    shown = view
+                    bar.total, bar.n = run["total_steps"], run["step"]
+                    bar.set_description(f"{run['status']} epoch {run['epoch'] + 1}/{run['config'].epochs}",
+                                        refresh=False)
+                    bar.set_postfix_str(f"ETA {_clock(view[-1])}" if view[-1] is not None else "", refresh=False)
+                    bar.refresh()
+            if run["status"] not in ACTIVE:
+                bar.disable = True  # its last line is drawn: closing would draw it a second time
+                out.write("\n")
+                return run["status"]
+            time.sleep(poll_s)
     finally:
         bar.close()
+
+
+def _clock(seconds: float) -> str:
+    """'0:41', '12:05', '1:02:03'."""
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def cmd_runs(args) -> int:
@@ -142,9 +190,11 @@ def cmd_show(args) -> int:
     run = store.get_run(run_id)
     final = store.last_values(run_id)
     report = store.get_artifact(run_id, report_artifact("best")) or store.get_artifact(run_id, report_artifact("last"))
+    waiting = store.waiting_reason(run) if run["status"] == RunStatus.QUEUED else None  # e.g. no worker can start
     summary = {"run_id": run_id, "name": run["name"], "group": run["group"], "status": run["status"],
-               "error": run["error"], "device": run["device"], "step": run["step"], "total_steps": run["total_steps"],
-               "config": run["config"].to_dict(), "final_metrics": final, "report": report, "kind": run["kind"]}
+               "error": run["error"], "waiting": waiting, "device": run["device"], "step": run["step"],
+               "total_steps": run["total_steps"], "config": run["config"].to_dict(), "final_metrics": final,
+               "report": report, "kind": run["kind"]}
     script = store.script_info(run_id) if run["kind"] == RunKind.SCRIPT else None
     if script is not None:
         summary["script"] = script
@@ -155,6 +205,8 @@ def cmd_show(args) -> int:
     if run["kind"] == RunKind.SCRIPT:
         _show_script(run, script or {}, final)
         return 0
+    if waiting:
+        print(f"waiting: {waiting}")
     print(f"steps {run['step']}/{run['total_steps']} on {run['device'] or '-'}")
     print("config: " + " ".join(f"{k}={v}" for k, v in run["config"].to_dict().items() if v != getattr(RunConfig(), k)))
     for key in FINAL_KEYS:
@@ -253,10 +305,17 @@ def cmd_workers(args) -> int:
         runner.shutdown()
         print("workers stopped")
         return 0
+    if args.start:
+        started = runner.start_now()
+        print(f"started {started} worker process(es)" if started else "the workers were already running")
+        return 0
     runner.reap()
     live = runner.store.live_workers()
-    if live.empty:
+    problem = runner.pool_problem()
+    if problem is not None:
+        print(f"workers cannot start: {problem.describe()}")
+    elif live.empty:
         print("no live workers (they start when a run is queued)")
     for row in live.itertuples():
         print(f"{row.worker_id} pid {row.pid} {row.device} {row.status}" + (f" run {row.run_id}" if row.run_id else ""))
-    return 0
+    return 1 if problem is not None else 0

@@ -124,7 +124,9 @@ def state_from_path(path: str | Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise OwnModelError(f"{path.name} is not a state dict torch can read safely ({str(exc).splitlines()[0]})") from None
+        from engine.explain.pretrained import refused_load
+
+        raise OwnModelError(refused_load(path.name, exc)) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]  # a common training-checkpoint wrapper
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

@@ -112,7 +112,31 @@ def _read_state(path: Path) -> dict[str, Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise PretrainedUnavailable(f"{path} is not a readable state dict ({exc})") from None
+        raise PretrainedUnavailable(refused_load(str(path), exc)) from None
+
+
+_TORCH_ADVICE = ("weights_only", "trust", "safe_globals", "allowlist", "file an issue", "documentation",
+                 "WeightsUnpickler error")
+
+
+def refused_load(name: str, exc: Exception) -> str:
+    """Why `torch.load(weights_only=True)` did not read a file, in one line, without torch's own advice to retry
+    with `weights_only=False`: that would run whatever code the file holds, which TrainLens never does and never
+    tells anyone to do."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):  # the weights-only reader met something other than tensors
+        # what stopped it ("Unsupported operand 110", "Trying to load unsupported GLOBAL posix.system..."), without
+        # torch's sentences on how to load it anyway (weights_only=False, allowlisting the global)
+        lines = [line.split(" Please ")[0].strip() for line in str(exc).splitlines()]
+        detail = next((line for line in lines if line and not any(word in line for word in _TORCH_ADVICE)), "")
+        return (f"{name} is not a readable state dict: the weights-only reader stopped"
+                + (f" at '{detail[:120]}'" if detail else "") + ". A file holding Python objects besides tensors "
+                "could run code when read, so only tensors are read: save the weights alone, as safetensors "
+                "(safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')) or as a plain state dict "
+                "(torch.save(model.state_dict(), 'weights.pth'))")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and "weights_only" not in line]
+    return f"{name} is not a state dict torch can read ({(lines[0] if lines else type(exc).__name__)[:200]})"
 
 
 def _unshare_relus(model: nn.Module) -> None:

@@ -26,7 +26,7 @@ from engine.explain.methods import SIGNS, explain, get_method, predict
 from engine.explain.images import InputSpec, decode_image, input_spec
 from engine.explain.ood import OodReport
 from engine.explain.reading import blank_note
-from engine.records import epoch_label
+from engine.records import epoch_label, epoch_number
 
 _CMAPS = {"all": "RdBu_r", "positive": "Reds", "negative": "Blues", "absolute": "inferno"}
 
@@ -196,7 +196,9 @@ def subject_to_png(subject: Subject, image_path: str | Path, method: str, target
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(panels_png(panels))
     familiarity = familiarity_of(subject, prepared)
-    return {"run_id": subject.run_id, "epoch": subject.epoch, "epoch_label": epoch_label(subject.epoch),
+    # the epoch as users count it (after epoch N; 0 before training), what `explain --checkpoint N` takes
+    epoch = epoch_number(subject.epoch) if subject.config is not None else None
+    return {"run_id": subject.run_id, "epoch": epoch, "epoch_label": epoch_label(subject.epoch),
             "unfamiliar": familiarity.unfamiliar if familiarity else None,
             "warning": familiarity.message() if familiarity else "", "blank": blank_note(method, values) or "",
             "method": method, "predicted": predicted,

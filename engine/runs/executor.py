@@ -14,9 +14,7 @@ Torch-free and Ray-free: `Runner.cancel` and the pages import it without paying 
 
 from __future__ import annotations
 
-import os
-
-EXECUTORS = ("local", "ray")
+from engine import settings
 
 
 class RayUnavailable(RuntimeError):
@@ -24,40 +22,25 @@ class RayUnavailable(RuntimeError):
 
 
 def executor_name() -> str:
-    """`TRAINLENS_EXECUTOR` (default local); ValueError naming the allowed values for anything else."""
-    name = os.environ.get("TRAINLENS_EXECUTOR", "local").strip().lower() or "local"
-    if name not in EXECUTORS:
-        raise ValueError(f"TRAINLENS_EXECUTOR={name!r}: allowed values are {', '.join(EXECUTORS)}")
-    return name
+    """`TRAINLENS_EXECUTOR` (default local); SettingError (a ValueError) naming the allowed values otherwise."""
+    return settings.value("TRAINLENS_EXECUTOR")
 
 
 def ray_address() -> str:
     """Where the Ray cluster is: `auto` (a head started with `ray start --head` on this machine), `host:port`
     of a head's GCS, or `ray://host:10001` (Ray Client, for a head this machine cannot join)."""
-    return os.environ.get("TRAINLENS_RAY_ADDRESS", "auto").strip() or "auto"
+    return settings.value("TRAINLENS_RAY_ADDRESS")
 
 
 def ray_retries() -> int:
     """How many times a run whose Ray worker or node died is resumed from its last checkpoint before it stays
     `interrupted` (`TRAINLENS_RAY_RETRIES`, default 1; 0 = never)."""
-    return _env_int("TRAINLENS_RAY_RETRIES", 1, minimum=0)
+    return settings.value("TRAINLENS_RAY_RETRIES")
 
 
 def workers_per_gpu() -> int:
     """Local warm workers per GPU (`TRAINLENS_WORKERS_PER_GPU`, default 1): several small runs share one GPU."""
-    return _env_int("TRAINLENS_WORKERS_PER_GPU", 1, minimum=1)
-
-
-def _env_int(name: str, default: int, minimum: int) -> int:
-    """The whole number in environment variable `name` (`default` when unset); ValueError naming it otherwise."""
-    raw = os.environ.get(name, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a whole number >= {minimum}") from None
-    if value < minimum:
-        raise ValueError(f"{name}={value}: expected a whole number >= {minimum}")
-    return value
+    return settings.value("TRAINLENS_WORKERS_PER_GPU")
 
 
 def require_ray():

@@ -38,12 +38,13 @@ _SAFE = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
 
 
 def pulse_path(worker_id: str):
-    from engine.paths import trainlens_home
+    from engine.paths import private_dir, trainlens_home
 
     name = "".join(ch if ch in _SAFE else "_" for ch in worker_id)[:64] or "_"
-    folder = trainlens_home() / "workers"
-    folder.mkdir(exist_ok=True)
-    return folder / f"{name}.pulse"
+    return private_dir(trainlens_home() / "workers") / f"{name}.pulse"
+
+
+PULSE_BYTES = 512  # the pulse file's size, written when it is made: room for the worker's last words
 
 
 def touch_pulse(worker_id: str) -> None:
@@ -51,7 +52,28 @@ def touch_pulse(worker_id: str) -> None:
     try:
         os.utime(path)
     except FileNotFoundError:
-        path.touch()
+        path.write_bytes(b" " * PULSE_BYTES)
+
+
+def leave_last_words(worker_id: str, reason: str) -> None:
+    """Write why this worker stops into its pulse file, for the reaper that finds it gone (its run's reason then
+    says it, not "killed or out of memory"). In place, over bytes written when the file was made: a full disk,
+    often the very reason, has no room for a new file or a longer one."""
+    data = " ".join(reason.split()).encode("utf-8")[:PULSE_BYTES]
+    try:
+        with open(pulse_path(worker_id), "r+b") as f:
+            f.write(data.ljust(PULSE_BYTES))
+    except OSError:
+        pass  # the run's reason falls back to the process's state
+
+
+def last_words(worker_id: str) -> str | None:
+    """What the worker wrote before it stopped (see leave_last_words); None when nothing."""
+    try:
+        text = pulse_path(worker_id).read_bytes()[:PULSE_BYTES].decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    return text or None
 
 
 def pulse_age(worker_id: str, now: float) -> float | None:

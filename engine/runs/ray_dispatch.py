@@ -29,17 +29,18 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 
-from engine.paths import checkpoint_dir, logs_dir
-from engine.runs.placement import write_cluster
+from engine import settings
+from engine.paths import checkpoint_dir, logs_dir, make_private
 from engine.records import PLACEMENT, RAY_ATTEMPTS, RunRecord, RunStatus
 from engine.runs.executor import ray_address, ray_retries, require_ray
+from engine.runs.placement import write_cluster
 from engine.runs.procs import pid_alive, touch_pulse
 from engine.runs.store import Store
 from engine.runs.store.errors import retry_locked
 from engine.runs.worker import HEARTBEAT_S, STORE_BUSY_TIMEOUT_S, WRITE_PATIENCE_S, StoreSink
 
 TICK_S = 0.2
-CONNECT_TIMEOUT_S = float(os.environ.get("TRAINLENS_RAY_CONNECT_TIMEOUT_S", "60"))
+PROBE_TIMEOUT_S = 5.0  # a head's port that does not answer in this long is not there
 CLUSTER_EVERY_S = 5.0
 _CHECKPOINT_NAME = re.compile(r"^(epoch_\d+|best)\.safetensors$")  # the only files a task may send back
 
@@ -84,25 +85,13 @@ class Dispatcher:
         if not ray.is_initialized():
             write_cluster({"time": time.time(), "address": self.address,
                            "error": f"connecting to the Ray cluster at {self.address}..."})
-            outcome: list = []
-
-            def connect():
-                try:
-                    ray.init(address=self.address, namespace="trainlens")  # also a ray:// (Ray Client) address
-                    outcome.append(None)
-                except Exception as exc:  # noqa: BLE001 - reported below, whatever Ray raised
-                    outcome.append(exc)
-
-            # Ray retries an unreachable address for minutes: give up sooner, and say why where the pages look
-            thread = threading.Thread(target=connect, name="ray-connect", daemon=True)
-            thread.start()
-            thread.join(CONNECT_TIMEOUT_S)
-            problem = outcome[0] if outcome else TimeoutError(f"no answer within {CONNECT_TIMEOUT_S:.0f} s")
-            if problem is not None:
+            try:
+                check_reachable(self.address)
+                _init_within(ray, self.address, settings.value("TRAINLENS_RAY_CONNECT_TIMEOUT_S"))
+            except ConnectionError as exc:  # said where the pages look, then by the runner's pool record
                 write_cluster({"time": time.time(), "address": self.address,
-                               "error": f"cannot reach the Ray cluster at {self.address} ({type(problem).__name__}: "
-                                        f"{' '.join(str(problem).split())[:300]}); queued runs wait for it"})
-                raise ConnectionError(f"cannot reach the Ray cluster at {self.address}: {problem}")
+                               "error": f"{exc}; queued runs wait for it"})
+                raise
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         # the channel lives on this (the head's) node, never elsewhere: a task's node may die, the mailbox must not
@@ -214,6 +203,7 @@ class Dispatcher:
             path = checkpoint_dir(run_id) / name
             staged = path.with_name(f".{name}.ray.partial")
             staged.write_bytes(data)
+            make_private(staged)
             sink.checkpoint(epoch, ckpt_kind, str(path), metrics, staged=str(staged))
 
     def _relay_cancels(self) -> None:
@@ -343,6 +333,54 @@ class Dispatcher:
             pass
 
 
+def check_reachable(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """ConnectionError naming `address` when no Ray cluster can be there: a ray:// address without Ray Client
+    installed, or a HOST:PORT where nothing answers within `timeout_s`. Ray itself would retry such an address for
+    minutes. `auto` is left to Ray, which looks for a head on this machine and says at once when there is none."""
+    parts = settings.split_ray_address(address)  # ValueError for a malformed one (settings.check refused it before)
+    if parts is None:
+        return
+    scheme, host, port = parts
+    if scheme and not _ray_client_installed():
+        raise ConnectionError(f"cannot reach the Ray cluster at {address}: a ray:// address needs Ray Client, which "
+                              "is not installed here (pip install \"ray[client]\")")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address}: nothing answers at {host}:{port} "
+                              f"({exc.strerror or exc})") from None
+
+
+def _ray_client_installed() -> bool:
+    """Whether Ray Client's own dependency (gRPC, what `pip install "ray[client]"` adds) can be imported here."""
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _init_within(ray, address: str, timeout_s: float) -> None:
+    """ray.init(address), or ConnectionError naming the address when it fails or takes longer than `timeout_s`."""
+    outcome: list = []
+
+    def connect():
+        try:
+            ray.init(address=address, namespace="trainlens")  # also a ray:// (Ray Client) address
+            outcome.append(None)
+        except Exception as exc:  # noqa: BLE001 - reported below, whatever Ray raised
+            outcome.append(exc)
+
+    # Ray retries an address that stopped answering for minutes: give up sooner, and say why
+    thread = threading.Thread(target=connect, name="ray-connect", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    problem = outcome[0] if outcome else TimeoutError(f"no answer within {timeout_s:.0f} s")
+    if problem is not None:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address} ({type(problem).__name__}: "
+                              f"{' '.join(str(problem).split())[:300]})")
+
+
 def _main_resources(resources: dict) -> dict:
     return {k: float(v) for k, v in resources.items() if k in ("CPU", "GPU")}
 
@@ -353,18 +391,24 @@ def _log(text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.runs import pool_health
+
     parser = argparse.ArgumentParser(prog="python -m engine.runs.ray_dispatch",
                                      description="TrainLens: train queued runs on a Ray cluster")
     parser.add_argument("--threads", type=int, default=1, help="ignored (the runner's option for local workers)")
-    parser.add_argument("--idle-exit", type=float, default=float(os.environ.get("TRAINLENS_WORKER_IDLE_S", "1800")))
+    parser.add_argument("--idle-exit", type=float, default=settings.value_or_default("TRAINLENS_WORKER_IDLE_S"))
     parser.add_argument("--worker-id", default=None)
     args = parser.parse_args(argv)
     Store.BUSY_TIMEOUT_S = STORE_BUSY_TIMEOUT_S  # as a worker: retry a locked store instead of blocking 30 s per call
     try:
+        settings.check()
         dispatcher = Dispatcher(args.worker_id or uuid.uuid4().hex[:8], idle_exit_s=args.idle_exit)
-    except ConnectionError as exc:
-        print(exc, file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - no cluster, no Ray Client, no store: recorded, then leave
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        pool_health.record_failure(reason, what="Ray dispatcher")
+        print(reason, file=sys.stderr)
         os._exit(1)  # Ray's connecting thread may still be retrying: do not wait for it
+    pool_health.clear()
     dispatcher.serve()
     return 0
 

@@ -21,14 +21,17 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+from engine import settings
 from engine.classroom import Actor
 from engine.config import RunConfig
 from engine.paths import logs_dir, trainlens_home
 from engine.records import TERMINAL, RunKind, RunStatus
-from engine.runs.executor import executor_name, local_pool_size, worker_module
+from engine.runs import pool_health
 from engine.runs.access import check_may_teach, may_act
-from engine.runs.store import Store
+from engine.runs.executor import executor_name, local_pool_size, worker_module
+from engine.runs.pool_health import PoolFailure
 from engine.runs.procs import pid_alive
+from engine.runs.store import Store
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,8 +72,7 @@ class RunHandle:
 class Runner:
     def __init__(self, store: Store | None = None, workers: int | None = None):
         self.store = store or Store()
-        env_workers = os.environ.get("TRAINLENS_WORKERS")
-        self._workers, self._env_workers = workers, env_workers
+        self._workers = workers
 
     # pool facts are computed lazily: counting GPUs imports torch (seconds), which `cancel` does not need
     @functools.cached_property
@@ -81,14 +83,13 @@ class Runner:
     def size(self) -> int:
         if executor_name() == "ray":
             return 1  # one dispatcher on this host; Ray schedules the runs on the cluster
-        size = self._workers or (int(self._env_workers) if self._env_workers else local_pool_size(self.gpus))
-        if size < 1:
-            raise ValueError(f"TRAINLENS_WORKERS={size}: the worker pool needs at least 1 worker")
-        return size
+        # TRAINLENS_WORKERS=0 starts no worker here: runs queue and wait (tests; a host that only shows runs)
+        size = self._workers if self._workers is not None else settings.value("TRAINLENS_WORKERS")
+        return local_pool_size(self.gpus) if size is None else size
 
     @property
     def threads(self) -> int:
-        return max(1, (os.cpu_count() or 1) // self.size)
+        return max(1, (os.cpu_count() or 1) // max(1, self.size))
 
     # ---- runs ----
     def submit(self, config: RunConfig, *, owner: str | None = None, name: str | None = None,
@@ -98,15 +99,26 @@ class Runner:
 
         With an `actor` the run is theirs and must fit the class limits (CapReached); otherwise it is the OS
         user's (or `owner`'s)."""
+        settings.check()  # a value no worker could start with is refused before anything is queued
         run_id = self.store.create_run(config, kind=kind, owner=owner if owner is not None else _user(), name=name,
                                        group=group, parent_id=parent_id, actor=actor)
         self.ensure_workers()
         return RunHandle(self.store, run_id)
 
+    def submit_lesson(self, lesson: str, runs: list[tuple[str, RunConfig]], group: str, *, owner: str | None = None,
+                      actor: Actor | None = None, for_class: bool = False) -> tuple[str, list[str]]:
+        """Queue every (name, config) of one launch of `lesson` at once, as one item for the class limits (see
+        engine.runs.store.launches); returns (group, run ids). Whole or not at all: CapReached queues nothing."""
+        launched = self.store.create_launch(lesson, runs, group, owner=owner if owner is not None else _user(),
+                                            actor=actor, for_class=for_class)
+        self.ensure_workers()
+        return launched
+
     def cancel(self, run_id: str, actor: Actor | None = None) -> str:
         return self.store.request_cancel(run_id, actor=actor)
 
     def resume(self, run_id: str, actor: Actor | None = None) -> RunHandle:
+        settings.check()
         self.store.resume_run(run_id, actor=actor)
         self.ensure_workers()
         return RunHandle(self.store, run_id)
@@ -117,12 +129,12 @@ class Runner:
         self.store.delete_run(run_id, actor=actor)
         shutil.rmtree(trainlens_home() / "checkpoints" / run_id, ignore_errors=True)
 
-    def remove_owner_runs(self, owner: str, owner_role: str = "student", actor: Actor | None = None) -> int:
-        """Cancel and delete every run of one owner (teacher only); returns how many were removed. A running run
-        is asked to stop and deleted once its worker lets go of it (within seconds)."""
+    def remove_owner_runs(self, owner_id: str, owner_role: str = "student", actor: Actor | None = None) -> int:
+        """Cancel and delete every run of one class member (teacher only); returns how many were removed. A running
+        run is asked to stop and deleted once its worker lets go of it (within seconds)."""
         check_may_teach(actor, "remove a student's runs")
         runs = self.store.list_runs()
-        mine = runs[(runs["owner"] == owner) & (runs["owner_role"] == owner_role)]
+        mine = runs[(runs["owner_id"] == owner_id) & (runs["owner_role"] == owner_role)] if owner_id else runs.iloc[:0]
         for run_id in mine["run_id"]:
             self.store.request_cancel(run_id, actor=actor)
         removed, deadline = 0, time.time() + 15.0
@@ -154,26 +166,55 @@ class Runner:
         """Reap dead workers, then start the pool if queued work is left without a live worker.
 
         Workers reap each other; this covers the case where every worker died (killed, out of memory), for
-        whoever is watching: the dashboard and `train --wait`. Returns the run ids that were interrupted."""
+        whoever is watching: the dashboard and `train --wait`. A pool that failed to start is not restarted
+        sooner than its backoff allows, nor at all after a few failed tries (engine.runs.pool_health). Returns
+        the run ids that were interrupted."""
         interrupted = self.reap()
         if not self.store.list_runs(status=[RunStatus.QUEUED]).empty and self.store.live_workers().empty:
-            self.ensure_workers()
+            self.ensure_workers(explicit=False)
         return interrupted
 
-    def ensure_workers(self) -> int:
-        """Reap dead workers, then start enough to fill the pool on this host; returns how many started."""
+    def ensure_workers(self, explicit: bool = True) -> int:
+        """Reap dead workers, then start enough to fill the pool on this host; returns how many started.
+
+        Every setting is checked first (SettingError: nothing starts). After a failed start, processes start again
+        only as engine.runs.pool_health allows: `explicit` is a person asking for work (a new run, a resume), who may
+        try once a minute after automatic restarts stopped; a page refresh or a watcher is not."""
+        settings.check()
         lock_path = trainlens_home() / "runner.lock"
         with open(lock_path, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two dashboards/CLIs must not both fill the pool
             self.reap()
-            live = self.store.live_workers()
-            live = live[live["host"] == socket.gethostname()]
-            # the Ray dispatcher registers with device 'ray': it is not a local worker, nor the other way round
-            live = live[(live["device"] == "ray") == (executor_name() == "ray")]
-            missing = self.size - len(live)
-            for index in range(max(0, missing)):
-                self._start_worker(len(live) + index)
-            return max(0, missing)
+            missing = self.size - len(self._live_here())
+            if missing <= 0 or pool_health.may_start(explicit) is not None:
+                return 0
+            for index in range(missing):
+                self._start_worker(self.size - missing + index)
+            return missing
+
+    def _live_here(self):
+        """The live workers of this host for the configured executor."""
+        live = self.store.live_workers()
+        live = live[live["host"] == socket.gethostname()]
+        # the Ray dispatcher registers with device 'ray': it is not a local worker, nor the other way round
+        return live[(live["device"] == "ray") == (executor_name() == "ray")]
+
+    def start_now(self) -> int:
+        """Forget a failed start and fill the pool at once (`trainlens workers --start`, the Runs page's Try again):
+        for after the cause was fixed (a Ray head started, space freed). Returns how many processes started."""
+        pool_health.clear()
+        return self.ensure_workers()
+
+    def pool_problem(self) -> PoolFailure | None:
+        """Why queued runs wait for a worker that cannot start: the recorded failure while no worker of this host is
+        alive to take them (None when workers are up, starting, or nothing failed)."""
+        failure = pool_health.current()
+        if failure is None:
+            return None
+        try:
+            return failure if self._live_here().empty else None
+        except ValueError:  # the settings changed under us to a value the runner refuses: the failure still holds
+            return failure
 
     def _start_worker(self, index: int) -> subprocess.Popen:
         env = dict(os.environ)
@@ -225,12 +266,17 @@ class ActingRunner:
         self.runner, self.actor, self.store = runner, actor, runner.store
         self._on_change = on_change or (lambda: None)
 
-    def may_act_on(self, owner: str, owner_role: str) -> bool:
-        return may_act(self.actor, owner, owner_role)
+    def may_act_on(self, owner_id: str, owner_role: str) -> bool:
+        return may_act(self.actor, owner_id, owner_role)
 
     def submit(self, config: RunConfig, **kwargs) -> RunHandle:
         self._on_change()
         return self.runner.submit(config, actor=self.actor, **kwargs)
+
+    def submit_lesson(self, lesson: str, runs: list[tuple[str, RunConfig]], group: str,
+                      **kwargs) -> tuple[str, list[str]]:
+        self._on_change()
+        return self.runner.submit_lesson(lesson, runs, group, actor=self.actor, **kwargs)
 
     def cancel(self, run_id: str) -> str:
         self._on_change()
@@ -244,9 +290,9 @@ class ActingRunner:
         self._on_change()
         self.runner.delete(run_id, actor=self.actor)
 
-    def remove_owner_runs(self, owner: str, owner_role: str = "student") -> int:
+    def remove_owner_runs(self, owner_id: str, owner_role: str = "student") -> int:
         self._on_change()
-        return self.runner.remove_owner_runs(owner, owner_role, actor=self.actor)
+        return self.runner.remove_owner_runs(owner_id, owner_role, actor=self.actor)
 
     def cancel_all(self) -> int:
         self._on_change()

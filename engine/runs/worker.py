@@ -30,7 +30,7 @@ import traceback
 import uuid
 
 from engine.records import RunRecord, RunStatus
-from engine.runs.procs import pid_alive, touch_pulse
+from engine.runs.procs import leave_last_words, pid_alive, touch_pulse
 from engine.runs.store.errors import is_locked, retry_locked
 
 HEARTBEAT_S = 1.0
@@ -54,6 +54,7 @@ class StoreSink:
         self.fence = None if lease is None else (run_id, lease)
         self.lost = threading.Event()
         self.failing_since: float | None = None  # when writes started failing for a reason other than a lock
+        self.failure = ""  # what that reason is (SQLite's words: "database or disk is full"...)
         self._rows: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list[tuple] = []  # taken from the queue, not yet committed
         self._progress: tuple[int, int, int] | None = None
@@ -143,7 +144,7 @@ class StoreSink:
                 return False
             except sqlite3.DatabaseError as exc:
                 if not is_locked(exc) and self.failing_since is None:
-                    self.failing_since = time.monotonic()
+                    self.failing_since, self.failure = time.monotonic(), str(exc)
                 if must_land:
                     raise
                 return False
@@ -209,7 +210,11 @@ class Worker:
         """Stop training the current run and leave: it is someone else's, or the store cannot record it."""
         if not self.fenced.is_set():
             self.fence_reason = reason
-            _write_log(self.run_id or f"worker-{self.worker_id}", f"worker {self.worker_id} stopped: {reason}\n")
+            leave_last_words(self.worker_id, reason)  # for the reaper: a full disk leaves no room for a log line
+            try:
+                _write_log(self.run_id or f"worker-{self.worker_id}", f"worker {self.worker_id} stopped: {reason}\n")
+            except OSError:
+                pass
         self.fenced.set()
         self.cancel.set()
         self.stop.set()
@@ -220,7 +225,7 @@ class Worker:
             if sink.lost.is_set():
                 self._fence("its run was claimed by another worker, or deleted (lease lost)")
             elif sink.failing_since is not None and time.monotonic() - sink.failing_since > _stale_limit():
-                self._fence("the store could not be written for longer than the staleness limit")
+                self._fence(f"the store could not be written for over {_stale_limit():.0f} s ({sink.failure})")
         return self.cancel.is_set()
 
     def heartbeat_loop(self) -> None:
@@ -337,13 +342,25 @@ def _write_log(run_id: str, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine import settings
+    from engine.runs import pool_health
+
     parser = argparse.ArgumentParser(prog="python -m engine.runs.worker", description="TrainLens training worker")
     parser.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
-    parser.add_argument("--idle-exit", type=float, default=float(os.environ.get("TRAINLENS_WORKER_IDLE_S", "1800")),
+    parser.add_argument("--idle-exit", type=float, default=settings.value_or_default("TRAINLENS_WORKER_IDLE_S"),
                         help="exit after this many seconds without work")
     parser.add_argument("--worker-id", default=None)
     args = parser.parse_args(argv)
-    Worker(args.worker_id or uuid.uuid4().hex[:8], args.threads, args.idle_exit).serve()
+    try:
+        settings.check()  # started by hand with a bad setting: say so, as the runner would have
+        worker = Worker(args.worker_id or uuid.uuid4().hex[:8], args.threads, args.idle_exit)
+    except Exception as exc:  # noqa: BLE001 - whatever stops a start is recorded for the pages and the CLI
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        pool_health.record_failure(reason, what="worker")
+        print(f"worker could not start: {reason}", file=sys.stderr)
+        return 1
+    pool_health.clear()
+    worker.serve()
     return 0
 
 

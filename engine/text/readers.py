@@ -139,10 +139,7 @@ def read_csv(path: Path, text_column: str = "", label_column: str = "") -> TextD
         dialect = csv.Sniffer().sniff(content[:20000], delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel
-    try:
-        rows = list(csv.reader(io.StringIO(content), dialect))
-    except csv.Error as exc:
-        raise DatasetUnavailable(f"{path.name} is not a readable CSV file ({exc})") from None
+    rows = _csv_rows(path.name, content, dialect)
     header = [h.strip() for h in rows[0]]
     body = [row for row in rows[1:] if any(cell.strip() for cell in row)]
     if not body:
@@ -169,6 +166,23 @@ def read_csv(path: Path, text_column: str = "", label_column: str = "") -> TextD
     return TextData(classes, texts, [index[c] for c in raw_labels], notes=notes)
 
 
+def _csv_rows(name: str, content: str, dialect) -> list[list[str]]:
+    """The rows of a CSV text, read strictly: a quote opened and never closed used to swallow every later row into
+    one field without a word (the run then trained on what was left); it is refused, naming the line it opens on."""
+    reader = csv.reader(io.StringIO(content), dialect, strict=True)
+    rows, last_line = [], 0
+    try:
+        for row in reader:
+            rows.append(row)
+            last_line = reader.line_num
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise DatasetUnavailable(f"{name}, line {last_line + 1}: a quote (\") opened in this row is never closed, "
+                                     "so every row after it would be read as one text; close it or remove it") from None
+        raise DatasetUnavailable(f"{name}, line {reader.line_num}: not readable as CSV ({exc})") from None
+    return rows
+
+
 def _columns(name: str, header: list[str], body: list[list[str]], text_column: str, label_column: str) -> tuple[int, int]:
     """Indices of the text and label columns, chosen by name or detected."""
     lowered = [h.lower() for h in header]
@@ -187,7 +201,7 @@ def _columns(name: str, header: list[str], body: list[list[str]], text_column: s
         matches = [i for i, h in enumerate(lowered) if h in LABEL_NAMES]
         if not matches:
             raise DatasetUnavailable(f"{name}: no label column found (none is called {', '.join(LABEL_NAMES)}); "
-                                     f"name it in text_label_column. Its columns are "
+                                     f"name it in label_column. Its columns are "
                                      f"{', '.join(repr(h) for h in header)}")
         label_i = matches[0]
     if text_column:

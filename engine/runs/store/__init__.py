@@ -12,7 +12,10 @@ One module per concern, each a mixin over the shared connection and transaction 
 - `schema`: the schema and its version, creating, migrating and backing up the file, connections, transactions
 - `runs`: creating, reading, listing and naming runs, what their worker reports; leases (fencing) and quarantine
 - `queue`: claiming the next run in turn (owners round-robin), queue places, why a run waits
-- `classes`: the teacher's settings and limits, the class's members
+- `classes`: the teacher's settings and limits
+- `members`: the class's members (stable ids that own runs), their seats, requests to rejoin
+- `migrations`: moving an older store's class members to ids (schema 3 -> 4)
+- `launches`: a lesson queued whole, one item for the class limits; lessons the teacher ran for the class
 - `control`: cancel, resume, delete, under the access rules (engine.runs.access)
 - `metrics`: metric rows, written in batches and read bounded
 - `artifacts`: checkpoint records and JSON artifacts
@@ -30,6 +33,8 @@ from engine.runs.store.classes import ClassesMixin
 from engine.runs.store.control import ControlMixin
 from engine.runs.store.errors import (BACKUPS_DIR, StoreUnavailable, damaged, describe, is_locked, newest_backup,
                                       retry_locked)
+from engine.runs.store.launches import LaunchesMixin
+from engine.runs.store.members import Joined, MembersMixin, NameTaken, WrongCode
 from engine.runs.store.metrics import METRIC_COLUMNS, MetricsMixin
 from engine.runs.store.queue import QueueMixin
 from engine.runs.store.runs import ETA_AFTER_S, RUN_COLUMNS, Fence, LeaseLost, RunsMixin, UnreadableRun, default_name
@@ -38,12 +43,11 @@ from engine.runs.store.scripts import SCRIPT_STALE_AFTER_S, ScriptsMixin, script
 from engine.runs.store.workers import WorkersMixin
 
 
-class Store(RunsMixin, QueueMixin, ClassesMixin, ControlMixin, MetricsMixin, ArtifactsMixin, WorkersMixin,
-            ScriptsMixin):
+class Store(RunsMixin, QueueMixin, ClassesMixin, MembersMixin, LaunchesMixin, ControlMixin, MetricsMixin,
+            ArtifactsMixin, WorkersMixin, ScriptsMixin):
     """The run store at `path` (default: TRAINLENS_HOME/trainlens.db), created or migrated when opened."""
 
 
 __all__ = ["BACKUPS_DIR", "ETA_AFTER_S", "METRIC_COLUMNS", "RUN_COLUMNS", "SCHEMA_VERSION", "SCRIPT_STALE_AFTER_S",
-           "Fence", "LeaseLost",
-           "Store", "StoreUnavailable", "UnreadableRun", "damaged", "default_name", "describe", "is_locked",
-           "newest_backup", "retry_locked", "script_pulse_id"]
+           "Fence", "Joined", "LeaseLost", "NameTaken", "Store", "StoreUnavailable", "UnreadableRun", "WrongCode",
+           "damaged", "default_name", "describe", "is_locked", "newest_backup", "retry_locked", "script_pulse_id"]

@@ -1,21 +1,19 @@
-"""Class mode in the store: the teacher's settings (queue pause, class limits) and the class's members (one seat
-per display name).
+"""Class mode in the store: the teacher's settings (queue pause, class limits). The class's members are in
+engine.runs.store.members.
 
 Settings live in the `meta` table (`queue_paused`, `limit.<name>`), so every server process and worker sees the
-same value the moment the teacher changes it. `class_settings`, `class_limits` and `queued_of` read inside the
-caller's transaction: the queue (a claim), a submission and a resume check the limits in the same transaction that
-acts on them, so a thousand requests at once cannot slip past a cap. Who may change what is decided in
-engine.runs.access.
+same value the moment the teacher changes it. `class_settings`, `class_limits`, `queued_of` and `running_units`
+read inside the caller's transaction: the queue (a claim), a submission and a resume check the limits in the same
+transaction that acts on them, so a thousand requests at once cannot slip past a cap. A student's items for the
+running and queued caps are runs, or whole lesson launches (`UNIT`), counted per member id. Who may change what is
+decided in engine.runs.access.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
 
-import pandas as pd
-
-from engine.classroom import Actor, name_key
+from engine.classroom import Actor
 from engine.records import RunStatus
 from engine.runs.access import LIMIT_PREFIX, ClassLimits, check_limit, check_may_teach
 from engine.runs.store.schema import StoreBase
@@ -35,10 +33,30 @@ def class_limits(c: sqlite3.Connection) -> ClassLimits:
         return ClassLimits.from_settings()
 
 
+# A run's item for the class limits: its lesson launch's group (engine.runs.store.launches: a whole lesson is one
+# item), else the run itself. Run ids are 12 hex digits, so the prefixed groups never collide with them.
+UNIT = "COALESCE('launch:' || l.grp, r.run_id)"
+JOIN_LAUNCH = "LEFT JOIN launches l ON l.grp = r.grp"
+
+
+def running_units(c: sqlite3.Connection) -> dict[tuple[str, str], set[str]]:
+    """(owner_id, owner_role) -> the items each member has training (a run, or a lesson launch however many of its
+    runs train), read on `c`."""
+    units: dict[tuple[str, str], set[str]] = {}
+    for row in c.execute(f"SELECT r.owner_id, r.owner_role, {UNIT} AS unit FROM runs r {JOIN_LAUNCH} "
+                         f"WHERE r.status='{RunStatus.RUNNING}'"):
+        units.setdefault((row["owner_id"], row["owner_role"]), set()).add(row["unit"])
+    return units
+
+
 def queued_of(c: sqlite3.Connection, actor: Actor) -> int:
-    """How many runs `actor` has waiting in the queue (read inside the caller's transaction)."""
-    return c.execute(f"SELECT COUNT(*) FROM runs WHERE status='{RunStatus.QUEUED}' AND owner=? AND owner_role=?",
-                     (actor.name, actor.role)).fetchone()[0]
+    """How many items `actor` (a class member) has waiting in the queue: queued runs, and lesson launches none of
+    whose runs has started (a launch already training is counted as running), read inside the caller's
+    transaction."""
+    waiting = {row["unit"] for row in c.execute(
+        f"SELECT {UNIT} AS unit FROM runs r {JOIN_LAUNCH} WHERE r.status='{RunStatus.QUEUED}' AND r.owner_id=? "
+        "AND r.owner_role=?", (actor.member_id, actor.role))}
+    return len(waiting - running_units(c).get((actor.member_id, actor.role), set()))
 
 
 class ClassesMixin(StoreBase):
@@ -54,37 +72,7 @@ class ClassesMixin(StoreBase):
         check_may_teach(actor, "pause or resume the queue")
         self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('queue_paused', ?)", ("1" if paused else "0",))
 
-    def set_limit(self, name: str, value: int, actor: Actor | None = None) -> None:
+    def set_limit(self, name: str, value: int | float, actor: Actor | None = None) -> None:
         check_may_teach(actor, "change the class limits")
         value = check_limit(name, value)
         self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (LIMIT_PREFIX + name, str(value)))
-
-    # ---- class members (display names) ----
-    def join_class(self, actor: Actor, seat_id: str) -> None:
-        """Take `actor.name` for this seat; ValueError when another seat (a classmate) holds the same name."""
-        key = name_key(actor.name)
-        with self._tx() as c:
-            row = c.execute("SELECT seat_id, left_at FROM members WHERE name_key=?", (key,)).fetchone()
-            if row is not None and row["left_at"] is None and row["seat_id"] != seat_id:
-                raise ValueError(f"Someone in the class already uses the name {actor.name!r}; choose another "
-                                 "(add an initial, say)")
-            c.execute("INSERT OR REPLACE INTO members(name_key, name, role, seat_id, joined_at, left_at) "
-                      "VALUES (?,?,?,?,?,NULL)", (key, actor.name, actor.role, seat_id, time.time()))
-
-    def seat_holds(self, actor: Actor, seat_id: str) -> bool:
-        """Whether this seat still holds its name (the teacher may have freed it, or the student signed out)."""
-        row = self.conn.execute("SELECT seat_id, role, left_at FROM members WHERE name_key=?",
-                                (name_key(actor.name),)).fetchone()
-        return row is not None and row["left_at"] is None and row["seat_id"] == seat_id and row["role"] == actor.role
-
-    def leave_class(self, seat_id: str) -> None:
-        self.conn.execute("UPDATE members SET left_at=? WHERE seat_id=? AND left_at IS NULL", (time.time(), seat_id))
-
-    def free_name(self, name: str, actor: Actor | None = None) -> None:
-        """Sign a name out of the class (teacher only): its seat token stops working, the name can be taken again."""
-        check_may_teach(actor, "free a student's name")
-        self.conn.execute("UPDATE members SET left_at=? WHERE name_key=? AND left_at IS NULL", (time.time(), name_key(name)))
-
-    def members(self) -> pd.DataFrame:
-        rows = self.conn.execute("SELECT name, role, joined_at FROM members WHERE left_at IS NULL ORDER BY joined_at")
-        return pd.DataFrame([dict(r) for r in rows], columns=["name", "role", "joined_at"])

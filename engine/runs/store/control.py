@@ -77,10 +77,10 @@ class ControlMixin(StoreBase):
 def _status_in_tx(c: sqlite3.Connection, run_id: str, actor: Actor | None = None, what: str = "change") -> str:
     """A run's status read inside a write transaction, after checking that `actor` may `what` it (PermissionDenied);
     KeyError when there is no such run."""
-    row = c.execute("SELECT status, owner, owner_role FROM runs WHERE run_id=?", (run_id,)).fetchone()
+    row = c.execute("SELECT status, owner, owner_role, owner_id FROM runs WHERE run_id=?", (run_id,)).fetchone()
     if row is None:
         raise KeyError(f"no run {run_id}")
-    check_may_act(actor, run_id, row["owner"], row["owner_role"], what)
+    check_may_act(actor, run_id, row["owner_id"], row["owner_role"], what, owner=row["owner"])
     return row["status"]
 
 

@@ -51,8 +51,12 @@ def describe(exc: sqlite3.DatabaseError, path: Path) -> StoreUnavailable:
                                 f"Free space on the disk holding {path.parent} and try again; nothing was lost "
                                 "that was already saved")
     if is_locked(exc):
-        return StoreUnavailable(path, "is busy: another program has held its write lock for over 30 s",
-                                "Try again in a moment; if it persists, stop the program holding it")
+        from engine.runs.store.holder import describe_holder
+
+        holder = describe_holder(path)  # the kernel's lock table names the process, when this OS shows it
+        return StoreUnavailable(path, f"is busy: {holder or 'another program'} has held its write lock for over 30 s",
+                                "Try again in a moment; if it persists, end " + ("that process" if holder else
+                                                                                 "the program holding it"))
     if "readonly" in text or "read-only" in text or "unable to open" in text or "permission" in text:
         return StoreUnavailable(path, f"cannot be opened for writing ({exc})",
                                 f"Check that {path.parent} exists and is writable by this user")
@@ -70,6 +74,28 @@ def damaged(path: Path, problem: str) -> StoreUnavailable:
                   f"{path} {path}.damaged`) to start an empty store; checkpoints under {path.parent / 'checkpoints'} "
                   "are kept")
     return StoreUnavailable(path, f"is damaged ({problem})", advice)
+
+
+def unreadable_version(path: Path, value: object, current_version: int | None) -> StoreUnavailable:
+    """The message for a store whose schema_version row is not a number: only that value is unreadable, not the
+    whole file, so the advice is to put the value right (`current_version`: the number its tables show, when they
+    are exactly this TrainLens's schema) or to restore the backup, never to move the whole store aside."""
+    problem = (f"has an unreadable schema version ({str(value)[:40]!r} in its meta table, where a number belongs); "
+               "the rest of the file may well be intact")
+    fixes = []
+    if current_version is not None:  # its tables are exactly this version's: the number can only be that one
+        fixes.append(f"its tables are those of schema {current_version}, so set the number back: stop TrainLens, then "
+                     f"`sqlite3 {path} \"UPDATE meta SET value='{current_version}' WHERE key='schema_version'\"`")
+    backup = newest_backup(path.parent)
+    if backup is not None:
+        fixes.append(f"restore the automatic backup of {time.ctime(backup.stat().st_mtime)}: stop TrainLens, then "
+                     f"`cp {backup} {path}`")
+    if not fixes:
+        fixes.append("its tables do not show which number it needs and there is no backup: ask whoever changed the "
+                     "file which version it was")
+    advice = "TrainLens left it as it is. " + "; or ".join(f[:1].upper() + f[1:] if i == 0 else f
+                                                          for i, f in enumerate(fixes))
+    return StoreUnavailable(path, problem, advice)
 
 
 def newest_backup(home: Path) -> Path | None:

@@ -1,9 +1,10 @@
 """The queue: which queued run a worker takes next (`claim_next`), each queued run's place, and why it waits.
 
 Owners are served round-robin: `queue_turns` records when each owner's queue was last served, and the owner
-served longest ago goes first, each owner's own runs in the order queued. `claim_next` and `queue_positions` rank
-owners with the same rule (`_turn_rank`), so the places a page shows are the order runs really start in. A claim
-takes the write lock up front (BEGIN IMMEDIATE), so two workers, in two processes, never take the same run; it
+served longest ago goes first, each owner's own runs in the order queued. A lesson the teacher ran for the whole
+class goes before every turn: the room is watching it (engine.runs.store.launches). `claim_next` and
+`queue_positions` rank owners with the same rule (`_turn_rank`), so the places a page shows are the order runs
+really start in. A claim takes the write lock up front (BEGIN IMMEDIATE), so two workers, in two processes, never take the same run; it
 takes a new lease (see engine.runs.store.runs) and fails a queued run whose record cannot be read (quarantine).
 """
 
@@ -17,8 +18,8 @@ import pandas as pd
 
 from engine.records import RunRecord, RunStatus
 from engine.runs.access import ClassLimits
-from engine.runs.store.classes import class_limits, class_settings
-from engine.runs.store.runs import RUN_SELECT, UnreadableRun, parse_run, run_record
+from engine.runs.store.classes import JOIN_LAUNCH, UNIT, class_limits, class_settings, running_units
+from engine.runs.store.runs import PACE_RESET, RUN_SELECT, UnreadableRun, parse_run, run_record
 from engine.runs.store.schema import StoreBase
 
 
@@ -47,8 +48,9 @@ class QueueMixin(StoreBase):
                               (f"unreadable run record: {exc}"[:1000], time.time(), row["run_id"]))
             now = time.time()
             c.execute(f"UPDATE runs SET status='{RunStatus.RUNNING}', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
-                      "heartbeat_at=?, error=NULL, finished_at=NULL, lease=lease+1 WHERE run_id=?",
-                      (worker_id, device, now, now, row["run_id"]))
+                      f"claimed_at=?, heartbeat_at=?, error=NULL, finished_at=NULL, lease=lease+1, {PACE_RESET} "
+                      "WHERE run_id=?",
+                      (worker_id, device, now, now, now, row["run_id"]))
             c.execute("INSERT OR REPLACE INTO queue_turns(owner, served_at) VALUES (?, ?)", (_turn_key(row), now))
             claimed = c.execute(f"SELECT {RUN_SELECT} FROM runs WHERE run_id=?", (row["run_id"],)).fetchone()
         return run_record(claimed)
@@ -57,14 +59,19 @@ class QueueMixin(StoreBase):
         """run_id -> place in the queue (1 = next), in the round-robin order `claim_next` serves (class limits and a
         pause can still hold a run back: see `waiting_reason`)."""
         c = self.conn
-        queued = c.execute(f"SELECT run_id, owner, owner_role, queued_at FROM runs WHERE status='{RunStatus.QUEUED}' "
-                           "ORDER BY queued_at, rowid").fetchall()
+        queued = _queued(c)
         turns = {r["owner"]: r["served_at"] for r in c.execute("SELECT owner, served_at FROM queue_turns")}
+        positions, place = {}, 1
+        for row in queued:  # the class's lesson first
+            if row["for_class"]:
+                positions[row["run_id"]] = place
+                place += 1
         by_owner: dict[str, list] = {}
         for row in queued:
-            by_owner.setdefault(_turn_key(row), []).append(row)
+            if not row["for_class"]:
+                by_owner.setdefault(_turn_key(row), []).append(row)
         owners = sorted(by_owner, key=lambda o: _turn_rank(turns, by_owner[o][0]))
-        positions, place, depth = {}, 1, 0
+        depth = 0
         while any(depth < len(by_owner[o]) for o in owners):
             for owner in owners:
                 if depth < len(by_owner[owner]):
@@ -74,24 +81,31 @@ class QueueMixin(StoreBase):
         return positions
 
     def waiting_reason(self, run: RunRecord | pd.Series) -> str:
-        """Why a queued run has not started yet, in a sentence for its owner. Reads only the run's `run_id`, `owner`
-        and `owner_role` (a listing's row will do)."""
+        """Why a queued run has not started yet, in a sentence for its owner: no worker can start (the failure the
+        runner recorded, engine.runs.pool_health), the teacher paused the queue, the owner's running limit, or its
+        place in the queue. Reads only the run's `run_id`, `owner_id` and `owner_role` (a listing's row will do)."""
+        from engine.runs import pool_health
+
+        failure = pool_health.current()
+        if failure is not None and self.live_workers().empty:  # first: nothing else matters while no worker can start
+            return f"No worker can take it: {failure.describe()}."
         settings, limits = class_settings(self.conn), class_limits(self.conn)
         if run.get("owner_role") == "student":
             if settings.get("queue_paused") == "1":
                 return "The teacher has paused the queue: your run starts when they resume it."
-            running = self.conn.execute(f"SELECT COUNT(*) FROM runs WHERE status='{RunStatus.RUNNING}' AND owner=? "
-                                        "AND owner_role=?", (run["owner"], run["owner_role"])).fetchone()[0]
-            if running >= limits.running:
-                return (f"You have {running} run(s) training, the class limit at once; this one starts when one of "
-                        "them ends.")
+            running = running_units(self.conn).get((run["owner_id"], run["owner_role"]), set())
+            if len(running) >= limits.running and _unit_of(self.conn, run["run_id"]) not in running:
+                return (f"You have {len(running)} run(s) or lesson(s) training, the class limit at once; this one "
+                        "starts when one of them ends.")
         place = self.queue_positions().get(run["run_id"])
         ahead = f"{place - 1} run(s) are ahead of it" if place and place > 1 else "it is next"
         return f"Every worker is busy; {ahead} (owners take turns, one run each)."
 
 
 def _turn_key(row) -> str:
-    return f"{row['owner_role']}:{row['owner']}"
+    """Whose turn a run waits in: its owner's member id in a class (two people who typed the same name are two
+    owners), the owner's name for a local run."""
+    return f"{row['owner_role']}:{row['owner_id'] or row['owner']}"
 
 
 def _turn_rank(turns: dict[str, float], first_queued) -> tuple[float, float]:
@@ -101,22 +115,41 @@ def _turn_rank(turns: dict[str, float], first_queued) -> tuple[float, float]:
     return turns.get(_turn_key(first_queued), 0.0), first_queued["queued_at"]
 
 
+def _queued(c: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Every queued run in the order queued: id, owner (name, role, member id), time, its item for the class limits
+    (`unit`) and whether it belongs to a lesson launched for the whole class."""
+    return c.execute(f"SELECT r.run_id, r.owner, r.owner_role, r.owner_id, r.queued_at, {UNIT} AS unit, "
+                     f"COALESCE(l.for_class, 0) AS for_class FROM runs r {JOIN_LAUNCH} "
+                     f"WHERE r.status='{RunStatus.QUEUED}' ORDER BY r.queued_at, r.rowid").fetchall()
+
+
+def _unit_of(c: sqlite3.Connection, run_id: str) -> str | None:
+    row = c.execute(f"SELECT {UNIT} AS unit FROM runs r {JOIN_LAUNCH} WHERE r.run_id=?", (run_id,)).fetchone()
+    return row["unit"] if row else None
+
+
 def _next_in_turn(c: sqlite3.Connection, limits: ClassLimits, paused: bool):
     """The queued run `claim_next` takes: see there. None when nothing may start."""
-    queued = c.execute(f"SELECT run_id, owner, owner_role, queued_at FROM runs WHERE status='{RunStatus.QUEUED}' "
-                       "ORDER BY queued_at, rowid").fetchall()
+    queued = _queued(c)
     if not queued:
         return None
-    running = {(r["owner"], r["owner_role"]): r["n"] for r in c.execute(
-        f"SELECT owner, owner_role, COUNT(*) AS n FROM runs WHERE status='{RunStatus.RUNNING}' GROUP BY owner, owner_role")}
+    running = running_units(c)
+
+    def may_start(row) -> bool:
+        if row["owner_role"] != "student":
+            return True
+        units = running.get((row["owner_id"], row["owner_role"]), set())
+        return not paused and (row["unit"] in units or len(units) < limits.running)
+
+    for row in queued:  # a lesson the whole class watches goes first (queued by the teacher: never held)
+        if row["for_class"] and may_start(row):
+            return c.execute(f"SELECT {RUN_SELECT} FROM runs WHERE run_id=?", (row["run_id"],)).fetchone()
     turns = {r["owner"]: r["served_at"] for r in c.execute("SELECT owner, served_at FROM queue_turns")}
     first: dict[str, Any] = {}
-    for row in queued:  # each owner's oldest queued run
-        first.setdefault(_turn_key(row), row)
-    eligible = [row for row in first.values()
-                if row["owner_role"] != "student"
-                or (not paused and running.get((row["owner"], row["owner_role"]), 0) < limits.running)]
-    if not eligible:
+    for row in queued:  # each owner's oldest queued run that may start
+        if _turn_key(row) not in first and may_start(row):
+            first[_turn_key(row)] = row
+    if not first:
         return None
-    chosen = min(eligible, key=lambda r: _turn_rank(turns, r))
+    chosen = min(first.values(), key=lambda r: _turn_rank(turns, r))
     return c.execute(f"SELECT {RUN_SELECT} FROM runs WHERE run_id=?", (chosen["run_id"],)).fetchone()

@@ -20,6 +20,7 @@ Faults the store is built to survive (each has a test):
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 import uuid
@@ -37,9 +38,10 @@ from engine.runs.store.classes import class_limits, queued_of
 from engine.runs.store.schema import StoreBase
 
 # The runs table's columns: a RunRecord's keys (`group` is stored as grp) less its three derived ones.
-RUN_COLUMNS = ("run_id", "kind", "name", "grp", "owner", "owner_role", "config", "status", "device", "worker_id", "created_at",
-               "queued_at", "parent_id", "started_at", "finished_at", "heartbeat_at", "step", "total_steps", "epoch",
-               "error", "cancel_requested", "resume_from", "lease")
+RUN_COLUMNS = ("run_id", "kind", "name", "grp", "owner", "owner_role", "owner_id", "config", "status", "device",
+               "worker_id", "created_at", "queued_at", "parent_id", "started_at", "finished_at", "heartbeat_at", "step",
+               "total_steps", "epoch", "error", "cancel_requested", "resume_from", "lease", "claimed_at", "pace",
+               "pace_at", "pace_since")
 # Names are capped when written (engine.records.NAME_MAX); rows written before the cap are cut when read, so one
 # 50 MB name cannot take every page down.
 RUN_SELECT = ", ".join(f"substr({c}, 1, 1000) AS {c}" if c in ("name", "grp", "owner", "error") else c
@@ -63,35 +65,23 @@ class RunsMixin(StoreBase):
                    group: str | None = None, parent_id: str | None = None, actor: Actor | None = None) -> str:
         """Validate and enqueue a run; returns its run_id.
 
-        With an `actor` the run is theirs (owner = display name, owner_role = role), and a student's run must fit
-        the class limits (`CapReached`), checked in the same transaction that inserts it, so 1,000 submissions at
-        once cannot slip past the queued cap. Without a `name` the run gets a unique readable default
-        (`unique_name`)."""
-        config.validate()
+        With an `actor` the run is theirs (owner_id = their member id in a class, owner = their display name as a
+        label, owner_role = role), and a student's run must fit the class limits (`CapReached`), checked in the same
+        transaction that inserts it, so 1,000 submissions at once cannot slip past the queued cap. Without a `name`
+        the run gets a unique readable default (`unique_name`)."""
         kind = RunKind(kind)  # ValueError names the allowed kinds
-        if name is not None:
-            check_name("run name", name)
-        if group is not None:
-            check_name("group", group)
-        owner, owner_role = (actor.name, actor.role) if actor is not None else (owner, LOCAL)
-        check_name("owner", owner)
-        if config.data_dir:
-            check_data_dir(config.data_dir)  # ValueError: a dashboard user cannot point a worker anywhere on disk
-        run_id = uuid.uuid4().hex[:12]
-        now = time.time()
+        owner, owner_role, owner_id = check_new_run(config, name, group, owner, actor)
+        group = group if group is not None else config.group
+        parameters, examples = run_costs(config, actor)
         with self._tx() as c:
             if actor is not None and actor.is_student:
-                check_submission(actor, class_limits(c), epochs=config.epochs, examples=run_examples(config),
+                check_submission(actor, class_limits(c), config, parameters=parameters, examples=examples,
                                  queued=queued_of(c, actor))
-            if name is None:
-                name = _unique_name(c, default_name(config, actor))
-            c.execute(
-                "INSERT INTO runs(run_id, kind, name, grp, owner, owner_role, config, status, created_at, queued_at, "
-                "parent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, kind, name, group if group is not None else config.group, owner, owner_role,
-                 config.to_json(), RunStatus.QUEUED, now, now, parent_id),
-            )
-        return run_id
+            if group and is_launch_group(c, group):  # a run slipped into a launch would ride on its one place
+                raise ValueError(f"group {group!r} is a lesson's launch: only its own runs have it; choose another "
+                                 "group")
+            return insert_run(c, config, kind=kind, name=name, owner=owner, owner_role=owner_role, owner_id=owner_id,
+                              group=group, parent_id=parent_id, actor=actor)
 
     def unique_name(self, config: RunConfig, actor: Actor | None = None) -> str:
         """The default name a run of `config` by `actor` would get now (the Train form suggests it)."""
@@ -105,10 +95,13 @@ class RunsMixin(StoreBase):
         if row is None:
             return None
         try:
-            return run_record(row)
+            record = run_record(row)
         except UnreadableRun as exc:
             problem = f"run {run_id} is unreadable ({exc}); mark it failed and delete it on the Runs page"
             raise UnreadableRun(problem) from None
+        if record["status"] == RunStatus.RUNNING and self.not_responding(run_id):
+            record["error"] = self.not_responding(run_id)  # its worker is lost; the store cannot say so yet
+        return record
 
     def mark_unreadable_failed(self, run_id: str, problem: str) -> None:
         """Fail a quarantined run (whatever its recorded status) so it can be deleted; its worker, if one still
@@ -147,6 +140,8 @@ class RunsMixin(StoreBase):
         records, unreadable = [], []
         for run in rows:
             run["group"] = run.pop("grp")
+            if run["status"] == RunStatus.RUNNING and self.not_responding(run["run_id"]):
+                run["error"] = self.not_responding(run["run_id"])  # its worker is lost; the store cannot say so yet
             try:
                 parsed = parse_run(run)
                 config = parsed.columns() if isinstance(parsed, ScriptConfig) else parsed.to_dict()
@@ -168,21 +163,24 @@ class RunsMixin(StoreBase):
     def runs_fingerprint(self) -> str:
         """A value that changes whenever anything `list_runs` shows changes (status, progress, names, owners,
         errors, configs...): readers that share one listing (the dashboard's sessions) compare it instead of
-        listing again. One aggregate query in SQLite."""
+        listing again. One aggregate query in SQLite. It reaps first, as a listing does, and counts the runs that
+        read as not responding while a write waits (they change what a listing shows, not the table)."""
+        self.reap_if_due()
         row = self.conn.execute(
             "SELECT COUNT(*) || ':' || COALESCE(group_concat(run_id || status || step || '/' || total_steps || '/' || "
             "epoch || '/' || lease || '/' || queued_at || '/' || COALESCE(started_at, '') || '/' || "
             "COALESCE(finished_at, '') || '/' || COALESCE(device, '') || '/' || length(name) || name || grp || owner || "
-            "owner_role || kind || length(COALESCE(error, '')) || '/' || length(config) || '/' || cancel_requested, "
+            "owner_role || owner_id || kind || length(COALESCE(error, '')) || '/' || length(config) || '/' || "
+            "cancel_requested, "
             "'|'), '') FROM runs").fetchone()
-        return row[0]
+        return row[0] + ("|not responding:" + ",".join(sorted(self._not_responding)) if self._not_responding else "")
 
     def set_running(self, run_id: str, worker_id: str, device: str, fence: Fence | None = None) -> None:
         now = time.time()
         with self._tx() as c:
             check_fence(c, fence)
             c.execute(f"UPDATE runs SET status='{RunStatus.RUNNING}', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
-                      "heartbeat_at=?, error=NULL WHERE run_id=?", (worker_id, device, now, now, run_id))
+                      f"heartbeat_at=?, error=NULL, {PACE_RESET} WHERE run_id=?", (worker_id, device, now, now, run_id))
 
     def update_status(self, run_id: str, status: str, error: str | None = None, fence: Fence | None = None) -> bool:
         """Set a run's status. Under a `fence` it applies only while that lease still owns the running run;
@@ -195,15 +193,69 @@ class RunsMixin(StoreBase):
                 check_fence(c, fence)
             except LeaseLost:
                 return False
-            c.execute("UPDATE runs SET status=?, error=?, finished_at=? WHERE run_id=?",
-                      (status, None if error is None else str(error)[:4000], finished, run_id))
+            # a cancel without a word of its own keeps the reason it was asked for (the class's time limit)
+            c.execute("UPDATE runs SET status=?, error=COALESCE(?, CASE WHEN ?=? THEN error END), finished_at=? "
+                      "WHERE run_id=?", (status, None if error is None else str(error)[:4000], status,
+                                         RunStatus.CANCELLED.value, finished, run_id))
         return True
 
     def update_progress(self, run_id: str, step: int, total_steps: int, epoch: int, fence: Fence | None = None) -> None:
+        """A worker's progress report; it also measures the run's pace (`next_pace`) for its ETA."""
+        now = time.time()
         with self._tx() as c:
             check_fence(c, fence)
-            c.execute("UPDATE runs SET step=?, total_steps=?, epoch=?, heartbeat_at=? WHERE run_id=?",
-                      (step, total_steps, epoch, time.time(), run_id))
+            before = c.execute("SELECT step, pace, pace_at, pace_since FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            pace, since = next_pace(before, step, now) if before is not None else (None, now)
+            c.execute("UPDATE runs SET step=?, total_steps=?, epoch=?, heartbeat_at=?, pace=?, pace_at=?, pace_since=? "
+                      "WHERE run_id=?", (step, total_steps, epoch, now, pace, now, since, run_id))
+
+
+def check_new_run(config: RunConfig, name: str | None, group: str | None, owner: str,
+                  actor: Actor | None) -> tuple[str, str, str]:
+    """Validate a new run's config, name, group and data folder (ValueError says which is wrong); its (owner,
+    owner_role, owner_id): the actor's (a class member's id), else `owner` as the local user."""
+    config.validate()
+    if name is not None:
+        check_name("run name", name)
+    if group is not None:
+        check_name("group", group)
+    owner, owner_role, owner_id = ((actor.name, actor.role, actor.member_id) if actor is not None
+                                   else (owner, LOCAL, ""))
+    if owner_role != LOCAL and not owner_id:
+        raise ValueError(f"{owner!r} is not a member of the class (no member id): sign in to the class first")
+    check_name("owner", owner)
+    if config.data_dir:
+        check_data_dir(config.data_dir)  # ValueError: a dashboard user cannot point a worker anywhere on disk
+    return owner, owner_role, owner_id
+
+
+def run_costs(config: RunConfig, actor: Actor | None) -> tuple[int | None, int | None]:
+    """(parameters, training examples) of a student's run for the class limits, counted before the write lock is
+    taken (torch's meta device, a CSV's rows); (None, None) for anyone else, who has no such limits."""
+    if actor is None or not actor.is_student:
+        return None, None
+    from engine.models import estimate_parameters
+
+    return estimate_parameters(config), run_examples(config)
+
+
+def insert_run(c: sqlite3.Connection, config: RunConfig, *, kind: str, name: str | None, owner: str, owner_role: str,
+               owner_id: str, group: str, parent_id: str | None, actor: Actor | None) -> str:
+    """Queue one checked run inside the caller's transaction; its run_id. Without a `name` it gets a unique readable
+    default (`unique_name`)."""
+    run_id, now = uuid.uuid4().hex[:12], time.time()
+    if name is None:
+        name = _unique_name(c, default_name(config, actor))
+    c.execute("INSERT INTO runs(run_id, kind, name, grp, owner, owner_role, owner_id, config, status, created_at, "
+              "queued_at, parent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+              (run_id, kind, name, group, owner, owner_role, owner_id, config.to_json(), RunStatus.QUEUED, now, now,
+               parent_id))
+    return run_id
+
+
+def is_launch_group(c: sqlite3.Connection, group: str) -> bool:
+    """Whether `group` is a lesson launch's (engine.runs.store.launches): only that launch's runs may have it."""
+    return c.execute("SELECT 1 FROM launches WHERE grp=?", (group,)).fetchone() is not None
 
 
 def default_name(config: RunConfig, actor: Actor | None) -> str:
@@ -270,20 +322,42 @@ def run_record(row: sqlite3.Row) -> RunRecord:
     return cast(RunRecord, run)
 
 
-ETA_AFTER_S = 5.0  # seconds a run trains before its ETA is shown
+# The ETA, computed here only (pages and the CLI read `eta_s`): the steps left at the run's pace, the pace smoothed
+# over its progress reports (exponentially, over about PACE_TAU_S) and measured from its first report on, so the
+# start (data loading, the first slow steps) never counts; none until the pace was measured ETA_AFTER_S.
+ETA_AFTER_S = 3.0
+PACE_TAU_S = 10.0  # measured on a loaded 2-core machine: 5 s followed the noise, 10 s was within 23% on average
+# a claim starts measuring afresh (a resumed run may train at another pace, on another device)
+PACE_RESET = "pace=NULL, pace_at=NULL, pace_since=NULL"
+
+
+def next_pace(before: sqlite3.Row, step: int, now: float) -> tuple[float | None, float]:
+    """(pace, pace_since) after a progress report of `step` at `now`, given the run's row before it."""
+    last_step, pace, last_at, since = before["step"] or 0, before["pace"], before["pace_at"], before["pace_since"]
+    if last_at is None or since is None or step < last_step:  # the claim's first report (or a step back): start
+        return None, now
+    elapsed = now - last_at
+    if elapsed <= 0:
+        return pace, since
+    measured = (step - last_step) / elapsed
+    if pace is None:
+        return measured, since
+    weight = 1.0 - math.exp(-elapsed / PACE_TAU_S)
+    return pace + weight * (measured - pace), since
 
 
 def run_progress(run: dict[str, Any]) -> dict[str, Any]:
-    """Progress fraction, ETA and duration derived from the stored step counters and timestamps."""
+    """Progress fraction, ETA and duration derived from the stored step counters, pace and timestamps."""
     total, step = run.get("total_steps") or 0, run.get("step") or 0
     progress = min(1.0, step / total) if total else 0.0
     started, finished = run.get("started_at"), run.get("finished_at")
     now = time.time()
     duration = ((finished or now) - started) if started else None
     eta = None
-    # no ETA until it is stable: the first seconds (data loading, warm-up) say little about the pace
-    if run.get("status") == RunStatus.RUNNING and started and 0 < step < total and now - started >= ETA_AFTER_S:
-        eta = (now - started) / progress * (1 - progress)
+    pace, pace_at, since = run.get("pace"), run.get("pace_at"), run.get("pace_since")
+    if (run.get("status") == RunStatus.RUNNING and pace and pace > 0 and pace_at and since and 0 < step < total
+            and pace_at - since >= ETA_AFTER_S):
+        eta = max(0.0, (total - step) / pace - (now - pace_at))
     if run.get("status") == RunStatus.COMPLETED:
         progress = 1.0
     return {"progress": progress, "eta_s": eta, "duration_s": duration}

@@ -21,10 +21,13 @@ import uuid
 from pathlib import Path
 
 from engine.classroom import LOCAL
-from engine.paths import db_path
-from engine.runs.store.errors import BACKUPS_DIR, StoreUnavailable, damaged, describe
+from engine.paths import db_path, make_private, private_dir
+from engine.runs.store.errors import BACKUPS_DIR, StoreUnavailable, damaged, describe, unreadable_version
+from engine.runs.store.migrations import MEMBERS_SCHEMA, members_by_id
 
-SCHEMA_VERSION = 3  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode)
+SCHEMA_VERSION = 5  # 2: runs.lease; 3: runs.owner_role, members, queue_turns (class mode); 4: members by id
+# (runs.owner_id, seats, rejoin_requests) and runs.claimed_at (the class's time limit): see store.migrations;
+# 5: launches (lessons queued whole), runs.pace, pace_at, pace_since (ETAs from a measured pace)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,8 +36,9 @@ CREATE TABLE IF NOT EXISTS runs (
     kind TEXT NOT NULL DEFAULT 'train',      -- a RunKind: train | lr_find | overfit
     name TEXT NOT NULL,
     grp TEXT NOT NULL DEFAULT '',
-    owner TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',           -- the owner's display name when the run was made: a label only
     owner_role TEXT NOT NULL DEFAULT '',      -- local (the OS user) | student | teacher: see engine.classroom
+    owner_id TEXT NOT NULL DEFAULT '',        -- class mode: the member who owns it (members.member_id); '' = local
     config TEXT NOT NULL,                    -- RunConfig as JSON
     status TEXT NOT NULL,
     device TEXT,
@@ -51,7 +55,11 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     resume_from TEXT,                         -- 'last' when a resumed run must continue from its last checkpoint
-    lease INTEGER NOT NULL DEFAULT 0          -- claim number: a worker's writes apply only under the current one
+    lease INTEGER NOT NULL DEFAULT 0,         -- claim number: a worker's writes apply only under the current one
+    claimed_at REAL,                          -- Unix time of the latest claim: the class's time limit counts from it
+    pace REAL,                                -- steps per second, smoothed over this claim's progress reports
+    pace_at REAL,                             -- Unix time of the last progress report of this claim
+    pace_since REAL                           -- Unix time of its first: the pace is measured from there on
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, queued_at);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -80,12 +88,17 @@ CREATE TABLE IF NOT EXISTS workers (
     status TEXT NOT NULL,                     -- idle | busy | stopped | dead
     run_id TEXT, stop_requested INTEGER NOT NULL DEFAULT 0
 );
--- class mode: display names taken in the class (one seat each), and when each owner's queue was last served
-CREATE TABLE IF NOT EXISTS members (
-    name_key TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, seat_id TEXT NOT NULL,
-    joined_at REAL NOT NULL, left_at REAL
-);
+-- class mode: who is in the class (a member owns runs; the name is a label), their seats (a signed-in browser
+-- each), the requests to rejoin that wait for the teacher, and when each owner's queue was last served
+""" + MEMBERS_SCHEMA + """
 CREATE TABLE IF NOT EXISTS queue_turns (owner TEXT PRIMARY KEY, served_at REAL NOT NULL);
+-- lesson launches: every run of one has its group (no other run may take it), one item for the class limits
+CREATE TABLE IF NOT EXISTS launches (
+    grp TEXT PRIMARY KEY, lesson TEXT NOT NULL, owner TEXT NOT NULL, owner_role TEXT NOT NULL,
+    owner_id TEXT NOT NULL DEFAULT '',        -- the class member who launched it ('' for the local user)
+    for_class INTEGER NOT NULL DEFAULT 0,     -- 1: the teacher ran it for the whole class (every Lessons page shows it)
+    created_at REAL NOT NULL
+);
 """
 
 
@@ -100,6 +113,8 @@ class StoreBase:
         self._local = threading.local()
         try:
             self._create_if_missing()
+            for part in ("", "-wal", "-shm"):  # a store made before files were private: made so now
+                make_private(f"{self.path}{part}")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise describe(exc, self.path) from None
@@ -130,6 +145,7 @@ class StoreBase:
             conn.executescript(_SCHEMA)
             conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             conn.close()
+            make_private(staging)  # the class's names and runs are the owner's alone; SQLite gives -wal/-shm its mode
             try:
                 os.link(staging, self.path)
             except FileExistsError:
@@ -140,6 +156,7 @@ class StoreBase:
 
     def _migrate(self) -> None:
         conn = self.conn
+        row = None
         try:
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             version = int(row["value"]) if row else 0
@@ -147,8 +164,9 @@ class StoreBase:
             if "no such table" not in str(exc):
                 raise
             version = 0
-        except ValueError:
-            raise damaged(self.path, "its schema version is unreadable") from None
+        except (ValueError, TypeError):
+            shown = SCHEMA_VERSION if _has_current_shape(conn) else None
+            raise unreadable_version(self.path, row["value"], shown) from None
         if version > SCHEMA_VERSION:
             raise StoreUnavailable(self.path, f"was written by a newer TrainLens (schema {version} > {SCHEMA_VERSION})",
                                    "Upgrade TrainLens to open it")
@@ -162,6 +180,14 @@ class StoreBase:
             if "owner_role" not in columns:  # schema 2 -> 3 (older runs: the OS user's, role local)
                 c.execute("ALTER TABLE runs ADD COLUMN owner_role TEXT NOT NULL DEFAULT ''")
                 c.execute(f"UPDATE runs SET owner_role='{LOCAL}'")
+            if "claimed_at" not in columns:  # schema 3 -> 4
+                c.execute("ALTER TABLE runs ADD COLUMN claimed_at REAL")
+            if "owner_id" not in columns:  # schema 3 -> 4: runs owned by a member, not a name
+                c.execute("ALTER TABLE runs ADD COLUMN owner_id TEXT NOT NULL DEFAULT ''")
+                members_by_id(c)
+            for column in ("pace", "pace_at", "pace_since"):  # schema 4 -> 5 (the launches table is new in 5)
+                if column not in columns:
+                    c.execute(f"ALTER TABLE runs ADD COLUMN {column} REAL")
             c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def check_readable(self) -> None:
@@ -172,8 +198,7 @@ class StoreBase:
     def backup(self, keep: int = 3) -> Path:
         """Copy the store with SQLite's online backup (consistent while workers write) to
         TRAINLENS_HOME/backups/trainlens-YYYYmmdd-HHMMSS.db, keeping the newest `keep`. Returns the copy's path."""
-        folder = self.path.parent / BACKUPS_DIR
-        folder.mkdir(exist_ok=True)
+        folder = private_dir(self.path.parent / BACKUPS_DIR)
         target = folder / f"trainlens-{time.strftime('%Y%m%d-%H%M%S')}.db"
         staging = target.with_suffix(".partial")
         dest = sqlite3.connect(staging)
@@ -181,6 +206,7 @@ class StoreBase:
             self.conn.backup(dest)
         finally:
             dest.close()
+        make_private(staging)
         os.replace(staging, target)
         for old in sorted(folder.glob("trainlens-*.db"))[:-keep]:
             old.unlink(missing_ok=True)
@@ -191,6 +217,24 @@ class StoreBase:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _has_current_shape(conn: sqlite3.Connection) -> bool:
+    """Whether the file's tables and columns are exactly those of this version's schema (so its version number can
+    only be SCHEMA_VERSION)."""
+    fresh = sqlite3.connect(":memory:")
+    try:
+        fresh.executescript(_SCHEMA)
+        return _shape(fresh) == _shape(conn)
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        fresh.close()
+
+
+def _shape(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()]
+    return {t: tuple(r[1] for r in conn.execute(f"PRAGMA table_info('{t}')").fetchall()) for t in tables}
 
 
 class _Transaction:
