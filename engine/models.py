@@ -206,11 +206,15 @@ def parameter_count(config: RunConfig, channels: int, size: int, num_classes: in
 def estimate_parameters(config: RunConfig) -> int:
     """The parameters a run of `config` will train, from the config and the dataset registry alone (no data is read):
     a text model's vocabulary is counted at its cap (`vocab_size`, an upper bound: the real one is the training
-    split's distinct tokens), and a dataset whose classes are known only once read (`text_csv`) at 2 classes."""
+    split's distinct tokens), a character model's at its corpus's bound, and a dataset whose classes are known only once read (`text_csv`) at 2 classes."""
     from engine.datasets import DATASETS
 
     info = DATASETS[config.dataset]
     if info.kind == "text":
         return parameter_count(config, 0, config.vocab_size, max(2, len(info.classes)))
+    if info.kind == "chars":  # its vocabulary at its bound (engine.chars.corpus), the next character its class
+        from engine.chars.corpus import vocabulary_bound
+
+        return parameter_count(config, 0, vocabulary_bound(config), vocabulary_bound(config))
     return parameter_count(config, info.channels, info.size, len(info.classes))
 

@@ -18,6 +18,11 @@ from engine.datasets import SENTIMENT_COUNT, TEXT_FILE_MAX_BYTES, DatasetUnavail
 from engine.files import read_small_file
 
 PADDED = ("names",)  # one document per row; the other corpora are packed into chunks of block_size
+# Upper bounds for the class limits, known without reading a corpus whole (engine.models.estimate_parameters and
+# engine.runs.access.run_examples check a launch with them): the vocabulary with its boundary token (names: a-z;
+# reviews: a-z and the space), and the reviews' characters with their boundaries (342,337 at seed 0).
+VOCAB_BOUND = {"names": 27, "reviews": 28}
+REVIEWS_CHARS_BOUND = 400_000
 NAMES_FILES = {"first": ("dist.female.first", "dist.male.first"), "last": ("dist.all.last",),
                "both": ("dist.female.first", "dist.male.first", "dist.all.last")}
 
@@ -46,6 +51,28 @@ def read_reviews(seed: int) -> tuple[str, ...]:
     from engine.text.corpus import generate_corpus
 
     return tuple(review.text for review in generate_corpus(SENTIMENT_COUNT, seed=seed))
+
+
+def vocabulary_bound(config) -> int:
+    """At most how many tokens (characters and the boundary) the vocabulary of a run of `config` holds."""
+    return min(VOCAB_BOUND.get(config.dataset, config.vocab_size + 1), config.vocab_size + 1)
+
+
+def training_examples_bound(config) -> int | None:
+    """At most how many rows (names) or chunks of `block_size` characters (long text) a run of `config` trains on
+    before its `train_limit`: the validation split comes out of it. None when unknown (no text file yet)."""
+    if config.dataset == "names":
+        return len(read_names(config.names_list))
+    if config.dataset == "reviews":
+        return REVIEWS_CHARS_BOUND // config.block_size
+    if config.dataset == "text_file" and config.data_dir:
+        from engine.paths import check_data_dir
+
+        try:  # a file's bytes are at least its characters
+            return check_data_dir(config.data_dir).stat().st_size // config.block_size + 1
+        except (OSError, ValueError):
+            return None  # the run cannot load it either, and says why when it starts
+    return None
 
 
 def check_text_bytes(data: bytes, what: str = "the text file") -> str:
