@@ -206,7 +206,8 @@ def parameter_count(config: RunConfig, channels: int, size: int, num_classes: in
 def estimate_parameters(config: RunConfig) -> int:
     """The parameters a run of `config` will train, from the config and the dataset registry alone (no data is read):
     a text model's vocabulary is counted at its cap (`vocab_size`, an upper bound: the real one is the training
-    split's distinct tokens), a character model's at its corpus's bound, and a dataset whose classes are known only once read (`text_csv`) at 2 classes."""
+    split's distinct tokens), a character model's at its corpus's bound (engine.chars.corpus.vocabulary_bound), and a
+    dataset whose classes are known only once read (`text_csv`) at 2 classes."""
     from engine.datasets import DATASETS
 
     info = DATASETS[config.dataset]

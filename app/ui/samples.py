@@ -62,8 +62,10 @@ def samples_panel(runs: pd.DataFrame, key: str) -> None:
             st.markdown("**What it writes** (newest first)")
             show_samples(run_id, long=row.get("cfg.dataset") != "names")
             if key != "report_samples":  # the Run report has the sampler below; elsewhere it is one click away
-                st.page_link("views/run_report.py", label="Write with it: temperature and prefix",
-                             icon=":material/edit_note:", query_params={"run": run_id})
+                # a short label: half a projected page wide at 1024 px, a longer one is cut
+                st.page_link("views/run_report.py", label="Write with it", icon=":material/edit_note:",
+                             help="On the Run report: its own names, with a temperature slider and a prefix box",
+                             query_params={"run": run_id})
 
 
 def samples_side_by_side(runs: pd.DataFrame, label_column: str, columns: int = 4) -> None:
