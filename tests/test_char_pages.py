@@ -125,3 +125,20 @@ def test_the_run_report_shows_recorded_samples_and_a_sampler_with_temperature_an
     assert not at.exception and len(set(at.code[-1].value.split("  "))) < 20  # nearly greedy: names repeat
     at.text_input(key="report_sampler_prefix").input("Ma").run()
     assert "'M' is not in the run's vocabulary" in at.error[0].value.replace("\\", "")
+
+
+def test_the_counting_baselines_stay_in_view_when_a_run_has_one_validation_point():
+    """After the first epoch a validation loss chart has one point: its y range (0 to just above it) hid the
+    uniform and unigram lines the class compares that point with."""
+    import pandas as pd
+
+    from app.charts.chars import with_baselines
+    from app.charts.metrics import ChartOptions, metric_chart
+
+    metrics = pd.DataFrame({"run_id": ["r"], "step": [130], "epoch": [0], "key": ["val_loss"], "value": [2.13]})
+    runs = pd.DataFrame({"run_id": ["r"], "name": ["names gru"], "status": ["running"]})
+    figure = metric_chart(metrics, runs, "val_loss", ChartOptions(x_axis="epoch")).figure
+    assert figure.layout.yaxis.range is not None and figure.layout.yaxis.range[1] < 3.0  # the chart's own range
+    with_baselines(figure, {"uniform": 3.296, "unigram": 2.82, "bigram": 2.36})
+    low, high = figure.layout.yaxis.range
+    assert low <= 2.13 and high > 3.296

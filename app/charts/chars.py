@@ -13,6 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from app.charts.axes import padded_range
 from app.charts.text import plotly_text
 
 BASELINES = (("uniform", "uniform guess (ln V)", "#8c8c8c"), ("unigram", "letter frequencies (unigram)", "#b07aa1"),
@@ -20,15 +21,24 @@ BASELINES = (("uniform", "uniform guess (ln V)", "#8c8c8c"), ("unigram", "letter
 
 
 def with_baselines(figure: go.Figure, baselines: dict | None) -> go.Figure:
-    """Dashed horizontal lines at the counting baselines (nats per character), labelled at the right edge."""
+    """Dashed horizontal lines at the counting baselines (nats per character), labelled at the right edge. A y range
+    the chart set for its curves (one validation point: 0 to just above it) is widened to show every line: the class
+    compares the first point with them."""
     if not baselines:
         return figure
+    drawn = []
     for key, label, colour in BASELINES:
         value = baselines.get(key)
         if isinstance(value, (int, float)) and np.isfinite(value):
+            drawn.append(float(value))
             figure.add_hline(y=float(value), line=dict(color=colour, dash="dot", width=2),
                              annotation=dict(text=f"{label}: {value:.2f}", font=dict(color=colour)),
                              annotation_position="top right")
+    y_range = figure.layout.yaxis.range
+    if drawn and y_range is not None and figure.layout.yaxis.type != "log":
+        low, high = float(y_range[0]), float(y_range[1])
+        if min(drawn) < low or max(drawn) > high:
+            figure.update_yaxes(range=padded_range(min(low, *drawn), max(high, *drawn), False))
     return figure
 
 
