@@ -142,3 +142,15 @@ def test_the_counting_baselines_stay_in_view_when_a_run_has_one_validation_point
     with_baselines(figure, {"uniform": 3.296, "unigram": 2.82, "bigram": 2.36})
     low, high = figure.layout.yaxis.range
     assert low <= 2.13 and high > 3.296
+
+
+def test_attention_maps_label_the_positions_once_per_row():
+    """Four heads side by side at 1024 px: labels on every map ran into the map beside it."""
+    import numpy as np
+
+    from app.charts.chars import attention_figure
+
+    figure = attention_figure(list("·emm"), np.full((2, 4, 4, 4), 0.25))
+    shown = sorted(name for name in figure.layout if name.startswith("yaxis")
+                   and figure.layout[name].showticklabels is not False)
+    assert shown == ["yaxis", "yaxis5"]  # the first map of each layer

@@ -65,7 +65,8 @@ def attention_figure(tokens: Sequence[str], maps: np.ndarray) -> go.Figure:
     """One heat map per layer (rows) and head (columns): row = the position that attends, column = attended to."""
     layers, heads = maps.shape[:2]
     labels = [f"{i}:{plotly_text(t if t != ' ' else '␣')}" for i, t in enumerate(tokens)]
-    figure = make_subplots(rows=layers, cols=heads, horizontal_spacing=0.03, vertical_spacing=0.06,
+    # the positions labelled once per row, left of its first map: on every map they ran into the map beside it
+    figure = make_subplots(rows=layers, cols=heads, shared_yaxes=True, horizontal_spacing=0.03, vertical_spacing=0.06,
                            subplot_titles=[f"layer {l + 1} · head {h + 1}" for l in range(layers) for h in range(heads)])
     for layer in range(layers):
         for head in range(heads):
@@ -74,7 +75,7 @@ def attention_figure(tokens: Sequence[str], maps: np.ndarray) -> go.Figure:
                                         colorbar=dict(title="weight"),
                                         hovertemplate="%{y} looks at %{x}: %{z:.2f}<extra></extra>"),
                              row=layer + 1, col=head + 1)
-    figure.update_yaxes(autorange="reversed", showticklabels=True)
+    figure.update_yaxes(autorange="reversed")
     figure.update_layout(height=max(320, 260 * layers), margin=dict(l=50, r=20, t=40, b=40))
     return figure
 
