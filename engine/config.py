@@ -25,6 +25,9 @@ MODELS = ("mlp", "convnet", "resnet", "rnn", "gru", "lstm")  # the models of ima
 TEXT_MODELS = ("bow", "textcnn", "rnn", "gru", "lstm")  # the models of text datasets (rnn/gru/lstm read both)
 TEXT_ONLY_MODELS = ("bow", "textcnn")
 IMAGE_ONLY_MODELS = ("mlp", "convnet", "resnet")
+CHAR_MODELS = ("bigram", "mlp", "rnn", "gru", "lstm", "transformer")  # the models of character datasets (kind chars)
+CHAR_ONLY_MODELS = ("bigram", "transformer")
+NAMES_LISTS = ("first", "last", "both")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "inverse_time", "warmup", "onecycle")
 CLIPS = ("none", "norm", "value")
@@ -54,8 +57,11 @@ class RunConfig:
     text_level: str = "word"  # text: tokens are words (and punctuation) or single characters, word | char
     text_column: str = ""  # text_csv: name of the text column; "" = detected (the longest values)
     label_column: str = ""  # text_csv: name of the label column; "" = detected (label, sentiment, class...)
+    names_list: str = "first"  # names: first names (5,163), last = surnames (88,799) or both, one of NAMES_LISTS
+    block_size: int = 32  # characters: the transformer's longest context (its learned positions) and the length of
+    #                       each training chunk of long text (reviews, text_file), 8..1024
     # --- model ---
-    model: str = "convnet"  # one of MODELS (images) or TEXT_MODELS (text)
+    model: str = "convnet"  # one of MODELS (images), TEXT_MODELS (text) or CHAR_MODELS (characters)
     hidden: int = 128  # MLP width / RNN hidden size, 1..8192
     depth: int = 2  # MLP hidden layers / RNN layers / ResNet blocks per stage, 1..64
     width: int = 16  # ResNet channels in the first stage (doubled per stage), 1..512
@@ -64,6 +70,10 @@ class RunConfig:
     dropout: float = 0.0  # dropout probability before the classifier, 0..0.9
     embed_dim: int = 64  # text models: embedding size per token, 1..1024
     bidirectional: bool = False  # text rnn/gru/lstm: also read each sentence right to left
+    context: int = 3  # characters: how many earlier characters the mlp reads to predict the next one, 1..64
+    heads: int = 4  # transformer: attention heads per block (embed_dim must be a multiple), 1..64
+    sample_temperature: float = 1.0  # characters: temperature of the 20 samples recorded at every evaluation
+    #                                  (below 1 sharper, above 1 wilder; it never changes training), (0, 10]
     # --- optimizer ---
     optimizer: str = "adam"  # one of OPTIMIZERS; momentum = SGD with momentum, nesterov = SGD with Nesterov momentum
     lr: float = 2e-3  # peak learning rate, > 0 and <= 10
@@ -126,7 +136,19 @@ class RunConfig:
                 lo = "(" if low_open else "["
                 hi = ")" if high_open else "]"
                 raise ValueError(f"{name}={_shown(value)}: must be in {lo}{low}, {high}{hi}")
-        text = DATASETS[self.dataset].kind == "text"
+        kind = DATASETS[self.dataset].kind
+        text = kind == "text"
+        if kind == "chars":
+            if self.model not in CHAR_MODELS:
+                raise ValueError(f"model={self.model}: {self.dataset} is a character dataset; its models are "
+                                 f"{', '.join(CHAR_MODELS)}")
+            if self.model == "transformer" and self.embed_dim % self.heads:
+                raise ValueError(f"heads={self.heads}: embed_dim={self.embed_dim} must be a multiple of the number "
+                                 "of heads")
+            return self
+        if self.model in CHAR_ONLY_MODELS:
+            raise ValueError(f"model={self.model}: predicts characters; {self.dataset} is not a character dataset "
+                             "(names, reviews, text_file)")
         if text and self.model in IMAGE_ONLY_MODELS:
             raise ValueError(f"model={self.model}: {self.dataset} is a text dataset; text models are "
                              "bow, textcnn, rnn, gru, lstm")
@@ -232,7 +254,8 @@ _TYPES: dict[str, type] = {f.name: {"str": str, "int": int, "float": float, "boo
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": tuple(DATASETS),
-    "model": MODELS + TEXT_ONLY_MODELS,
+    "model": MODELS + TEXT_ONLY_MODELS + CHAR_ONLY_MODELS,
+    "names_list": NAMES_LISTS,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
     "clip": CLIPS,
@@ -252,6 +275,10 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "augment_translate": (0.0, 0.5, False, False),
     "hidden": (1, 8192, False, False),
     "embed_dim": (1, 1024, False, False),
+    "block_size": (8, 1024, False, False),
+    "context": (1, 64, False, False),
+    "heads": (1, 64, False, False),
+    "sample_temperature": (0.0, 10.0, True, False),
     "text_negation": (0.0, 1.0, False, False),
     "text_contrast": (0.0, 1.0, False, False),
     "text_filler": (0, 10, False, False),

@@ -34,8 +34,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUILTIN_DIR = PROJECT_ROOT / "lessons"
 GROUP_PREFIX = "lesson "  # a lesson's runs share the group "lesson NAME · launch time"
 MAX_LESSON_BYTES = 50_000
-STATS = ("last", "max", "min", "first")
-OPS = (">", "<", ">=", "<=")
+STATS, OPS = ("last", "max", "min", "first"), (">", "<", ">=", "<=")
 PSEUDO_METRICS = ("parameters", "steps")
 X_AXES = ("step", "epoch", "examples", "wall_time")
 
@@ -99,6 +98,7 @@ class Lesson:
     answer_stat: str = "last"
     order: int = 100
     explain: bool = False  # offer links into the Explain page for the lesson's runs
+    samples: bool = False  # character runs: show each variant's recorded samples side by side, newest first
     path: str = ""
 
     def configs(self, group: str = "") -> list[RunConfig]:
@@ -188,7 +188,7 @@ def load_lesson_file(path: Path) -> Lesson:
 def parse_lesson(name: str, data: dict[str, Any], path: str = "") -> Lesson:
     """Build and validate a Lesson from a parsed TOML table; ValueError says which entry is wrong."""
     known = {"title", "question", "minutes", "look_for", "run", "variant", "seeds", "chart", "claim", "answer",
-             "order", "explain"}
+             "order", "explain", "samples"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown entries {', '.join(unknown)}; a lesson has {', '.join(sorted(known))}")
@@ -220,7 +220,7 @@ def parse_lesson(name: str, data: dict[str, Any], path: str = "") -> Lesson:
         look_for=tuple(str(item) for item in data.get("look_for", [])), base=base, variants=variants, seeds=seeds,
         charts=charts, claims=claims, answer_metric=str(answer.get("metric", "val_acc")),
         answer_stat=_choice(answer.get("stat", "last"), STATS, "answer.stat"), order=int(data.get("order", 100)),
-        explain=bool(data.get("explain", False)), path=path)
+        explain=bool(data.get("explain", False)), samples=bool(data.get("samples", False)), path=path)
     return lesson
 
 

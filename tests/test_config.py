@@ -53,6 +53,10 @@ RANGES = {
     "clip_value": ([0.0, -1.0], [1e-6, 100.0]),
     "epochs": ([0, 1001], [1, 1000]),
     "embed_dim": ([0, 1025], [1, 1024]),
+    "block_size": ([7, 1025], [8, 1024]),
+    "context": ([0, 65], [1, 64]),
+    "heads": ([0, 65], [1, 64]),
+    "sample_temperature": ([0.0, -1.0, 10.5], [0.05, 10.0]),
     "text_negation": ([-0.1, 1.1], [0.0, 1.0]),
     "text_contrast": ([-0.1, 1.1], [0.0, 1.0]),
     "text_filler": ([-1, 11], [0, 10]),
@@ -77,6 +81,7 @@ CHOICES = {
     "early_stop_metric": (STOP_METRICS, "train_loss"),
     "device": (DEVICES, "tpu"),
     "text_level": (("word", "char"), "byte"),
+    "names_list": (("first", "last", "both"), "middle"),
 }
 FREE_TEXT = {"data_dir", "name", "group", "text_column", "label_column"}  # any string is fine
 FLAGS = {"augment_flip", "skip", "early_stop", "restore_best", "ema", "swa", "bidirectional"}
@@ -168,7 +173,8 @@ def _unusual_config() -> RunConfig:
         swa=True, swa_start=3, layer_stats_every=10, device="cpu", name='run "quoted" \\ name', group="race 1",
         embed_dim=48, bidirectional=True, text_negation=0.1 + 0.2, text_contrast=0.55, text_filler=7,
         vocab_size=1234, vocab_min_count=2, text_column="body ü", label_column="stars", text_level="char",
-        num_cpus=2.5, num_gpus=0.25,
+        num_cpus=2.5, num_gpus=0.25, names_list="both", block_size=48, context=5, heads=3,
+        sample_temperature=0.1 + 0.7,
     ).validate()
 
 

@@ -59,6 +59,11 @@ METRIC_TITLES = {
     "val_acc": "validation accuracy",
     "val_precision": "validation precision",
     "val_recall": "validation recall",
+    "val_bpc": "validation bits per character",
+    "val_new": "share of samples that are new",
+    "val_real": "share of samples that are held-out names",
+    "val_distinct": "share of distinct samples",
+    "chars_per_s": "characters trained per second",
     "val_f1": "validation F1",
     "examples_per_s": "throughput (examples/s)",
 }
