@@ -237,7 +237,9 @@ def _run_lessons(home: Path) -> dict[str, str]:
     explained = members[groups["explain_cnn"]].split(",")[0]
     counting = runs[runs["group"] == groups["counting_to_attention"]]
     names_run = counting.loc[counting["cfg.model"] == "gru", "run_id"].iloc[0]  # its samples beside its loss
-    return {"train": "", "train names": f"?launched={names_run}", "runs": "runs",
+    mid_runs = list(runs.loc[runs["group"] == mid, "run_id"])  # marked running: the live panel with its Cancel
+    return {"train": "", "train names": f"?launched={names_run}", "train mid-run": f"?launched={mid_runs[0]}",
+            "runs": "runs",
             "compare learning_rate": f"compare?runs={members[groups['learning_rate']]}",
             "compare momentum": f"compare?runs={members[groups['momentum']]}",
             "run_report": f"run_report?run={explained}", "explain": f"explain?run={explained}",
@@ -270,8 +272,8 @@ def audit(browser, tmp_path_factory):
                 page.close()
 
 
-PAGES = [*BEFORE_RUNS, "train", "train names", "runs", "compare learning_rate", "compare momentum", "run_report",
-         "explain", *(f"lesson {name}" for name in LESSONS), "lesson momentum mid-run"]
+PAGES = [*BEFORE_RUNS, "train", "train names", "train mid-run", "runs", "compare learning_rate", "compare momentum",
+         "run_report", "explain", *(f"lesson {name}" for name in LESSONS), "lesson momentum mid-run"]
 
 
 def _cases():
