@@ -192,7 +192,7 @@ def load_run_model(run_id: str, which: str | int = "best", weights: str = "model
 
     ckpt = load_checkpoint(resolve(run_id, which), device=device)
     info = dataset_info(ckpt.config.dataset)
-    if info.kind == "text":  # the vocabulary size and classes come from the data (the split is deterministic)
+    if info.kind in ("text", "chars"):  # the vocabulary size and classes come from the data (a deterministic split)
         from engine.data.loading import cached_run_split
 
         info = cached_run_split(ckpt.config, download=False).info

@@ -27,6 +27,9 @@ MODELS = ("mlp", "convnet", "resnet", "rnn", "gru", "lstm")  # the models of ima
 TEXT_MODELS = ("bow", "textcnn", "rnn", "gru", "lstm")  # the models of text datasets (rnn/gru/lstm read both)
 TEXT_ONLY_MODELS = ("bow", "textcnn")
 IMAGE_ONLY_MODELS = ("mlp", "convnet", "resnet")
+CHAR_MODELS = ("bigram", "mlp", "rnn", "gru", "lstm", "transformer")  # the models of character datasets (kind chars)
+CHAR_ONLY_MODELS = ("bigram", "transformer")
+NAMES_LISTS = ("first", "last", "both")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "inverse_time", "warmup", "onecycle")
 CLIPS = ("none", "norm", "value")
@@ -58,8 +61,11 @@ class RunConfig:
     label_column: str = ""  # text_csv: name of the label column; "" = detected (label, sentiment, class...)
     classes: str = ""  # train and validate on these classes only: "5-9", "0,2,4" (indices) or class names; "" = all
     train_per_class: int = 0  # K training examples per class, drawn by the data seed (the same for every run); 0 = all
+    names_list: str = "first"  # names: first names (5,163), last = surnames (88,799) or both, one of NAMES_LISTS
+    block_size: int = 32  # characters: the transformer's longest context (its learned positions) and the length of
+    #                       each training chunk of long text (reviews, text_file), 8..1024
     # --- model ---
-    model: str = "convnet"  # one of MODELS (images) or TEXT_MODELS (text)
+    model: str = "convnet"  # one of MODELS (images), TEXT_MODELS (text) or CHAR_MODELS (characters)
     hidden: int = 128  # MLP width / RNN hidden size, 1..8192
     depth: int = 2  # MLP hidden layers / RNN layers / ResNet blocks per stage, 1..64
     width: int = 16  # ResNet channels in the first stage (doubled per stage), 1..512
@@ -74,6 +80,10 @@ class RunConfig:
     adapter: str = "none"  # none | lora: low-rank adapters on linear and conv layers; base frozen, head trained
     lora_rank: int = 4  # rank r of each adapter (A is r x inputs, B outputs x r), 1..256
     lora_alpha: float = 8.0  # adapter scale: a layer adds alpha / rank * B A to its weights, > 0 and <= 1024
+    context: int = 3  # characters: how many earlier characters the mlp reads to predict the next one, 1..64
+    heads: int = 4  # transformer: attention heads per block (embed_dim must be a multiple), 1..64
+    sample_temperature: float = 1.0  # characters: temperature of the 20 samples recorded at every evaluation
+    #                                  (below 1 sharper, above 1 wilder; it never changes training), (0, 10]
     # --- optimizer ---
     optimizer: str = "adam"  # one of OPTIMIZERS; momentum = SGD with momentum, nesterov = SGD with Nesterov momentum
     lr: float = 2e-3  # peak learning rate, > 0 and <= 10
@@ -137,7 +147,19 @@ class RunConfig:
                 hi = ")" if high_open else "]"
                 raise ValueError(f"{name}={_shown(value)}: must be in {lo}{low}, {high}{hi}")
         check_transfer(self)  # init_from, freeze, adapter, classes: their syntax (engine.transfer_spec)
-        text = DATASETS[self.dataset].kind == "text"
+        kind = DATASETS[self.dataset].kind
+        text = kind == "text"
+        if kind == "chars":
+            if self.model not in CHAR_MODELS:
+                raise ValueError(f"model={self.model}: {self.dataset} is a character dataset; its models are "
+                                 f"{', '.join(CHAR_MODELS)}")
+            if self.model == "transformer" and self.embed_dim % self.heads:
+                raise ValueError(f"heads={self.heads}: embed_dim={self.embed_dim} must be a multiple of the number "
+                                 "of heads")
+            return self
+        if self.model in CHAR_ONLY_MODELS:
+            raise ValueError(f"model={self.model}: predicts characters; {self.dataset} is not a character dataset "
+                             "(names, reviews, text_file)")
         if text and self.model in IMAGE_ONLY_MODELS:
             raise ValueError(f"model={self.model}: {self.dataset} is a text dataset; text models are "
                              "bow, textcnn, rnn, gru, lstm")
@@ -243,7 +265,8 @@ _TYPES: dict[str, type] = {f.name: {"str": str, "int": int, "float": float, "boo
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": tuple(DATASETS),
-    "model": MODELS + TEXT_ONLY_MODELS,
+    "model": MODELS + TEXT_ONLY_MODELS + CHAR_ONLY_MODELS,
+    "names_list": NAMES_LISTS,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
     "clip": CLIPS,
@@ -264,6 +287,10 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "augment_translate": (0.0, 0.5, False, False),
     "hidden": (1, 8192, False, False),
     "embed_dim": (1, 1024, False, False),
+    "block_size": (8, 1024, False, False),
+    "context": (1, 64, False, False),
+    "heads": (1, 64, False, False),
+    "sample_temperature": (0.0, 10.0, True, False),
     "text_negation": (0.0, 1.0, False, False),
     "text_contrast": (0.0, 1.0, False, False),
     "text_filler": (0, 10, False, False),

@@ -27,6 +27,8 @@ class DatasetInfo:
     description: str  # one line for the UI
     light_background: bool  # False for white-on-black digits: uploads with a light background get inverted
     kind: str = "image"  # "image" ([N, C, H, W] floats) | "text" (token ids [N, L]; channels 0, size = vocabulary size once loaded)
+    #                      | "chars" (language modelling: character ids [N, T] -> the next character of each; classes =
+    #                      the characters once loaded)
 
 
 # Seed of the train/validation split and of the generated shapes used by runs: fixed, so that runs with
@@ -37,6 +39,7 @@ SHAPES_COUNT = 6000  # images generated for the shapes dataset (before the train
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
 SENTIMENT_COUNT = 6000  # reviews generated for the sentiment dataset (before the train/validation split)
 _DIGITS = tuple(str(d) for d in range(10))
+TEXT_FILE_MAX_BYTES = 2_000_000  # text_file: the largest text a run trains on (tiny Shakespeare, 1.1 MB, fits)
 
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
@@ -71,6 +74,16 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("text_csv", "Your CSV (text)", 0, 0, (), "csv",
                     "A CSV file of texts and labels: point the data folder at it (or upload it on the Train page).",
                     True, "text"),
+        # character-level language modelling: the next character of every position is the label, so the
+        # "classes" are the characters of the training split (known once loaded, like a text vocabulary)
+        DatasetInfo("names", "Names (characters)", 0, 0, (), "embedded",
+                    "Real first names (or surnames) from the US census lists in the names package; works offline.",
+                    True, "chars"),
+        DatasetInfo("reviews", "Review sentences (characters)", 0, 0, (), "synthetic",
+                    "The sentiment dataset's generated reviews, read character by character.", True, "chars"),
+        DatasetInfo("text_file", "Your text file (characters)", 0, 0, (), "file",
+                    "Any UTF-8 text (a book, lyrics, code): upload it on the Train page or point the data folder at "
+                    "it.", True, "chars"),
     )
 }
 

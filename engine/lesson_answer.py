@@ -19,13 +19,16 @@ METRIC_WORDS = {"val_acc": "validation accuracy", "val_loss": "validation loss",
                 "swa_val_acc": "SWA validation accuracy",
                 "ema_val_loss": "EMA validation loss", "swa_val_loss": "SWA validation loss",
                 "train_acc": "training accuracy", "parameters": "parameters",
-                "val_acc_hard": "accuracy on the hard reviews", "val_acc_easy": "accuracy on the easy reviews"}
+                "val_acc_hard": "accuracy on the hard reviews", "val_acc_easy": "accuracy on the easy reviews",
+                "val_bpc": "bits per character", "val_new": "share of new samples",
+                "val_distinct": "share of distinct samples", "val_real": "share of real held-out samples"}
 STAT_WORDS = {"last": "final", "max": "best", "min": "lowest", "first": "first"}
 
 
 def lower_is_better(metric: str) -> bool:
-    """A loss is better low; accuracies, F1 and the like are better high."""
-    return "loss" in metric
+    """A loss is better low, and so are bits per character (a loss in other units); accuracies, F1, shares of new
+    samples and the like are better high."""
+    return "loss" in metric or metric.endswith("_bpc")
 
 
 def format_alike(values: Sequence[float | None]) -> list[str]:

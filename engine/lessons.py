@@ -42,7 +42,6 @@ GROUP_PREFIX = "lesson "  # a lesson's runs share the group "lesson NAME · laun
 MAX_LESSON_BYTES = 50_000
 
 
-
 @dataclass(frozen=True)
 class Variant:
     """One arm of the lesson: a label (the run's name), the config fields it changes, and its colour key: variants
@@ -71,6 +70,7 @@ class Lesson:
     answer_stat: str = "last"
     order: int = 100
     explain: bool = False  # offer links into the Explain page for the lesson's runs
+    samples: bool = False  # character runs: show each variant's recorded samples side by side, newest first
     path: str = ""
     pretrain: tuple[Variant, ...] = ()  # runs the variants start from, queued first (each once, at the base seed)
 
@@ -175,7 +175,7 @@ def load_lesson_file(path: Path) -> Lesson:
 def parse_lesson(name: str, data: dict[str, Any], path: str = "") -> Lesson:
     """Build and validate a Lesson from a parsed TOML table; ValueError says which entry is wrong."""
     known = {"title", "question", "minutes", "look_for", "run", "variant", "seeds", "chart", "claim", "answer",
-             "order", "explain", "pretrain"}
+             "order", "explain", "samples", "pretrain"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown entries {', '.join(unknown)}; a lesson has {', '.join(sorted(known))}")
@@ -212,7 +212,8 @@ def parse_lesson(name: str, data: dict[str, Any], path: str = "") -> Lesson:
         look_for=tuple(str(item) for item in data.get("look_for", [])), base=base, variants=variants, seeds=seeds,
         charts=charts, claims=claims, answer_metric=str(answer.get("metric", "val_acc")),
         answer_stat=choice(answer.get("stat", "last"), STATS, "answer.stat"), order=int(data.get("order", 100)),
-        explain=bool(data.get("explain", False)), path=path, pretrain=pretrain)
+        explain=bool(data.get("explain", False)), samples=bool(data.get("samples", False)), path=path,
+        pretrain=pretrain)
     return lesson
 
 

@@ -185,7 +185,16 @@ def build_model(name: str, *, channels: int, size: int, num_classes: int, hidden
 
 
 def model_from_config(config: RunConfig, channels: int, size: int, num_classes: int) -> nn.Module:
-    """The run's model. For a text dataset (channels 0) `size` is the vocabulary size (see DatasetInfo.kind)."""
+    """The run's model. For a text or character dataset (channels 0) `size` is the vocabulary size (see
+    DatasetInfo.kind); a character dataset's models predict the next character (engine.chars.models)."""
+    from engine.datasets import DATASETS
+
+    if channels == 0 and DATASETS[config.dataset].kind == "chars":
+        from engine.chars.models import build_char_model
+
+        return build_char_model(config.model, vocab_size=size, embed_dim=config.embed_dim, hidden=config.hidden,
+                                depth=config.depth, context=config.context, block_size=config.block_size,
+                                heads=config.heads, activation=config.activation, dropout=config.dropout)
     if channels == 0:
         from engine.text.models import build_text_model
 
@@ -213,7 +222,8 @@ def parameter_count(config: RunConfig, channels: int, size: int, num_classes: in
 def estimate_parameters(config: RunConfig) -> int:
     """The parameters a run of `config` will train, from the config and the dataset registry alone (no data is read):
     a text model's vocabulary is counted at its cap (`vocab_size`, an upper bound: the real one is the training
-    split's distinct tokens), and a dataset whose classes are known only once read (`text_csv`) at 2 classes."""
+    split's distinct tokens), a character model's at its corpus's bound (engine.chars.corpus.vocabulary_bound), and a
+    dataset whose classes are known only once read (`text_csv`) at 2 classes."""
     return parameter_count(*estimate_arguments(config))
 
 
@@ -223,6 +233,10 @@ def estimate_arguments(config: RunConfig) -> tuple[RunConfig, int, int, int]:
     from engine.transfer_spec import class_names
 
     info = DATASETS[config.dataset]
+    if info.kind == "chars":  # its vocabulary at its bound (engine.chars.corpus), the next character its class
+        from engine.chars.corpus import vocabulary_bound
+
+        return config, 0, vocabulary_bound(config), vocabulary_bound(config)
     classes = max(2, len(class_names(config) or ()))
     if info.kind == "text":
         return config, 0, config.vocab_size, classes

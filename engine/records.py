@@ -112,6 +112,10 @@ EPOCH_KEYS = frozenset({"train_loss", "train_acc", "val_loss", "val_acc", "val_p
                         "examples_per_s", "best_epoch"})
 # Also per epoch, only for text datasets with a negation/contrast subset (sentiment): accuracy on it and off it.
 SUBSET_KEYS = ("val_acc_hard", "val_acc_easy")
+# Also per epoch, only for character datasets (language modelling): validation loss in bits per character, the share
+# of the recorded samples that are distinct, new (not a training document) and real (a held-out one), characters
+# trained per second.
+LM_KEYS = ("val_bpc", "val_distinct", "val_new", "val_real", "chars_per_s")
 AVERAGED_PREFIXES = ("ema_", "swa_")  # ema_val_acc, swa_val_loss...: validation of the averaged weights
 FINAL_KEYS = ("train_loss", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1")  # a run's summary
 # The keys the Compare page always charts (per step: loss, lr, grad_norm, clipped as its fraction, examples as an
@@ -182,7 +186,7 @@ def epoch_label(epoch_index: int) -> str:
 def is_epoch_level(key: str) -> bool:
     """True for keys logged once per epoch (validation metrics, their EMA/SWA twins, best_epoch). Any other key is
     step-level: the per-step keys and the per-layer statistics (every K steps)."""
-    return key in EPOCH_KEYS or key in SUBSET_KEYS or key.startswith(AVERAGED_PREFIXES)
+    return key in EPOCH_KEYS or key in SUBSET_KEYS or key in LM_KEYS or key.startswith(AVERAGED_PREFIXES)
 
 
 # ---- artifact names ----------------------------------------------------------------------------------------------
@@ -196,6 +200,11 @@ OVERFIT_ONE_BATCH = "overfit_one_batch"  # the overfit check (a RecipeCheck), on
 REPORT_KINDS = ("best", "last", "ema", "swa")  # the weights an evaluation report is computed for
 REPORT_PREFIX = "report/"
 HISTOGRAM_PREFIX = "hist/"
+# character runs: the samples recorded at an evaluation, `samples/{step}`: {"step", "epoch", "temperature", "seed",
+# "samples": [str], "distinct", "new", "real"} (engine.chars.sampling.record); the counting baselines,
+# {"uniform", "unigram", "bigram"} in nats per character, and "vocab" (engine.chars.data)
+SAMPLES_PREFIX = "samples/"
+LM_BASELINES = "lm_baselines"
 # where a run executes, filed when it starts on a Ray task: {"executor", "host", "node_ip", "node_id", "device",
 # "gpu_ids", "pid", "threads", "num_cpus", "num_gpus"} (engine.runs.ray_remote writes it, engine.runs.placement reads)
 PLACEMENT = "placement"
@@ -217,11 +226,25 @@ def histogram_artifact(step: int) -> str:
 
 def histogram_steps(artifact_names: list[str] | tuple[str, ...] | set[str]) -> list[int]:
     """The steps that have histograms, ascending, from a run's artifact names."""
+    return _steps(artifact_names, HISTOGRAM_PREFIX)
+
+
+def samples_artifact(step: int) -> str:
+    """Name of the samples recorded at a step, e.g. 'samples/250'."""
+    return f"{SAMPLES_PREFIX}{int(step)}"
+
+
+def samples_steps(artifact_names: list[str] | tuple[str, ...] | set[str]) -> list[int]:
+    """The steps that have recorded samples, ascending, from a run's artifact names."""
+    return _steps(artifact_names, SAMPLES_PREFIX)
+
+
+def _steps(artifact_names, prefix: str) -> list[int]:
     steps = []
     for name in artifact_names:
-        if name.startswith(HISTOGRAM_PREFIX):
+        if name.startswith(prefix):
             try:
-                steps.append(int(name[len(HISTOGRAM_PREFIX):]))
+                steps.append(int(name[len(prefix):]))
             except ValueError:
                 continue
     return sorted(steps)

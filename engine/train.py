@@ -1,16 +1,22 @@
 """The training loop: `train(config, sink, should_stop)`, read top to bottom as its four phases.
 
+What the run learns (classifying images or text, or predicting the next character) is its `Task`
+(`engine.tasks`, chosen from the dataset's kind): the loss of a batch, each epoch's validation and the reports at
+the end. Everything else (optimizers, schedules, clipping, averaging, early stopping, checkpoints, resume, the
+recipe's checks) is the same loop for every task.
+
 The same function runs in a worker process, a test or a benchmark: everything it reports goes through
 `sink` (metrics, progress, checkpoints, artifacts; the protocol is `engine.sinks.Sink`), and `should_stop()` is
 polled every step so a cancel lands within one step. Per step it logs loss, lr, the gradient norm before
 clipping, whether it clipped, and examples seen; per epoch train/validation loss and accuracy, macro
 precision/recall/F1, throughput, the metrics the dataset adds (`DatasetSplit.extra_val_metrics`), and the same
-validation for EMA/SWA weights when they are kept.
+validation for EMA/SWA weights when they are kept (a language model: loss in nats and bits per character,
+next-character accuracy, characters per second and its recorded samples).
 
 `train` calls one function per phase, as the small loops of nanoGPT and pytorch/examples read: `_setup` (data,
 model, optimizer, averages, stopper; a resumed run's state or a first life's artifacts), `_train_epoch` (the
 steps), `_end_epoch` (validation, averaged weights, checks, early stopping, checkpoints) and `_finish` (best
-weights back, final checks, reports). A `_Run` carries the run's state from one phase to the next.
+weights back, final checks, the task's reports). A `_Run` carries the run's state from one phase to the next.
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -30,7 +35,7 @@ from engine import records
 from engine.checkpoints import Checkpoint, load_checkpoint, write_epoch_checkpoints, write_initial_checkpoint
 from engine.config import RunConfig
 from engine.data.augment import AugmentSpec
-from engine.data.loading import DatasetSplit, batches_per_epoch, iterate_batches, load_run_split, normalize
+from engine.data.loading import DatasetSplit, batches_per_epoch, iterate_batches, load_run_split
 from engine.diagnostics import recipe
 from engine.diagnostics.layer_stats import LayerStats
 from engine.grads import FlatGradients
@@ -39,8 +44,9 @@ from engine.optim import lr_at, make_optimizer, set_lr
 from engine.records import RunStatus
 from engine.sinks import MemorySink, Sink
 from engine.stopping import EarlyStopping
+from engine.tasks import Classification, LanguageModel, task_for
 from engine.transfer import prepare_model, trainable_parameters
-from engine.validation import evaluate, update_batchnorm
+from engine.validation import update_batchnorm
 
 # the loop's public names; MemorySink (engine.sinks) is named here too: tests and benchmarks take it with `train`
 __all__ = ["MemorySink", "TrainResult", "pick_device", "train"]
@@ -96,8 +102,8 @@ def train(config: RunConfig, sink: Sink, should_stop: Callable[[], bool] = lambd
         if _end_epoch(run, train_metrics):
             run.status = RunStatus.STOPPED_EARLY
             break
-    # Finish: the best weights back after early stopping, the checks that need the whole run, then the
-    # classification reports of every set of weights the run kept.
+    # Finish: the best weights back after early stopping, the checks that need the whole run, then the task's
+    # reports (a classifier's: the classification reports of every set of weights the run kept).
     return _finish(run)
 
 
@@ -126,6 +132,7 @@ class _Run:
     run_id: str | None
     device: str
     split: DatasetSplit
+    task: Classification | LanguageModel  # what the run learns: the loss, the validation and the reports
     train_x: torch.Tensor  # the split's tensors, on the device
     train_y: torch.Tensor
     val_x: torch.Tensor
@@ -170,7 +177,7 @@ def _setup(config: RunConfig, sink: Sink, *, run_id: str | None, device: str, re
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) if config.ema else None
     swa = AveragedModel(model, use_buffers=True) if config.swa else None
     steps_per_epoch = batches_per_epoch(len(train_x), config.batch_size)
-    run = _Run(config, sink, run_id, device, split, train_x, train_y, val_x, val_y,
+    run = _Run(config, sink, run_id, device, split, task_for(split), train_x, train_y, val_x, val_y,
                augment if augment.active else None, model, optimizer, ema, swa,
                EarlyStopping(config.early_stop_metric, config.patience, config.min_delta),
                _Checks(sink, resumed=bool(resume_from)), total_steps=config.epochs * steps_per_epoch,
@@ -215,7 +222,8 @@ def _first_life(run: _Run, steps_per_epoch: int) -> None:
         write_initial_checkpoint(run.run_id, config, model, split.mean, split.std)
     first_x, first_y = next(iterate_batches(run.train_x, run.train_y, config.batch_size, seed=config.seed, epoch=0,
                                             mean=split.mean, std=split.std))
-    run.checks.add(recipe.loss_at_init_check(model, first_x, first_y, len(split.info.classes)))
+    run.checks.add_all(run.task.first_checks(run, first_x, first_y))
+    run.task.first_reports(run)
 
 
 def _train_epoch(run: _Run, should_stop: Callable[[], bool]) -> dict[str, float]:
@@ -227,7 +235,7 @@ def _train_epoch(run: _Run, should_stop: Callable[[], bool]) -> dict[str, float]
     epoch, step, examples, total_steps = run.epoch, run.step, run.examples, run.total_steps
     grad_norms, clipped_flags = run.grad_norms, run.clipped_flags
     epoch_start, epoch_examples = time.perf_counter(), 0
-    loss_sum = 0.0
+    loss_sum, loss_fn = 0.0, run.task.loss
     predictions: list[torch.Tensor] = []  # compared with the labels once per epoch, not per step
     targets: list[torch.Tensor] = []
     batches = iterate_batches(run.train_x, run.train_y, config.batch_size, seed=config.seed, epoch=epoch,
@@ -242,7 +250,7 @@ def _train_epoch(run: _Run, should_stop: Callable[[], bool]) -> dict[str, float]
         # the step: zero the gradients, forward, loss, backward, clip, update
         grads.zero()
         logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
+        loss = loss_fn(logits, yb)
         loss.backward()
         stats.after_backward()
         grad_norm, clipped = grads.clip(config)
@@ -253,7 +261,7 @@ def _train_epoch(run: _Run, should_stop: Callable[[], bool]) -> dict[str, float]
         step += 1
         examples += len(yb)
         epoch_examples += len(yb)
-        predictions.append(logits.detach().argmax(1))
+        predictions.append(logits.detach().argmax(-1))
         targets.append(yb)
         # logging: the numbers of every step, as Python floats
         loss_value, norm_value, clipped_value = loss.item(), grad_norm.item(), clipped.item()
@@ -279,29 +287,27 @@ def _train_epoch(run: _Run, should_stop: Callable[[], bool]) -> dict[str, float]
     run.step, run.examples = step, examples
     seconds = time.perf_counter() - epoch_start
     return {"train_loss": loss_sum / max(1, epoch_examples),
-            "train_acc": _accuracy(predictions, targets),
-            "examples_per_s": epoch_examples / max(seconds, 1e-9)}
+            "train_acc": run.task.accuracy(predictions, targets),
+            "examples_per_s": epoch_examples / max(seconds, 1e-9), **run.task.epoch_throughput(targets, seconds)}
 
 
 def _end_epoch(run: _Run, epoch_metrics: dict[str, float]) -> bool:
     """Validate the epoch's weights (and the averages kept), log the epoch's metrics, add the first epoch's check,
     update early stopping and write the checkpoints; True when early stopping ends the run here."""
-    config, sink, model, epoch = run.config, run.sink, run.model, run.epoch
-    val_x, val_y, mean, std = run.val_x, run.val_y, run.split.mean, run.split.std
-    val = evaluate(model, val_x, val_y, mean, std)
-    epoch_metrics.update({f"val_{k}": v for k, v in val.items()})
-    epoch_metrics.update(run.split.extra_val_metrics(model, val_x, val_y))  # e.g. sentiment's val_acc_hard
+    config, sink, model, epoch, task = run.config, run.sink, run.model, run.epoch, run.task
+    epoch_metrics.update(task.validate(run))
     if run.ema is not None:
-        ema_val = evaluate(run.ema.module, val_x, val_y, mean, std)
+        ema_val = task.evaluate(run.ema.module, run)
         epoch_metrics.update({"ema_val_loss": ema_val["loss"], "ema_val_acc": ema_val["acc"]})
     if run.swa is not None and epoch >= config.swa_start:
         run.swa.update_parameters(model)
-        update_batchnorm(run.swa.module, run.train_x, run.train_y, config, mean, std)
-        swa_val = evaluate(run.swa.module, val_x, val_y, mean, std)
+        update_batchnorm(run.swa.module, run.train_x, run.train_y, config, run.split.mean, run.split.std)
+        swa_val = task.evaluate(run.swa.module, run)
         epoch_metrics.update({"swa_val_loss": swa_val["loss"], "swa_val_acc": swa_val["acc"]})
     sink.log(run.step, epoch, epoch_metrics)
-    if epoch == 0:
-        run.checks.add(recipe.input_independent_check(model, normalize(val_x, mean, std), val_y))
+    checks = task.epoch_checks(run)
+    if checks:
+        run.checks.add_all(checks)
 
     improved = run.stopper.update(epoch, epoch_metrics[config.early_stop_metric])
     if improved and config.early_stop and config.restore_best:
@@ -337,7 +343,7 @@ def _finish(run: _Run) -> TrainResult:
     if run.last_stats:
         run.checks.add_all(recipe.layer_health_checks(run.last_stats, judged=run.stats.matrix_params))
     if run.status != RunStatus.CANCELLED and run.step > 0:
-        _final_reports(run)
+        run.task.final_reports(run)
     sink.progress(run.step, run.total_steps, run.epoch)
     return TrainResult(run.status, run.step, run.epoch, stopper.best_epoch, stopper.best)
 
@@ -347,31 +353,6 @@ def _diverged(run: _Run) -> TrainResult:
     run.stats.close()
     run.sink.progress(run.step, run.total_steps, run.epoch)
     return TrainResult(RunStatus.DIVERGED, run.step, run.epoch, error=run.error)
-
-
-def _final_reports(run: _Run) -> None:
-    """Classification reports (sklearn format, confusion matrix, misclassified images) for last/best/EMA/SWA."""
-    from engine.checkpoints import best_path
-    from engine.diagnostics.evaluate import evaluate_weights
-
-    model, ema, swa, run_id, device = run.model, run.ema, run.swa, run.run_id, run.device
-    weights = {"last": model.state_dict()}
-    if run_id is not None and best_path(run_id).exists():
-        weights["best"] = load_checkpoint(best_path(run_id), device=device).model
-    if ema is not None:
-        weights["ema"] = ema.module.state_dict()
-    if swa is not None and int(swa.n_averaged) > 0:
-        weights["swa"] = swa.module.state_dict()
-    reports = evaluate_weights(model, weights, normalize(run.val_x, run.split.mean, run.split.std), run.val_y,
-                               list(run.split.info.classes), device=device)
-    for name, report in reports.items():
-        run.sink.artifact(records.report_artifact(name), report)
-
-
-def _accuracy(predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> float:
-    if not predictions:
-        return 0.0
-    return (torch.cat(predictions) == torch.cat(targets)).float().mean().item()
 
 
 def _histogram_every(every: int, total_steps: int) -> int:

@@ -76,6 +76,26 @@ def test_every_shipped_lesson_fits_the_default_cost_limits():
                              examples=run_examples(config), queued=0)
 
 
+@pytest.mark.parametrize("dataset, model", [("names", "transformer"), ("names", "mlp"), ("reviews", "gru"),
+                                            ("reviews", "bigram")])
+def test_a_character_run_is_costed_from_bounds_that_hold(dataset, model):
+    """A character run's vocabulary is known only once its text is read; the class limits count it at a bound (no
+    corpus read whole), which the real vocabulary and training rows never exceed, and name the fields that decide
+    its size when it is too big."""
+    from engine.data.loading import load_run_split
+    from engine.models import count_parameters, estimate_parameters, model_from_config
+
+    config = RunConfig(dataset=dataset, model=model, epochs=1, embed_dim=16, hidden=32, depth=1, block_size=16)
+    split = load_run_split(config)
+    real = count_parameters(model_from_config(config, 0, split.info.size, len(split.info.classes)))
+    assert real <= estimate_parameters(config) and len(split.train_x) <= run_examples(config)
+    if dataset == "names":  # a-z and the boundary: the bound is the vocabulary
+        assert estimate_parameters(config) == real
+    with pytest.raises(CapReached, match="embed_dim=16" if model != "bigram" else "parameters"):
+        check_submission(ANA, ClassLimits(parameters=100), config, parameters=estimate_parameters(config),
+                         examples=run_examples(config), queued=0)
+
+
 def test_limits_come_from_the_environment_then_the_teacher(store, monkeypatch):
     monkeypatch.setenv("TRAINLENS_MAX_CPUS", "1.5")
     monkeypatch.setenv("TRAINLENS_MAX_PARAMETERS", "1000")

@@ -53,6 +53,10 @@ RANGES = {
     "clip_value": ([0.0, -1.0], [1e-6, 100.0]),
     "epochs": ([0, 1001], [1, 1000]),
     "embed_dim": ([0, 1025], [1, 1024]),
+    "block_size": ([7, 1025], [8, 1024]),
+    "context": ([0, 65], [1, 64]),
+    "heads": ([0, 65], [1, 64]),
+    "sample_temperature": ([0.0, -1.0, 10.5], [0.05, 10.0]),
     "text_negation": ([-0.1, 1.1], [0.0, 1.0]),
     "text_contrast": ([-0.1, 1.1], [0.0, 1.0]),
     "text_filler": ([-1, 11], [0, 10]),
@@ -81,6 +85,7 @@ CHOICES = {
     "device": (DEVICES, "tpu"),
     "text_level": (("word", "char"), "byte"),
     "adapter": (("none", "lora"), "prefix"),
+    "names_list": (("first", "last", "both"), "middle"),
 }
 # text fields with a syntax of their own (engine.transfer_spec): field -> (refused values, accepted values)
 SYNTAX = {
@@ -213,6 +218,8 @@ def _unusual_config() -> RunConfig:
         vocab_size=1234, vocab_min_count=2, text_column="body ü", label_column="stars", text_level="char",
         num_cpus=2.5, num_gpus=0.25, init_from="0123abcd:epoch2", freeze="blocks.0.*", adapter="lora", lora_rank=3,
         lora_alpha=2.5, classes="circle, ring,cross", train_per_class=7,
+        names_list="both", block_size=48, context=5, heads=3,
+        sample_temperature=0.1 + 0.7,
     ).validate()
 
 

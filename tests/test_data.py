@@ -32,7 +32,9 @@ def tmp_data_folders_are_allowed(tmp_path, monkeypatch):
 def test_registry_lists_the_datasets_with_static_facts():
     images = {name for name, info in DATASETS.items() if info.kind == "image"}
     assert images == {"mnist5k", "shapes", "mnist", "fashion_mnist", "cifar10"}
-    assert set(DATASETS) - images == {"sentiment", "imdb", "sst2", "ag_news", "text_csv"}  # engine.text
+    text = {name for name, info in DATASETS.items() if info.kind == "text"}
+    assert text == {"sentiment", "imdb", "sst2", "ag_news", "text_csv"}  # engine.text
+    assert set(DATASETS) - images - text == {"names", "reviews", "text_file"}  # engine.chars: kind "chars"
     assert dataset_info("cifar10").channels == 3 and dataset_info("cifar10").size == 32
     assert dataset_info("mnist5k").classes == tuple("0123456789")
     assert not dataset_info("mnist").light_background and dataset_info("shapes").light_background

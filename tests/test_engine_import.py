@@ -134,15 +134,17 @@ ENGINE_FLOORS: list[tuple[str, ...]] = [
     # verdict, the TRAINLENS_* settings, reading small files, uploaded datasets) and the package face
     ("engine", "engine.records", "engine.datasets", "engine.paths", "engine.config", "engine.transfer_spec",
      "engine.classroom", "engine.sanity_check", "engine.settings", "engine.files", "engine.uploads"),
-    # text as data (corpus, readers, vocabulary, the text models): a source that engine.data loads, never its user
-    ("engine.text",),
+    # text as data (corpus, readers, vocabulary, the text models) and characters (corpora, models, sampling): sources
+    # that engine.data loads, never its users
+    ("engine.text", "engine.chars"),
     # the data the loop eats, and the diagnostics it runs on a model (evaluation, recipe checks, layer statistics)
     ("engine.data", "engine.diagnostics"),
-    # the loop and its collaborators (a run started from another: transfer, adapters); race and lessons describe
-    # runs to launch and read back results through a runner and a store they are handed, so they need nothing above
+    # the loop and its collaborators (tasks: what a run learns; char_runs: a character run's checkpoint as a
+    # writer; a run started from another: transfer, adapters); race and lessons describe runs to launch and read
+    # back results through a runner and a store they are handed, so they need nothing above
     ("engine.train", "engine.models", "engine.optim", "engine.grads", "engine.checkpoints", "engine.sinks",
      "engine.stopping", "engine.validation", "engine.transfer", "engine.adapters", "engine.race", "engine.lessons",
-     "engine.lesson_answer", "engine.lesson_parts"),
+     "engine.lesson_answer", "engine.lesson_parts", "engine.tasks", "engine.char_runs"),
     # explanations: of a trained run's model, rebuilt from its checkpoint (engine.checkpoints.load_run_model), so
     # explain/ sits above the loop rather than beside data/ and text/
     ("engine.explain",),

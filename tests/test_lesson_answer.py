@@ -43,6 +43,13 @@ def test_epochs_that_differ_are_said_per_number_and_one_variant_reads_plainly():
     assert answer([], "val_acc", "last").sentence == "No results yet."
 
 
+def test_bits_per_character_are_better_low_like_a_loss():
+    rows = [("bigram (counting)", 3.43, "", "after epoch 3"), ("GRU (reads the whole name)", 2.93, "", "after epoch 3")]
+    assert answer(rows, "val_bpc", "last").sentence == (
+        "GRU (reads the whole name) reached the lowest final bits per character after epoch 3, 2.930; bigram "
+        "(counting) came last at 3.430.")
+
+
 @pytest.mark.parametrize(("values", "expected"), [
     ([1.0, 0.442], ["1.000", "0.442"]),  # never "1" next to "0.442"
     ([0.9, 0.4], ["0.900", "0.400"]),

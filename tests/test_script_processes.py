@@ -139,6 +139,24 @@ def test_a_script_that_ends_without_finish_is_completed_and_one_that_raises_is_f
     assert "failed - RuntimeError: CUDA out of memory (pretend)" in shown
 
 
+def test_a_script_that_calls_sys_exit_with_a_failing_status_is_failed(trainlens_home):
+    for folder, call, status in (("one", "sys.exit(3)", "failed"), ("text", 'sys.exit("no data left")', "failed"),
+                                 ("zero", "sys.exit(0)", "completed")):
+        ended = run_script(trainlens_home / folder, f"""
+            import sys
+            import trainlens
+            run = trainlens.init(name="exits")
+            for step in range(5):
+                run.log({{"loss": 1.0 / (step + 1)}})
+            {call}
+        """)
+        run = only_run(trainlens_home / folder)
+        assert run["status"] == status, (call, run, ended.stderr)
+        if status == "failed":
+            shown = cli(trainlens_home / folder, "show", run["run_id"]).stdout
+            assert "the script exited" in shown and ("status 3" in shown or "no data left" in shown), shown
+
+
 def test_a_process_forked_after_init_does_not_write_its_parents_run(trainlens_home):
     done = run_script(trainlens_home, """
         import os, sys

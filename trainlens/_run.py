@@ -4,7 +4,8 @@ block, or the interpreter's normal exit) ends it with a true status.
 - Where: the store the CLI and the dashboard use (`TRAINLENS_HOME`, else `./.trainlens`), so a script and
   `streamlit run app/main.py` started in the same folder meet.
 - Status: `completed` at `finish()` or normal interpreter exit (atexit); `failed` with the exception's message when
-  one ends a `with` block or the script (sys.excepthook, chained); `cancelled` after a cancel from the dashboard
+  one ends a `with` block or the script (sys.excepthook, chained), or when the script calls `sys.exit` with a
+  failing status (`sys.exit(1)`, `sys.exit("message")`); `cancelled` after a cancel from the dashboard
   (raised in the script as RunCancelled at its next `log`; `cancellable=False` opts out); `interrupted` after
   Ctrl-C; `diverged` when a loss became NaN or infinite. A killed script is marked `interrupted` by the store's
   reapers (its heartbeat stops: trainlens._heartbeat).
@@ -35,6 +36,7 @@ BUSY_PATIENCE_S = 60.0  # how long init waits out a store another program holds 
 _current: "Run | None" = None
 _open: list["Run"] = []  # unfinished runs of this process (init's and SummaryWriters'), finished at exit
 _uncaught: BaseException | None = None
+_exit_status: object = None  # what the script last passed to sys.exit (0, None: success; a number or text: not)
 _hooks_installed = False
 _guard = threading.Lock()
 
@@ -349,6 +351,16 @@ def _register(run: Run) -> None:
         previous_hook(kind, exc, tb)
 
     sys.excepthook = excepthook
+    # `sys.exit(1)` ends a script without an exception hook: a wrapper keeps the status it asked for (argparse's
+    # errors and `raise SystemExit(code)` from a library that looks sys.exit up go through it too)
+    previous_exit = sys.exit
+
+    def exit_with(status=None):
+        global _exit_status
+        _exit_status = status
+        previous_exit(status)
+
+    sys.exit = exit_with
     atexit.register(_at_exit)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_forget_in_child)
@@ -369,6 +381,11 @@ def _at_exit() -> None:
             continue
         if _uncaught is not None:
             run.fail(_uncaught)
+        elif _exit_status not in (None, 0):
+            from engine.records import RunStatus
+
+            said = f"exited with status {_exit_status}" if isinstance(_exit_status, int) else f"exited: {_exit_status}"
+            run.finish(RunStatus.FAILED, f"the script {' '.join(said.split())} at step {run._last_step}")
         else:
             run.finish()
 

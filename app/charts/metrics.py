@@ -59,8 +59,24 @@ METRIC_TITLES = {
     "val_acc": "validation accuracy",
     "val_precision": "validation precision",
     "val_recall": "validation recall",
+    "val_bpc": "validation bits per character",
+    "val_new": "share of samples that are new",
+    "val_real": "share of samples that are held-out names",
+    "val_distinct": "share of distinct samples",
+    "chars_per_s": "characters trained per second",
     "val_f1": "validation F1",
     "examples_per_s": "throughput (examples/s)",
+    # per-layer statistics (engine/diagnostics/layer_stats.py), titled by their prefix on the per-layer charts
+    "act_mean": "activation mean",
+    "act_std": "activation std",
+    "act_grad_mean": "mean gradient at the layer's output",
+    "act_grad_std": "gradient std at the layer's output",
+    "dead_frac": "fraction of dead units",
+    "zero_frac": "fraction of outputs at zero",
+    "sat_frac": "fraction of saturated outputs",
+    "grad_mean": "weight gradient mean",
+    "grad_std": "weight gradient std",
+    "update_ratio": "update / weight (log10)",
 }
 _PRIMARY_DASHES = ("solid", "longdash", "dashdot", "longdashdot")  # one per requested key
 _AVERAGED_DASHES = {"ema_": "dash", "swa_": "dot"}  # EMA/SWA twins drawn dashed beside the raw key

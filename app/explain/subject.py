@@ -1,7 +1,8 @@
 """The Explain page's subject: the model asked *why* (a training run's checkpoint, a pretrained ImageNet model or
 your own), loaded once per checkpoint and shared by every session (st.cache_resource).
 
-A text run's checkpoint is handed over to app/explain/text_explain.py, which draws the rest of the page for it.
+A text run's checkpoint is handed over to app/explain/text_explain.py, a character run's to
+app/explain/chars_explain.py: each draws the rest of the page for it.
 """
 
 from __future__ import annotations
@@ -118,6 +119,11 @@ def _training_run() -> ChosenSubject:
         cannot_load(exc)
     if is_text:
         text_explain_section(run_id, which, stamp)
+        st.stop()
+    from app.explain.chars_explain import checkpoint_is_chars, chars_explain_section  # characters: what comes next
+
+    if checkpoint_is_chars(str(checkpoint), checkpoint.stat().st_mtime_ns):
+        chars_explain_section(run_id, which, checkpoint.stat().st_mtime_ns)
         st.stop()
     try:
         subject = run_subject(run_id, which, stamp)

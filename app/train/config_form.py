@@ -22,8 +22,9 @@ GROUPS: dict[str, list[str]] = {
     "Data": ["dataset", "data_dir", "val_fraction", "train_limit", "classes", "train_per_class", "batch_size",
              "augment_rotate", "augment_scale",
              "augment_translate", "augment_flip", "text_negation", "text_contrast", "text_filler", "vocab_size",
-             "vocab_min_count", "text_level", "text_column", "label_column"],
-    "Model": ["model", "hidden", "depth", "width", "skip", "activation", "dropout", "embed_dim", "bidirectional"],
+             "vocab_min_count", "text_level", "text_column", "label_column", "names_list", "block_size"],
+    "Model": ["model", "hidden", "depth", "width", "skip", "activation", "dropout", "embed_dim", "bidirectional",
+              "context", "heads", "sample_temperature"],
     "Optimizer": ["optimizer", "lr", "momentum", "beta1", "beta2", "weight_decay"],
     "Schedule": ["schedule", "warmup_steps", "step_every", "gamma", "decay_steps", "min_lr_ratio"],
     "Regularisation": ["clip", "clip_value"],
@@ -49,6 +50,8 @@ LABELS = {
     "vocab_min_count": "min count of a word", "text_column": "text column", "label_column": "label column", "text_level": "tokens",
     "embed_dim": "embedding size", "bidirectional": "bidirectional",
     "num_cpus": "CPU cores (Ray)", "num_gpus": "GPUs (Ray; fractions share one)",
+    "names_list": "names", "block_size": "block size (characters)", "context": "context (characters read)",
+    "heads": "attention heads", "sample_temperature": "temperature of the recorded samples",
     "classes": "classes (e.g. 5-9 or 0,2,4; empty = all)", "train_per_class": "examples per class K (0 = all)",
     "init_from": "start from run", "freeze": "keep fixed (freeze)", "adapter": "adapters", "lora_rank": "LoRA rank r",
     "lora_alpha": "LoRA scale α",
@@ -62,15 +65,25 @@ def _visible(name: str, values: dict[str, Any]) -> bool:
     model, optimizer, schedule = values.get("model"), values.get("optimizer"), values.get("schedule")
     dataset = values.get("dataset")
     text = dataset in cfg.DATASETS and cfg.DATASETS[dataset].kind == "text"
+    chars = dataset in cfg.DATASETS and cfg.DATASETS[dataset].kind == "chars"
     rules = {
-        "data_dir": dataset in ("mnist", "fashion_mnist", "cifar10", "imdb", "sst2", "ag_news", "text_csv"),
-        **{name: text for name in ("vocab_size", "vocab_min_count", "embed_dim", "text_level")},
-        **{name: not text for name in ("augment_rotate", "augment_scale", "augment_translate", "augment_flip")},
+        "data_dir": dataset in ("mnist", "fashion_mnist", "cifar10", "imdb", "sst2", "ag_news", "text_csv",
+                                "text_file"),
+        **{name: text for name in ("text_level",)},
+        **{name: text or dataset == "text_file" for name in ("vocab_size", "vocab_min_count")},
+        "embed_dim": text or (chars and model != "bigram"),
+        "names_list": dataset == "names",
+        "block_size": chars and (model == "transformer" or dataset != "names"),
+        "context": chars and model == "mlp",
+        "heads": chars and model == "transformer",
+        "sample_temperature": chars,
+        **{name: not text and not chars for name in ("augment_rotate", "augment_scale", "augment_translate",
+                                                      "augment_flip")},
         **{name: dataset == "sentiment" for name in ("text_negation", "text_contrast", "text_filler")},
         **{name: dataset == "text_csv" for name in ("text_column", "label_column")},
         "bidirectional": text and model in ("rnn", "gru", "lstm"),
         "hidden": model in ("mlp", "rnn", "gru", "lstm", "bow", "textcnn"),
-        "depth": model in ("mlp", "resnet", "rnn", "gru", "lstm"),
+        "depth": model in ("mlp", "resnet", "rnn", "gru", "lstm", "transformer"),
         "width": model == "resnet",
         "skip": model == "resnet",
         "activation": model == "mlp",
@@ -90,6 +103,7 @@ def _visible(name: str, values: dict[str, Any]) -> bool:
         "swa_start": values.get("swa"),
         "freeze": bool(values.get("init_from")) or values.get("freeze") != "none",
         **{name: values.get("adapter") == "lora" for name in ("lora_rank", "lora_alpha")},
+        **{name: not chars for name in ("classes", "train_per_class")},  # a character model's classes: its alphabet
     }
     return bool(rules.get(name, True))
 
@@ -151,8 +165,8 @@ def _start_from(label: str, key: str, help_text: str) -> str:
 
 
 def _model_choices(dataset: str) -> tuple[str, ...]:
-    text = dataset in cfg.DATASETS and cfg.DATASETS[dataset].kind == "text"
-    return cfg.TEXT_MODELS if text else cfg.MODELS
+    kind = cfg.DATASETS[dataset].kind if dataset in cfg.DATASETS else "image"
+    return {"text": cfg.TEXT_MODELS, "chars": cfg.CHAR_MODELS}.get(kind, cfg.MODELS)
 
 
 def _float_step(name: str) -> float:

@@ -27,14 +27,23 @@ def _save_upload() -> None:
     upload = st.session_state.get(UPLOAD_KEY)
     if upload is None:
         return
+    error = store_upload(upload.getvalue(), ".csv")
+    if error:
+        st.session_state[UPLOAD_ERROR] = error
+
+
+def store_upload(data: bytes, suffix: str) -> str | None:
+    """Store an upload once by its content (engine/uploads.py: never under the user's file name, keeping the uploads
+    that runs read) and point the form's data folder at it; the one-line reason when there is no room for it."""
     from engine.uploads import UploadRefused, save_upload
 
     runs = get_store().list_runs()  # every run's data folder: the uploads they read are kept
     in_use = runs["cfg.data_dir"].tolist() if "cfg.data_dir" in runs else []
     try:
-        st.session_state["cfg_data_dir"] = save_upload(upload.getvalue(), in_use)
+        st.session_state["cfg_data_dir"] = save_upload(data, in_use, suffix)
     except UploadRefused as exc:
-        st.session_state[UPLOAD_ERROR] = str(exc)
+        return str(exc)
+    return None
 
 
 def csv_upload(config: RunConfig | None) -> None:

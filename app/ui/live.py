@@ -130,7 +130,8 @@ def settle_when_done(key: str, active_now: bool) -> None:
 
 def run_status_row(run: pd.Series, key: str) -> None:
     """Name, status, progress bar with ETA, and a cancel button for one run."""
-    name_col, bar_col, button_col = st.columns([3, 5, 1], vertical_alignment="center")
+    # the button column holds "Cancel" whole at 1024 px (at 1/9 of the row it was cut to "C…")
+    name_col, bar_col, button_col = st.columns([3, 4, 2], vertical_alignment="center")
     name_col.markdown(f"**{escape_md(run['name'])}**  \n{status_label(run['status'])}")
     progress = float(run["progress"] or 0.0)
     if run["status"] == RunStatus.RUNNING and run.get("kind") == RunKind.SCRIPT:

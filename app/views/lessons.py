@@ -26,7 +26,7 @@ from app.ui.presentation import plotly_chart
 from app.ui.state import get_store, run_metric_keys, run_metrics, runs_frame
 from engine import lessons
 from engine.lesson_answer import METRIC_WORDS, STAT_WORDS
-from engine.records import ACTIVE, TERMINAL, UNSUCCESSFUL
+from engine.records import ACTIVE, LM_BASELINES, TERMINAL, UNSUCCESSFUL
 
 PAGE = "views/lessons.py"
 VARIANT = "variant"  # the column the lesson's charts group by
@@ -122,6 +122,10 @@ def live_panel(lesson: lessons.Lesson, group: str, runs: pd.DataFrame) -> None:
                                    group_by=VARIANT if lesson.seeds > 1 else None, arms=arms)
             figure = metric_chart(metrics, shown, list(chart.keys) if len(chart.keys) > 1 else chart.keys[0],
                                   options).figure
+            if lesson.samples and "val_loss" in chart.keys:  # character runs: the counting baselines to beat
+                from app.charts.chars import with_baselines
+
+                with_baselines(figure, get_store().get_artifact(run_ids[0], LM_BASELINES))
             entries = sum(1 for trace in figure.data if trace.showlegend is not False and trace.name)
             figure.update_layout(height=CHART_PX + LEGEND_ROW_PX * max(0, entries - 3))
         with columns[index % 2]:
@@ -129,6 +133,11 @@ def live_panel(lesson: lessons.Lesson, group: str, runs: pd.DataFrame) -> None:
             plotly_chart(figure, key=f"lesson_chart_{index}")
             if chart.note:
                 st.caption(escape_md(chart.note))
+    if lesson.samples:  # character runs: what each variant writes, side by side (the first seed's run)
+        from app.ui.samples import samples_side_by_side
+
+        st.markdown("**What each model writes** (its newest samples, 12 of 20)")
+        samples_side_by_side(selected.drop_duplicates(VARIANT), VARIANT)
     for row in selected.itertuples():
         if row.status not in ACTIVE and isinstance(row.error, str) and row.error:
             st.caption(f"**{escape_md(row.name)}** {status_text(row.status)}: {escape_md(row.error)}")

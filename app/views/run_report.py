@@ -27,6 +27,7 @@ from app.report.layers import gradient_clipping, layer_statistics
 from app.report.probes import lr_finder_section, overfit_section
 from app.report.script import script_report
 from app.ui.live import live_fragment
+from app.ui.samples import is_char_run, samples_panel, sampler
 from app.ui.state import get_runner, get_store, run_metrics, runs_frame
 from engine.records import ACTIVE, RunKind
 
@@ -91,10 +92,17 @@ def overview(runs_now: pd.DataFrame) -> None:
 
 live_fragment("report_overview", overview, [run_id])
 
-with readable_errors("the evaluation"):
-    evaluation_section(store, run)
-with readable_errors("what the network learned"):
-    features_section(run)
+if is_char_run(run):  # a character run's report is what it writes: its samples over training, and a sampler
+    live_fragment("report_samples", lambda runs_now: samples_panel(runs_now[runs_now["run_id"] == run_id],
+                                                                   "report_samples"), [run_id], every=2.0)
+    st.subheader("Write with it")
+    with readable_errors("the sampler"):
+        sampler(run_id, "report_sampler")
+else:
+    with readable_errors("the evaluation"):
+        evaluation_section(store, run)
+    with readable_errors("what the network learned"):
+        features_section(run)
 
 
 # ---- gradient norm and layer statistics (live while the run trains) ---------------------------------------------

@@ -85,6 +85,8 @@ group_filter = f2.multiselect("group", sorted({g for g in runs["group"] if g}), 
 # owners by name as compared everywhere ('Ana' and ' ana ' are one entry), shown as last written
 owner_filter = f3.multiselect("owner", sorted({name_key(o): o for o in runs["owner"][::-1] if o}.values(),
                                               key=name_key), key="runs_owner")
+more_columns = st.toggle("More columns", key="runs_more_columns",
+                         help="duration, group, device, where it runs, run id and error")
 
 
 def best_val_acc(run_ids: list[str]) -> dict[str, float]:
@@ -95,10 +97,10 @@ def best_val_acc(run_ids: list[str]) -> dict[str, float]:
 
 # columns the filters and actions read; shown columns are everything else
 HIDDEN = ["raw_status", "raw_owner", "raw_owner_key", "raw_owner_id", "raw_role"]
-# what a run is and how it does first, so a 1024 px projector shows them without scrolling the table sideways;
-# where and how it ran after
-SHOWN = ["name", "status", "progress", "ETA", "best val acc", "owner", "from", "duration", "group", "device",
-         "runs on", "run_id", "error"]
+# what a run is and how it does: at 1024 px (projector mode too) these fit beside the sidebar without scrolling the
+# table sideways (the projector audit checks); where and how it ran behind the "More columns" toggle
+SHOWN = ["name", "status", "progress", "best val acc", "owner"]
+DETAILS = ["from", "duration", "group", "device", "runs on", "run_id", "error"]  # from: the run it started from
 
 
 def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -114,10 +116,8 @@ def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
         "run_id": runs["run_id"],
         "name": runs["name"],
         "group": runs["group"],
-        "status": [status_text(s) + (f" #{places[r]} in queue" if r in places else "")
-                   for r, s in zip(runs["run_id"], runs["status"])],
+        "status": [status_cell(r, s, e, places) for r, s, e in zip(runs["run_id"], runs["status"], runs["eta_s"])],
         "progress": runs["progress"].astype(float),
-        "ETA": [format_duration(e) if s == RunStatus.RUNNING else "" for e, s in zip(runs["eta_s"], runs["status"])],
         "device": runs["device"].fillna(""),
         "runs on": [runs_on(where.get(r), d) for r, d in zip(runs["run_id"], runs["device"].fillna(""))],
         "best val acc": runs["run_id"].map(best).astype(float),
@@ -131,6 +131,15 @@ def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
     })
     text = [c for c in table.columns if c not in ("progress", "best val acc")]
     return table.astype({c: object for c in text}).reset_index(drop=True)
+
+
+def status_cell(run_id: str, status: str, eta_s: float | None, places: dict[str, int]) -> str:
+    """'running, 1m 20s left', 'queued #3 in queue', 'completed': the ETA in the status, one column fewer."""
+    if run_id in places:
+        return f"{status_text(status)} #{places[run_id]} in queue"
+    if status == RunStatus.RUNNING and eta_s is not None and eta_s == eta_s:  # NaN: no pace measured yet
+        return f"{status_text(status)}, {format_duration(eta_s)} left"
+    return status_text(status)
 
 
 def shared_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -174,13 +183,12 @@ def runs_table(runs_now: pd.DataFrame) -> None:
     view = filtered(full)
     event = st.dataframe(
         view.drop(columns=HIDDEN), hide_index=True, key="runs_table", on_select="rerun", selection_mode="multi-row",
-        column_order=SHOWN,
+        column_order=SHOWN + DETAILS if more_columns else SHOWN,
         column_config={
             "name": st.column_config.TextColumn("name", width="medium"),
             "run_id": st.column_config.TextColumn("run id", width="small"),
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent",
                                                         width=120),
-            "ETA": st.column_config.TextColumn("ETA", width="small"),
             "best val acc": st.column_config.NumberColumn("best acc", format="%.4f", width="small",
                                                           help="best validation accuracy"),
             "error": st.column_config.TextColumn("error", width="large"),

@@ -77,10 +77,14 @@ with preview_col:
     st.subheader("Before you launch")
     if data_error:
         st.error(escape_md(data_error))
+    from app.train.char_train import char_preview, text_file_upload  # characters: what the model will write
     from app.train.text_train import compact_count, csv_upload, text_preview  # text: sentences, not images
 
     csv_upload(config)
-    if config is not None and split is not None and split.text is not None:
+    text_file_upload(config)
+    if config is not None and split is not None and split.chars is not None:
+        char_preview(config, split)
+    elif config is not None and split is not None and split.text is not None:
         text_preview(config, split)
     elif config is not None and split is not None:
         from engine.data.loading import batches_per_epoch
@@ -165,9 +169,17 @@ if not launched and st.query_params.get(LAUNCHED_PARAM):  # after a reload: the 
     known = set(runs_frame()["run_id"])
     launched = [r for r in st.query_params[LAUNCHED_PARAM].split(",")[:100] if r in known]
 if launched:
+    from app.ui.samples import is_char_run, live_samples
+
+    runs_now = runs_frame()
+    chars_run_ids = {row["run_id"] for _, row in runs_now[runs_now["run_id"].isin(launched)].iterrows()
+                     if is_char_run(row)}
     with launched_slot:
         st.subheader("Launched from this page")
         st.page_link("views/compare.py", label="Open these runs in Compare", icon=":material/stacked_line_chart:",
                      query_params={"runs": ",".join(launched)})
         live_runs_panel(launched, key="train_live")
+        char_runs = [r for r in launched if r in chars_run_ids]
+        if char_runs:  # character runs: what they write, growing beside their validation loss
+            live_samples(char_runs)
         st.divider()

@@ -6,6 +6,7 @@ runs [--json] | show RUN_ID [--json] | metrics RUN_ID [--all|--json|--csv] | can
 explain RUN_ID IMAGE --method NAME [--target CLASS] [--checkpoint EPOCH] --out FILE.png
 explain RUN_ID --text "..." --method ig [--target CLASS] [--json]
 lesson [--list] | lesson NAME [--wait]
+sample RUN_ID [--n 20] [--temperature 0.8] [--prefix TEXT] [--json]
 explain-model IMAGE (--arch NAME --weights FILE [--config FILE.json] | --program FILE.pt2) [--method NAME] --out FILE.png
 workers [--stop | --start]
 import-tensorboard LOGDIR [--group G]
@@ -17,8 +18,8 @@ with the place of its traceback (TRAINLENS_HOME/logs/cli-error.log), exit 1.
 Output piped into a reader that stops early (`| head`) ends quietly, with the shell's SIGPIPE status 141.
 
 This module parses and dispatches, and turns every failure into that one line; the commands live by what they
-act on: `runs.py` (train, runs, show, metrics, cancel, resume, workers), `explain.py`, `classes.py` (class,
-lesson), `tensorboard.py` (import-tensorboard); `common.py` holds what they share and `tables.py` the metrics
+act on: `runs.py` (train, runs, show, metrics, cancel, resume, workers), `explain.py`, `sample.py` (a character run's
+samples), `classes.py` (class, lesson), `tensorboard.py` (import-tensorboard); `common.py` holds what they share and `tables.py` the metrics
 summary.
 """
 
@@ -28,7 +29,7 @@ import argparse
 import os
 import sys
 
-from engine.cli import classes, explain, runs, tensorboard
+from engine.cli import classes, explain, runs, sample, tensorboard
 from engine.cli.common import Parser, UsageError, prog
 
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command killed by SIGPIPE (`yes | head -1`)
@@ -39,7 +40,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser = Parser(prog=prog(), description="TrainLens engine: train, inspect and explain runs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     commands = {}
-    for register in (runs.register, explain.register, classes.register, runs.register_workers, tensorboard.register):
+    for register in (runs.register, explain.register, sample.register, classes.register, runs.register_workers,
+                     tensorboard.register):
         commands.update(register(sub))
     return parser, commands
 

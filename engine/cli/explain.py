@@ -56,6 +56,9 @@ def cmd_explain(args) -> int:
         _check_script_model(store, run_id)
     elif run is not None and run["config"] is not None and dataset_info(run["config"].dataset).kind == "text":
         raise UsageError(f"run {run_id} reads text: explain a sentence with --text \"...\" (no image, no --out)")
+    elif run is not None and run["config"] is not None and dataset_info(run["config"].dataset).kind == "chars":
+        raise UsageError(f"run {run_id} writes characters: see what it writes with `{prog()} sample {run_id[:6]}`; "
+                         "its attention and context attributions are on the Explain page")
     if args.image is None or args.out is None:
         raise UsageError("explain needs an IMAGE and --out FILE.png (or --text \"...\" for a text run)")
     from engine.explain.images import MAX_BYTES

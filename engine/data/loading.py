@@ -50,6 +50,9 @@ class DatasetSplit:
     # text datasets: x are int64 token ids [N, L] padded with 0, mean/std are empty, and this holds the
     # vocabulary and the ground truth (engine.text.datasets.TextExtras)
     text: object | None = None
+    # character datasets (language modelling): x are character ids [N, T], y the next character of each position
+    # [N, T] (IGNORE on padding); this holds the vocabulary, documents and baselines (engine.chars.data.CharExtras)
+    chars: object | None = None
 
     def extra_val_metrics(self, model: torch.nn.Module, val_x: torch.Tensor, val_y: torch.Tensor) -> dict[str, float]:
         """The validation metrics this dataset adds to every epoch's (sentiment: accuracy on its negation/contrast
@@ -117,13 +120,21 @@ def load_dataset(
     data_dir: folder of the torchvision datasets (default TRAINLENS_HOME/data).
     limit: keep at most this many training images (0 = all); the validation set is not cut.
     download: fetch missing torchvision files; DatasetUnavailable when that fails or is not allowed.
-    text_options: for text datasets, an engine.text.datasets.TextOptions (corpus knobs, vocabulary, CSV columns).
+    text_options: for text datasets, an engine.text.datasets.TextOptions (corpus knobs, vocabulary, CSV columns);
+        for character datasets an engine.chars.data.CharOptions.
     """
     info = dataset_info(name)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     if limit < 0:
         raise ValueError(f"limit must be >= 0 (0 = all), got {limit!r}")
+    if info.kind == "chars":
+        from engine.chars.data import CharOptions, load_char_dataset
+
+        loaded = load_char_dataset(name, seed=seed, val_fraction=val_fraction, data_dir=data_dir, limit=limit,
+                                   options=text_options or CharOptions())
+        return DatasetSplit(loaded.info, loaded.train_x, loaded.train_y, loaded.val_x, loaded.val_y, mean=(), std=(),
+                            train_masks=None, val_masks=None, chars=loaded.extras)
     if info.kind == "text":
         from engine.text.datasets import TextOptions, load_text_dataset
 
@@ -180,6 +191,10 @@ def split_key(config: RunConfig) -> tuple:
         from engine.text.datasets import TextOptions
 
         return key + (TextOptions.from_config(config),) + subset
+    if dataset_info(config.dataset).kind == "chars":
+        from engine.chars.data import CharOptions
+
+        return key + (CharOptions.from_config(config),) + subset
     return key + subset
 
 

@@ -23,6 +23,9 @@ def explain_text_run(run_id: str, text: str, method: str = "integrated_gradients
 
     method = ALIASES.get(method, method)
     model, config, info, _ = load_run_model(run_id, which)
+    if info.kind == "chars":
+        raise ValueError(f"run {run_id} writes characters ({config.dataset}): see what it writes with `trainlens "
+                         "sample`; its context attributions are on the Explain page")
     if info.kind != "text":
         raise ValueError(f"run {run_id} trained on images ({config.dataset}); --text explains text runs")
     tokens = tokenize(text, config.text_level)

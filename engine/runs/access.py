@@ -123,12 +123,12 @@ FULL_TRAIN_EXAMPLES = {"mnist5k": 5_000, "shapes": 6_000, "mnist": 60_000, "fash
 def run_examples(config) -> int | None:
     """Training examples a run's config asks for (None when unknown): its `train_limit`, else the dataset's training
     data, else, for your own CSV (`text_csv`), its rows as the reader reads them (the reader's one-line ValueError
-    when it cannot read them: such a run could not train anyway). K examples per class (`train_per_class`) count as K
-    times the classes chosen, when that is fewer."""
+    when it cannot read them: such a run could not train anyway), for a character dataset its names or chunks. K
+    examples per class (`train_per_class`) count as K times the classes chosen, when that is fewer."""
     examples = _examples(config)
     if config.train_per_class:
-        from engine.transfer_spec import chosen_class_names
         from engine.datasets import DATASETS
+        from engine.transfer_spec import chosen_class_names
 
         classes = DATASETS[config.dataset].classes
         if classes:
@@ -138,6 +138,8 @@ def run_examples(config) -> int | None:
 
 
 def _examples(config) -> int | None:
+    from engine.datasets import DATASETS
+
     if config.train_limit:
         return int(config.train_limit)
     if config.dataset == "text_csv" and config.data_dir:
@@ -145,6 +147,10 @@ def _examples(config) -> int | None:
         from engine.text.readers import read_csv
 
         return len(read_csv(check_data_dir(config.data_dir), config.text_column, config.label_column).train_texts)
+    if DATASETS[config.dataset].kind == "chars":  # names (rows) or chunks of text, bounded without reading it all
+        from engine.chars.corpus import training_examples_bound
+
+        return training_examples_bound(config)
     return FULL_TRAIN_EXAMPLES.get(config.dataset)
 
 
@@ -152,13 +158,20 @@ def _examples(config) -> int | None:
 SIZE_FIELDS = {"mlp": ("hidden", "depth"), "convnet": (), "resnet": ("width", "depth"),
                "rnn": ("hidden", "depth"), "gru": ("hidden", "depth"), "lstm": ("hidden", "depth"),
                "bow": ("embed_dim", "hidden"), "textcnn": ("embed_dim", "hidden")}
+# ... and a character model's (its embedding; the MLP's context window; the transformer's learned positions)
+CHAR_SIZE_FIELDS = {"bigram": (), "mlp": ("embed_dim", "context", "hidden", "depth"),
+                    "rnn": ("embed_dim", "hidden", "depth"), "gru": ("embed_dim", "hidden", "depth"),
+                    "lstm": ("embed_dim", "hidden", "depth"), "transformer": ("embed_dim", "depth", "block_size")}
 
 
 def size_fields(config) -> tuple[str, ...]:
     """The fields that decide the size of `config`'s model (a text model's embedding too)."""
     from engine.datasets import DATASETS
 
-    text = DATASETS[config.dataset].kind == "text"
+    kind = DATASETS[config.dataset].kind
+    if kind == "chars":
+        return CHAR_SIZE_FIELDS.get(config.model, ())
+    text = kind == "text"
     return tuple(dict.fromkeys(SIZE_FIELDS.get(config.model, ()) + (("embed_dim", "vocab_size") if text else ())))
 
 

@@ -51,8 +51,11 @@ def _probe_job(run: RunRecord, config: RunConfig, sink: Sink, should_stop: Calla
     from engine.optim import make_optimizer
     from engine.transfer import prepare_model
 
+    from engine.tasks import task_for
+
     split = load_run_split(config)
     info = split.info
+    loss_fn = task_for(split).loss  # a language model's loss reads [B, T] next characters
     torch.manual_seed(config.seed)
     model = model_from_config(config, info.channels, info.size, len(info.classes)).to(device)
     prepare_model(model, config, device=device)  # a fine-tuning run's probes start where it starts, frozen alike
@@ -73,8 +76,8 @@ def _probe_job(run: RunRecord, config: RunConfig, sink: Sink, should_stop: Calla
             sink.log(point["step"] + 1, 0, {key: point[field] for field, key in LR_FIND_POINT.items()})
             sink.progress(point["step"] + 1, LR_FIND_STEPS, 0)
 
-        result = lr_find(model, lambda params: make_optimizer(params, config), batches(), num_steps=LR_FIND_STEPS,
-                         on_step=on_step, should_stop=should_stop)
+        result = lr_find(model, lambda params: make_optimizer(params, config), batches(), loss_fn=loss_fn,
+                         num_steps=LR_FIND_STEPS, on_step=on_step, should_stop=should_stop)
         name = LR_FIND
     else:
         from engine.diagnostics import recipe
@@ -82,7 +85,7 @@ def _probe_job(run: RunRecord, config: RunConfig, sink: Sink, should_stop: Calla
         xb, yb = next(iterate_batches(train_x, train_y, OVERFIT_BATCH, seed=config.seed, epoch=0,
                                       mean=split.mean, std=split.std))
         result = recipe.overfit_one_batch(model, lambda params: make_optimizer(params, config), xb, yb,
-                                          steps=OVERFIT_STEPS)
+                                          steps=OVERFIT_STEPS, loss_fn=loss_fn)
         curve = result["numbers"]["curve"]
         sink.log(len(curve), 0, {OVERFIT_KEY: result["numbers"]["final_loss"]})
         sink.progress(len(curve), len(curve), 0)
