@@ -128,7 +128,7 @@ def test_a_worker_frozen_inside_a_write_transaction_is_named_ended_and_its_run_i
     """The cause of the frozen-worker flake: a worker stopped while it held SQLite's write lock kept every writer
     out (the reapers included), so its run stayed `running` for ever. Caught here on purpose: stopped at moments
     until the kernel's lock table shows it holding the lock (about 1 moment in 150)."""
-    from engine.runs.store.holder import describe_holder, write_lock_holder
+    from engine.runs.store.holder import STOPPED_STATES, describe_holder, process_state, write_lock_holder
 
     monkeypatch.setenv("TRAINLENS_STALE_AFTER_S", "2")
     monkeypatch.setattr(Store, "STALE_AFTER_S", 2.0)
@@ -141,7 +141,11 @@ def test_a_worker_frozen_inside_a_write_transaction_is_named_ended_and_its_run_i
     deadline = time.monotonic() + 90
     while True:
         os.kill(frozen, signal.SIGSTOP)
-        time.sleep(0.002)
+        # a stop takes effect when the process next runs: on a loaded machine it may wait in the run queue for a
+        # while, still "running" (and able to end its transaction); look at the lock only once it is stopped
+        stopped_by = time.monotonic() + 10
+        while process_state(frozen) not in STOPPED_STATES and time.monotonic() < stopped_by:
+            time.sleep(0.001)
         if write_lock_holder(runner.store.path) == frozen:
             break
         os.kill(frozen, signal.SIGCONT)
