@@ -14,7 +14,7 @@ from app.train.config_form import config_form
 from app.ui.identity import session_actor
 from app.ui.live import live_runs_panel
 from app.ui.presentation import plotly_chart
-from app.ui.state import get_runner, get_store, run_split, runs_frame
+from app.ui.state import get_runner, get_store, run_split, runs_frame, start_pool_warmup
 from engine.config import OPTIMIZERS, RunConfig
 from engine.datasets import dataset_info
 from engine.race import RECOMMENDED_LR, expand_race, parse_values
@@ -195,6 +195,9 @@ if launched:
         st.divider()
 
 if later:  # the form and Start are on the screen: now the data, the preview and torch (see loads_after_start)
+    # the worker pool first (app/main.py would start it after this page): its workers' imports then overlap the
+    # preview's instead of following them, and a Start clicked soon after finds a worker sooner
+    start_pool_warmup()
     split, data_error = load_split(config)
     with preview_slot.container():
         preview(config, split, data_error)
