@@ -5,7 +5,9 @@
 Figures, each with the load average when it was taken (on a shared machine a figure taken under load is inflated:
 compare the ratios, or rerun on an idle machine):
   page     first page drawn after `streamlit run` (fresh server, fresh headless Chromium: the Start button of "/")
-           target <= 2.5 s                                                      (benchmarks/first_point.py)
+           target <= 2.5 s                                                      (benchmarks/first_point.py);
+           and, hardly moved by the machine's load, the CPU seconds of a fresh server's first script run until
+           that button is drawn (a fresh interpreter with streamlit imported, no browser; own goal <= 1 s)
   start    click Start -> first point drawn on the page, with the pool warmed at start (the click comes --think
            seconds after the page, as a user reads it) target <= 1.5 s; and with workers started on demand
            (TRAINLENS_WARM_POOL=0, click at once) target <= 4 s                 (benchmarks/first_point.py)
@@ -51,6 +53,43 @@ def report(name: str, value: float, target: float, unit: str, *, at_least: bool 
     line = f"  {name:<52} {shown:>10}  target {wanted:<10} {'ok  ' if ok else 'MISS'}  ({load()}{note})"
     lines.append(line)
     print(line, flush=True)
+
+
+PAGE_SCRIPT = r"""
+import os, sys, tempfile, time
+sys.path.insert(0, {root!r})
+os.environ.update({{"TRAINLENS_HOME": tempfile.mkdtemp(), "TRAINLENS_WARM_POOL": "0"}})
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+seen = {{}}
+button = st.button
+def spy(label, *args, **kwargs):
+    if kwargs.get("key") == "start":
+        seen["start"] = time.process_time()
+    return button(label, *args, **kwargs)
+st.button = spy
+app = AppTest.from_file({main!r}, default_timeout=300)
+started = time.process_time()
+app.run()
+print(seen["start"] - started, time.process_time() - started)
+"""
+
+
+def page_script_cpu(repeats: int) -> None:
+    """The CPU the first script run of a fresh server spends before the Train page's Start button is drawn, in a
+    fresh interpreter (streamlit itself imported, as a server has it): a figure the machine's load hardly moves."""
+    import subprocess
+
+    root = HERE.parent
+    code = PAGE_SCRIPT.format(root=str(root), main=str(root / "app" / "main.py"))
+    before_start, whole = [], []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+        first, total = (float(v) for v in out.stdout.split()[-2:])
+        before_start.append(first)
+        whole.append(total)
+    report("first script run's CPU until Start is drawn", statistics.median(before_start), 1.0, "s",
+           note=f", whole first run {statistics.median(whole):.2f} s CPU, median of {repeats}")
 
 
 def browser_figures(quick: bool, think: float) -> None:
@@ -163,6 +202,8 @@ def main() -> None:
           f"(figures taken under load are inflated; compare ratios in one run)", flush=True)
     steps = {"page": None, "start": None, "compare": compare_figures, "viewer": viewer_figure, "loop": loop_figure,
              "stats": stats_figure}
+    if "page" in chosen:
+        page_script_cpu(1 if args.quick else 3)
     if "page" in chosen or "start" in chosen:
         browser_figures(args.quick, args.think)
     for name in chosen:
