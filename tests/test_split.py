@@ -1,4 +1,4 @@
-"""The stratified split without scikit-learn (engine/data/split.py) returns exactly scikit-learn's split, so every
+"""The stratified split without scikit-learn (engine/split.py) returns exactly scikit-learn's split, so every
 run validates on the same images as before, and loading a built-in dataset no longer imports scikit-learn."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
 
-from engine.data.split import stratified_split
+from engine.split import stratified_split
 
 
 def sklearn_split(labels, val_fraction, seed):

@@ -28,7 +28,7 @@ from engine.config import RunConfig
 from engine.data.augment import AugmentSpec, augment_batch
 from engine.datasets import DATA_SEED, SHAPES_COUNT, DatasetInfo, DatasetUnavailable, dataset_info
 from engine.data.shapes import generate_shapes
-from engine.data.split import stratified_split
+from engine.split import stratified_split
 
 __all__ = ["DATA_SEED", "DatasetInfo", "DatasetSplit", "DatasetUnavailable", "batches_per_epoch", "channel_stats",
            "cached_run_split", "epoch_generator", "iterate_batches", "load_dataset", "load_run_split", "normalize", "split_key"]

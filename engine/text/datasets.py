@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.data.split import stratified_split
+from engine.split import stratified_split
 from engine.datasets import SENTIMENT_COUNT, DatasetUnavailable, dataset_info
 from engine.text.corpus import CorpusOptions, generate_corpus
 from engine.text.readers import TextData, read_ag_news, read_csv, read_imdb, read_sst2
