@@ -22,6 +22,7 @@ from engine.runs.access import CapReached, PermissionDenied
 
 LAUNCHED_KEY = "launched_run_ids"
 LAUNCHED_PARAM = "launched"  # the runs launched from this page, in the URL: a reload keeps the live panel
+PREVIEW_PX = 680  # the preview column of an image dataset (heading, counts, schedule chart, batch grid): 645-720 px tall at 1024-1920 px wide
 
 st.title("Train")
 st.caption("Configure a run, check what it will do, then start it. Runs train in background workers: "
@@ -129,8 +130,8 @@ with preview_col:
     if not later:
         with preview_slot.container():
             preview(config, split, data_error)
-    else:
-        preview_slot.caption("Loading the preview...")
+    else:  # about the preview's height, so that Start does not jump down the page when the preview arrives
+        preview_slot.container(height=PREVIEW_PX, border=False).caption("Loading the preview...")
 
 st.divider()
 mode = st.segmented_control("Launch", ["Single run", "Race"], default="Single run", key="launch_mode",
