@@ -200,8 +200,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer trials and repeats (about 6 minutes idle)")
     parser.add_argument("--only", default=",".join(FIGURES), help=f"comma-separated subset of {','.join(FIGURES)}")
-    parser.add_argument("--think", type=float, default=8.0,
-                        help="seconds between the page and the click with the warmed pool (a user reading the page)")
+    parser.add_argument("--think", type=float, default=20.0,
+                        help="seconds between the page and the click with the pool warmed at start (time for it to warm)")
     args = parser.parse_args()
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(FIGURES))
