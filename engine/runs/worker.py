@@ -273,11 +273,9 @@ class Worker:
 
     def serve(self) -> None:
         threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True).start()
-        # before the first claim (the heartbeat already runs): a run queued meanwhile waits for what it would
-        # otherwise pay itself after its claim, and every later run starts without it (engine/runs/warmup.py)
         from engine.runs.warmup import warm_up
 
-        warm_up(lambda text: _write_log(f"worker-{self.worker_id}", text))
+        warmed = False  # the first run's one-time costs paid (engine/runs/warmup.py), by a warm-up or by a run
         idle_since = time.time()
         try:
             while not self.stop.is_set():
@@ -290,11 +288,19 @@ class Worker:
                         break  # a full disk or a damaged store: leave; the runner reports why workers cannot start
                     continue
                 if run is None:
+                    if not warmed:
+                        # nothing queued yet (a pool warmed at the server's start): pay them now, so the first run
+                        # starts at once. A worker started for a queued run takes it first and pays them inside it:
+                        # the same work, without a second worker's warm-up sharing the cores before the claim.
+                        warm_up(lambda text: _write_log(f"worker-{self.worker_id}", text))
+                        warmed = True
+                        continue
                     if time.time() - idle_since > self.idle_exit_s:
                         break
                     time.sleep(POLL_S)
                     continue
                 self.execute(run)
+                warmed = True
                 idle_since = time.time()
         finally:
             self.stop.set()
