@@ -201,27 +201,52 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds before measuring (tabs open meanwhile)")
     parser.add_argument("--ramp", type=float, default=15.0, help="seconds over which the tabs open")
     parser.add_argument("--no-sharing", action="store_true", help="every session builds its own figures")
+    parser.add_argument("--compare-only", action="store_true", help="one tab per student: the Compare view only")
     args = parser.parse_args()
+    result, latencies, ticks, errors = simulate(args.students, args.runs, args.seconds, args.warmup, args.ramp,
+                                                sharing=not args.no_sharing, compare_only=args.compare_only)
+    tabs = "1 tab (Compare" if args.compare_only else "2 tabs (Compare"
+    print(f"{args.students} students x {tabs} of {args.runs} running runs{'' if args.compare_only else ' + own Runs page'}), "
+          f"figure sharing {'OFF' if args.no_sharing else 'on'}, {result['window_s']:.0f} s measured "
+          f"after {args.warmup:.0f} s warm-up, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    print(f"server CPU: {result['cores']:.2f} cores on average (target <= 1.0); peak RSS {result['rss_mb']:.0f} MB")
+    for view, values in sorted(latencies.items()):
+        values = sorted(values)
+        p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
+        rate = len(values) / result["window_s"]
+        every = f" (a tab every {args.students / rate:.1f} s)" if "(page)" not in view else ""
+        print(f"{view:>16}: {rate:5.1f} refreshes/s{every}, p50 {statistics.median(values):.2f} s,"
+              f" p95 {p95:.2f} s (target p95 < 1 s)")
+    if ticks:
+        print("server CPU per tick (median ms): " + ", ".join(
+            f"{key} {statistics.median(v):.0f}" for key, v in sorted(ticks.items())))
+    if errors:
+        print(f"{len(errors)} page errors, e.g. {errors[0]}")
 
+
+def simulate(n_students: int, n_runs: int, seconds: float, warmup: float, ramp: float, *, sharing: bool = True,
+             compare_only: bool = False) -> tuple[dict, dict[str, list[float]], dict[str, list[float]], list[str]]:
+    """One simulated class against a fresh server: (result with 'cores', 'rss_mb', 'window_s'; refresh latencies
+    per view; the server's CPU ms per tick per view; page errors). Used by main() and benchmarks/cold_paths.py."""
     home = Path(tempfile.mkdtemp(prefix="class_load_"))
     tick_log = home / "ticks.csv"
     env = dict(os.environ, TRAINLENS_HOME=str(home), TRAINLENS_CLASS_PASSPHRASE=CLASS,
                TRAINLENS_TEACHER_PASSPHRASE=TEACHER, TRAINLENS_WARM_POOL="0", TRAINLENS_WORKERS="1",
-               TRAINLENS_SHARED_FIGURES="0" if args.no_sharing else "1", TRAINLENS_TICK_LOG=str(tick_log),
+               TRAINLENS_SHARED_FIGURES="0" if (not sharing) else "1", TRAINLENS_TICK_LOG=str(tick_log),
                PYTHONPATH=str(ROOT))
     os.environ.update({k: env[k] for k in ("TRAINLENS_HOME", "TRAINLENS_CLASS_PASSPHRASE",
                                            "TRAINLENS_TEACHER_PASSPHRASE")})
     store = Store(home / "trainlens.db")
     mode = ClassMode(home=home)
     students, seats = [], {}
-    for i in range(args.students):
+    for i in range(n_students):
         joined = store.join_class(f"student {i:02d}", STUDENT)
         students.append(joined.actor)
         seats[joined.actor.name] = mode.issue_seat(joined.actor, joined.seat_id)
-    store.set_limit("running", args.runs)
-    store.set_limit("queued", args.runs)  # fewer students than runs: one student owns several
+    store.set_limit("running", n_runs)
+    store.set_limit("queued", n_runs)  # fewer students than runs: one student owns several
     run_ids = [store.create_run(RunConfig(seed=i), actor=students[i % len(students)], group="lesson")
-               for i in range(args.runs)]
+               for i in range(n_runs)]
     writer = RunWriter(home, run_ids)
     writer.start()
 
@@ -247,34 +272,19 @@ def main() -> None:
         for student in students:
             seat = "seat=" + seats[student.name]
             tabs.append(Tab(url, "compare", f"{compare_query}&{seat}", latencies, errors))
-            tabs.append(Tab(url, "runs", seat, latencies, errors))
-        result = asyncio.run(drive(tabs, args.seconds, args.warmup, min(args.ramp, args.warmup), server))
+            if not compare_only:
+                tabs.append(Tab(url, "runs", seat, latencies, errors))
+        result = asyncio.run(drive(tabs, seconds, warmup, min(ramp, warmup), server))
     finally:
         writer.stop.set()
         proc.terminate()
         proc.wait(timeout=20)
 
-    print(f"{args.students} students x 2 tabs (Compare of {args.runs} running runs + own Runs page), "
-          f"figure sharing {'OFF' if args.no_sharing else 'on'}, {result['window_s']:.0f} s measured "
-          f"after {args.warmup:.0f} s warm-up, {os.cpu_count()} cores")
-    print(f"server CPU: {result['cores']:.2f} cores on average (target <= 1.0); peak RSS {result['rss_mb']:.0f} MB")
-    for view, values in sorted(latencies.items()):
-        values = sorted(values)
-        p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
-        rate = len(values) / result["window_s"]
-        every = f" (a tab every {args.students / rate:.1f} s)" if "(page)" not in view else ""
-        print(f"{view:>16}: {rate:5.1f} refreshes/s{every}, p50 {statistics.median(values):.2f} s,"
-              f" p95 {p95:.2f} s (target p95 < 1 s)")
+    ticks: dict[str, list[float]] = {}
     if tick_log.exists():
-        rows = [line.split(",") for line in tick_log.read_text().splitlines()]
-        by_view: dict[str, list[float]] = {}
-        for _, key, _, cpu_ms in rows:
-            by_view.setdefault(key, []).append(float(cpu_ms))
-        print("server CPU per tick (median ms): " + ", ".join(
-            f"{key} {statistics.median(v):.0f}" for key, v in sorted(by_view.items())))
-    if errors:
-        print(f"{len(errors)} page errors, e.g. {errors[0]}")
-
+        for _, key, _, cpu_ms in (line.split(",") for line in tick_log.read_text().splitlines()):
+            ticks.setdefault(key, []).append(float(cpu_ms))
+    return result, latencies, ticks, errors
 
 if __name__ == "__main__":
     main()

@@ -131,9 +131,10 @@ def test_the_script_client_sits_above_the_engine_and_nothing_imports_it():
 ENGINE_FLOORS: list[tuple[str, ...]] = [
     # ground: torch-free vocabulary every layer shares (run statuses, metric keys and artifact names, the dataset
     # registry, paths, the run config and the syntax of its transfer fields, class-mode actors, the sanity check's
-    # verdict, the TRAINLENS_* settings, reading small files, uploaded datasets) and the package face
+    # verdict, the TRAINLENS_* settings, reading small files, uploaded datasets, the stratified split of labels) and
+    # the package face
     ("engine", "engine.records", "engine.datasets", "engine.paths", "engine.config", "engine.transfer_spec",
-     "engine.classroom", "engine.sanity_check", "engine.settings", "engine.files", "engine.uploads"),
+     "engine.classroom", "engine.sanity_check", "engine.settings", "engine.files", "engine.uploads", "engine.split"),
     # text as data (corpus, readers, vocabulary, the text models) and characters (corpora, models, sampling): sources
     # that engine.data loads, never its users
     ("engine.text", "engine.chars"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -14,13 +15,15 @@ from app.train.transfer_preview import transfer_lines
 from app.ui.identity import session_actor
 from app.ui.live import live_runs_panel
 from app.ui.presentation import plotly_chart
-from app.ui.state import get_runner, get_store, run_split, runs_frame
+from app.ui.state import get_runner, get_store, run_split, runs_frame, start_pool_warmup
 from engine.config import OPTIMIZERS, RunConfig
+from engine.datasets import dataset_info
 from engine.race import RECOMMENDED_LR, expand_race, parse_values
 from engine.runs.access import CapReached, PermissionDenied
 
 LAUNCHED_KEY = "launched_run_ids"
 LAUNCHED_PARAM = "launched"  # the runs launched from this page, in the URL: a reload keeps the live panel
+PREVIEW_PX = 680  # the preview column of an image dataset (heading, counts, schedule chart, batch grid): 645-720 px tall at 1024-1920 px wide
 
 st.title("Train")
 st.caption("Configure a run, check what it will do, then start it. Runs train in background workers: "
@@ -34,12 +37,32 @@ with form_col:
     if error:
         st.error(f"Fix this before launching: {escape_md(error)}")
 
-split, data_error = None, None
-if config is not None:
+
+
+def load_split(config: RunConfig):
+    """(the run's split, None) or (None, the readable reason it cannot be loaded)."""
     try:
-        split = run_split(config)
+        return run_split(config), None
     except ValueError as exc:  # DatasetUnavailable and bad data folders carry a readable message
-        data_error = str(exc)
+        return None, str(exc)
+
+
+def loads_after_start(config: RunConfig | None) -> bool:
+    """Whether the preview's data waits until the Start button is drawn: only while this server has not imported
+    torch yet (about 2 s of the first page of a fresh server on 2 cores, benchmarks/cold_paths.py; later pages keep
+    the preview where it is, without a flicker), and only for a built-in image dataset (shipped or generated): it
+    cannot be missing, so Start needs nothing from it. A dataset read from files is checked first: Start stays
+    disabled while it cannot be loaded."""
+    if config is None or "torch" in sys.modules:
+        return False
+    info = dataset_info(config.dataset)
+    return info.kind == "image" and info.source in ("embedded", "synthetic")
+
+
+split, data_error = None, None
+later = loads_after_start(config)
+if config is not None and not later:
+    split, data_error = load_split(config)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -52,7 +75,7 @@ def parameter_counts(config_json: str) -> dict[str, int]:
     return estimate_summary(RunConfig.from_json(config_json))
 
 
-def batch_grid(config: RunConfig, count: int = 32) -> tuple[np.ndarray, list[str]]:
+def batch_grid(config: RunConfig, split, count: int = 32) -> tuple[np.ndarray, list[str]]:
     """The first training batch of epoch 0, augmented exactly as the run will see it, as one image grid."""
     from engine.data.augment import AugmentSpec
     from engine.data.loading import iterate_batches
@@ -73,7 +96,8 @@ def batch_grid(config: RunConfig, count: int = 32) -> tuple[np.ndarray, list[str
     return grid, [split.info.classes[int(y)] for y in yb[:count]]
 
 
-with preview_col:
+def preview(config: RunConfig | None, split, data_error: str | None) -> None:
+    """The column beside the form: what the run will do, before it starts."""
     st.subheader("Before you launch")
     if data_error:
         st.error(escape_md(data_error))
@@ -107,12 +131,20 @@ with preview_col:
         steps, lrs = schedule_curve(config, total)
         plotly_chart(lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=240),
                         key="schedule_preview")
-        grid, labels = batch_grid(config)
+        grid, labels = batch_grid(config, split)
         augmented = config.augment_rotate or config.augment_scale or config.augment_translate or config.augment_flip
         st.image(grid, clamp=True, width="stretch",
                  caption=f"first training batch as the model sees it{' (augmented)' if augmented else ''}: "
                          + escape_md(" ".join(labels[:16])) + " ...")  # a caption is markdown
 
+
+with preview_col:
+    preview_slot = st.empty()  # filled here, or below the Start button when the data loads later
+    if not later:
+        with preview_slot.container():
+            preview(config, split, data_error)
+    else:  # about the preview's height, so that Start does not jump down the page when the preview arrives
+        preview_slot.container(height=PREVIEW_PX, border=False).caption("Loading the preview...")
 
 st.divider()
 mode = st.segmented_control("Launch", ["Single run", "Race"], default="Single run", key="launch_mode",
@@ -183,3 +215,11 @@ if launched:
         if char_runs:  # character runs: what they write, growing beside their validation loss
             live_samples(char_runs)
         st.divider()
+
+if later:  # the form and Start are on the screen: now the data, the preview and torch (see loads_after_start)
+    # the worker pool first (app/main.py would start it after this page): its workers' imports then overlap the
+    # preview's instead of following them, and a Start clicked soon after finds a worker sooner
+    start_pool_warmup()
+    split, data_error = load_split(config)
+    with preview_slot.container():
+        preview(config, split, data_error)

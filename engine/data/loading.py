@@ -29,6 +29,7 @@ from engine.config import RunConfig
 from engine.data.augment import AugmentSpec, augment_batch
 from engine.datasets import DATA_SEED, SHAPES_COUNT, DatasetInfo, DatasetUnavailable, dataset_info
 from engine.data.shapes import generate_shapes
+from engine.split import stratified_split
 
 __all__ = ["DATA_SEED", "DatasetInfo", "DatasetSplit", "DatasetUnavailable", "batches_per_epoch", "channel_stats",
            "cached_run_split", "epoch_generator", "iterate_batches", "load_dataset", "load_run_split", "normalize", "split_key"]
@@ -83,15 +84,6 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 @lru_cache(maxsize=4)
 def _shapes_arrays(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return generate_shapes(SHAPES_COUNT, seed=seed, size=dataset_info("shapes").size)
-
-
-def _stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
-    train_idx, val_idx = train_test_split(
-        np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
-    )
-    return train_idx, val_idx
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -159,9 +151,9 @@ def load_dataset(
             masks = None
         else:
             images, labels, masks = _shapes_arrays(seed)
-        train_idx, val_idx = _stratified_split(labels, val_fraction, seed)
+        train_idx, val_idx = stratified_split(labels, val_fraction, seed)
         if limit:
-            train_idx = train_idx[:limit]  # train_test_split already shuffled them
+            train_idx = train_idx[:limit]  # stratified_split already shuffled them
         # fancy indexing copies, so callers may modify the tensors without touching the cache
         train_x, train_y, val_x, val_y = images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]
         if masks is not None:

@@ -60,6 +60,9 @@ class StoreSink:
         self._progress: tuple[int, int, int] | None = None
         self._lock = threading.Lock()  # one flush at a time: the flusher thread and the training thread both flush
         self._closed = threading.Event()
+        # the run's first rows are written at once, not up to FLUSH_S later: the first point is what a user who
+        # just clicked Start waits for; later rows go in batches (set by `log` once, read by the flusher)
+        self._first_rows = threading.Event()
         self._thread = threading.Thread(target=self._flush_loop, name=f"flush-{run_id}", daemon=True)
         self._thread.start()
 
@@ -69,6 +72,8 @@ class StoreSink:
         now = time.time()
         for key, value in values.items():
             self._rows.put((self.run_id, step, epoch, key, float(value), now))
+        if not self._first_rows.is_set():
+            self._first_rows.set()
 
     def progress(self, step, total_steps, epoch):
         self._progress = (step, total_steps, epoch)  # latest wins; written with the next flush
@@ -150,13 +155,17 @@ class StoreSink:
                 return False
 
     def _flush_loop(self) -> None:
-        while not self._closed.wait(FLUSH_S):
+        self._first_rows.wait(FLUSH_S)  # woken by the first row (or after FLUSH_S), then every FLUSH_S
+        while not self._closed.is_set():
             self.flush()
+            if self._closed.wait(FLUSH_S):
+                break
 
     def close(self, give_up=lambda: False) -> bool:
         """Stop the flusher and write what is left, waiting out a locked store; `give_up()` ends the wait
         (the worker is fencing itself). Returns whether every row was written."""
         self._closed.set()
+        self._first_rows.set()  # a flusher still waiting for the first row stops now
         self._thread.join()
         while not self.flush():
             if self.lost.is_set() or give_up():
@@ -264,6 +273,9 @@ class Worker:
 
     def serve(self) -> None:
         threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True).start()
+        from engine.runs.warmup import warm_up
+
+        warmed = False  # the first run's one-time costs paid (engine/runs/warmup.py), by a warm-up or by a run
         idle_since = time.time()
         try:
             while not self.stop.is_set():
@@ -276,11 +288,19 @@ class Worker:
                         break  # a full disk or a damaged store: leave; the runner reports why workers cannot start
                     continue
                 if run is None:
+                    if not warmed:
+                        # nothing queued yet (a pool warmed at the server's start): pay them now, so the first run
+                        # starts at once. A worker started for a queued run takes it first and pays them inside it:
+                        # the same work, without a second worker's warm-up sharing the cores before the claim.
+                        warm_up(lambda text: _write_log(f"worker-{self.worker_id}", text))
+                        warmed = True
+                        continue
                     if time.time() - idle_since > self.idle_exit_s:
                         break
                     time.sleep(POLL_S)
                     continue
                 self.execute(run)
+                warmed = True
                 idle_since = time.time()
         finally:
             self.stop.set()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.split import stratified_split
 from engine.datasets import SENTIMENT_COUNT, DatasetUnavailable, dataset_info
 from engine.text.corpus import CorpusOptions, generate_corpus
 from engine.text.readers import TextData, read_ag_news, read_csv, read_imdb, read_sst2
@@ -88,13 +89,6 @@ class TextSplit:
     extras: TextExtras
 
 
-def _stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
-    indices = np.arange(len(labels))
-    return train_test_split(indices, test_size=val_fraction, stratify=labels, random_state=seed)
-
-
 def load_text_dataset(name: str, *, seed: int, val_fraction: float, data_dir: str | None, limit: int,
                       options: TextOptions) -> TextSplit:
     """The split of a text dataset (see the module docstring)."""
@@ -103,7 +97,7 @@ def load_text_dataset(name: str, *, seed: int, val_fraction: float, data_dir: st
     if name == "sentiment":
         reviews = _sentiment(seed, options.negation, options.contrast, options.filler)
         labels = np.array([r.label for r in reviews], dtype=np.int64)
-        train_idx, val_idx = _stratified_split(labels, val_fraction, seed)
+        train_idx, val_idx = stratified_split(labels, val_fraction, seed)
         train_tokens = [list(reviews[i].tokens) for i in train_idx]
         val_tokens = [list(reviews[i].tokens) for i in val_idx]
         train_y, val_y = labels[train_idx], labels[val_idx]
@@ -125,7 +119,7 @@ def load_text_dataset(name: str, *, seed: int, val_fraction: float, data_dir: st
             val_y = np.asarray(data.test_labels, dtype=np.int64)
         else:
             try:
-                train_idx, val_idx = _stratified_split(labels, val_fraction, seed)
+                train_idx, val_idx = stratified_split(labels, val_fraction, seed)
             except ValueError as exc:  # a class with a single example cannot be split in two
                 raise DatasetUnavailable(f"cannot split the data into training and validation: {exc}") from None
             train_tokens, val_tokens = [tokens[i] for i in train_idx], [tokens[i] for i in val_idx]
