@@ -10,8 +10,11 @@ worker pool; this script is how their margins were chosen).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -25,10 +28,19 @@ from engine.train import MemorySink, train  # noqa: E402
 
 
 def run_in_process(lesson: lessons.Lesson) -> list[lessons.RunResult]:
+    """Every run of the lesson, its pretraining stages first (their checkpoints in a scratch TRAINLENS_HOME, where
+    the variants that start from them read them); the variants' results."""
     results = []
-    for config in lesson.configs("margins"):
+    runs, sources = lesson.launch_runs("margins")
+    ids: dict[str, str] = {}
+    for name, config in runs:
+        ids[name] = uuid.uuid4().hex[:12]
+        if name in sources:
+            config = config.with_updates(init_from=ids[sources[name]])
         sink = MemorySink()
-        result = train(config, sink, device="cpu", split=load_run_split(config))
+        result = train(config, sink, run_id=ids[name], device="cpu", split=load_run_split(config))
+        if lesson.variant_of(name) is None:  # a pretraining stage: no claim reads it
+            continue
         run = lessons.RunResult(config.name, lesson.variant_of(config.name), config.seed, str(result.status),
                                 steps=result.step, parameters=sink.artifacts[MODEL_SUMMARY]["parameters"])
         for step, epoch, key, value in sink.rows:
@@ -44,6 +56,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    os.environ["TRAINLENS_HOME"] = tempfile.mkdtemp(prefix="lesson_margins_")  # checkpoints of this script's runs
     chosen = [lessons.get_lesson(n) for n in args.names] if args.names else lessons.load_lessons()[0]
     for lesson in chosen:
         for seed in [int(s) for s in args.seeds.split(",")]:

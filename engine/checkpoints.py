@@ -196,7 +196,17 @@ def load_run_model(run_id: str, which: str | int = "best", weights: str = "model
         from engine.data.loading import cached_run_split
 
         info = cached_run_split(ckpt.config, download=False).info
+    elif ckpt.config.classes:  # a class subset: its classes, re-indexed 0..k-1 as the run learned them
+        from dataclasses import replace
+
+        from engine.transfer_spec import class_names
+
+        info = replace(info, classes=class_names(ckpt.config))
     model = model_from_config(ckpt.config, info.channels, info.size, len(info.classes))
+    if ckpt.config.adapter == "lora":  # the adapted layers its weights were saved from (lora_a, lora_b)
+        from engine.adapters import add_lora
+
+        add_lora(model, ckpt.config.lora_rank, ckpt.config.lora_alpha, skip=(model.head_name,))
     state = {"model": ckpt.model, "ema": ckpt.ema, "swa": ckpt.swa}[weights]
     if state is None:
         raise ValueError(f"run {run_id} has no {weights.upper()} weights (the run did not use {weights})")

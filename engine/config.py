@@ -18,6 +18,8 @@ import tomli_w
 
 from engine.datasets import DATASETS
 from engine.records import check_name
+from engine.transfer_spec import ADAPTERS
+from engine.transfer_spec import check_config as check_transfer
 
 MAX_TOML_CHARS = 100_000  # a run's config is a few hundred bytes; a bigger file is a mistake (or an attack)
 
@@ -57,6 +59,8 @@ class RunConfig:
     text_level: str = "word"  # text: tokens are words (and punctuation) or single characters, word | char
     text_column: str = ""  # text_csv: name of the text column; "" = detected (the longest values)
     label_column: str = ""  # text_csv: name of the label column; "" = detected (label, sentiment, class...)
+    classes: str = ""  # train and validate on these classes only: "5-9", "0,2,4" (indices) or class names; "" = all
+    train_per_class: int = 0  # K training examples per class, drawn by the data seed (the same for every run); 0 = all
     names_list: str = "first"  # names: first names (5,163), last = surnames (88,799) or both, one of NAMES_LISTS
     block_size: int = 32  # characters: the transformer's longest context (its learned positions) and the length of
     #                       each training chunk of long text (reviews, text_file), 8..1024
@@ -70,6 +74,12 @@ class RunConfig:
     dropout: float = 0.0  # dropout probability before the classifier, 0..0.9
     embed_dim: int = 64  # text models: embedding size per token, 1..1024
     bidirectional: bool = False  # text rnn/gru/lstm: also read each sentence right to left
+    # --- starting from another run (transfer) ---
+    init_from: str = ""  # start from a run's weights: RUN_ID (its best), RUN_ID:last or RUN_ID:epochN; "" = random
+    freeze: str = "none"  # weights kept fixed: none | backbone (feature layers) | all_but_head | name globs (fc1.*)
+    adapter: str = "none"  # none | lora: low-rank adapters on linear and conv layers; base frozen, head trained
+    lora_rank: int = 4  # rank r of each adapter (A is r x inputs, B outputs x r), 1..256
+    lora_alpha: float = 8.0  # adapter scale: a layer adds alpha / rank * B A to its weights, > 0 and <= 1024
     context: int = 3  # characters: how many earlier characters the mlp reads to predict the next one, 1..64
     heads: int = 4  # transformer: attention heads per block (embed_dim must be a multiple), 1..64
     sample_temperature: float = 1.0  # characters: temperature of the 20 samples recorded at every evaluation
@@ -136,6 +146,7 @@ class RunConfig:
                 lo = "(" if low_open else "["
                 hi = ")" if high_open else "]"
                 raise ValueError(f"{name}={_shown(value)}: must be in {lo}{low}, {high}{hi}")
+        check_transfer(self)  # init_from, freeze, adapter, classes: their syntax (engine.transfer_spec)
         kind = DATASETS[self.dataset].kind
         text = kind == "text"
         if kind == "chars":
@@ -263,6 +274,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "early_stop_metric": STOP_METRICS,
     "device": DEVICES,
     "text_level": TEXT_LEVELS,
+    "adapter": ADAPTERS,
 }
 
 # name -> (low, high, low_open, high_open)
@@ -307,6 +319,9 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "layer_stats_every": (0, 10**9, False, False),
     "num_cpus": (0.0, 1024.0, True, False),
     "num_gpus": (0.0, 64.0, False, False),
+    "train_per_class": (0, 100_000, False, False),
+    "lora_rank": (1, 256, False, False),
+    "lora_alpha": (0.0, 1024.0, True, False),
 }
 
 

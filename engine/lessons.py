@@ -8,6 +8,11 @@ lesson as one group (every run of one seed sees identical data: the data stream 
 (engine/lesson_answer.py: the winner first). Torch-free and streamlit-free: the CLI (`trainlens lesson`) and the
 Lessons page both use it; handed the runner and the store it works with, it imports neither.
 
+A lesson may pretrain first: each `[[pretrain]]` stage is one run (the shared config plus its `set`, the base seed),
+and a variant with `start_from = "<stage label>"` starts from that run's best weights (`init_from`). The launch
+queues the stages and the variants together; a variant's runs wait in the queue until their stage has finished
+(engine.runs.store.queue).
+
 A claim compares one statistic of a metric between two variants (`left` op `right` + `margin`), or with a
 number (`value`), or asks for a status (`status = "diverged"`). With several seeds the statistic is the mean
 over seeds. Statistics: last (the final value), max, min, first. The metric `parameters` is the model's
@@ -25,18 +30,16 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine.config import RunConfig
-from engine.lesson_answer import Answer, Standing, answer, format_alike
 from engine.files import read_small_file
-from engine.records import (LAYER_STAT_SEPARATOR, MODEL_SUMMARY, NAME_MAX, TERMINAL, RunStatus, check_name,
-                            epoch_label)
+from engine.lesson_answer import Answer, Standing, answer, format_alike
+from engine.lesson_parts import (OPS, PSEUDO_METRICS, STATS, X_AXES, Chart, Claim,  # noqa: F401 (the lesson's parts)
+                                 array, choice, parse_chart, parse_claim, required_text, table)
+from engine.records import MODEL_SUMMARY, NAME_MAX, TERMINAL, RunStatus, check_name, epoch_label
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUILTIN_DIR = PROJECT_ROOT / "lessons"
 GROUP_PREFIX = "lesson "  # a lesson's runs share the group "lesson NAME · launch time"
 MAX_LESSON_BYTES = 50_000
-STATS, OPS = ("last", "max", "min", "first"), (">", "<", ">=", "<=")
-PSEUDO_METRICS = ("parameters", "steps")
-X_AXES = ("step", "epoch", "examples", "wall_time")
 
 
 @dataclass(frozen=True)
@@ -48,38 +51,7 @@ class Variant:
     changes: dict[str, Any]
     note: str = ""
     color_key: str = ""
-
-
-@dataclass(frozen=True)
-class Chart:
-    """One chart of the lesson view: metric keys, x axis, smoothing, log y, and which variants it shows."""
-
-    title: str
-    keys: tuple[str, ...]
-    x: str = "step"
-    smoothing: float = 0.0
-    log_y: bool = False
-    only: tuple[str, ...] = ()  # variant labels shown; empty = all
-    note: str = ""
-    per_layer: str = ""  # a per-layer statistic (e.g. "grad_std"): one line per variant across the layers instead
-    layers: str = ""  # with per_layer: a regular expression the layers shown must match (e.g. conv/linear weights)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """`left`'s statistic of `metric` compared with `right`'s (or `value`), or `left`'s status."""
-
-    text: str
-    left: str
-    metric: str = ""
-    stat: str = "last"
-    op: str = ">"
-    right: str = ""  # another variant (or the same one, comparing two metrics or statistics of it)
-    right_metric: str = ""  # default: metric
-    right_stat: str = ""  # default: stat
-    value: float | None = None
-    margin: float = 0.0
-    status: str = ""
+    start_from: str = ""  # the label of the lesson's [[pretrain]] stage whose run it starts from ("" = none)
 
 
 @dataclass(frozen=True)
@@ -100,10 +72,15 @@ class Lesson:
     explain: bool = False  # offer links into the Explain page for the lesson's runs
     samples: bool = False  # character runs: show each variant's recorded samples side by side, newest first
     path: str = ""
+    pretrain: tuple[Variant, ...] = ()  # runs the variants start from, queued first (each once, at the base seed)
+
+    @property
+    def run_count(self) -> int:
+        return len(self.pretrain) + len(self.variants) * self.seeds
 
     def configs(self, group: str = "") -> list[RunConfig]:
         """One config per (variant, seed), named by `run_name`, all in `group`."""
-        configs = []
+        configs = []  # a variant that starts from a stage gets its init_from at launch (launch_runs)
         for variant in self.variants:
             for offset in range(self.seeds):
                 seed = self.base.seed + offset
@@ -112,9 +89,19 @@ class Lesson:
                 configs.append(self.base.with_updates(**changes))
         return configs
 
+    def launch_runs(self, group: str = "") -> tuple[list[tuple[str, RunConfig]], dict[str, str]]:
+        """Every run a launch queues, the pretraining stages first, as (name, config); and {run name: the name of the
+        stage run it starts from} for the variants' runs that start from one."""
+        stages = [(stage.label, self.base.with_updates(**{**stage.changes, "group": group, "name": stage.label}))
+                  for stage in self.pretrain]
+        start_from = {variant.label: variant.start_from for variant in self.variants if variant.start_from}
+        runs = [(config.name, config) for config in self.configs(group)]
+        return stages + runs, {name: start_from[self.variant_of(name)] for name, _ in runs
+                               if self.variant_of(name) in start_from}
+
     def color_keys(self) -> dict[str, str]:
-        """Variant label -> colour key, in the lesson's order (the order the keys take the palette)."""
-        return {variant.label: variant.color_key or variant.label for variant in self.variants}
+        """Variant (and stage) label -> colour key, in the lesson's order (the order the keys take the palette)."""
+        return {variant.label: variant.color_key or variant.label for variant in self.pretrain + self.variants}
 
     def variant_of(self, name: str) -> str | None:
         """The variant label of a run named `name` (None for a run that is no part of this lesson)."""
@@ -188,21 +175,26 @@ def load_lesson_file(path: Path) -> Lesson:
 def parse_lesson(name: str, data: dict[str, Any], path: str = "") -> Lesson:
     """Build and validate a Lesson from a parsed TOML table; ValueError says which entry is wrong."""
     known = {"title", "question", "minutes", "look_for", "run", "variant", "seeds", "chart", "claim", "answer",
-             "order", "explain", "samples"}
+             "order", "explain", "samples", "pretrain"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown entries {', '.join(unknown)}; a lesson has {', '.join(sorted(known))}")
     check_name("the lesson's file name", name)  # its name and title are shown as names are: on one line, as typed
-    check_name("title", _text(data, "title"))
-    base = RunConfig.from_dict({**RunConfig().to_dict(), **_table(data, "run")})
-    variants = tuple(_variant(v) for v in _list(data, "variant"))
+    check_name("title", required_text(data, "title"))
+    base = RunConfig.from_dict({**RunConfig().to_dict(), **table(data, "run")})
+    variants = tuple(_variant(v) for v in array(data, "variant"))
+    pretrain = tuple(_variant(v) for v in array(data, "pretrain"))
     if not variants:
         raise ValueError("a lesson needs at least one [[variant]]")
     labels = [v.label for v in variants]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"variant labels must differ: {labels}")
-    for variant in variants:
+    stages = [v.label for v in pretrain]
+    if len(set(labels + stages)) != len(labels + stages):
+        raise ValueError(f"variant and pretrain labels must differ: {labels + stages}")
+    for variant in pretrain + variants:
         base.with_updates(**variant.changes)  # every variant must be a valid config
+        if variant.start_from and (variant.start_from not in stages or variant in pretrain):
+            raise ValueError(f"variant {variant.label!r}: start_from={variant.start_from!r} names no [[pretrain]] "
+                             f"stage; the stages are {', '.join(stages) or 'none'}")
     seeds = int(data.get("seeds", 1))
     if not 1 <= seeds <= 10:
         raise ValueError(f"seeds={seeds}: must be 1..10")
@@ -210,106 +202,31 @@ def parse_lesson(name: str, data: dict[str, Any], path: str = "") -> Lesson:
         raise ValueError(f"{len(labels) * seeds} runs: a lesson has at most 30")
     if len(max(labels, key=len)) + len(SEED_SEPARATOR) + 2 > NAME_MAX:
         raise ValueError("a variant label is too long to name its runs")
-    charts = tuple(_chart(c, labels) for c in _list(data, "chart"))
-    claims = tuple(_claim(c, labels) for c in _list(data, "claim"))
+    charts = tuple(parse_chart(c, labels + stages) for c in array(data, "chart"))
+    claims = tuple(parse_claim(c, labels) for c in array(data, "claim"))
     if not claims:
         raise ValueError("a lesson needs at least one [[claim]]: its expected outcome, checked on the results")
-    answer = _table(data, "answer")
+    answer = table(data, "answer")
     lesson = Lesson(
-        name=name, title=_text(data, "title"), question=_text(data, "question"), minutes=float(data.get("minutes", 1)),
+        name=name, title=required_text(data, "title"), question=required_text(data, "question"), minutes=float(data.get("minutes", 1)),
         look_for=tuple(str(item) for item in data.get("look_for", [])), base=base, variants=variants, seeds=seeds,
         charts=charts, claims=claims, answer_metric=str(answer.get("metric", "val_acc")),
-        answer_stat=_choice(answer.get("stat", "last"), STATS, "answer.stat"), order=int(data.get("order", 100)),
-        explain=bool(data.get("explain", False)), samples=bool(data.get("samples", False)), path=path)
+        answer_stat=choice(answer.get("stat", "last"), STATS, "answer.stat"), order=int(data.get("order", 100)),
+        explain=bool(data.get("explain", False)), samples=bool(data.get("samples", False)), path=path,
+        pretrain=pretrain)
     return lesson
 
 
 def _variant(data: dict) -> Variant:
-    label = check_name("variant label", _text(data, "label"))
+    label = check_name("variant label", required_text(data, "label"))
     key = data.get("color_key", default_color_key(label))
     if not isinstance(key, str) or not key.strip():
         raise ValueError(f"variant {label!r}: color_key must be text")
-    return Variant(label, dict(_table(data, "set")), str(data.get("note", "")), key.strip())
-
-
-def _table(data: dict, key: str) -> dict:
-    value = data.get(key, {})
-    if not isinstance(value, dict):
-        raise ValueError(f"{key} must be a table")
-    return value
-
-
-def _list(data: dict, key: str) -> list[dict]:
-    value = data.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise ValueError(f"{key} must be an array of tables ([[{key}]])")
-    return value
-
-
-def _text(data: dict, key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{key} is required (text)")
-    return value.strip()
-
-
-def _choice(value: Any, allowed: Iterable[str], what: str) -> str:
-    if value not in tuple(allowed):
-        raise ValueError(f"{what}={value!r}: allowed values are {', '.join(allowed)}")
-    return value
-
-
-def _labels_known(names: Iterable[str], labels: list[str], what: str) -> None:
-    for name in names:
-        if name not in labels:
-            raise ValueError(f"{what} names variant {name!r}; the variants are {', '.join(labels)}")
-
-
-def _chart(data: dict, labels: list[str]) -> Chart:
-    per_layer = data.get("per_layer", "")
-    if not isinstance(per_layer, str) or (per_layer and LAYER_STAT_SEPARATOR in per_layer):
-        raise ValueError("chart.per_layer: give one per-layer statistic such as \"grad_std\"")
-    keys = data.get("keys", [f"{per_layer}{LAYER_STAT_SEPARATOR}*"] if per_layer else None)
-    if isinstance(keys, str):
-        keys = [keys]
-    if not keys or not all(isinstance(k, str) for k in keys):
-        raise ValueError("chart.keys: give one metric key or a list of them")
-    only = tuple(data.get("only", ()))
-    _labels_known(only, labels, "chart.only")
-    smoothing = float(data.get("smoothing", 0.0))
-    if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"chart.smoothing={smoothing}: must be in [0, 1)")
-    return Chart(title=_text(data, "title"), keys=tuple(keys), x=_choice(data.get("x", "step"), X_AXES, "chart.x"),
-                 smoothing=smoothing, log_y=bool(data.get("log_y", False)), only=only, note=str(data.get("note", "")),
-                 per_layer=per_layer, layers=_pattern(data.get("layers", "")))
-
-
-def _pattern(text: Any) -> str:
-    import re
-
-    if not isinstance(text, str):
-        raise ValueError("chart.layers: give a regular expression as text")
-    try:
-        re.compile(text)
-    except re.error as exc:
-        raise ValueError(f"chart.layers: {exc}") from None
-    return text
-
-
-def _claim(data: dict, labels: list[str]) -> Claim:
-    claim = Claim(text=_text(data, "text"), left=_text(data, "left"), metric=str(data.get("metric", "")),
-                  stat=_choice(data.get("stat", "last"), STATS, "claim.stat"),
-                  op=_choice(data.get("op", ">"), OPS, "claim.op"), right=str(data.get("right", "")),
-                  right_metric=str(data.get("right_metric", "")),
-                  right_stat=_choice(data.get("right_stat", data.get("stat", "last")), STATS, "claim.right_stat"),
-                  value=float(data["value"]) if "value" in data else None, margin=float(data.get("margin", 0.0)),
-                  status=str(data.get("status", "")))
-    _labels_known([claim.left] + ([claim.right] if claim.right else []), labels, "claim")
-    if claim.status:
-        _choice(claim.status, [s.value for s in RunStatus], "claim.status")
-    elif not claim.metric or (not claim.right and claim.value is None):
-        raise ValueError(f"claim {claim.text!r}: give metric and right (a variant) or value, or a status")
-    return claim
+    start_from = data.get("start_from", "")
+    if not isinstance(start_from, str) or (start_from and "init_from" in table(data, "set")):
+        raise ValueError(f"variant {label!r}: start_from is a [[pretrain]] label, and a variant that has it sets no "
+                         "init_from")
+    return Variant(label, dict(table(data, "set")), str(data.get("note", "")), key.strip(), start_from)
 
 
 # ---- launching ---------------------------------------------------------------------------------------------------
@@ -323,8 +240,9 @@ def launch(lesson: Lesson, runner, owner: str | None = None, for_class: bool = F
 
     Whole or not at all: a refusal (a class limit, CapReached) queues nothing. `for_class` (the teacher only): the
     launch every student's Lessons page shows (engine.runs.store.launches)."""
-    runs = [(config.name, config) for config in lesson.configs()]
-    return runner.submit_lesson(lesson.name, runs, launch_group(lesson), owner=owner, for_class=for_class)
+    runs, sources = lesson.launch_runs()
+    return runner.submit_lesson(lesson.name, runs, launch_group(lesson), owner=owner, for_class=for_class,
+                                sources=sources)
 
 
 def is_lesson_group(group: str, lesson_name: str | None = None) -> bool:

@@ -4,7 +4,10 @@ Every model takes images [B, C, H, W] and returns logits [B, classes], so datase
 and the explainers never special-case a model. Activations are separate nn.ReLU/nn.Tanh modules, never
 functional calls or reused instances: Captum's DeepLift and GuidedBackprop hook each activation module.
 `model.target_layer` (a property, so the layer is not registered twice) names the layer Grad-CAM should
-look at (None where no spatial layer exists).
+look at (None where no spatial layer exists). Every model names its head, `head_name` (the last classifier layer,
+whose input is the penultimate features), and its `backbone` (the feature layers, `backbone_names`): the rule of
+`freeze=backbone|all_but_head`, of a new head when a run starts from one with other classes (engine.transfer), and of
+the features the Run report lays out (engine.diagnostics.features).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ class MLP(nn.Module):
             width = hidden
         layers += [nn.Dropout(dropout), nn.Linear(width, num_classes)]
         self.net = nn.Sequential(*layers)
+        self.head_name = f"net.{len(layers) - 1}"
+        # no feature extractor apart from the classifier: every hidden layer is the backbone
+        self.backbone_names = tuple(f"net.{i}" for i, layer in enumerate(layers[:-1]) if isinstance(layer, nn.Linear))
 
     @property
     def target_layer(self) -> nn.Module | None:
@@ -46,6 +52,9 @@ class ConvNet(nn.Module):
 
     The flatten size follows the input: 16 x 5 x 5 at 32x32, 16 x 4 x 4 at 28x28.
     """
+
+    head_name = "fc3"
+    backbone_names = ("conv1", "conv2")  # the convolutional feature extractor; fc1 and fc2 classify its features
 
     def __init__(self, channels: int, size: int, num_classes: int, dropout: float = 0.0):
         super().__init__()
@@ -107,6 +116,9 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """A small ResNet: a 3x3 stem, three stages of `depth` blocks (width, 2x, 4x channels), global pooling."""
 
+    head_name = "fc"
+    backbone_names = ("stem", "blocks")
+
     def __init__(self, channels: int, size: int, num_classes: int, width: int = 16, depth: int = 2,
                  skip: bool = True, dropout: float = 0.0):
         super().__init__()
@@ -135,6 +147,9 @@ class ResNet(nn.Module):
 
 class RowRNN(nn.Module):
     """Reads an image row by row (H steps of C*W features) with an RNN/GRU/LSTM; classifies the last state."""
+
+    head_name = "fc"
+    backbone_names = ("rnn",)
 
     def __init__(self, kind: str, channels: int, size: int, num_classes: int, hidden: int = 128,
                  depth: int = 1, dropout: float = 0.0):
@@ -198,7 +213,8 @@ def count_parameters(model: nn.Module) -> int:
 def parameter_count(config: RunConfig, channels: int, size: int, num_classes: int) -> int:
     """The parameters of the run's model (see model_from_config for the arguments), counted on torch's meta device:
     nothing is allocated and nothing initialised, so a page previewing `hidden=8192, depth=64` (4.2 billion
-    parameters, 17 GB of weights) or a class limit refusing it costs milliseconds, not the server's memory."""
+    parameters, 17 GB of weights) or a class limit refusing it costs milliseconds, not the server's memory. The base
+    model's: engine.transfer.estimate_summary adds a run's adapters and says what is frozen."""
     with torch.device("meta"):
         return count_parameters(model_from_config(config, channels, size, num_classes))
 
@@ -208,14 +224,20 @@ def estimate_parameters(config: RunConfig) -> int:
     a text model's vocabulary is counted at its cap (`vocab_size`, an upper bound: the real one is the training
     split's distinct tokens), a character model's at its corpus's bound (engine.chars.corpus.vocabulary_bound), and a
     dataset whose classes are known only once read (`text_csv`) at 2 classes."""
+    return parameter_count(*estimate_arguments(config))
+
+
+def estimate_arguments(config: RunConfig) -> tuple[RunConfig, int, int, int]:
+    """(config, channels, size, classes) as `estimate_parameters` counts them (the classes a run chooses): see there."""
     from engine.datasets import DATASETS
+    from engine.transfer_spec import class_names
 
     info = DATASETS[config.dataset]
-    if info.kind == "text":
-        return parameter_count(config, 0, config.vocab_size, max(2, len(info.classes)))
     if info.kind == "chars":  # its vocabulary at its bound (engine.chars.corpus), the next character its class
         from engine.chars.corpus import vocabulary_bound
 
-        return parameter_count(config, 0, vocabulary_bound(config), vocabulary_bound(config))
-    return parameter_count(config, info.channels, info.size, len(info.classes))
-
+        return config, 0, vocabulary_bound(config), vocabulary_bound(config)
+    classes = max(2, len(class_names(config) or ()))
+    if info.kind == "text":
+        return config, 0, config.vocab_size, classes
+    return config, info.channels, info.size, classes

@@ -190,7 +190,9 @@ def is_epoch_level(key: str) -> bool:
 
 
 # ---- artifact names ----------------------------------------------------------------------------------------------
-MODEL_SUMMARY = "model_summary"  # {"parameters", "repr", "steps_per_epoch", "total_steps"}
+# {"parameters" (all of them), "repr", "steps_per_epoch", "total_steps", and what engine.transfer did: "trainable",
+# "frozen", "adapter" (parameter counts), "source" (init_from resolved, "" for random weights), "new_head"...}
+MODEL_SUMMARY = "model_summary"
 RECIPE_CHECKS = "recipe_checks"  # list[RecipeCheck] of a run's first life
 RECIPE_CHECKS_RESUMED = "recipe_checks_resumed"  # checks measured after a resume
 LR_FIND = "lr_find"  # the LR finder's result, on the job and on the run it served

@@ -39,12 +39,13 @@ from engine.data.loading import DatasetSplit, batches_per_epoch, iterate_batches
 from engine.diagnostics import recipe
 from engine.diagnostics.layer_stats import LayerStats
 from engine.grads import FlatGradients
-from engine.models import count_parameters, model_from_config
+from engine.models import model_from_config
 from engine.optim import lr_at, make_optimizer, set_lr
 from engine.records import RunStatus
 from engine.sinks import MemorySink, Sink
 from engine.stopping import EarlyStopping
 from engine.tasks import Classification, LanguageModel, task_for
+from engine.transfer import prepare_model, trainable_parameters
 from engine.validation import update_batchnorm
 
 # the loop's public names; MemorySink (engine.sinks) is named here too: tests and benchmarks take it with `train`
@@ -144,6 +145,7 @@ class _Run:
     stopper: EarlyStopping
     checks: _Checks
     total_steps: int
+    transfer: dict = field(default_factory=dict)  # engine.transfer.TransferSummary: counts, source, new head
     start_epoch: int = 0
     epoch: int = 0  # the epoch being trained (0-based), or the last one trained
     step: int = 0  # optimizer steps taken
@@ -169,14 +171,17 @@ def _setup(config: RunConfig, sink: Sink, *, run_id: str | None, device: str, re
     val_x, val_y = split.val_x.to(device), split.val_y.to(device)
     augment = AugmentSpec.from_config(config)
     model = model_from_config(config, info.channels, info.size, len(info.classes)).to(device)
-    optimizer = make_optimizer(model.parameters(), config)
+    # another run's weights, adapters, freezing (engine.transfer); a resumed run's own checkpoint replaces the weights
+    transfer = prepare_model(model, config, load_source=not resume_from, device=device)
+    optimizer = make_optimizer(trainable_parameters(model), config)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) if config.ema else None
     swa = AveragedModel(model, use_buffers=True) if config.swa else None
     steps_per_epoch = batches_per_epoch(len(train_x), config.batch_size)
     run = _Run(config, sink, run_id, device, split, task_for(split), train_x, train_y, val_x, val_y,
                augment if augment.active else None, model, optimizer, ema, swa,
                EarlyStopping(config.early_stop_metric, config.patience, config.min_delta),
-               _Checks(sink, resumed=bool(resume_from)), total_steps=config.epochs * steps_per_epoch)
+               _Checks(sink, resumed=bool(resume_from)), total_steps=config.epochs * steps_per_epoch,
+               transfer=transfer.as_dict())
     if resume_from:
         _resume(run, load_checkpoint(resume_from, device=device))
     else:
@@ -210,8 +215,9 @@ def _resume(run: _Run, ckpt: Checkpoint) -> None:
 def _first_life(run: _Run, steps_per_epoch: int) -> None:
     """A new run's first reports: the model summary, the initial weights (with a run id) and the loss at init."""
     config, model, split = run.config, run.model, run.split
-    run.sink.artifact(records.MODEL_SUMMARY, {"parameters": count_parameters(model), "repr": str(model),
-                                              "steps_per_epoch": steps_per_epoch, "total_steps": run.total_steps})
+    run.sink.artifact(records.MODEL_SUMMARY, {"parameters": sum(p.numel() for p in model.parameters()),
+                                              "repr": str(model), "steps_per_epoch": steps_per_epoch,
+                                              "total_steps": run.total_steps, **run.transfer})
     if run.run_id is not None:
         write_initial_checkpoint(run.run_id, config, model, split.mean, split.std)
     first_x, first_y = next(iterate_batches(run.train_x, run.train_y, config.batch_size, seed=config.seed, epoch=0,

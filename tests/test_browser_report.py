@@ -108,8 +108,9 @@ def test_report_badges_confusion_click_and_lr_finder(browser, served_run):
                                 "._fullLayout.shapes.map(s => [s.x0, s.y0])")
         assert outline == [[pred - 0.5, true - 0.5]]
         expected_images = min(24, len(rf.cell_examples(report, true, pred)))
-        page.wait_for_function("n => document.querySelectorAll('[data-testid=\"stImage\"]').length === n",
-                               arg=expected_images)
+        page.wait_for_function("n => [...document.querySelectorAll('[data-testid=\"stImage\"]')]"
+                               ".filter(e => !e.closest('.st-key-features_neighbours')).length === n",
+                               arg=expected_images)  # the cell's thumbnails: not the neighbours further down
         assert page.get_by_text(re.compile(rf"^predicted {re.escape(report['labels'][pred])} \(")).count() == expected_images
         # each image links to the Explain view of that validation image (when the dashboard has that page)
         links = page.locator("a", has_text="Explain").filter(has=page.locator(":scope[href*='sample=']"))

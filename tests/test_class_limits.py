@@ -71,7 +71,7 @@ def test_every_shipped_lesson_fits_the_default_cost_limits():
     assert not problems and len(found) >= 11
     roomy = ClassLimits(epochs=1000, queued=1000)  # only the cost caps are under test here
     for lesson in found:
-        for config in lesson.configs("g"):
+        for _, config in lesson.launch_runs("g")[0]:
             check_submission(ANA, roomy, config, parameters=estimate_parameters(config),
                              examples=run_examples(config), queued=0)
 

@@ -70,6 +70,9 @@ RANGES = {
     "layer_stats_every": ([-1], [0, 10]),
     "num_cpus": ([0.0, -1.0, 1025.0], [0.5, 1024.0]),
     "num_gpus": ([-0.5, 65.0], [0.0, 0.25, 64.0]),
+    "train_per_class": ([-1, 100_001], [0, 100_000]),
+    "lora_rank": ([0, 257], [1, 256]),
+    "lora_alpha": ([0.0, -1.0, 1025.0], [0.5, 1024.0]),
 }
 CHOICES = {
     "dataset": (DATASETS, "imagenet"),
@@ -81,7 +84,16 @@ CHOICES = {
     "early_stop_metric": (STOP_METRICS, "train_loss"),
     "device": (DEVICES, "tpu"),
     "text_level": (("word", "char"), "byte"),
+    "adapter": (("none", "lora"), "prefix"),
     "names_list": (("first", "last", "both"), "middle"),
+}
+# text fields with a syntax of their own (engine.transfer_spec): field -> (refused values, accepted values)
+SYNTAX = {
+    "init_from": (["ab cd", "abc:worst", "abc:epoch", "abc:epoch-1", ":best", "x" * 201],
+                  ["", "0123abcd", "0123abcd:best", "0123abcd:last", "0123abcd:epoch3", "0123abcd:epoch0"]),
+    "freeze": (["", "conv1/weight", "conv1 weight", ",", "x" * 201], ["none", "backbone", "all_but_head", "conv1.*",
+                                                                   "conv1.*, fc1.weight"]),
+    "classes": (["5-3", "5", "10", "0-10", "1,1", "cat,dog", "1,,2", "x" * 201], ["", "5-9", "0,2,4", "0-4,7"]),
 }
 FREE_TEXT = {"data_dir", "name", "group", "text_column", "label_column"}  # any string is fine
 FLAGS = {"augment_flip", "skip", "early_stop", "restore_best", "ema", "swa", "bidirectional"}
@@ -101,7 +113,7 @@ def _assert_names(message: str, field: str, value) -> None:
 
 
 def test_the_tables_cover_every_field():
-    covered = set(RANGES) | set(CHOICES) | FREE_TEXT | FLAGS
+    covered = set(RANGES) | set(CHOICES) | FREE_TEXT | FLAGS | set(SYNTAX)
     assert covered == set(FIELD_TYPES)
 
 
@@ -149,6 +161,37 @@ def test_unknown_choice_is_rejected_listing_the_allowed_values(field):
         RunConfig(**{field: choice, **({"model": "gru"} if field == "dataset" else {})}).validate()
 
 
+@pytest.mark.parametrize("field, value", [(f, v) for f, (bad, _) in SYNTAX.items() for v in bad], ids=lambda x: repr(x)[:20])
+def test_a_transfer_field_out_of_its_syntax_is_one_line_naming_it(field, value):
+    with pytest.raises(ValueError) as excinfo:
+        RunConfig(**{field: value}).validate()
+    message = str(excinfo.value)
+    assert message.startswith(f"{field}=") and "\n" not in message and len(message) < 300, message
+
+
+@pytest.mark.parametrize("field, value", [(f, v) for f, (_, good) in SYNTAX.items() for v in good])
+def test_a_transfer_field_in_its_syntax_is_accepted(field, value):
+    assert getattr(RunConfig(**{field: value}).validate(), field) == value
+
+
+def test_classes_are_read_as_names_indices_and_ranges():
+    from engine.transfer_spec import parse_classes
+
+    names = ("T-shirt/top", "Trouser", "Pullover", "Dress")
+    assert parse_classes("t-shirt/top, dress", names) == (0, 3)  # a name with a dash is a name, not a range
+    assert parse_classes("3,1", names) == (1, 3)  # the dataset's order, whatever order they are typed in
+    assert parse_classes("1-2", names) == (1, 2) and parse_classes("", names) == ()
+    with pytest.raises(ValueError, match="choose at least 2 classes"):
+        parse_classes("Trouser", names)
+    with pytest.raises(ValueError, match=r"'Coat' is not a class of the dataset; its classes are T-shirt/top"):
+        parse_classes("Coat,Dress", names)
+
+
+def test_lora_on_a_recurrent_model_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="adapter=lora: a gru has no linear or convolution layer before its head"):
+        RunConfig(model="gru", adapter="lora").validate()
+
+
 @pytest.mark.parametrize("field", ["lr", "dropout", "clip_value", "min_delta"])
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_non_finite_floats_are_rejected(field, value):
@@ -173,7 +216,9 @@ def _unusual_config() -> RunConfig:
         swa=True, swa_start=3, layer_stats_every=10, device="cpu", name='run "quoted" \\ name', group="race 1",
         embed_dim=48, bidirectional=True, text_negation=0.1 + 0.2, text_contrast=0.55, text_filler=7,
         vocab_size=1234, vocab_min_count=2, text_column="body ü", label_column="stars", text_level="char",
-        num_cpus=2.5, num_gpus=0.25, names_list="both", block_size=48, context=5, heads=3,
+        num_cpus=2.5, num_gpus=0.25, init_from="0123abcd:epoch2", freeze="blocks.0.*", adapter="lora", lora_rank=3,
+        lora_alpha=2.5, classes="circle, ring,cross", train_per_class=7,
+        names_list="both", block_size=48, context=5, heads=3,
         sample_temperature=0.1 + 0.7,
     ).validate()
 

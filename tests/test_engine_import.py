@@ -130,21 +130,22 @@ def test_the_script_client_sits_above_the_engine_and_nothing_imports_it():
 # engine module must be placed here: a new one is put on its floor on purpose.
 ENGINE_FLOORS: list[tuple[str, ...]] = [
     # ground: torch-free vocabulary every layer shares (run statuses, metric keys and artifact names, the dataset
-    # registry, paths, the run config, class-mode actors, the sanity check's verdict, the TRAINLENS_* settings,
-    # reading small files, uploaded datasets, the stratified split of labels) and the package face
-    ("engine", "engine.records", "engine.datasets", "engine.paths", "engine.config", "engine.classroom",
-     "engine.sanity_check", "engine.settings", "engine.files", "engine.uploads", "engine.split"),
+    # registry, paths, the run config and the syntax of its transfer fields, class-mode actors, the sanity check's
+    # verdict, the TRAINLENS_* settings, reading small files, uploaded datasets, the stratified split of labels) and
+    # the package face
+    ("engine", "engine.records", "engine.datasets", "engine.paths", "engine.config", "engine.transfer_spec",
+     "engine.classroom", "engine.sanity_check", "engine.settings", "engine.files", "engine.uploads", "engine.split"),
     # text as data (corpus, readers, vocabulary, the text models) and characters (corpora, models, sampling): sources
     # that engine.data loads, never its users
     ("engine.text", "engine.chars"),
     # the data the loop eats, and the diagnostics it runs on a model (evaluation, recipe checks, layer statistics)
     ("engine.data", "engine.diagnostics"),
     # the loop and its collaborators (tasks: what a run learns; char_runs: a character run's checkpoint as a
-    # writer); race and lessons describe runs to launch and read back results through a
-    # runner and a store they are handed, so they need nothing above
+    # writer; a run started from another: transfer, adapters); race and lessons describe runs to launch and read
+    # back results through a runner and a store they are handed, so they need nothing above
     ("engine.train", "engine.models", "engine.optim", "engine.grads", "engine.checkpoints", "engine.sinks",
-     "engine.stopping", "engine.validation", "engine.race", "engine.lessons", "engine.lesson_answer", "engine.tasks",
-     "engine.char_runs"),
+     "engine.stopping", "engine.validation", "engine.transfer", "engine.adapters", "engine.race", "engine.lessons",
+     "engine.lesson_answer", "engine.lesson_parts", "engine.tasks", "engine.char_runs"),
     # explanations: of a trained run's model, rebuilt from its checkpoint (engine.checkpoints.load_run_model), so
     # explain/ sits above the loop rather than beside data/ and text/
     ("engine.explain",),

@@ -51,19 +51,19 @@ def cancel_all(store: Store) -> None:
     store.cancel_all(actor=TEACH)
 
 
-def test_the_shipped_lessons_are_fourteen_and_the_default_limits_hold_them():
-    assert len(SHIPPED) == 14
-    biggest = max(len(lesson.variants) * lesson.seeds for lesson in lessons.load_lessons()[0])
+def test_the_shipped_lessons_are_fifteen_and_the_default_limits_hold_them():
+    assert len(SHIPPED) == 15
+    biggest = max(lesson.run_count for lesson in lessons.load_lessons()[0])
     assert biggest <= ClassLimits().lesson_runs
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_a_student_launches_every_shipped_lesson_under_the_default_limits(store, pool, name):
     lesson = lessons.get_lesson(name)
-    assert store.launch_refusal(lesson.configs(), ANA) is None
+    assert store.launch_refusal([config for _, config in lesson.launch_runs()[0]], ANA) is None
     group, ids = lessons.launch(lesson, pool.as_actor(ANA))
     runs = store.list_runs(group=group)
-    assert sorted(runs["run_id"]) == sorted(ids) and len(ids) == len(lesson.variants) * lesson.seeds
+    assert sorted(runs["run_id"]) == sorted(ids) and len(ids) == lesson.run_count
     assert set(runs["owner"]) == {"Ana"} and set(runs["status"]) == {RunStatus.QUEUED}
     assert queued_of(store.conn, ANA) == 1  # the whole lesson is one item in her queue
 
@@ -130,6 +130,35 @@ def test_a_run_cannot_slip_into_a_launch_and_launches_in_one_second_stay_apart(s
     assert set(store.list_runs(group=group)["owner"]) == {"Ana"}
 
 
+def test_a_lessons_pretraining_is_queued_first_and_the_runs_that_start_from_it_wait_for_it(store, pool):
+    lesson = lessons.get_lesson("transfer")
+    group, ids = lessons.launch(lesson, pool.as_actor(ANA))
+    runs = store.list_runs(group=group).set_index("run_id")
+    pretrain = ids[0]
+    assert runs.loc[pretrain, "name"] == "Pretrain on 0-4" and runs.loc[pretrain, "cfg.classes"] == "0-4"
+    starts_from = {runs.loc[i, "name"]: runs.loc[i, "cfg.init_from"] for i in ids[1:]}
+    assert starts_from == {"Scratch @ K=5": "", "Scratch @ K=50": "",
+                           **{f"{arm} @ K={k}": f"{pretrain}:best" for arm in ("Head only", "Fine-tune", "LoRA")
+                              for k in (5, 50)}}
+    assert queued_of(store.conn, ANA) == 1  # pretraining and all: one item
+    claimed = [store.claim_next(f"w{i}", "cpu") for i in range(4)]
+    assert [run["name"] for run in claimed[:3]] == ["Pretrain on 0-4", "Scratch @ K=5", "Scratch @ K=50"]
+    assert claimed[3] is None  # the six others wait for the pretraining
+    waiting = store.get_run(ids[3])
+    assert store.waiting_reason(waiting) == ("It starts from run Pretrain on 0-4, which is running: it starts when "
+                                             "that run finishes.")
+
+
+def test_a_lesson_whose_variant_starts_from_no_stage_is_refused(trainlens_home):
+    import tomllib
+
+    with open(lessons.get_lesson("transfer").path) as f:
+        broken = f.read().replace('start_from = "Pretrain on 0-4"\nset = {}', 'start_from = "Pretrain"\nset = {}')
+    with pytest.raises(ValueError, match=r"variant 'Fine-tune @ K=5': start_from='Pretrain' names no \[\[pretrain\]\] "
+                                         "stage; the stages are Pretrain on 0-4"):
+        lessons.parse_lesson("broken", tomllib.loads(broken))
+
+
 # ---- the page --------------------------------------------------------------------------------------------------
 @pytest.fixture
 def class_mode(monkeypatch):
@@ -172,7 +201,7 @@ def test_a_student_starts_each_lesson_from_the_gallery_under_the_default_limits(
         assert at.query_params["lesson"] == name
         group = at.query_params["launch"]
         lesson = lessons.get_lesson(name)
-        assert len(store.list_runs(group=group)) == len(lesson.variants) * lesson.seeds
+        assert len(store.list_runs(group=group)) == lesson.run_count
         cancel_all(store)  # her lesson is cancelled: the next one has room in her queue
         at.query_params.clear()
         at.switch_page(PAGE).run()

@@ -2,7 +2,7 @@
 claim holds (the contract of a lesson), the CLI runs one and prints its answer, and lesson files are validated
 with messages that name the wrong entry.
 
-All fourteen lessons are queued at once on one pool of two workers (about 52 small runs), so the module costs one
+All fifteen lessons are queued at once on one pool of two workers (about 61 small runs), so the module costs one
 pool start and the lessons' own training time. Their margins across seeds were chosen with
 benchmarks/lesson_margins.py.
 """
@@ -51,7 +51,7 @@ def test_the_gallery_has_the_lessons_of_the_syllabus():
     assert [lesson.name for lesson in found] == ["learning_rate", "momentum", "optimizer_race", "schedules",
                                                  "overfitting", "depth_skips", "exploding_gradients", "averaging",
                                                  "architectures", "explain_cnn", "order_matters",
-                                                 "counting_to_attention", "temperature", "context_matters"]
+                                                 "counting_to_attention", "temperature", "context_matters", "transfer"]
     for lesson in found:
         assert lesson.question.endswith("?") and lesson.look_for and lesson.charts and lesson.claims
 
@@ -131,7 +131,7 @@ right = "b"
     (('right = "b"', 'right = "c"'), "names variant 'c'"),
     (('metric = "val_acc"', 'stat = "median"'), "claim.stat='median'"),
     (('title = "t"', 'title = "t"\nsurprise = 1'), "unknown entries surprise"),
-    (('label = "b"', 'label = "a"'), "variant labels must differ"),
+    (('label = "b"', 'label = "a"'), "variant and pretrain labels must differ"),
     (("[run]", "[run\n"), "not a readable TOML file"),
 ])
 def test_a_bad_lesson_file_names_what_is_wrong(trainlens_home, change, words):

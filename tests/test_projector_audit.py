@@ -168,7 +168,8 @@ class Audited:
 def _launch_small(lesson: lessons.Lesson, runner) -> str:
     group = lessons.launch_group(lesson)
     for config in lesson.configs(group):
-        small = config.with_updates(train_limit=min(config.train_limit or TRAIN_LIMIT, TRAIN_LIMIT))
+        small = config.with_updates(train_limit=min(config.train_limit or TRAIN_LIMIT, TRAIN_LIMIT),
+                                    train_per_class=min(config.train_per_class, 5))  # the small slice has ~50 a class
         runner.submit(small, name=config.name, group=group)
     return group
 

@@ -1,7 +1,8 @@
 """The class leaderboard: each student's best validation accuracy, per validation split (no streamlit: tests use it).
 
 Accuracies are comparable only on the same validation images, so entries are grouped by the fields that decide a
-run's data (engine.data.loading.split_key: dataset, validation fraction, data folder, training-example limit);
+run's data (engine.data.loading.split_key: dataset, validation fraction, data folder, training-example limit, the
+classes chosen);
 the page shows one split at a time. Only finished training runs count (completed or stopped early), so a run
 that is still climbing cannot top a challenge before it is done. Equal accuracies, as the table shows them
 (`SHOWN_DECIMALS`), share a rank (1, 1, 3: standard competition ranking), listed by who finished first.
@@ -15,13 +16,15 @@ from engine.classroom import name_key
 from engine.datasets import DATASETS
 from engine.records import SUCCEEDED, RunKind, RunStatus
 
-SPLIT_COLUMNS = ["cfg.dataset", "cfg.val_fraction", "cfg.data_dir", "cfg.train_limit"]
+SPLIT_COLUMNS = ["cfg.dataset", "cfg.val_fraction", "cfg.data_dir", "cfg.train_limit", "cfg.classes"]
 SHOWN_DECIMALS = 4  # the leaderboard shows accuracies to this many decimals; equal as shown, equal in rank
 
 
-def split_label(dataset: str, val_fraction: float, data_dir: str, train_limit: int) -> str:
+def split_label(dataset: str, val_fraction: float, data_dir: str, train_limit: int, classes: str = "") -> str:
     info = DATASETS.get(dataset)
     parts = [info.title if info else dataset, f"{val_fraction:.0%} validation"]
+    if isinstance(classes, str) and classes:  # a subset is validated on its own classes only
+        parts.append(f"classes {classes}")
     if train_limit:
         parts.append(f"{int(train_limit):,} training examples")
     if data_dir:

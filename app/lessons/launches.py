@@ -94,7 +94,8 @@ def run_button(lesson: lessons.Lesson, where, *, key: str, again: bool, class_la
     The teacher's runs it for the class; a student's starts their own (`class_launch`: the page shows the class's)."""
     actor = session_actor()
     teacher = teaches_class(actor)
-    refusal = get_store().launch_refusal(lesson.configs(), actor) if actor.is_student else None
+    every_run = [config for _, config in lesson.launch_runs()[0]]  # its pretraining stages too
+    refusal = get_store().launch_refusal(every_run, actor) if actor.is_student else None
     if teacher:
         label = "Run for class" if short else "Run for the class"  # again: the same words, a secondary button
     elif class_launch:

@@ -78,6 +78,28 @@ def recipe_badges(store: Store, run_id: str, config: RunConfig, status: str) -> 
             st.caption("Still to come: " + "; ".join(pending) + ".")
 
 
+def transfer_line(store: Store, config: RunConfig, summary: dict) -> str:
+    """Markdown: the run it started from (a link to its report) and what trained: trainable, frozen and adapter
+    parameters; "" for a run from random weights with every weight trained."""
+    from engine.runs.lineage import source_id
+
+    parts = []
+    source = source_id(config.init_from)
+    if source:
+        found = store.get_run(source)
+        which = config.init_from.partition(":")[2] or "best"
+        name = f"**{escape_md(found['name'])}**" if found else f"{source} (deleted)"
+        head = " with a new head (other classes)" if summary.get("new_head") else ""
+        parts.append(f"Started from {name}'s {which} weights{head}")
+    if summary.get("frozen") or summary.get("adapter"):
+        adapter = f" ({summary['adapter']:,} in low-rank adapters)" if summary.get("adapter") else ""
+        how = f"freeze {config.freeze}" + (f", adapter {config.adapter} rank {config.lora_rank}"
+                                           if config.adapter != "none" else "")
+        parts.append(f"**{summary.get('trainable', 0):,}** parameters trained{adapter}, **{summary['frozen']:,}** "
+                     f"frozen ({escape_md(how)})")
+    return " · ".join(parts)
+
+
 def run_header(store: Store, run: pd.Series, config: RunConfig) -> None:
     """Status row with progress and cancel, the run's facts in one line, its model and full config on request."""
     run_status_row(run, key="report")
@@ -86,7 +108,19 @@ def run_header(store: Store, run: pd.Series, config: RunConfig) -> None:
              f"schedule {config.schedule}", f"batch {config.batch_size}", f"{config.epochs} epochs"]
     if summary.get("parameters"):
         facts.insert(2, f"{summary['parameters']:,} parameters")
-    st.caption(" · ".join(facts))
+    if config.classes or config.train_per_class:
+        facts.insert(1, " ".join(filter(None, (f"classes {config.classes}" if config.classes else "",
+                                               f"{config.train_per_class} per class" if config.train_per_class
+                                               else ""))))
+    st.caption(escape_md(" · ".join(facts)))
+    transfer = transfer_line(store, config, summary)
+    if transfer:
+        text_col, link_col = st.columns([4, 1.4], vertical_alignment="center")
+        text_col.markdown(transfer)
+        source = config.init_from.partition(":")[0]
+        if source and store.get_run(source) is not None:
+            link_col.page_link("views/run_report.py", label="Source run", icon=":material/fact_check:",
+                               query_params={"run": source})
     if summary.get("repr"):
         with st.expander("Model and configuration"):
             st.code(summary["repr"], language=None)

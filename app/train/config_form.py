@@ -1,5 +1,8 @@
 """The RunConfig form: one widget per config field, grouped, with the field's comment as help.
 
+"Start from" picks a finished run to start from (`init_from`: a selectbox whose typing searches the runs' names and
+ids), what stays frozen and the low-rank adapters; the class subset and K examples per class sit with the data.
+
 Widgets get their bounds from engine.config so most bad values cannot be typed; whatever the
 bounds cannot express is caught by RunConfig.validate and shown inline by the caller. Fields that
 only matter for some settings (momentum for SGD with momentum, clip value when clipping...) are
@@ -16,7 +19,8 @@ from engine import config as cfg
 from engine.config import RunConfig
 
 GROUPS: dict[str, list[str]] = {
-    "Data": ["dataset", "data_dir", "val_fraction", "train_limit", "batch_size", "augment_rotate", "augment_scale",
+    "Data": ["dataset", "data_dir", "val_fraction", "train_limit", "classes", "train_per_class", "batch_size",
+             "augment_rotate", "augment_scale",
              "augment_translate", "augment_flip", "text_negation", "text_contrast", "text_filler", "vocab_size",
              "vocab_min_count", "text_level", "text_column", "label_column", "names_list", "block_size"],
     "Model": ["model", "hidden", "depth", "width", "skip", "activation", "dropout", "embed_dim", "bidirectional",
@@ -26,6 +30,7 @@ GROUPS: dict[str, list[str]] = {
     "Regularisation": ["clip", "clip_value"],
     "Stopping & averaging": ["epochs", "early_stop", "early_stop_metric", "patience", "min_delta", "restore_best",
                              "ema", "ema_decay", "swa", "swa_start"],
+    "Start from": ["init_from", "freeze", "adapter", "lora_rank", "lora_alpha"],
     "Run": ["seed", "name", "group", "device", "layer_stats_every", "num_cpus", "num_gpus"],
 }
 
@@ -47,7 +52,12 @@ LABELS = {
     "num_cpus": "CPU cores (Ray)", "num_gpus": "GPUs (Ray; fractions share one)",
     "names_list": "names", "block_size": "block size (characters)", "context": "context (characters read)",
     "heads": "attention heads", "sample_temperature": "temperature of the recorded samples",
+    "classes": "classes (e.g. 5-9 or 0,2,4; empty = all)", "train_per_class": "examples per class K (0 = all)",
+    "init_from": "start from run", "freeze": "keep fixed (freeze)", "adapter": "adapters", "lora_rank": "LoRA rank r",
+    "lora_alpha": "LoRA scale α",
 }
+RANDOM_START = ""  # init_from's first choice: random weights
+FREEZE_CHOICES = ("none", "backbone", "all_but_head")  # and any pattern already in the form (a run copied, a URL)
 
 
 def _visible(name: str, values: dict[str, Any]) -> bool:
@@ -91,6 +101,9 @@ def _visible(name: str, values: dict[str, Any]) -> bool:
         "restore_best": values.get("early_stop"),
         "ema_decay": values.get("ema"),
         "swa_start": values.get("swa"),
+        "freeze": bool(values.get("init_from")) or values.get("freeze") != "none",
+        **{name: values.get("adapter") == "lora" for name in ("lora_rank", "lora_alpha")},
+        **{name: not chars for name in ("classes", "train_per_class")},  # a character model's classes: its alphabet
     }
     return bool(rules.get(name, True))
 
@@ -112,6 +125,10 @@ def _widget(name: str, current: Any, help_text: str) -> Any:
         choices = _model_choices(st.session_state.get(widget_key("dataset"), RunConfig().dataset))
         if st.session_state[key] not in choices:  # switched between text and images: the closest fitting model
             st.session_state[key] = "gru" if "gru" in choices else choices[0]
+    if name == "init_from":
+        return _start_from(label, key, help_text)
+    if name == "freeze":
+        choices = FREEZE_CHOICES + ((st.session_state[key],) if st.session_state[key] not in FREEZE_CHOICES else ())
     kind = cfg._TYPES[name]
     if choices:
         return st.selectbox(label, choices, key=key, help=help_text)
@@ -127,6 +144,24 @@ def _widget(name: str, current: Any, help_text: str) -> Any:
     return float(st.number_input(label, min_value=None if low is None or low_open else float(low),
                                  max_value=float(high) if high is not None else None, format="%g",
                                  step=_float_step(name), key=key, help=help_text))
+
+
+def _start_from(label: str, key: str, help_text: str) -> str:
+    """A searchable selectbox of the finished training runs (newest first), random weights first; its value is an
+    init_from (a run id; the store resolves it to the run's best weights)."""
+    from app.ui.state import runs_frame
+    from engine.records import SUCCEEDED, RunKind
+
+    runs = runs_frame()
+    done = runs[(runs["kind"] == RunKind.TRAIN) & runs["status"].isin(list(SUCCEEDED))]
+    names = {row["run_id"]: f"{row['name']} · {row['run_id'][:8]} · {row.get('cfg.dataset', '')} "
+                            f"{row.get('cfg.model', '')}" for row in done.to_dict(orient="records")}
+    options = [RANDOM_START, *names]
+    if st.session_state[key] not in options:  # a run since deleted, or a RUN_ID:epochN typed elsewhere: kept as is
+        options.append(st.session_state[key])
+    return st.selectbox(label, options, key=key, help=help_text + " Type to search the finished runs.",
+                        format_func=lambda run_id: "random weights (no run)" if run_id == RANDOM_START
+                        else names.get(run_id, run_id))
 
 
 def _model_choices(dataset: str) -> tuple[str, ...]:

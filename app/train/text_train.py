@@ -70,8 +70,16 @@ def text_preview(config: RunConfig, split) -> None:
     from engine.models import parameter_count
     from engine.optim import schedule_curve
 
+    from app.train.transfer_preview import transfer_lines
+    from engine.transfer import parameter_summary
+
     info = split.info
-    params = parameter_count(config, 0, info.size, len(info.classes))  # counted, never allocated (engine.models)
+    try:  # counted, never allocated (torch's meta device), adapters included
+        counts = parameter_summary(config, 0, info.size, len(info.classes))
+    except ValueError as exc:  # a freeze pattern that matches no weight of this model
+        counts = None
+        st.error(escape_md(str(exc)))
+    params = counts["total"] if counts else parameter_count(config, 0, info.size, len(info.classes))
     steps_per_epoch = batches_per_epoch(len(split.train_x), config.batch_size)
     total = steps_per_epoch * config.epochs
     a, b = st.columns(2)  # two by two: four metrics in a row get cut on a 1024-pixel screen
@@ -80,6 +88,9 @@ def text_preview(config: RunConfig, split) -> None:
     b.metric("sentences", f"{len(split.train_x):,}", help="training sentences")
     c.metric("vocabulary", f"{len(split.text.vocab):,}", help="words of the training split, plus <pad> and <unk>")
     d.metric("steps", f"{total:,}", help=f"{steps_per_epoch} steps per epoch x {config.epochs} epochs")
+    transfer = transfer_lines(config, counts)
+    if transfer:
+        st.markdown(transfer)
     for note in split.text.notes:
         st.caption(escape_md(note))
     steps, lrs = schedule_curve(config, total)

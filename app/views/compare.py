@@ -22,6 +22,7 @@ from app.ui.live import live_fragment
 from app.ui.presentation import plotly_chart, prestyled, presenting
 from app.ui.state import get_metrics_cache, run_metric_keys, run_metrics, runs_frame, shared_figure
 from engine.records import ACTIVE, COMPARE_KEYS, is_epoch_level
+from engine.runs.lineage import source_names
 
 CHARTS = [  # (title, keys, default x axis override or None)
     ("Training loss (per step)", "loss", None),
@@ -86,7 +87,9 @@ if not st.session_state["compare_runs"]:
 
 # no status in the labels: the browser keeps a selected tag's first text, so "queued" would stay on a finished run
 # (the final metrics table below shows the live status)
-labels = {row.run_id: f"{row.name} · {row.run_id[:6]}" for row in runs.itertuples()}
+sources = source_names(runs)  # lineage: "from RUN" beside a run that started from another's weights
+labels = {row.run_id: f"{row.name} · {row.run_id[:6]}" + (f" · from {sources[row.run_id]}" if row.run_id in sources
+                                                          else "") for row in runs.itertuples()}
 select_col, group_col = st.columns([4, 1], vertical_alignment="bottom")
 with group_col:
     groups = sorted({g for g in runs["group"] if g})
@@ -201,7 +204,8 @@ def charts(runs_now: pd.DataFrame) -> None:
         # best epoch numbered from 1, as on every page; a rate, not a duration: seconds measure the machine (who
         # else trained meanwhile) more than the optimizer
         table = table.assign(best_epoch=table["best_epoch"] + 1,
-                             steps_per_s=steps_per_second(table["steps"], table["duration_s"]))
+                             steps_per_s=steps_per_second(table["steps"], table["duration_s"]),
+                             started_from=table["run_id"].map(lambda r: sources.get(r, "")))
         return table.drop(columns=["run_id", "duration_s"])
 
     st.dataframe(shared(("compare final table",), final_table), hide_index=True, key="final_table",
@@ -210,7 +214,9 @@ def charts(runs_now: pd.DataFrame) -> None:
                                 "final_train_loss": st.column_config.NumberColumn("final train loss", format="%.4f"),
                                 "steps_per_s": st.column_config.NumberColumn("steps/s", format="%.1f"),
                                 "best_epoch": st.column_config.NumberColumn("best epoch", help="after epoch N, from 1"),
-                                "steps": st.column_config.NumberColumn("steps")})
+                                "steps": st.column_config.NumberColumn("steps"),
+                                "started_from": st.column_config.TextColumn(
+                                    "from", help="the run it started from (its weights), if any")})
     if shared_machine(selected):
         st.caption("Steps/s: these runs trained at the same time and shared the machine's cores, so their speeds "
                    "depend on what else was running; they say nothing about which optimizer is faster.")

@@ -46,7 +46,7 @@ def gallery(found: list[lessons.Lesson], problems: dict[str, str]) -> None:
         with columns[index % 2].container(border=True):
             st.markdown(f"#### {index + 1}. {escape_md(lesson.title)}")
             st.markdown(escape_md(lesson.question))
-            runs = len(lesson.variants) * lesson.seeds
+            runs = lesson.run_count
             st.caption(f"{runs} run{'s' if runs > 1 else ''} · about {lesson.minutes:g} min on 2 CPU cores")
             open_col, run_col = st.columns([1, 1.6])  # room for the teacher's "Run for class" at 1024 px
             open_col.page_link(PAGE, label="Open", icon=":material/school:", query_params={"lesson": lesson.name})
@@ -60,7 +60,7 @@ def gallery(found: list[lessons.Lesson], problems: dict[str, str]) -> None:
 def lesson_view(lesson: lessons.Lesson) -> None:
     runs = runs_frame()
     actor = session_actor()
-    count = len(lesson.variants) * lesson.seeds
+    count = lesson.run_count
     # one compact row above the title: on a projector the question and the charts need the first screen
     # the Run button's column fits "Run for the class" at 1024 px in projector mode
     back_col, button_col, note_col = st.columns([1.2, 1.6, 2.6], vertical_alignment="center")

@@ -3,6 +3,7 @@
 For one run (chosen in the selector, kept in the URL as ?run=ID): its status and progress, the recipe checks
 as pass/warn/skip badges, the evaluation of its best/last (and EMA/SWA) weights in scikit-learn's
 classification-report format with a clickable confusion matrix listing the misclassified validation images,
+what the network learned (first-layer filters, the feature layout before and after training, nearest neighbours),
 per-layer statistics over training with histograms, the gradient norm before/after clipping, and two helper
 jobs started from here: the LR finder (with one click to train at the suggested lr) and overfit-one-batch.
 
@@ -21,6 +22,7 @@ from app.charts.text import escape_md
 from app.report.checks import recipe_badges, run_header
 from app.report.common import readable_errors
 from app.report.evaluation import evaluation_section
+from app.report.features import features_section
 from app.report.layers import gradient_clipping, layer_statistics
 from app.report.probes import lr_finder_section, overfit_section
 from app.report.script import script_report
@@ -99,6 +101,8 @@ if is_char_run(run):  # a character run's report is what it writes: its samples 
 else:
     with readable_errors("the evaluation"):
         evaluation_section(store, run)
+    with readable_errors("what the network learned"):
+        features_section(run)
 
 
 # ---- gradient norm and layer statistics (live while the run trains) ---------------------------------------------

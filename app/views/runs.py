@@ -18,6 +18,7 @@ from engine.classroom import name_key
 from engine.records import ACTIVE, DELETABLE, RESUMABLE, STATUSES, RunStatus
 from engine.runs.placement import cluster_summary, placements, read_cluster, runs_on
 from engine.runs.access import CapReached, PermissionDenied
+from engine.runs.lineage import source_names
 
 st.title("Runs")
 runs = runs_frame()
@@ -99,7 +100,7 @@ HIDDEN = ["raw_status", "raw_owner", "raw_owner_key", "raw_owner_id", "raw_role"
 # what a run is and how it does: at 1024 px (projector mode too) these fit beside the sidebar without scrolling the
 # table sideways (the projector audit checks); where and how it ran behind the "More columns" toggle
 SHOWN = ["name", "status", "progress", "best val acc", "owner"]
-DETAILS = ["duration", "group", "device", "runs on", "run_id", "error"]
+DETAILS = ["from", "duration", "group", "device", "runs on", "run_id", "error"]  # from: the run it started from
 
 
 def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -110,6 +111,7 @@ def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
     best = best_val_acc(list(runs["run_id"]))
     where = placements(get_store(), list(runs["run_id"]))
     places = get_store().queue_positions() if (runs["status"] == RunStatus.QUEUED).any() else {}
+    sources = source_names(runs)  # lineage: the run each one started from (init_from)
     table = pd.DataFrame({
         "run_id": runs["run_id"],
         "name": runs["name"],
@@ -122,6 +124,7 @@ def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
         "duration": runs["duration_s"].map(format_duration),
         "owner": [o + (" (teacher)" if role == "teacher" else "")
                   for o, role in zip(runs["owner"], runs["owner_role"])],
+        "from": runs["run_id"].map(lambda r: sources.get(r, "")),
         "error": runs["error"].fillna(""),
         "raw_status": runs["status"], "raw_owner": runs["owner"], "raw_owner_key": runs["owner"].map(name_key),
         "raw_owner_id": runs["owner_id"], "raw_role": runs["owner_role"],
@@ -189,6 +192,8 @@ def runs_table(runs_now: pd.DataFrame) -> None:
             "best val acc": st.column_config.NumberColumn("best acc", format="%.4f", width="small",
                                                           help="best validation accuracy"),
             "error": st.column_config.TextColumn("error", width="large"),
+            "from": st.column_config.TextColumn("from", width="medium",
+                                                help="the run it started from (its weights), if any"),
         },
     )
     chosen = [view["run_id"].iloc[i] for i in event.selection.rows] if event and event.selection else []

@@ -11,6 +11,7 @@ import streamlit as st
 from app.charts.metrics import lr_schedule_figure
 from app.charts.text import escape_md
 from app.train.config_form import config_form
+from app.train.transfer_preview import transfer_lines
 from app.ui.identity import session_actor
 from app.ui.live import live_runs_panel
 from app.ui.presentation import plotly_chart
@@ -65,12 +66,13 @@ if config is not None and not later:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def parameter_count(config_json: str) -> int:
-    """The model's parameters, counted without building it for real (engine.models.estimate_parameters): the
-    largest model the form allows would take 17 GB of the server's memory."""
-    from engine.models import estimate_parameters
+def parameter_counts(config_json: str) -> dict[str, int]:
+    """The model's parameters, trainable, frozen and in adapters, counted without building it for real
+    (engine.transfer.estimate_summary, on torch's meta device): the largest model the form allows would take 17 GB
+    of the server's memory. ValueError (a freeze pattern that matches no weight) is the form's error."""
+    from engine.transfer import estimate_summary
 
-    return estimate_parameters(RunConfig.from_json(config_json))
+    return estimate_summary(RunConfig.from_json(config_json))
 
 
 def batch_grid(config: RunConfig, split, count: int = 32) -> tuple[np.ndarray, list[str]]:
@@ -114,11 +116,18 @@ def preview(config: RunConfig | None, split, data_error: str | None) -> None:
 
         steps_per_epoch = batches_per_epoch(len(split.train_x), config.batch_size)
         total = steps_per_epoch * config.epochs
-        params = parameter_count(config.to_json())
+        try:
+            counts = parameter_counts(config.to_json())
+        except ValueError as exc:  # a freeze pattern that matches no weight of this model
+            counts = None
+            st.error(escape_md(str(exc)))
+        params = counts["total"] if counts else 0
         # lines that wrap: three st.metric side by side in this column were cut to "param… 4…" at 1024 px
         exact = f" ({params:,})" if compact_count(params) != f"{params:,}" else ""  # 647k (647,210); 44,426 once
-        st.markdown(f"**{compact_count(params)}** parameters{exact}  \n**{len(split.train_x):,}** training "
-                    f"examples  \n**{total:,}** steps ({steps_per_epoch:,} per epoch x {config.epochs} epochs)")
+        st.markdown(f"**{compact_count(params)}** parameters{exact}  \n" + transfer_lines(config, counts)
+                    + f"**{len(split.train_x):,}** training examples"
+                    + (f" ({config.train_per_class} per class)" if config.train_per_class else "")
+                    + f"  \n**{total:,}** steps ({steps_per_epoch:,} per epoch x {config.epochs} epochs)")
         steps, lrs = schedule_curve(config, total)
         plotly_chart(lr_schedule_figure(steps, lrs, f"learning rate: {config.schedule}").update_layout(height=240),
                         key="schedule_preview")
@@ -180,7 +189,7 @@ if start:
         try:
             for c in configs:  # no name typed: the store gives a unique default (see Store.create_run)
                 ids.append(runner.submit(c, name=c.name or None, group=c.group).run_id)
-        except (CapReached, PermissionDenied) as exc:  # a class limit: say which, keep what was queued
+        except (CapReached, PermissionDenied, ValueError) as exc:  # a class limit, a source refused: say which
             st.error(escape_md(str(exc)), icon=":material/block:")
     if ids:
         st.session_state[LAUNCHED_KEY] = ids

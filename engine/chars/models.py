@@ -37,6 +37,8 @@ class Bigram(nn.Module):
         self.embedding = nn.Embedding(vocab_size, vocab_size)  # row = the last character, columns = next's logits
         nn.init.zeros_(self.embedding.weight)  # uniform at init: loss ln V exactly
         self.window = 1
+        # its one table is its head (engine.transfer's rule: freeze=backbone freezes nothing here)
+        self.head_name, self.backbone_names = "embedding", ()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.embedding(ids)
@@ -55,6 +57,9 @@ class CharMLP(nn.Module):
             width = hidden
         layers += [nn.Dropout(dropout), _small(nn.Linear(width, vocab_size))]
         self.net = nn.Sequential(*layers)
+        self.head_name = f"net.{len(layers) - 1}"  # the classifier of the next character (engine.transfer)
+        self.backbone_names = ("embedding",) + tuple(f"net.{i}" for i, layer in enumerate(layers[:-1])
+                                                     if isinstance(layer, nn.Linear))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         # the window of each position: the `context` characters ending there, the boundary before the start
@@ -72,6 +77,7 @@ class CharRNN(nn.Module):
         self.rnn = cell(embed_dim, hidden, num_layers=depth, batch_first=True, dropout=dropout if depth > 1 else 0.0)
         self.dropout = nn.Dropout(dropout)
         self.fc = _small(nn.Linear(hidden, vocab_size))
+        self.head_name, self.backbone_names = "fc", ("embedding", "rnn")  # engine.transfer's rule
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(self.embedding(ids))
@@ -133,6 +139,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(embed_dim, heads, block_size, dropout) for _ in range(depth))
         self.ln_f = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, vocab_size)
+        self.head_name, self.backbone_names = "head", ("embedding", "positions", "blocks")  # engine.transfer's rule
         for module in self.modules():  # GPT-2's initialisation
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, 0.0, 0.02)

@@ -86,7 +86,7 @@ def cmd_lesson(args) -> int:
     if args.list or not args.name:
         found, problems = lessons.load_lessons()
         for lesson in found:
-            runs = len(lesson.variants) * lesson.seeds
+            runs = lesson.run_count
             print(f"{lesson.name:<22} {lesson.title} ({runs} run{'s' if runs > 1 else ''}, ~{lesson.minutes:g} min)")
         for problem in problems.values():
             print(f"unreadable lesson {problem}", file=sys.stderr)

@@ -198,6 +198,8 @@ def cmd_show(args) -> int:
     script = store.script_info(run_id) if run["kind"] == RunKind.SCRIPT else None
     if script is not None:
         summary["script"] = script
+    lineage = _lineage(store, run) if run["kind"] != RunKind.SCRIPT else {}
+    summary.update(lineage)
     if args.json:
         print(json.dumps(summary, default=json_default))
         return 0
@@ -208,6 +210,8 @@ def cmd_show(args) -> int:
     if waiting:
         print(f"waiting: {waiting}")
     print(f"steps {run['step']}/{run['total_steps']} on {run['device'] or '-'}")
+    for line in _lineage_lines(lineage):
+        print(line)
     print("config: " + " ".join(f"{k}={v}" for k, v in run["config"].to_dict().items() if v != getattr(RunConfig(), k)))
     for key in FINAL_KEYS:
         if key in final:
@@ -215,6 +219,38 @@ def cmd_show(args) -> int:
     if report and report.get("report_text"):
         print("\nclassification report (validation set):\n" + report["report_text"])
     return 0
+
+
+def _lineage(store, run) -> dict:
+    """`show`'s "source" (the run this one started from: id, name, weights) and "parameters" (all, trainable, frozen,
+    in adapters), each only when known."""
+    from engine.records import MODEL_SUMMARY
+    from engine.runs.lineage import source_id
+
+    out: dict = {}
+    init_from = run["config"].init_from
+    if init_from:
+        source = store.get_run(source_id(init_from))
+        out["source"] = {"run_id": source_id(init_from), "weights": init_from.partition(":")[2] or "best",
+                         "name": source["name"] if source else None}
+    model = store.get_artifact(run["run_id"], MODEL_SUMMARY)
+    if isinstance(model, dict) and "trainable" in model:
+        out["parameters"] = {key: model.get(key) for key in ("parameters", "trainable", "frozen", "adapter")}
+    return out
+
+
+def _lineage_lines(lineage: dict) -> list[str]:
+    lines = []
+    source = lineage.get("source")
+    if source:
+        name = source["name"] if source["name"] is not None else "a deleted run"
+        lines.append(f"from: {name} ({source['run_id']}, {source['weights']} weights)")
+    counts = lineage.get("parameters")
+    if counts:
+        adapter = f" ({counts['adapter']:,} in adapters)" if counts.get("adapter") else ""
+        lines.append(f"parameters: {counts['parameters']:,}: {counts['trainable']:,} trainable, "
+                     f"{counts['frozen']:,} frozen{adapter}")
+    return lines
 
 
 SHOWN_KEYS = 30  # a script's last values shown by `show`: its keys are its own, so all of them, up to this many

@@ -10,7 +10,8 @@ alone (no model) measured ~25x faster than a seed-style `DataLoader` with PIL tr
 augmentation (benchmarks/augment.py). The order depends on nothing but (seed, epoch).
 
 `load_run_split(config)` is the one way to get a run's data: training, helper jobs, the Explain page and the
-Run report all call it, so they see the same split (the fixed DATA_SEED, never the run's training seed).
+Run report all call it, so they see the same split (the fixed DATA_SEED, never the run's training seed), restricted
+to the run's classes and K examples per class (engine.data.subsets).
 """
 
 from __future__ import annotations
@@ -174,17 +175,19 @@ def load_dataset(
 
 def split_key(config: RunConfig) -> tuple:
     """The config fields that decide a run's data: two runs with the same key train and validate on the same
-    images whatever their seeds. Caches of loaded splits are keyed by it. Text datasets add their options."""
+    images whatever their seeds. Caches of loaded splits are keyed by it. Text datasets add their options; the last
+    item is the class subset and the examples per class (engine.data.subsets)."""
     key = (config.dataset, config.val_fraction, config.data_dir, config.train_limit)
+    subset = ((config.classes, config.train_per_class),)
     if dataset_info(config.dataset).kind == "text":
         from engine.text.datasets import TextOptions
 
-        return key + (TextOptions.from_config(config),)
+        return key + (TextOptions.from_config(config),) + subset
     if dataset_info(config.dataset).kind == "chars":
         from engine.chars.data import CharOptions
 
-        return key + (CharOptions.from_config(config),)
-    return key
+        return key + (CharOptions.from_config(config),) + subset
+    return key + subset
 
 
 def load_run_split(config: RunConfig, *, download: bool = True) -> DatasetSplit:
@@ -207,9 +210,13 @@ def _cached_split(key: tuple, download: bool) -> DatasetSplit:
 
 
 def _load_split(key: tuple, download: bool) -> DatasetSplit:
+    from engine.data.subsets import restrict
+
     dataset, val_fraction, data_dir, limit = key[:4]
-    return load_dataset(dataset, seed=DATA_SEED, val_fraction=val_fraction, data_dir=data_dir or None, limit=limit,
-                        download=download, text_options=key[4] if len(key) > 4 else None)
+    (classes, per_class) = key[-1]
+    split = load_dataset(dataset, seed=DATA_SEED, val_fraction=val_fraction, data_dir=data_dir or None, limit=limit,
+                         download=download, text_options=key[4] if len(key) > 5 else None)
+    return restrict(split, classes, per_class, DATA_SEED)
 
 
 def normalize(

@@ -123,7 +123,21 @@ FULL_TRAIN_EXAMPLES = {"mnist5k": 5_000, "shapes": 6_000, "mnist": 60_000, "fash
 def run_examples(config) -> int | None:
     """Training examples a run's config asks for (None when unknown): its `train_limit`, else the dataset's training
     data, else, for your own CSV (`text_csv`), its rows as the reader reads them (the reader's one-line ValueError
-    when it cannot read them: such a run could not train anyway), for a character dataset its names or chunks."""
+    when it cannot read them: such a run could not train anyway), for a character dataset its names or chunks. K
+    examples per class (`train_per_class`) count as K times the classes chosen, when that is fewer."""
+    examples = _examples(config)
+    if config.train_per_class:
+        from engine.datasets import DATASETS
+        from engine.transfer_spec import chosen_class_names
+
+        classes = DATASETS[config.dataset].classes
+        if classes:
+            few = config.train_per_class * len(chosen_class_names(config.classes, classes))
+            return few if examples is None else min(examples, few)
+    return examples
+
+
+def _examples(config) -> int | None:
     from engine.datasets import DATASETS
 
     if config.train_limit:

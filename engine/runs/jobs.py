@@ -49,6 +49,7 @@ def _probe_job(run: RunRecord, config: RunConfig, sink: Sink, should_stop: Calla
     from engine.data.loading import iterate_batches, load_run_split
     from engine.models import model_from_config
     from engine.optim import make_optimizer
+    from engine.transfer import prepare_model
 
     from engine.tasks import task_for
 
@@ -57,6 +58,7 @@ def _probe_job(run: RunRecord, config: RunConfig, sink: Sink, should_stop: Calla
     loss_fn = task_for(split).loss  # a language model's loss reads [B, T] next characters
     torch.manual_seed(config.seed)
     model = model_from_config(config, info.channels, info.size, len(info.classes)).to(device)
+    prepare_model(model, config, device=device)  # a fine-tuning run's probes start where it starts, frozen alike
     train_x, train_y = split.train_x.to(device), split.train_y.to(device)
     if run["kind"] == RunKind.LR_FIND:
         from engine.diagnostics.lr_finder import lr_find
@@ -98,6 +100,7 @@ def _train_job(run: RunRecord, config: RunConfig, sink: Sink, should_stop: Calla
                device: str) -> tuple[RunStatus, str | None]:
     from engine import checkpoints
     from engine.datasets import DatasetUnavailable
+    from engine.transfer import SourceUnusable
 
     run_id = run["run_id"]
     resume_path = None
@@ -111,6 +114,6 @@ def _train_job(run: RunRecord, config: RunConfig, sink: Sink, should_stop: Calla
     try:
         result = train(config, sink, should_stop, run_id=run_id, device=device,
                        resume_from=str(resume_path) if resume_path else None)
-    except DatasetUnavailable as exc:
+    except (DatasetUnavailable, SourceUnusable) as exc:  # one line the user can act on, no type name
         return RunStatus.FAILED, str(exc)
     return result.status, result.error

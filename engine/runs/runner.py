@@ -106,11 +106,13 @@ class Runner:
         return RunHandle(self.store, run_id)
 
     def submit_lesson(self, lesson: str, runs: list[tuple[str, RunConfig]], group: str, *, owner: str | None = None,
-                      actor: Actor | None = None, for_class: bool = False) -> tuple[str, list[str]]:
+                      actor: Actor | None = None, for_class: bool = False,
+                      sources: dict[str, str] | None = None) -> tuple[str, list[str]]:
         """Queue every (name, config) of one launch of `lesson` at once, as one item for the class limits (see
-        engine.runs.store.launches); returns (group, run ids). Whole or not at all: CapReached queues nothing."""
+        engine.runs.store.launches); returns (group, run ids). Whole or not at all: CapReached queues nothing.
+        `sources`: {run name: the launch's run it starts from}, a lesson's pretraining."""
         launched = self.store.create_launch(lesson, runs, group, owner=owner if owner is not None else _user(),
-                                            actor=actor, for_class=for_class)
+                                            actor=actor, for_class=for_class, sources=sources)
         self.ensure_workers()
         return launched
 

@@ -8,7 +8,8 @@
 Padding never changes a prediction: each model trims the batch to its longest sentence, gives <pad> a zero
 embedding, averages/maxes over real tokens only, and packs sequences for the RNNs, so a sentence gets the
 same logits alone or in a batch padded to any length. The embedding layer is `model.embedding`: token
-attributions (engine.explain.text) are taken there.
+attributions (engine.explain.text) are taken there. Like the image models (engine.models), each names its head
+(`head_name`) and its feature layers (`backbone_names`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class TextModel(nn.Module):
 
 
 class BagOfWords(TextModel):
+    head_name = "fc2"
+    backbone_names = ("embedding",)  # fc1 reads the mean embedding: it is the classifier's hidden layer
+
     def __init__(self, vocab_size: int, num_classes: int, embed_dim: int = 64, hidden: int = 128,
                  dropout: float = 0.0):
         super().__init__(vocab_size, embed_dim)
@@ -63,6 +67,9 @@ class BagOfWords(TextModel):
 
 
 class TextCNN(TextModel):
+    head_name = "fc"
+    backbone_names = ("embedding", "convs")
+
     def __init__(self, vocab_size: int, num_classes: int, embed_dim: int = 64, hidden: int = 128,
                  dropout: float = 0.0):
         super().__init__(vocab_size, embed_dim)
@@ -87,6 +94,9 @@ class TextCNN(TextModel):
 
 
 class TextRNN(TextModel):
+    head_name = "fc"
+    backbone_names = ("embedding", "rnn")
+
     def __init__(self, kind: str, vocab_size: int, num_classes: int, embed_dim: int = 64, hidden: int = 128,
                  depth: int = 1, bidirectional: bool = False, dropout: float = 0.0):
         super().__init__(vocab_size, embed_dim)

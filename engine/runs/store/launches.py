@@ -34,19 +34,23 @@ class LaunchesMixin(StoreBase):
     """Queueing a lesson whole, and reading back its launches."""
 
     def create_launch(self, lesson: str, configs: list[tuple[str, RunConfig]], group: str, *, owner: str = "",
-                      actor: Actor | None = None, for_class: bool = False) -> tuple[str, list[str]]:
+                      actor: Actor | None = None, for_class: bool = False,
+                      sources: dict[str, str] | None = None) -> tuple[str, list[str]]:
         """Queue every (name, config) of one launch of `lesson` in one transaction; returns (group, run ids).
 
         `group` is the launch's group; when a run already has it (two launches in the same second) a counter is
         added (`… #2`), and each config's group is set to the one used. A student's launch must fit the class limits
         (CapReached, nothing queued); only the teacher (or the local user) may launch `for_class`
-        (PermissionDenied)."""
+        (PermissionDenied). `sources` maps a run's name to an earlier run of the launch it starts from (a lesson's
+        pretraining): its init_from becomes that run's id, and it waits in the queue until that run has finished."""
         if for_class:
             check_may_teach(actor, "run a lesson for the whole class")
         check_name("lesson", lesson)
         if not configs:
             raise ValueError(f"lesson {lesson!r} has no runs")
-        checked = [(name, config, check_new_run(config, name, group, owner, actor)) for name, config in configs]
+        owners = [check_new_run(config, name, group, owner, actor) for name, config in configs]
+        sources = sources or {}
+        checked = [(name, config, who) for (name, config), who in zip(launch_transfers(self, configs, sources), owners)]
         costs = [(config, *run_costs(config, actor)) for _, config, _ in checked]  # before the write lock: torch
         with self._tx() as c:
             if actor is not None and actor.is_student:
@@ -55,9 +59,14 @@ class LaunchesMixin(StoreBase):
             owner, owner_role, owner_id = checked[0][2]
             c.execute("INSERT INTO launches(grp, lesson, owner, owner_role, owner_id, for_class, created_at) "
                       "VALUES (?,?,?,?,?,?,?)", (group, lesson, owner, owner_role, owner_id, int(for_class), time.time()))
-            ids = [insert_run(c, config.with_updates(group=group), kind=RunKind.TRAIN, name=name, owner=owner,
-                              owner_role=owner_role, owner_id=owner_id, group=group, parent_id=None, actor=actor)
-                   for name, config, _ in checked]
+            ids: list[str] = []
+            by_name: dict[str, str] = {}
+            for name, config, _ in checked:
+                source = f"{by_name[sources[name]]}:best" if name in sources else config.init_from
+                ids.append(insert_run(c, config.with_updates(group=group, init_from=source), kind=RunKind.TRAIN,
+                                      name=name, owner=owner, owner_role=owner_role, owner_id=owner_id, group=group,
+                                      parent_id=None, actor=actor))
+                by_name[name] = ids[-1]
         return group, ids
 
     def launch_refusal(self, configs: list[RunConfig], actor: Actor | None) -> str | None:
@@ -83,6 +92,28 @@ class LaunchesMixin(StoreBase):
         frame = pd.DataFrame(rows, columns=["grp", *LAUNCH_COLUMNS[1:]]).rename(columns={"grp": "group"})
         frame["for_class"] = frame["for_class"].astype(bool)
         return frame
+
+
+def launch_transfers(store, configs: list[tuple[str, RunConfig]],
+                     sources: dict[str, str]) -> list[tuple[str, RunConfig]]:
+    """`configs` with their transfer fields checked as a single run's are (engine.runs.lineage.check_transfer: an
+    init_from resolved) and `sources` checked: each names an earlier run of the launch whose model the run can start
+    from, and run names are unique. ValueError (SourceRefused) in one line, before anything is queued."""
+    from engine.runs.lineage import check_compatible, check_transfer
+
+    names = [name for name, _ in configs]
+    if sources and len(set(names)) != len(names):
+        raise ValueError("a launch whose runs start from one another needs a name for each run")
+    earlier: dict[str, RunConfig] = {}
+    checked = []
+    for name, config in configs:
+        if name in sources:
+            if sources[name] not in earlier or config.init_from:
+                raise ValueError(f"run {name!r} starts from {sources[name]!r}, which is no earlier run of this launch")
+            check_compatible(earlier[sources[name]], config, f"{sources[name]} (this launch's)")
+        checked.append((name, check_transfer(store, config)))  # a freeze pattern, K per class, an init_from
+        earlier[name] = config
+    return checked
 
 
 def _free_group(c: sqlite3.Connection, group: str) -> str:

@@ -6,6 +6,9 @@ class goes before every turn: the room is watching it (engine.runs.store.launche
 `queue_positions` rank owners with the same rule (`_turn_rank`), so the places a page shows are the order runs
 really start in. A claim takes the write lock up front (BEGIN IMMEDIATE), so two workers, in two processes, never take the same run; it
 takes a new lease (see engine.runs.store.runs) and fails a queued run whose record cannot be read (quarantine).
+A run started from another (`init_from`, engine.runs.lineage) waits while its source is queued or training, and is
+failed with the reason when its source ended without finishing or was deleted: a lesson's fine-tuning runs are queued
+with their pretraining and start once it is done.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from engine.records import RunRecord, RunStatus
+from engine.records import ACTIVE, SUCCEEDED, RunRecord, RunStatus
 from engine.runs.access import ClassLimits
 from engine.runs.store.classes import JOIN_LAUNCH, UNIT, class_limits, class_settings, running_units
 from engine.runs.store.runs import PACE_RESET, RUN_SELECT, UnreadableRun, parse_run, run_record
@@ -41,11 +44,13 @@ class QueueMixin(StoreBase):
                 if row is None:
                     return None
                 try:
-                    parse_run(dict(row))
-                    break
+                    problem = _source_problem(c, parse_run(dict(row)))
                 except UnreadableRun as exc:
-                    c.execute(f"UPDATE runs SET status='{RunStatus.FAILED}', error=?, finished_at=? WHERE run_id=?",
-                              (f"unreadable run record: {exc}"[:1000], time.time(), row["run_id"]))
+                    problem = f"unreadable run record: {exc}"
+                if problem is None:
+                    break
+                c.execute(f"UPDATE runs SET status='{RunStatus.FAILED}', error=?, finished_at=? WHERE run_id=?",
+                          (problem[:1000], time.time(), row["run_id"]))
             now = time.time()
             c.execute(f"UPDATE runs SET status='{RunStatus.RUNNING}', worker_id=?, device=?, started_at=COALESCE(started_at, ?), "
                       f"claimed_at=?, heartbeat_at=?, error=NULL, finished_at=NULL, lease=lease+1, {PACE_RESET} "
@@ -90,6 +95,11 @@ class QueueMixin(StoreBase):
         if failure is not None and self.live_workers().empty:  # first: nothing else matters while no worker can start
             return f"No worker can take it: {failure.describe()}."
         settings, limits = class_settings(self.conn), class_limits(self.conn)
+        source = self.conn.execute("SELECT s.name, s.status FROM runs r JOIN runs s ON s.run_id = " + _SOURCE_ID +
+                                   " WHERE r.run_id=?", (run["run_id"],)).fetchone()
+        if source is not None and source["status"] in ACTIVE:
+            return (f"It starts from run {source['name']}, which is {source['status']}: it starts when that run "
+                    "finishes.")
         if run.get("owner_role") == "student":
             if settings.get("queue_paused") == "1":
                 return "The teacher has paused the queue: your run starts when they resume it."
@@ -100,6 +110,30 @@ class QueueMixin(StoreBase):
         place = self.queue_positions().get(run["run_id"])
         ahead = f"{place - 1} run(s) are ahead of it" if place and place > 1 else "it is next"
         return f"Every worker is busy; {ahead} (owners take turns, one run each)."
+
+
+# The source run id of a queued run `r` (its resolved init_from is RUN_ID:which; NULL for a run from random weights)
+# (a damaged config that is not JSON reads as none: the claim quarantines it)
+_INIT_FROM = "(CASE WHEN json_valid(r.config) THEN json_extract(r.config, '$.init_from') END)"
+_SOURCE_ID = f"substr({_INIT_FROM}, 1, instr({_INIT_FROM} || ':', ':') - 1)"
+_ACTIVE = ", ".join(f"'{status}'" for status in ACTIVE)
+
+
+def _source_problem(c: sqlite3.Connection, config) -> str | None:
+    """Why a run cannot start from its source (None when it can, or has none): the source was deleted or ended
+    without finishing. Its config is a RunConfig (a script's run is never queued)."""
+    from engine.runs.lineage import source_id
+
+    source = source_id(getattr(config, "init_from", ""))
+    if not source:
+        return None
+    row = c.execute("SELECT name, status FROM runs WHERE run_id=?", (source,)).fetchone()
+    if row is None:
+        return f"the run it starts from ({source}) was deleted"
+    if row["status"] not in SUCCEEDED:
+        return (f"the run it starts from, {row['name']}, ended {row['status'].replace('_', ' ')}: there are no "
+                "finished weights to start from")
+    return None
 
 
 def _turn_key(row) -> str:
@@ -115,12 +149,15 @@ def _turn_rank(turns: dict[str, float], first_queued) -> tuple[float, float]:
     return turns.get(_turn_key(first_queued), 0.0), first_queued["queued_at"]
 
 
-def _queued(c: sqlite3.Connection) -> list[sqlite3.Row]:
+def _queued(c: sqlite3.Connection, *, startable: bool = False) -> list[sqlite3.Row]:
     """Every queued run in the order queued: id, owner (name, role, member id), time, its item for the class limits
-    (`unit`) and whether it belongs to a lesson launched for the whole class."""
+    (`unit`) and whether it belongs to a lesson launched for the whole class. `startable`: without the runs whose
+    source (init_from) is still queued or training (they wait, and keep their place)."""
+    waiting = (f"LEFT JOIN runs s ON s.run_id = {_SOURCE_ID} WHERE (s.status IS NULL OR s.status NOT IN ({_ACTIVE})) "
+               "AND" if startable else "WHERE")
     return c.execute(f"SELECT r.run_id, r.owner, r.owner_role, r.owner_id, r.queued_at, {UNIT} AS unit, "
                      f"COALESCE(l.for_class, 0) AS for_class FROM runs r {JOIN_LAUNCH} "
-                     f"WHERE r.status='{RunStatus.QUEUED}' ORDER BY r.queued_at, r.rowid").fetchall()
+                     f"{waiting} r.status='{RunStatus.QUEUED}' ORDER BY r.queued_at, r.rowid").fetchall()
 
 
 def _unit_of(c: sqlite3.Connection, run_id: str) -> str | None:
@@ -130,7 +167,7 @@ def _unit_of(c: sqlite3.Connection, run_id: str) -> str | None:
 
 def _next_in_turn(c: sqlite3.Connection, limits: ClassLimits, paused: bool):
     """The queued run `claim_next` takes: see there. None when nothing may start."""
-    queued = _queued(c)
+    queued = _queued(c, startable=True)
     if not queued:
         return None
     running = running_units(c)

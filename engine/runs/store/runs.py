@@ -34,6 +34,7 @@ from engine.paths import check_data_dir
 from engine.records import (NAME_MAX, STATUSES, TERMINAL, RunKind, RunRecord, RunStatus, ScriptConfig, check_name,
                              fit_name)
 from engine.runs.access import check_submission, run_examples
+from engine.runs.lineage import check_transfer
 from engine.runs.store.classes import class_limits, queued_of
 from engine.runs.store.schema import StoreBase
 
@@ -68,9 +69,12 @@ class RunsMixin(StoreBase):
         With an `actor` the run is theirs (owner_id = their member id in a class, owner = their display name as a
         label, owner_role = role), and a student's run must fit the class limits (`CapReached`), checked in the same
         transaction that inserts it, so 1,000 submissions at once cannot slip past the queued cap. Without a `name`
-        the run gets a unique readable default (`unique_name`)."""
+        the run gets a unique readable default (`unique_name`). A run started from another (`init_from`) is checked
+        and its source resolved first (engine.runs.lineage: SourceRefused, one line)."""
         kind = RunKind(kind)  # ValueError names the allowed kinds
         owner, owner_role, owner_id = check_new_run(config, name, group, owner, actor)
+        if kind == RunKind.TRAIN:  # the run it starts from, resolved to its full id, and what fine-tuning needs
+            config = check_transfer(self, config)
         group = group if group is not None else config.group
         parameters, examples = run_costs(config, actor)
         with self._tx() as c:
@@ -234,9 +238,9 @@ def run_costs(config: RunConfig, actor: Actor | None) -> tuple[int | None, int |
     taken (torch's meta device, a CSV's rows); (None, None) for anyone else, who has no such limits."""
     if actor is None or not actor.is_student:
         return None, None
-    from engine.models import estimate_parameters
+    from engine.transfer import estimate_summary
 
-    return estimate_parameters(config), run_examples(config)
+    return estimate_summary(config)["total"], run_examples(config)  # a fine-tuning run's adapters included
 
 
 def insert_run(c: sqlite3.Connection, config: RunConfig, *, kind: str, name: str | None, owner: str, owner_role: str,
