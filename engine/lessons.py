@@ -68,6 +68,7 @@ class Lesson:
     claims: tuple[Claim, ...]
     answer_metric: str = "val_acc"
     answer_stat: str = "last"
+    answer_among: tuple[str, ...] = ()  # the variants the answer ranks (all when empty): the question's, e.g. K=5
     order: int = 100
     explain: bool = False  # offer links into the Explain page for the lesson's runs
     samples: bool = False  # character runs: show each variant's recorded samples side by side, newest first
@@ -207,11 +208,14 @@ def parse_lesson(name: str, data: dict[str, Any], path: str = "") -> Lesson:
     if not claims:
         raise ValueError("a lesson needs at least one [[claim]]: its expected outcome, checked on the results")
     answer = table(data, "answer")
+    among = tuple(str(label) for label in answer.get("among", []))
+    if unknown := [label for label in among if label not in labels]:
+        raise ValueError(f"answer.among names {unknown[0]!r}, not a variant's label")
     lesson = Lesson(
         name=name, title=required_text(data, "title"), question=required_text(data, "question"), minutes=float(data.get("minutes", 1)),
         look_for=tuple(str(item) for item in data.get("look_for", [])), base=base, variants=variants, seeds=seeds,
         charts=charts, claims=claims, answer_metric=str(answer.get("metric", "val_acc")),
-        answer_stat=choice(answer.get("stat", "last"), STATS, "answer.stat"), order=int(data.get("order", 100)),
+        answer_stat=choice(answer.get("stat", "last"), STATS, "answer.stat"), answer_among=among, order=int(data.get("order", 100)),
         explain=bool(data.get("explain", False)), samples=bool(data.get("samples", False)), path=path,
         pretrain=pretrain)
     return lesson
@@ -364,6 +368,8 @@ def lesson_answer(lesson: Lesson, results: list[RunResult]) -> Answer:
     """The answer from the actual numbers: the best and the last variant named first, then every variant's."""
     rows = []
     for variant in lesson.variants:
+        if lesson.answer_among and variant.label not in lesson.answer_among:
+            continue
         runs = [r for r in results if r.variant == variant.label]
         diverged = [r for r in runs if r.status == RunStatus.DIVERGED]
         if runs:

@@ -83,3 +83,17 @@ def test_variants_pair_up_by_colour_key():
     with pytest.raises(ValueError, match="color_key must be text"):
         lessons.parse_lesson("bad", {"title": "t", "question": "q?", "variant": [{"label": "a", "color_key": 3}],
                                      "claim": [{"text": "x", "left": "a", "status": "completed"}]})
+
+
+def test_the_transfer_lesson_answers_its_question_among_the_five_example_variants():
+    """Its question is about 5 examples per class: the answer ranks those four, not the K=50 runs that beat them all."""
+    lesson = lessons.get_lesson("transfer")
+    value = {"Scratch @ K=5": 0.48, "Head only @ K=5": 0.52, "Fine-tune @ K=5": 0.66, "LoRA @ K=5": 0.63,
+             "Scratch @ K=50": 0.93, "Head only @ K=50": 0.58, "Fine-tune @ K=50": 0.95, "LoRA @ K=50": 0.94}
+    results = [lessons.RunResult(run_id=f"r{i}", variant=label, seed=0, status="completed", steps=10,
+                                 values={"val_acc": [acc]}, epochs={"val_acc": [2]})
+               for i, (label, acc) in enumerate(value.items())]
+    told = lessons.lesson_answer(lesson, results)
+    assert told.sentence.startswith("Fine-tune @ K=5 reached the highest final validation accuracy")
+    assert "Scratch @ K=5 came last" in told.sentence and "K=50" not in told.sentence
+    assert len(told.standings) == 4

@@ -154,7 +154,8 @@ def answer(lesson: lessons.Lesson, group: str) -> None:
     box(f"**Answer.** {escape_md(result.answer)}", icon=":material/lightbulb:")
     if len(result.standings) > 1:
         words = f"{STAT_WORDS[lesson.answer_stat]} {METRIC_WORDS.get(lesson.answer_metric, lesson.answer_metric)}"
-        with st.expander(f"Every variant's {words}", icon=":material/format_list_numbered:"):
+        ranked = "The compared variants'" if lesson.answer_among else "Every variant's"
+        with st.expander(f"{ranked} {words}", icon=":material/format_list_numbered:"):
             texts = [s.text for s in result.standings]  # a tie shares its place: 1, 1, 3
             st.markdown(f"| | variant | {escape_md(words)} |\n|---:|---|---:|\n" + "\n".join(
                 f"| {texts.index(s.text) + 1} | {escape_md(s.label)} | "
