@@ -71,10 +71,14 @@ def live_fragment(key: str, body: Callable[[pd.DataFrame], None], run_ids: Seque
             status = status[np.isin(runs["run_id"].to_numpy(dtype=object), list(run_ids))]
         return bool(np.isin(status, list(ACTIVE)).any())
 
-    active = active_in(runs_frame())
+    runs_now = runs_frame()
+    active = active_in(runs_now)
     stretch = LOAD.stretch()
+    # just after Start: a warm worker logs a run's first rows within half a second, which a 1 s tick would show up to
+    # a second later; while the server has CPU to spare, look more often until they are in (FIRST_POINTS_S at most)
+    eager = active and stretch <= 1.0 and awaiting_first_points(runs_now, run_ids)
 
-    @st.fragment(run_every=every * stretch if active else None)
+    @st.fragment(run_every=(EAGER_EVERY_S if eager else every * stretch) if active else None)
     def fragment() -> None:
         wall, cpu = time.perf_counter(), time.thread_time()
         figure_cache.start_tick()
@@ -82,6 +86,8 @@ def live_fragment(key: str, body: Callable[[pd.DataFrame], None], run_ids: Seque
         if active:
             settle_when_done(key, active_in(runs))
             readapt(key, stretch)
+            if eager and not awaiting_first_points(runs, run_ids):
+                st.rerun()  # the first points are in (or it took too long): the page again, at the usual pace
         body(runs)
         cpu = time.thread_time() - cpu
         if active:
@@ -94,6 +100,19 @@ def live_fragment(key: str, body: Callable[[pd.DataFrame], None], run_ids: Seque
             _log_tick("gc", time.perf_counter() - wall, time.thread_time() - cpu)
 
     fragment()
+
+
+FIRST_POINTS_S = 6.0  # how long after its creation a run with no step yet counts as awaiting its first points
+EAGER_EVERY_S = 0.25  # the live parts' refresh interval meanwhile (the usual one: 1-2 s, stretched under load)
+
+
+def awaiting_first_points(runs: pd.DataFrame, run_ids: Sequence[str] | None) -> bool:
+    """Whether one of `run_ids` was created moments ago, is queued or running, and has not reported a step yet."""
+    if run_ids is None:
+        return False
+    rows = runs[runs["run_id"].isin(list(run_ids))]
+    young = time.time() - rows["created_at"].to_numpy(dtype=float) < FIRST_POINTS_S
+    return bool((young & (rows["step"].to_numpy() == 0) & rows["status"].isin(list(ACTIVE)).to_numpy()).any())
 
 
 def readapt(key: str, built_with: float) -> None:
