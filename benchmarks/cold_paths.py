@@ -9,8 +9,9 @@ compare the ratios, or rerun on an idle machine):
            and, hardly moved by the machine's load, the CPU seconds of a fresh server's first script run until
            that button is drawn (a fresh interpreter with streamlit imported, no browser; own goal <= 1 s)
   start    click Start -> first point drawn on the page, with the pool warmed at start (the click comes --think
-           seconds after the page, as a user reads it) target <= 1.5 s; and with workers started on demand
-           (TRAINLENS_WARM_POOL=0, click at once) target <= 4 s                 (benchmarks/first_point.py)
+           seconds after the page, as a user reads it) target <= 1.5 s; with workers started on demand, target
+           <= 4 s: after the warmed pool idled out (the worker forks from the template), and with nothing
+           pre-started (TRAINLENS_WARM_POOL=0: a fresh interpreter)          (benchmarks/first_point.py)
   compare  the Compare page's server-side tick over 8 runs x 50,000 steps in a real store: cold (a fresh server's
            first) <= 1 s, live (100 new steps per run since the last) <= 200 ms (benchmarks/compare_refresh.py)
   viewer   the server CPU one viewer of 8 live runs costs: one Compare tab, 8 runs logging 20 steps/s each
@@ -100,23 +101,29 @@ def browser_figures(quick: bool, think: float) -> None:
     trials = 1 if quick else 3
     playwright = sync_playwright().start()
     browser = playwright.chromium.launch(executable_path=first_point.CHROMIUM, args=first_point.CHROMIUM_ARGS)
-    warm, cold = [], []
+    trials_of: dict[str, list[dict[str, float]]] = {mode: [] for mode in first_point.MODES}
     try:
-        for _ in range(trials):  # interleaved, so that a busy spell hits both modes
-            warm.append(first_point.browser_trial(browser, True, think))
-            cold.append(first_point.browser_trial(browser, False, 0.0))
-            print(f"    warm: page {warm[-1]['page']:.2f} s, first point {warm[-1]['chart']:.2f} s (claimed "
-                  f"{warm[-1]['claimed']:+.2f} s, logged {warm[-1]['logged']:+.2f} s); on demand: page "
-                  f"{cold[-1]['page']:.2f} s, first point {cold[-1]['chart']:.2f} s ({load()})", flush=True)
+        for _ in range(trials):  # interleaved, so that a busy spell hits every mode
+            for mode in first_point.MODES:
+                trials_of[mode].append(first_point.browser_trial(browser, mode, think if mode == "warm" else 0.0))
+            warm, idle, cold = (trials_of[mode][-1] for mode in first_point.MODES)
+            print(f"    warm: page {warm['page']:.2f} s, first point {warm['chart']:.2f} s (claimed "
+                  f"{warm['claimed']:+.2f} s, logged {warm['logged']:+.2f} s); idled out: first point "
+                  f"{idle['chart']:.2f} s (claimed {idle['claimed']:+.2f} s); nothing pre-started: page "
+                  f"{cold['page']:.2f} s, first point {cold['chart']:.2f} s ({load()})", flush=True)
     finally:
         browser.close()
         playwright.stop()
-    pages = [t["page"] for t in warm + cold]
+    pages = [t["page"] for mode in first_point.MODES for t in trials_of[mode]]
     report("first page drawn after streamlit run (median)", statistics.median(pages), 2.5, "s",
            note=f", {len(pages)} fresh servers")
-    report("click Start -> first point, pool warmed at start", statistics.median(t["chart"] for t in warm), 1.5, "s",
+    chart = {mode: statistics.median(t["chart"] for t in trials_of[mode]) for mode in first_point.MODES}
+    report("click Start -> first point, pool warmed at start", chart["warm"], 1.5, "s",
            note=f", clicked {think:g} s after the page")
-    report("click Start -> first point, workers on demand", statistics.median(t["chart"] for t in cold), 4.0, "s")
+    report("click Start -> first point, on demand (pool idled out)", chart["idle"], 4.0, "s",
+           note=", the worker forked from the template")
+    report("click Start -> first point, nothing pre-started", chart["cold"], 4.0, "s",
+           note=", TRAINLENS_WARM_POOL=0: a fresh interpreter imports torch")
 
 
 def compare_figures(quick: bool) -> None:

@@ -6,11 +6,12 @@ the default worker pool), opens it in headless Chromium like a user (the Train p
   - page: server start -> the Start button shown (the first page, while the pool warms or not);
   - store: click -> the run's first metric row committed to the store (polled every 50 ms);
   - chart: click -> the first point drawn in the page's live loss chart (the browser's plotly data).
-With the pool warmed at start (the dashboard's default) and without it (TRAINLENS_WARM_POOL=0: workers start on
-the first Start, as before). The run is cancelled once its first point is in; the server, the browser and every
+Modes: warm (the dashboard's default: the worker template and the pool warmed at start), idle (the pool warmed,
+then its workers idled out, as after a pause in a class: the click forks a worker from the template) and cold
+(TRAINLENS_WARM_POOL=0: no template, the first Start starts fresh interpreters). The run is cancelled once its first point is in; the server, the browser and every
 worker started are stopped at the end of each trial. Prints every trial and the medians.
 
-    python benchmarks/first_point.py [--repeats 3] [--think 0] [--modes warm,cold]
+    python benchmarks/first_point.py [--repeats 3] [--think 0] [--modes warm,idle,cold]
 
 --no-browser measures without a browser, as the dashboard does it: the runner's warm-up started (or not) at
 "server start", --think seconds later a run queued, then the time to its first metric row.
@@ -115,14 +116,35 @@ def stop_everything(home: Path) -> None:
         store.close()
 
 
+MODES = ("warm", "idle", "cold")
+IDLE_EXIT_S = 2.0  # mode idle: the warmed workers leave after this long without a run
+
+
+def idle_pool(db: Path, home: Path, timeout: float = WAIT_S) -> None:
+    """Mode idle: wait until the worker template answers and every warmed worker has left (idled out)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (home / "workers" / "template.sock").exists() and db.exists():
+            try:
+                with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)) as conn:
+                    started = conn.execute("SELECT COUNT(*) FROM workers").fetchone()[0]
+                    left = conn.execute("SELECT COUNT(*) FROM workers WHERE status IN ('stopped', 'dead')").fetchone()[0]
+                if started and started == left:
+                    return
+            except sqlite3.Error:
+                pass
+        time.sleep(0.1)
+    raise TimeoutError("the warmed pool did not idle out")
+
+
 @contextlib.contextmanager
-def dashboard(home: Path, warm: bool):
+def dashboard(home: Path, mode: str):
     """A fresh `streamlit run app/main.py`; yields (url, start time); stops it and its workers."""
     port = free_port()
     env = dict(os.environ)
     env.pop("TRAINLENS_WORKERS", None)  # the default pool, as a user gets it
-    env.update({"TRAINLENS_HOME": str(home), "TRAINLENS_WARM_POOL": "1" if warm else "0",
-                "TRAINLENS_WORKER_IDLE_S": "120", "PYTHONPATH": str(ROOT),
+    env.update({"TRAINLENS_HOME": str(home), "TRAINLENS_WARM_POOL": "0" if mode == "cold" else "1",
+                "TRAINLENS_WORKER_IDLE_S": str(IDLE_EXIT_S) if mode == "idle" else "120", "PYTHONPATH": str(ROOT),
                 "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"})
     log = open(home / "server.log", "wb")
     started = time.time()
@@ -158,10 +180,11 @@ def dashboard(home: Path, warm: bool):
         stop_everything(home)
 
 
-def browser_trial(browser, warm: bool, think: float) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="trainlens_first_point_") as tmp:
+def browser_trial(browser, mode: str, think: float) -> dict[str, float]:
+    # a short folder: the worker template's socket path must fit in 100 bytes
+    with tempfile.TemporaryDirectory(prefix="tl_fp_", dir="/tmp") as tmp:
         home = Path(tmp)
-        with dashboard(home, warm) as (url, started):
+        with dashboard(home, mode) as (url, started):
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
             try:
                 page = context.new_page()
@@ -170,7 +193,9 @@ def browser_trial(browser, warm: bool, think: float) -> dict[str, float]:
                 button.wait_for(timeout=WAIT_S * 1000)
                 shown = time.time()
                 time.sleep(think)
-                ready = worker_ready_time(home / "trainlens.db")
+                if mode == "idle":
+                    idle_pool(home / "trainlens.db", home)
+                ready = worker_ready_time(home / "trainlens.db") if mode != "idle" else None
                 clicked = time.time()
                 button.click()
                 stored, ready_later = wait_first_row(home / "trainlens.db")
@@ -222,10 +247,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="fresh servers per mode")
     parser.add_argument("--think", type=float, default=0.0, help="seconds between the Start button showing and the click")
-    parser.add_argument("--modes", default="warm,cold", help="warm (pool warmed at start), cold (TRAINLENS_WARM_POOL=0)")
+    parser.add_argument("--modes", default="warm,idle,cold",
+                        help="warm (pool warmed at start), idle (warmed, then idled out), cold (TRAINLENS_WARM_POOL=0)")
     parser.add_argument("--no-browser", action="store_true", help="no streamlit server nor browser (see the docstring)")
     args = parser.parse_args()
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    if set(modes) - set(MODES) or (args.no_browser and "idle" in modes):
+        parser.error(f"modes are {', '.join(MODES)} (idle needs the browser)")
     print(f"first Start on a fresh dashboard, default run (mnist5k, convnet, adam); think {args.think:g} s; "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
@@ -238,8 +266,8 @@ def main() -> None:
     try:
         for repeat in range(args.repeats):
             for mode in modes:  # interleaved, so that a busy spell on the machine hits both modes
-                warm = mode == "warm"
-                trial = headless_trial(warm, args.think) if args.no_browser else browser_trial(browser, warm, args.think)
+                trial = (headless_trial(mode == "warm", args.think) if args.no_browser
+                         else browser_trial(browser, mode, args.think))
                 results[mode].append(trial)
                 page = "" if args.no_browser else f"page ready {trial['page']:5.1f} s after server start; "
                 drawn = "" if args.no_browser else f", -> first point drawn {trial['chart']:5.1f} s"
@@ -251,7 +279,8 @@ def main() -> None:
             browser.close()
             playwright.stop()
     for mode, trials in results.items():
-        label = "pool warmed at start" if mode == "warm" else "pool started on Start (TRAINLENS_WARM_POOL=0)"
+        label = {"warm": "pool warmed at start", "idle": "pool idled out, template up",
+                 "cold": "pool started on Start (TRAINLENS_WARM_POOL=0)"}[mode]
         median = {key: statistics.median(t[key] for t in trials) for key in ("page", "store", "chart")}
         browser_part = "" if args.no_browser else (f", -> first point drawn {median['chart']:.1f} s; page ready "
                                                    f"{median['page']:.1f} s after server start")

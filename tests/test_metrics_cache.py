@@ -320,7 +320,7 @@ class FakeRunner:
     def __init__(self, error: Exception | None = None):
         self.error, self.calls = error, 0
 
-    def ensure_workers(self) -> int:
+    def warm_pool(self) -> int:
         self.calls += 1
         if self.error:
             raise self.error
@@ -353,7 +353,7 @@ def test_the_dashboard_warms_the_pool_once_and_shows_a_failure(monkeypatch):
         calls.append(self)
         raise RuntimeError("cannot start workers here")
 
-    monkeypatch.setattr(Runner, "ensure_workers", failing)
+    monkeypatch.setattr(Runner, "warm_pool", failing)
     monkeypatch.setenv("TRAINLENS_WARM_POOL", "1")
     at = fresh_app()
     at.run()

@@ -68,10 +68,13 @@ class PoolWarmup:
     """Fills the runner's worker pool from a background thread, once per server process.
 
     A worker imports torch (seconds) before it can take a run; started once the server's first page is drawn (see
-    app/main.py), the pool is warm by the time someone clicks Start, instead of only then. The thread never blocks
-    the page: `ensure_workers` counts GPUs (importing torch in this process) and spawns the worker processes. A failure is kept as a readable message
-    for the page to show. Workers exit after TRAINLENS_WORKER_IDLE_S (default 30 min) without work; a later Start
-    starts them again, as before. TRAINLENS_WARM_POOL=0 turns the warm-up off (the tests' AppTest pages).
+    app/main.py), the pool is warm by the time someone clicks Start, instead of only then. The thread first starts
+    the worker template (engine.runs.template: torch imported once, each worker a fork of it in milliseconds, also
+    after the pool idled out) and waits for it, then fills the pool. It never blocks the page: `warm_pool`
+    counts GPUs (importing torch in this process) and spawns the worker processes. A failure is kept as a readable
+    message for the page to show. Workers exit after TRAINLENS_WORKER_IDLE_S (default 30 min) without work; a later
+    Start forks them again from the template, which lives as long as the server. TRAINLENS_WARM_POOL=0 turns the
+    warm-up and the template off (the tests' AppTest pages): workers then start as fresh interpreters on demand.
     """
 
     def __init__(self, runner: Runner):
@@ -95,7 +98,7 @@ class PoolWarmup:
 
     def _run(self) -> None:
         try:
-            self.started = self.runner.ensure_workers()
+            self.started = self.runner.warm_pool()
         except Exception as exc:  # shown on the page; a Start queues its run and retries the pool
             self.error = f"{type(exc).__name__}: {exc}"
         finally:

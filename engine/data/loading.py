@@ -86,6 +86,16 @@ def _shapes_arrays(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return generate_shapes(SHAPES_COUNT, seed=seed, size=dataset_info("shapes").size)
 
 
+def preload_arrays(name: str) -> bool:
+    """Read a shipped image dataset's arrays into this process's cache without building a tensor (no torch
+    operation runs: engine.runs.template calls it before it forks workers). Returns whether `name` has such
+    arrays (mnist5k); other datasets load as before, on first use."""
+    if name != "mnist5k":
+        return False
+    _mnist5k_arrays()
+    return True
+
+
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) std of x [N, C, H, W], computed in float64."""
     flat = x.transpose(0, 1).reshape(x.shape[1], -1).to(torch.float64)

@@ -30,6 +30,20 @@ def pid_alive(pid: int, host: str) -> bool | None:
             return True
 
 
+def worker_env() -> dict[str, str]:
+    """The environment of a process the runner starts (a worker, the worker template): this one's, with the data
+    home made absolute and the project importable from wherever it runs."""
+    from pathlib import Path
+
+    from engine.paths import trainlens_home
+
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["TRAINLENS_HOME"] = str(trainlens_home())
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
 # A worker's pulse: a file whose modification time a worker's own thread refreshes every second, whatever the
 # store is doing. A heartbeat that stopped in the database while the pulse goes on means a worker waiting for a
 # busy store (alive, not to be reaped); both stopped means a frozen process (SIGSTOP, a suspended laptop, a swap

@@ -26,11 +26,11 @@ from engine.classroom import Actor
 from engine.config import RunConfig
 from engine.paths import logs_dir, trainlens_home
 from engine.records import TERMINAL, RunKind, RunStatus
-from engine.runs import pool_health
+from engine.runs import pool_health, template
 from engine.runs.access import check_may_teach, may_act
 from engine.runs.executor import executor_name, local_pool_size, worker_module
 from engine.runs.pool_health import PoolFailure
-from engine.runs.procs import pid_alive
+from engine.runs.procs import pid_alive, worker_env
 from engine.runs.store import Store
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -190,9 +190,24 @@ class Runner:
             missing = self.size - len(self._live_here())
             if missing <= 0 or pool_health.may_start(explicit) is not None:
                 return 0
+            if worker_module() == "engine.runs.worker" and template.state() == "starting":
+                # the dashboard's warm-up fills the pool from the template the moment it is ready (seconds): a fresh
+                # interpreter started now would import torch beside it and be ready no sooner
+                return 0
             for index in range(missing):
                 self._start_worker(self.size - missing + index)
             return missing
+
+    def warm_pool(self, template_wait_s: float = 120.0) -> int:
+        """Fill the pool before anyone asks, from a long-lived process (the dashboard's server). First this home's
+        worker template (engine.runs.template), started and waited for: the workers then fork from it, torch imported
+        once instead of once per worker, and a pool started after this one idled out forks in milliseconds too. The
+        template lives as long as this process. Without a ready template, workers start as fresh interpreters.
+        Returns how many workers started."""
+        settings.check()
+        if worker_module() == "engine.runs.worker" and self._workers != 0 and settings.value("TRAINLENS_WORKERS") != 0:
+            template.wait_ready(template_wait_s, template.start())
+        return self.ensure_workers()
 
     def _live_here(self):
         """The live workers of this host for the configured executor."""
@@ -218,26 +233,31 @@ class Runner:
         except ValueError:  # the settings changed under us to a value the runner refuses: the failure still holds
             return failure
 
-    def _start_worker(self, index: int) -> subprocess.Popen:
-        env = dict(os.environ)
-        env["TRAINLENS_HOME"] = str(trainlens_home())
-        env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    def _start_worker(self, index: int) -> int:
+        """Start one worker process and register it; returns its pid. A fork of the home's worker template when one
+        is ready (engine.runs.template: ready in milliseconds), else a fresh interpreter."""
+        env = worker_env()
         module = worker_module()
         if module == "engine.runs.worker" and self.gpus:  # TRAINLENS_WORKERS_PER_GPU workers share each GPU
             env["CUDA_VISIBLE_DEVICES"] = str(index % self.gpus)
-        log = open(logs_dir() / "workers.log", "ab")
         worker_id = uuid.uuid4().hex[:8]
-        # A fresh interpreter (fork+exec), never a bare fork of this process: forking after torch ran hangs.
-        # start_new_session: the worker outlives the dashboard, and Ctrl-C in the terminal does not kill runs.
-        proc = subprocess.Popen([sys.executable, "-m", module, "--threads", str(self.threads),
-                                 "--worker-id", worker_id],
-                                cwd=str(PROJECT_ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        argv = ["--threads", str(self.threads), "--worker-id", worker_id]
+        log_path = logs_dir() / "workers.log"
+        pid = None
+        if module == "engine.runs.worker":
+            pid = template.fork_worker(argv, env, str(log_path), str(PROJECT_ROOT))
+        if pid is None:
+            # A fresh interpreter (fork+exec), never a bare fork of this process: forking after torch ran hangs.
+            # start_new_session: the worker outlives the dashboard, and Ctrl-C in the terminal does not kill runs.
+            with open(log_path, "ab") as log:
+                pid = subprocess.Popen([sys.executable, "-m", module, *argv], cwd=str(PROJECT_ROOT), env=env,
+                                       stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True).pid
         # Register it now (the worker registers again once torch is imported, seconds later): otherwise the
         # next ensure_workers (every submit calls it) would not count it and would start another pool.
-        self.store.register_worker(worker_id, proc.pid, socket.gethostname(),
+        self.store.register_worker(worker_id, pid, socket.gethostname(),
                                    "ray" if module == "engine.runs.ray_dispatch" else "starting")
-        return proc
+        return pid
 
     def shutdown(self, timeout: float = 15.0) -> None:
         """Ask every worker on this host to stop after its current step, then kill stragglers."""
