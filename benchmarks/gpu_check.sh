@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check: the CUDA tests (tests/test_cuda.py) and the GPU throughput benchmark (benchmarks/gpu_throughput.py)
+# GPU check: the CUDA tests (tests/test_cuda.py, and a worker forked from the worker template, tests/test_worker_template.py)
 # in one go, in under 10 minutes, ending with a summary block.
 #
 #   bash benchmarks/gpu_check.sh        # from the repository root, on a machine with an NVIDIA GPU
@@ -46,7 +46,7 @@ has_cuda=yes
 
 echo
 echo "== CUDA tests (limit ${TEST_TIMEOUT_S} s)"
-run_logged "$logs/tests.log" "$TEST_TIMEOUT_S" "$PYTHON" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py
+run_logged "$logs/tests.log" "$TEST_TIMEOUT_S" "$PYTHON" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py tests/test_worker_template.py
 test_rc=$rc
 test_line=$(grep -E '[0-9]+ (passed|failed|skipped|errors?)' "$logs/tests.log" | tail -n 1 | tr -d '=' | xargs || true)
 

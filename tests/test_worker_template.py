@@ -172,3 +172,23 @@ def test_while_a_template_is_starting_the_runner_leaves_the_pool_to_it(short_hom
         assert runner.ensure_workers() == 0 and started == []
     assert template.state() == "none"
     assert runner.ensure_workers() == 2 and started == [0, 1]  # no template: fresh interpreters, as before
+
+
+@pytest.mark.slow
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(),
+                    reason="needs a CUDA device (run benchmarks/gpu_check.sh on a GPU machine)")
+def test_a_worker_forked_from_the_template_trains_on_the_gpu(short_home):
+    """The template never initialises CUDA (a fork could not use it then): its workers train on the GPU."""
+    store = Store()
+    runner = Runner(store, workers=1)
+    assert runner.warm_pool() == 1
+    serving = template_pid()
+    try:
+        handle = runner.submit(TINY.with_updates(device="cuda"))
+        assert handle.wait(timeout=240) == "completed", store.get_run(handle.run_id)["error"]
+        assert store.get_run(handle.run_id)["device"].startswith("cuda")
+        assert parent_of(int(store.live_workers().iloc[0]["pid"])) == serving
+        runner.shutdown()
+    finally:
+        os.kill(serving, signal.SIGTERM)

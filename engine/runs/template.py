@@ -147,7 +147,12 @@ def python_threads() -> int:
 
 
 def prepare() -> None:
-    """Everything a worker would import and read before its first step, without running any torch operation."""
+    """Everything a worker would import and read before its first step, without running any torch operation.
+    RuntimeError when CUDA got initialised on the way (its children could not use it: CUDA does not survive a fork)."""
+    # an import that asks torch.cuda.is_available() then counts devices through NVML, which leaves the CUDA driver
+    # uninitialised (the runtime's count would initialise it, and no fork of this process could use CUDA then)
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+    import torch
     import torch._dynamo  # noqa: F401 - what torch.optim's first optimizer would import (2.8 s of a fresh worker)
 
     import engine.runs.jobs  # noqa: F401 - the training loop, its models and diagnostics
@@ -156,6 +161,8 @@ def prepare() -> None:
     from engine.data.loading import preload_arrays
 
     preload_arrays(RunConfig().dataset)
+    if torch.cuda.is_initialized():
+        raise RuntimeError("CUDA was initialised while importing: forks of this process could not use it")
 
 
 def _child(request: dict, listener: socket.socket, conn: socket.socket, log_fd: int) -> None:
@@ -246,7 +253,12 @@ def serve(parent: int) -> int:
         signal.signal(number, lambda *_: stop.append(True))
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel: no zombies to wait for
     started = time.perf_counter()
-    prepare()
+    try:
+        prepare()
+    except Exception:  # noqa: BLE001 - no template then: the runner starts workers as fresh interpreters
+        print("worker template: cannot serve; workers start as fresh interpreters\n" + traceback.format_exc(),
+              flush=True)
+        return 1
     if stop:
         return 0
     with contextlib.suppress(FileNotFoundError):
