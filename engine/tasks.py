@@ -32,7 +32,8 @@ class Classification:
     loss = staticmethod(F.cross_entropy)  # logits [B, C], labels [B]
 
     def first_checks(self, run, first_x: torch.Tensor, first_y: torch.Tensor) -> list[dict]:
-        return [recipe.loss_at_init_check(run.model, first_x, first_y, len(run.split.info.classes))]
+        return [recipe.loss_at_init_check(run.model, first_x, first_y, len(run.split.info.classes),
+                                          started_from=run.config.init_from or None)]
 
     def first_reports(self, run) -> None:
         """Nothing beyond the model summary and the initial weights."""
@@ -102,7 +103,8 @@ class LanguageModel:
     loss = staticmethod(lm_loss)  # logits [B, T, V], next characters [B, T]
 
     def first_checks(self, run, first_x: torch.Tensor, first_y: torch.Tensor) -> list[dict]:
-        return [recipe.loss_at_init_check(_ClassDimFirst(run.model), first_x, first_y, len(run.split.info.classes))]
+        return [recipe.loss_at_init_check(_ClassDimFirst(run.model), first_x, first_y, len(run.split.info.classes),
+                                          started_from=run.config.init_from or None)]
 
     def first_reports(self, run) -> None:
         """The counting baselines, and the samples of the untrained model (step 0: gibberish)."""

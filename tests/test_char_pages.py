@@ -13,12 +13,13 @@ from streamlit.testing.v1 import AppTest
 from engine.config import RunConfig
 from engine.datasets import TEXT_FILE_MAX_BYTES
 from engine.train import MemorySink, train
-from ui_helpers import chart_by_key, clear_app_caches, figure_spec
+from ui_helpers import chart_by_key, clear_app_caches, figure_spec, fresh_app
 
 VIEWS = Path(__file__).resolve().parent.parent / "app" / "views"
 
 
-def make_char_run(model: str = "transformer", **changes) -> str:
+def make_char_run(model: str = "transformer", with_curves: bool = False, **changes) -> str:
+    """A trained character run, completed, in the store; `with_curves`: its metric rows too."""
     from engine.runs.store import Store
 
     config = RunConfig.from_dict({**RunConfig().to_dict(), "dataset": "names", "model": model, "epochs": 1,
@@ -28,6 +29,8 @@ def make_char_run(model: str = "transformer", **changes) -> str:
     run_id = store.create_run(config, name=f"names {model}")
     sink = MemorySink()
     train(config, sink, run_id=run_id)  # writes the checkpoint the pages load
+    if with_curves:  # as a worker writes them
+        store.log_batch([(run_id, step, epoch, key, value, 1.7e9 + step) for step, epoch, key, value in sink.rows])
     for name, value in sink.artifacts.items():  # the recorded samples and baselines, as a worker files them
         store.put_artifact(run_id, name, value)
     import time  # finished, as a worker leaves it: a queued run would make the page start a worker pool
@@ -49,6 +52,16 @@ def test_the_train_page_previews_a_names_run():
     assert any("letter pairs counted 2.36" in c.value for c in at.caption)
     preview = at.dataframe[-1].value
     assert list(preview.columns) == ["the model reads", "and learns to write"]
+
+
+def test_the_train_pages_live_panel_names_a_character_runs_accuracy_for_what_it_is():
+    run_id = make_char_run("bigram", with_curves=True)
+    at = fresh_app()  # the whole app: the live panel links to Compare
+    at.query_params["launched"] = run_id  # as after a reload of the page the run was launched from
+    at.run()
+    assert not at.exception
+    title = figure_spec(chart_by_key(at, "train_live_acc"))["layout"]["yaxis"]["title"]["text"]
+    assert "next-character accuracy" in title  # the share of next letters guessed, not images classified
 
 
 class _Upload:

@@ -74,6 +74,17 @@ def test_loss_at_init_warns_on_a_scaled_up_last_layer(digits, name, scale):
     assert all(torch.equal(buffers[k], v) for k, v in model.state_dict().items() if "running" in k)
 
 
+def test_loss_at_init_of_a_run_started_from_trained_weights_is_shown_but_not_judged(digits):
+    x, y = digits[0][:128], digits[1][:128]
+    torch.manual_seed(0)
+    model = build_model("mlp", channels=1, size=28, num_classes=10)
+    with torch.no_grad():
+        _last_linear(model).weight.mul_(10.0)  # confident, as a trained network is: a fresh one would warn
+    check = loss_at_init_check(model, x, y, num_classes=10, started_from="a1b2c3d4:best")
+    assert check["status"] == "skip" and check["numbers"]["ratio"] > 1.15
+    assert "a1b2c3d4:best" in check["message"] and f"{check['numbers']['loss']:.3f}" in check["message"]
+
+
 def test_loss_at_init_warns_when_suspiciously_low(digits):
     x, y = digits[0][:64], torch.zeros(64, dtype=torch.long)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from app.charts.axes import padded_range
 from app.charts.text import plotly_text
+from engine.datasets import DATASETS
 
 BASELINES = (("uniform", "uniform guess (ln V)", "#8c8c8c"), ("unigram", "letter frequencies (unigram)", "#b07aa1"),
              ("bigram", "letter pairs counted (bigram)", "#e15759"))
@@ -102,3 +104,9 @@ def next_char_figure(labels: Sequence[str], probabilities: np.ndarray, top: int 
                                                                                      type="category"),
                          height=300, margin=dict(l=60, r=20, t=20, b=50))
     return figure
+
+
+def is_char_run(run: pd.Series | dict) -> bool:
+    """Whether a run (a row of the runs frame, or a store record) trains a character-level language model."""
+    dataset = run.get("cfg.dataset") if isinstance(run, pd.Series) else getattr(run.get("config"), "dataset", None)
+    return isinstance(dataset, str) and dataset in DATASETS and DATASETS[dataset].kind == "chars"

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app.charts.chars import is_char_run
 from app.charts.metrics import ChartOptions, metric_chart
 from app.charts.series import chart_keys
 from app.charts.text import escape_md
@@ -192,7 +193,10 @@ def live_runs_panel(run_ids: list[str], key: str) -> None:
             return
         left, right = st.columns(2)
         loss = metric_chart(metrics, selected, "loss", ChartOptions(smoothing=0.6)).figure
-        accuracy = metric_chart(metrics, selected, "val_acc", ChartOptions(x_axis="epoch")).figure
+        # a character model's accuracy is its next character's: named so, not like an image classifier's
+        chars_only = all(is_char_run(run) for _, run in selected.iterrows())
+        labels = {"val_acc": "next-character accuracy (validation)"} if chars_only else None
+        accuracy = metric_chart(metrics, selected, "val_acc", ChartOptions(x_axis="epoch", labels=labels)).figure
         plotly_chart(loss, key=f"{key}_loss", container=left)
         plotly_chart(accuracy, key=f"{key}_acc", container=right)
 

@@ -19,15 +19,9 @@ from app.charts.metrics import ChartOptions, metric_chart
 from app.charts.text import escape_md
 from app.ui.presentation import plotly_chart
 from app.ui.state import get_store, run_metrics
-from engine.datasets import DATASETS
 from engine.records import LM_BASELINES, samples_artifact, samples_steps
 
 SHOWN_EVALUATIONS = 3  # the newest evaluations shown per run; the first one (step 0) stays in the Run report
-
-
-def is_char_run(run: pd.Series | dict) -> bool:
-    dataset = run.get("cfg.dataset") if isinstance(run, pd.Series) else getattr(run.get("config"), "dataset", None)
-    return isinstance(dataset, str) and dataset in DATASETS and DATASETS[dataset].kind == "chars"
 
 
 def recorded_samples(run_id: str, newest: int = SHOWN_EVALUATIONS) -> list[dict]:

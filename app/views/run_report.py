@@ -18,6 +18,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from app.charts.chars import is_char_run
 from app.charts.text import escape_md
 from app.report.checks import recipe_badges, run_header
 from app.report.common import readable_errors
@@ -27,7 +28,7 @@ from app.report.layers import gradient_clipping, layer_statistics
 from app.report.probes import lr_finder_section, overfit_section
 from app.report.script import script_report
 from app.ui.live import live_fragment
-from app.ui.samples import is_char_run, samples_panel, sampler
+from app.ui.samples import samples_panel, sampler
 from app.ui.state import get_runner, get_store, run_metrics, runs_frame
 from engine.records import ACTIVE, RunKind
 

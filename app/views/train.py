@@ -201,7 +201,8 @@ if not launched and st.query_params.get(LAUNCHED_PARAM):  # after a reload: the 
     known = set(runs_frame()["run_id"])
     launched = [r for r in st.query_params[LAUNCHED_PARAM].split(",")[:100] if r in known]
 if launched:
-    from app.ui.samples import is_char_run, live_samples
+    from app.charts.chars import is_char_run
+    from app.ui.samples import live_samples
 
     runs_now = runs_frame()
     chars_run_ids = {row["run_id"] for _, row in runs_now[runs_now["run_id"].isin(launched)].iterrows()

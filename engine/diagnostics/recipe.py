@@ -3,7 +3,8 @@
 Each check returns one JSON-able dict of the same shape, so the page renders every badge the same way:
     {"name": str, "title": str, "status": "pass" | "warn" | "skip", "value": float | None,
      "numbers": {label: number}, "message": str (what was measured and what to do), "why": str (one line)}
-"skip" means the check could not run (no data); it is never a silent pass.
+"skip" means the check could not run (no data) or does not apply (the loss at init of a run started from another's
+weights); it is never a silent pass.
 
 Public API
     loss_at_init_check(model, x, y, num_classes, rel_tol=0.15) -> dict
@@ -89,8 +90,11 @@ def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Loss
 
 
 def loss_at_init_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
-                       rel_tol: float = 0.15) -> dict[str, Any]:
+                       rel_tol: float = 0.15, started_from: str | None = None) -> dict[str, Any]:
     """Cross-entropy of the untrained model on one batch against -ln(1/C).
+
+    `started_from`: the run the weights come from (a fine-tuning run): its loss at the start is measured and shown,
+    but skipped as a check, since trained weights are not expected to be unsure of every class.
 
     Measured as the first training step sees it (batch-norm on batch statistics) but with dropout off, on a
     copy so running statistics are not touched. Warns outside expected x (1 +- rel_tol): 15% passes every
@@ -112,6 +116,11 @@ def loss_at_init_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_c
         return _check("loss_at_init", "Loss at initialisation", "warn", loss, numbers,
                       f"The loss at initialisation is {loss}: the forward pass already overflows. Check the input "
                       "scale and the initialisation of every layer.")
+    if started_from:
+        return _check("loss_at_init", "Loss at initialisation", "skip", loss, numbers,
+                      f"Loss at the start {loss:.3f} vs {expected:.3f} = -ln(1/{num_classes}): not checked, since the "
+                      f"weights come from run {started_from}, and a trained network is not expected to be unsure of "
+                      "every class.")
     if ratio > 1 + rel_tol:
         message = (f"Loss at init {loss:.3f} is {ratio:.2f}x the {expected:.3f} of a uniform guess over {num_classes} "
                    f"classes (logit std {logit_std:.2f}): the network starts confidently wrong. Scale the final layer's "
