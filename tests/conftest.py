@@ -3,7 +3,7 @@
 Every test gets its own data home (engine.paths reads TRAINLENS_HOME on every call), so no test sees
 another's runs, checkpoints or workers, and nothing is written into the working tree. Any worker process
 a test started (through the Runner or the CLI) is stopped at teardown: none may outlive the tests.
-Two tiers: `-m "not slow"` runs the tests that start no process (about a minute); the whole suite adds the worker
+Two tiers: `-m "not slow" -n 2` runs the tests that start no process (about a minute); the whole suite adds the worker
 pools, CLI subprocesses, Streamlit servers, browsers and Ray (see "the fast tier" below).
 """
 
