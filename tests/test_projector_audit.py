@@ -1,7 +1,7 @@
 """The projector audit: what a teacher projects must be readable. Chromium at 1024x768 in projector mode opens every
 page (the Lessons gallery, Train, Runs, Compare, the Run report, Explain) and every shipped lesson after its runs
 ended, and one lesson mid-run, and the Train page of a character run (its samples beside its loss), and reads what
-it drew:
+it drew (the Class page, in class mode, has its own module: tests/test_projector_audit_class.py):
 
 - overlapping tick labels (the rendered boxes of each axis's tick texts),
 - cut text: an element whose text is wider than its box (Streamlit cuts buttons and labels with an ellipsis), a

@@ -48,7 +48,9 @@ def board(runs: pd.DataFrame) -> None:
                          column_config={"best val acc": st.column_config.NumberColumn(format=f"%.{SHOWN_DECIMALS}f"),
                                         "run": st.column_config.TextColumn("run", width="medium"),
                                         "lr": st.column_config.NumberColumn(format="%g"),
-                                        "run_id": st.column_config.TextColumn("run id", width="small")})
+                                        # kept for the selection, not shown: with it the table scrolled sideways
+                                        # at 1024 px (the projector audit of the Class page)
+                                        "run_id": None})
     chosen = [table["run_id"].iloc[i] for i in event.selection.rows] if event and event.selection else []
     a, b = st.columns(2)
     a.page_link("views/compare.py", label=f"Compare selected ({len(chosen)})", icon=":material/stacked_line_chart:",
