@@ -50,6 +50,8 @@ PAGES = [
     st.Page("views/explain.py", title="Explain", icon=":material/visibility:"),
 ]
 CLASS_PAGE = st.Page("views/classroom.py", title="Class", icon=":material/school:")
+# old addresses that bookmarks still hold: not in the navigation, each opens the page it became
+OLD_ADDRESSES = [st.Page("views/run_detail.py", title="Run report", url_path="run_detail", visibility="hidden")]
 
 try:
     problem = store_problem()
@@ -58,7 +60,7 @@ try:
         st.stop()
     # who is here: the local user, or a signed-in student/teacher (class mode); the sign-in form stops the page
     actor = identity.gate(get_store())
-    page = st.navigation(PAGES + ([CLASS_PAGE] if identity.class_mode().enabled else []))
+    page = st.navigation(PAGES + ([CLASS_PAGE] if identity.class_mode().enabled else []) + OLD_ADDRESSES)
     identity.sidebar(actor, get_store())
     warmup = pool_warmup()
     if warmup is not None and warmup.error:

@@ -268,6 +268,20 @@ def test_selection_defaults_to_the_latest_run_and_follows_the_url(runner, tiny_r
     assert at.selectbox(key="report_run").value == latest
 
 
+def test_an_old_run_detail_bookmark_opens_the_run_report_of_its_run(monkeypatch):
+    monkeypatch.setenv("TRAINLENS_WORKERS", "0")
+    from engine.runs.store import Store
+
+    queued = Store().create_run(RunConfig(train_limit=300, epochs=1), name="bookmarked one")
+    at = fresh_app()
+    at.run()
+    at.query_params["run"] = queued
+    at.switch_page("views/run_detail.py").run()  # /run_detail?run=... as a bookmark from before the rename
+    assert_ok(at)
+    assert url_run(at) == queued
+    assert any("Waiting for a free worker" in i for i in texts(at.info))  # the Run report's own words for it
+
+
 def test_states_before_and_without_a_report(monkeypatch):
     """Queued, running, diverged, no layer statistics, a broken artifact: each says what happens next."""
     monkeypatch.setenv("TRAINLENS_WORKERS", "0")  # the page must not start workers for the queued run
