@@ -6,7 +6,7 @@ The rules, in order:
 1. `adapter=lora` gives every linear and convolution layer but the head a low-rank adapter (engine.adapters).
 2. `init_from` loads the source run's checkpoint into the model: every weight of the same name and shape; the head
    is kept fresh (this run's seed drew it) when the two runs' classes differ (names, not only their count: a head
-   trained on digits 0-4 means nothing for 5-9). Any other weight that is missing or has another shape is refused
+   trained on digits 0-4 means nothing for 5-9); a character model keeps it when the vocabulary is the same. Any other weight that is missing or has another shape is refused
    with one line naming it and the two shapes. A source trained with adapters is merged first (W + scale B A).
 3. What trains: with an adapter, the adapters and the head (every base weight of an adapted layer, and every other
    layer, is frozen); `freeze` then freezes more, by name: `backbone` (the model's feature layers, its
@@ -185,7 +185,7 @@ def load_source_weights(model: nn.Module, config: RunConfig, *, device: str = "c
     source = ckpt.model
     if ckpt.config.adapter == "lora":
         source = merge_lora_state(source, ckpt.config.lora_alpha / ckpt.config.lora_rank)
-    keep_head = class_names(ckpt.config) == class_names(config) and class_names(config) is not None
+    keep_head = same_outputs(ckpt.config, config)
     state = model.state_dict()
     fresh_head = False
     for key, tensor in state.items():
@@ -209,6 +209,19 @@ def load_source_weights(model: nn.Module, config: RunConfig, *, device: str = "c
                          f"{config.model} does not (the architectures differ)")
     model.load_state_dict(state)
     return fresh_head
+
+
+def same_outputs(source: RunConfig, target: RunConfig) -> bool:
+    """Whether a head's outputs mean the same thing in both runs: the same classes by name, or for a character model
+    (its classes are the next characters) the same vocabulary, which the same data and options build
+    (engine.data.loading.split_key; the submission refuses another, engine.runs.lineage)."""
+    from engine.data.loading import split_key
+    from engine.datasets import DATASETS
+
+    if DATASETS[target.dataset].kind == "chars":
+        return DATASETS[source.dataset].kind == "chars" and split_key(source)[:-1] == split_key(target)[:-1]
+    names = class_names(target)
+    return names is not None and class_names(source) == names
 
 
 def architecture_difference(source: RunConfig, target: RunConfig) -> str:

@@ -85,6 +85,35 @@ def test_a_text_run_for_an_image_model_is_refused(store):
              "only from a run of the same kind")
 
 
+CHARS = dict(dataset="names", model="gru", embed_dim=16, hidden=16, depth=1, train_limit=600, lr=0.01, classes="")
+
+
+def test_a_character_model_fine_tuned_on_the_same_vocabulary_keeps_its_head(store):
+    import torch
+
+    from engine.checkpoints import initial_path, load_checkpoint
+    from engine.transfer import source_checkpoint_path
+
+    source = finished(store, config(**CHARS), "names gru")
+    target = store.create_run(config(**CHARS, init_from=source), name="fine-tuned")
+    resolved = store.get_run(target)["config"]  # init_from=<source>:best, as a worker gets it
+    sink = MemorySink()
+    train(resolved, sink, run_id=target)
+    assert sink.artifacts["model_summary"]["new_head"] is False  # its next-character guesses are the source's
+    start = load_checkpoint(initial_path(target)).model
+    theirs = load_checkpoint(source_checkpoint_path(resolved.init_from)).model
+    assert start.keys() == theirs.keys() and all(torch.equal(start[key], theirs[key]) for key in start)
+    first_loss = next(value for step, epoch, key, value in sink.rows if key == "loss")
+    assert first_loss < 3.0  # a fresh head would start near ln(vocabulary) = 3.3 nats
+
+
+def test_a_character_model_from_another_corpus_is_refused_naming_what_differs(store):
+    source = finished(store, config(**CHARS), "names gru")
+    _refused(store, config(**{**CHARS, "dataset": "reviews"}, init_from=source),
+             "a character model starts only from a run with the same vocabulary; dataset differs ('names' in run "
+             f"names gru ({source}), 'reviews' here)")
+
+
 def test_a_run_that_did_not_finish_is_refused(store, digits):
     cfg = config()
     failed = store.create_run(cfg, name="broken")

@@ -89,7 +89,7 @@ def check_compatible(source: RunConfig, config: RunConfig, label: str) -> None:
     if source.model != config.model:
         raise SourceRefused(f"init_from={spec}: run {label} trained a {source.model}; this run's model is "
                             f"{config.model}: set model={source.model} (and its sizes) to start from it")
-    if kind == "text":
+    if kind in ("text", "chars"):
         _check_same_vocabulary(source, config, label)
     else:
         theirs, ours = DATASETS[source.dataset], DATASETS[config.dataset]
@@ -101,17 +101,19 @@ def check_compatible(source: RunConfig, config: RunConfig, label: str) -> None:
 
 
 def _check_same_vocabulary(source: RunConfig, config: RunConfig, label: str) -> None:
-    # a text model's embedding has a row per word of its vocabulary, built from its training split: the same data and
-    # options build the same vocabulary (the class subset is applied after it)
+    # a text or character model's embedding has a row per word or character of its vocabulary, built from its training
+    # split (most frequent first: another corpus puts other characters at the same ids): the same data and options
+    # build the same vocabulary (the class subset is applied after it)
     from engine.data.loading import split_key
 
     fields = ("dataset", "val_fraction", "data_dir", "train_limit", "text_negation", "text_contrast", "text_filler",
-              "vocab_size", "vocab_min_count", "text_level", "text_column", "label_column")
+              "vocab_size", "vocab_min_count", "text_level", "text_column", "label_column", "names_list", "block_size")
     if split_key(source)[:-1] != split_key(config)[:-1]:
-        differing = next(f for f in fields if getattr(source, f) != getattr(config, f))
-        raise SourceRefused(f"init_from={config.init_from}: a text model starts only from a run with the same "
-                            f"vocabulary; {differing} differs ({getattr(source, differing)!r} in run {label}, "
-                            f"{getattr(config, differing)!r} here)")
+        differing = next((f for f in fields if getattr(source, f) != getattr(config, f)), "the data")
+        kind = "character" if DATASETS[config.dataset].kind == "chars" else "text"
+        raise SourceRefused(f"init_from={config.init_from}: a {kind} model starts only from a run with the same "
+                            f"vocabulary; {differing} differs ({getattr(source, differing, '?')!r} in run {label}, "
+                            f"{getattr(config, differing, '?')!r} here)")
 
 
 def _check_shapes(source: RunConfig, config: RunConfig, label: str) -> None:
