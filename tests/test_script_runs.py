@@ -369,3 +369,18 @@ def test_runs_page_and_run_report_of_a_script_run():
     texts = next(d.value for d in at.dataframe if "text" in d.value.columns)
     assert list(texts["text"]) == ["**not bold**"]
     assert any("need a run TrainLens trains itself" in str(c.value) for c in at.caption)
+
+
+def test_a_running_script_shows_an_empty_progress_cell_not_a_bar_stuck_at_zero():
+    store = Store()
+    done = engine_run(store)
+    with trainlens.init(name="still going") as run:  # running while the page is drawn: its length is its own
+        run.log({"loss": 1.0}, step=5)
+        at = fresh_app()
+        at.run()
+        at.switch_page("views/runs.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        table = next(d.value for d in at.dataframe if "run_id" in d.value.columns)
+        progress = dict(zip(table["run_id"], table["progress"]))
+        assert np.isnan(progress[run.run_id])
+        assert progress[done] == pytest.approx(store.get_run(done)["progress"])  # an engine run keeps its bar

@@ -165,7 +165,10 @@ def run_status_row(run: pd.Series, key: str) -> None:
         text = "waiting for a free worker"
     else:
         text = f"{int(run['step'])} steps in {format_duration(run['duration_s'])}"
-    bar_col.progress(min(1.0, max(0.0, progress)), text=text)
+    if run["status"] == RunStatus.RUNNING and run.get("kind") == RunKind.SCRIPT:
+        bar_col.caption(text)  # no bar: how long a script trains is known to the script alone
+    else:
+        bar_col.progress(min(1.0, max(0.0, progress)), text=text)
     if run["status"] in ACTIVE:
         if button_col.button("Cancel", key=f"{key}_cancel_{run['run_id']}", help="stop this run after its current step"):
             try:

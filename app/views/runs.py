@@ -15,7 +15,7 @@ from app.ui.identity import class_mode, session_actor
 from app.ui.live import live_fragment, status_text
 from app.ui.state import format_duration, get_runner, get_store, own_change_recent, runs_frame, shared_figure
 from engine.classroom import name_key
-from engine.records import ACTIVE, DELETABLE, RESUMABLE, STATUSES, RunStatus
+from engine.records import ACTIVE, DELETABLE, RESUMABLE, STATUSES, RunKind, RunStatus
 from engine.runs.placement import cluster_summary, placements, read_cluster, runs_on
 from engine.runs.access import CapReached, PermissionDenied
 from engine.runs.lineage import source_names
@@ -117,7 +117,9 @@ def everyones_table(runs: pd.DataFrame) -> pd.DataFrame:
         "name": runs["name"],
         "group": runs["group"],
         "status": [status_cell(r, s, e, places) for r, s, e in zip(runs["run_id"], runs["status"], runs["eta_s"])],
-        "progress": runs["progress"].astype(float),
+        # a script's length is its own: while it runs, an empty cell rather than a bar stuck at 0%
+        "progress": runs["progress"].astype(float).where(~((runs["kind"] == RunKind.SCRIPT)
+                                                           & (runs["status"] == RunStatus.RUNNING))),
         "device": runs["device"].fillna(""),
         "runs on": [runs_on(where.get(r), d) for r, d in zip(runs["run_id"], runs["device"].fillna(""))],
         "best val acc": runs["run_id"].map(best).astype(float),
