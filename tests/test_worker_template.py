@@ -82,6 +82,8 @@ def test_after_the_warmed_pool_idled_out_a_run_is_trained_by_a_worker_forked_fro
             time.sleep(0.2)
         assert store.live_workers().empty  # idled out, as after a pause in a class; the template stays
         assert template.state() == "ready"
+        with open(f"/proc/{serving}/maps") as maps:  # idle, it imported what a run needs only at its end
+            assert "/sklearn/" in maps.read()
         monkeypatch.setenv("TRAINLENS_WORKER_IDLE_S", "60")  # the next worker takes this process's environment
         handle = runner.submit(TINY)  # forks a worker from the template
         assert handle.wait(timeout=240) == "completed", store.get_run(handle.run_id)["error"]

@@ -7,6 +7,9 @@ first Start after a pause met that whole wait. The dashboard starts one template
 (app.ui.state.PoolWarmup); from then on every worker of this home and host is a fork of it, ready in milliseconds,
 and the pool's warm-up itself imports torch once instead of once per worker (benchmarks/first_point.py, mode idle).
 
+Once it has sat idle for a second it also imports scikit-learn, which a worker needs only for a run's final report
+(`prepare_when_idle`): the warmed pool's forks are not delayed by it, later ones have it.
+
 Fork safety: the template only imports modules and reads the default dataset's arrays with pandas and numpy. It
 never runs a torch operation (torch's OpenMP threads are not fork-safe: a child whose parent ran a parallel region
 can hang in its own), never initialises CUDA, never opens the store (an SQLite connection must not cross a fork),
@@ -165,6 +168,17 @@ def prepare() -> None:
         raise RuntimeError("CUDA was initialised while importing: forks of this process could not use it")
 
 
+def prepare_when_idle() -> None:
+    """What a worker needs only at a run's end: scikit-learn, for the classification report (0.8 s to import). The
+    template imports it once it has sat idle for a second, so that forks asked for at once (the warmed pool) are not
+    delayed by it, and the workers forked later have it. It starts no Python thread (its native BLAS threads, like
+    numpy's, handle a fork). Never raises: a worker imports it itself then."""
+    try:
+        import engine.diagnostics.evaluate  # noqa: F401 - imports sklearn.metrics
+    except Exception:  # noqa: BLE001
+        print("worker template: could not import the evaluation module\n" + traceback.format_exc(), flush=True)
+
+
 def _child(request: dict, listener: socket.socket, conn: socket.socket, log_fd: int) -> None:
     """In the forked child: become a worker in a session of its own, then exit without returning to the loop."""
     code = 1
@@ -277,12 +291,15 @@ def serve(parent: int) -> int:
     os.replace(staging, path)  # ready: from now on the socket answers
     ours = path.stat().st_ino
     print(f"worker template {os.getpid()} ready after {time.perf_counter() - started:.1f} s", flush=True)
+    idle_imports_done = False
     try:
         while not stop and os.getppid() == parent and path.exists():
             try:
                 _serve_one(listener)
-            except (TimeoutError, InterruptedError):
-                continue  # once a second: is the parent still there, was a stop asked for?
+            except (TimeoutError, InterruptedError):  # once a second: is the parent still there, a stop asked for?
+                if not idle_imports_done:
+                    idle_imports_done = True
+                    prepare_when_idle()
     finally:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
