@@ -194,3 +194,10 @@ def test_a_worker_forked_from_the_template_trains_on_the_gpu(short_home):
         runner.shutdown()
     finally:
         os.kill(serving, signal.SIGTERM)
+
+
+def test_off_linux_there_is_no_template_and_workers_start_as_fresh_interpreters(short_home, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "darwin")  # a fork of a process with Apple's frameworks loaded may crash
+    assert template.start() is None  # nothing started (a process here would fail this fast test)
+    assert template.fork_worker(["--threads", "1"], dict(os.environ), os.devnull, str(ROOT)) is None
+

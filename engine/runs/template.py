@@ -22,6 +22,8 @@ name and renamed into place once the imports are done, so a socket that answers 
 A request is one JSON line {"argv": [...], "env": {...}, "log": path, "cwd": path}; the answer one JSON line
 {"pid": N} or {"error": "..."}.
 
+Linux only (`supported`): elsewhere, workers start as fresh interpreters, as they do without a template.
+
 Lifetime: the template exits when the process that started it is gone (the dashboard's server; checked every
 second), when its socket was removed (its home deleted), or on SIGTERM/SIGINT. One template per home: a second one
 finds the first's lock and exits.
@@ -46,6 +48,13 @@ SOCKET_NAME = "template.sock"
 LOCK_NAME = "template.lock"
 REQUEST_TIMEOUT_S = 5.0  # a ready template answers in milliseconds; past this the runner starts a fresh interpreter
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes: a home deeper than that gets no template (fresh interpreters)
+
+
+def supported() -> bool:
+    """Linux only: on macOS a fork of a process that loaded Apple's frameworks (numpy's Accelerate, the Objective-C
+    runtime) may crash in the child, which is why Python's multiprocessing spawns there. Elsewhere workers start as
+    fresh interpreters."""
+    return sys.platform.startswith("linux")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -64,7 +73,7 @@ def socket_path() -> Path:
 def start(parent: int | None = None) -> subprocess.Popen | None:
     """Start this home's template in the background (None when one runs already or the home's path is too long for
     a socket). It lives as long as `parent` (default: this process). Returns at once: it is ready seconds later."""
-    if state() != "none" or len(str(socket_path())) > MAX_SOCKET_PATH:
+    if not supported() or state() != "none" or len(str(socket_path())) > MAX_SOCKET_PATH:
         return None
     from engine.paths import logs_dir
     from engine.runs.procs import worker_env
@@ -113,7 +122,7 @@ def fork_worker(argv: list[str], env: dict[str, str], log: str, cwd: str) -> int
     """Ask the ready template for a worker running `python -m engine.runs.worker *argv`; its pid, or None when there
     is no ready template or it could not fork (the caller then starts a fresh interpreter)."""
     path = socket_path()
-    if not path.exists():
+    if not supported() or not path.exists():
         return None
     try:
         with contextlib.closing(socket.socket(socket.AF_UNIX)) as conn:
