@@ -48,6 +48,7 @@ SOCKET_NAME = "template.sock"
 LOCK_NAME = "template.lock"
 REQUEST_TIMEOUT_S = 5.0  # a ready template answers in milliseconds; past this the runner starts a fresh interpreter
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes: a home deeper than that gets no template (fresh interpreters)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def supported() -> bool:
@@ -55,7 +56,6 @@ def supported() -> bool:
     runtime) may crash in the child, which is why Python's multiprocessing spawns there. Elsewhere workers start as
     fresh interpreters."""
     return sys.platform.startswith("linux")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _folder() -> Path:
@@ -71,8 +71,9 @@ def socket_path() -> Path:
 # ---- the runner's side ----
 
 def start(parent: int | None = None) -> subprocess.Popen | None:
-    """Start this home's template in the background (None when one runs already or the home's path is too long for
-    a socket). It lives as long as `parent` (default: this process). Returns at once: it is ready seconds later."""
+    """Start this home's template in the background (None off Linux, when one runs already, or when the home's path
+    is too long for a socket). It lives as long as `parent` (default: this process). Returns at once: it is ready
+    seconds later."""
     if not supported() or state() != "none" or len(str(socket_path())) > MAX_SOCKET_PATH:
         return None
     from engine.paths import logs_dir
