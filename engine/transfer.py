@@ -214,12 +214,12 @@ def load_source_weights(model: nn.Module, config: RunConfig, *, device: str = "c
 def same_outputs(source: RunConfig, target: RunConfig) -> bool:
     """Whether a head's outputs mean the same thing in both runs: the same classes by name, or for a character model
     (its classes are the next characters) the same vocabulary, which the same data and options build
-    (engine.data.loading.split_key; the submission refuses another, engine.runs.lineage)."""
-    from engine.data.loading import split_key
+    (same_vocabulary; the submission refuses another, engine.runs.lineage)."""
+    from engine.data.loading import same_vocabulary
     from engine.datasets import DATASETS
 
     if DATASETS[target.dataset].kind == "chars":
-        return DATASETS[source.dataset].kind == "chars" and split_key(source)[:-1] == split_key(target)[:-1]
+        return DATASETS[source.dataset].kind == "chars" and same_vocabulary(source, target)
     names = class_names(target)
     return names is not None and class_names(source) == names
 

@@ -32,7 +32,7 @@ from engine.data.shapes import generate_shapes
 from engine.split import stratified_split
 
 __all__ = ["DATA_SEED", "DatasetInfo", "DatasetSplit", "DatasetUnavailable", "batches_per_epoch", "channel_stats",
-           "cached_run_split", "epoch_generator", "iterate_batches", "load_dataset", "load_run_split", "normalize", "split_key"]
+           "cached_run_split", "epoch_generator", "iterate_batches", "load_dataset", "load_run_split", "normalize", "same_vocabulary", "split_key"]
 
 
 @dataclass
@@ -198,6 +198,13 @@ def split_key(config: RunConfig) -> tuple:
 
         return key + (CharOptions.from_config(config),) + subset
     return key + subset
+
+
+def same_vocabulary(source: RunConfig, target: RunConfig) -> bool:
+    """Whether two text or character runs read the same vocabulary. A vocabulary is built from the training split,
+    most frequent first, so another corpus puts other tokens at the same ids; the same data and options (the split
+    key but its last item: the class subset is applied after the vocabulary is built) build the same one."""
+    return split_key(source)[:-1] == split_key(target)[:-1]
 
 
 def load_run_split(config: RunConfig, *, download: bool = True) -> DatasetSplit:

@@ -101,14 +101,12 @@ def check_compatible(source: RunConfig, config: RunConfig, label: str) -> None:
 
 
 def _check_same_vocabulary(source: RunConfig, config: RunConfig, label: str) -> None:
-    # a text or character model's embedding has a row per word or character of its vocabulary, built from its training
-    # split (most frequent first: another corpus puts other characters at the same ids): the same data and options
-    # build the same vocabulary (the class subset is applied after it)
-    from engine.data.loading import split_key
+    # a text or character model's embedding has a row per word or character of its vocabulary
+    from engine.data.loading import same_vocabulary
 
     fields = ("dataset", "val_fraction", "data_dir", "train_limit", "text_negation", "text_contrast", "text_filler",
               "vocab_size", "vocab_min_count", "text_level", "text_column", "label_column", "names_list", "block_size")
-    if split_key(source)[:-1] != split_key(config)[:-1]:
+    if not same_vocabulary(source, config):
         differing = next((f for f in fields if getattr(source, f) != getattr(config, f)), "the data")
         kind = "character" if DATASETS[config.dataset].kind == "chars" else "text"
         raise SourceRefused(f"init_from={config.init_from}: a {kind} model starts only from a run with the same "
