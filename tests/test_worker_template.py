@@ -156,6 +156,13 @@ def test_a_template_with_a_thread_refuses_to_fork(short_home):
     assert b"thread" in answers[0] and b"pid" not in answers[0]
 
 
+def test_a_request_whose_log_cannot_be_opened_is_answered_with_the_reason_and_nothing_forks(short_home):
+    request = {"argv": [], "env": {}, "log": str(short_home / "missing" / "workers.log"), "cwd": "/"}
+    with socket.socket(socket.AF_UNIX) as listener, socket.socket(socket.AF_UNIX) as conn:
+        answer = template._fork(request, listener, conn)  # the log fails before any fork: safe in this process
+    assert "pid" not in answer and "cannot open the workers' log" in answer["error"]
+
+
 def test_without_a_ready_template_a_fork_request_gets_none(short_home):
     assert template.state() == "none"
     assert template.fork_worker(["--threads", "1"], dict(os.environ), os.devnull, str(ROOT)) is None

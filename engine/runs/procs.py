@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 
 def pid_alive(pid: int, host: str) -> bool | None:
@@ -30,17 +31,17 @@ def pid_alive(pid: int, host: str) -> bool | None:
             return True
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where workers start (their cwd) and import the project from
+
+
 def worker_env() -> dict[str, str]:
     """The environment of a process the runner starts (a worker, the worker template): this one's, with the data
     home made absolute and the project importable from wherever it runs."""
-    from pathlib import Path
-
     from engine.paths import trainlens_home
 
-    root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["TRAINLENS_HOME"] = str(trainlens_home())
-    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
 

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Callable
 
 from engine import settings
@@ -30,10 +29,9 @@ from engine.runs import pool_health, template
 from engine.runs.access import check_may_teach, may_act
 from engine.runs.executor import executor_name, local_pool_size, worker_module
 from engine.runs.pool_health import PoolFailure
-from engine.runs.procs import pid_alive, worker_env
+from engine.runs.procs import PROJECT_ROOT, pid_alive, worker_env
 from engine.runs.store import Store
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def gpu_count() -> int:
@@ -83,9 +81,13 @@ class Runner:
     def size(self) -> int:
         if executor_name() == "ray":
             return 1  # one dispatcher on this host; Ray schedules the runs on the cluster
-        # TRAINLENS_WORKERS=0 starts no worker here: runs queue and wait (tests; a host that only shows runs)
-        size = self._workers if self._workers is not None else settings.value("TRAINLENS_WORKERS")
+        size = self._asked_size()
         return local_pool_size(self.gpus) if size is None else size
+
+    def _asked_size(self) -> int | None:
+        """The pool size given to this runner or by TRAINLENS_WORKERS (None: the default, which counts GPUs). 0 starts
+        no worker here: runs queue and wait (tests; a host that only shows runs)."""
+        return self._workers if self._workers is not None else settings.value("TRAINLENS_WORKERS")
 
     @property
     def threads(self) -> int:
@@ -205,7 +207,7 @@ class Runner:
         template lives as long as this process. Without a ready template, workers start as fresh interpreters.
         Returns how many workers started."""
         settings.check()
-        if worker_module() == "engine.runs.worker" and self._workers != 0 and settings.value("TRAINLENS_WORKERS") != 0:
+        if worker_module() == "engine.runs.worker" and self._asked_size() != 0:  # its size, without counting GPUs
             template.wait_ready(template_wait_s, template.start())
         return self.ensure_workers()
 

@@ -48,7 +48,6 @@ SOCKET_NAME = "template.sock"
 LOCK_NAME = "template.lock"
 REQUEST_TIMEOUT_S = 5.0  # a ready template answers in milliseconds; past this the runner starts a fresh interpreter
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes: a home deeper than that gets no template (fresh interpreters)
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def supported() -> bool:
@@ -77,7 +76,7 @@ def start(parent: int | None = None) -> subprocess.Popen | None:
     if not supported() or state() != "none" or len(str(socket_path())) > MAX_SOCKET_PATH:
         return None
     from engine.paths import logs_dir
-    from engine.runs.procs import worker_env
+    from engine.runs.procs import PROJECT_ROOT, worker_env
 
     with open(logs_dir() / "workers.log", "ab") as log:
         # not a session of its own: Ctrl-C in the dashboard's terminal stops it with the server (its workers,
@@ -247,18 +246,31 @@ def _serve_one(listener: socket.socket) -> None:
         elif python_threads():
             answer = {"error": f"the template has {python_threads()} other thread(s): forking it is unsafe"}
         else:
-            log_fd = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                _child(request, listener, conn, log_fd)
-            os.close(log_fd)
-            answer = {"pid": pid}
+            answer = _fork(request, listener, conn)
         if "error" in answer:
             print(f"worker template: {answer['error']}", flush=True)
         with contextlib.suppress(OSError):
             conn.sendall(json.dumps(answer).encode() + b"\n")
+
+
+def _fork(request: dict, listener: socket.socket, conn: socket.socket) -> dict:
+    """Fork a worker for `request`: {"pid": N}, or {"error": ...} when its log cannot be opened or the fork fails (no
+    memory, too many processes): the runner then starts a fresh interpreter, and the template goes on serving."""
+    try:
+        log_fd = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as exc:
+        return {"error": f"cannot open the workers' log: {exc}"}
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _child(request, listener, conn, log_fd)
+        return {"pid": pid}
+    except OSError as exc:
+        return {"error": f"cannot fork: {exc}"}
+    finally:
+        os.close(log_fd)
 
 
 def serve(parent: int) -> int:
