@@ -83,10 +83,9 @@ try:
             raise
         st.error(escape_md(exc), icon=":material/broken_image:")
 finally:
-    # Once the server's first page is drawn, fill the worker pool from a background thread (once per server process;
-    # the Train page starts it as soon as its Start button is drawn, before its preview imports torch):
-    # a worker imports torch for seconds, and now does it before the first Start instead of after it. Not earlier:
-    # workers importing torch beside the first page's own script would slow that page down (2 cores).
+    # Once the server's first page is drawn, fill the worker pool from a background thread (once per server process):
+    # the worker template imports torch for seconds, and now does it before the first Start instead of after it.
+    # Not earlier: a process importing torch beside the first page's own script would slow that page (2 cores).
     start_pool_warmup()
     # after the page's imports: later collections skip the modules' objects (app/server/memory.py)
     freeze_imports()

@@ -15,7 +15,7 @@ from app.train.transfer_preview import transfer_lines
 from app.ui.identity import session_actor
 from app.ui.live import live_runs_panel
 from app.ui.presentation import plotly_chart
-from app.ui.state import get_runner, get_store, run_split, runs_frame, start_pool_warmup
+from app.ui.state import get_runner, get_store, run_split, runs_frame
 from engine.config import OPTIMIZERS, RunConfig
 from engine.datasets import dataset_info
 from engine.race import RECOMMENDED_LR, expand_race, parse_values
@@ -48,10 +48,10 @@ def load_split(config: RunConfig):
 
 
 def loads_after_start(config: RunConfig | None) -> bool:
-    """Whether the preview's data waits until the Start button is drawn: only while this server has not imported
-    torch yet (about 2 s of the first page of a fresh server on 2 cores, benchmarks/cold_paths.py; later pages keep
-    the preview where it is, without a flicker), and only for a built-in image dataset (shipped or generated): it
-    cannot be missing, so Start needs nothing from it. A dataset read from files is checked first: Start stays
+    """Whether the preview's data waits until the browser has drawn the page (load_preview_once_drawn): only while
+    this server has not imported torch yet (about 1.4 s on the first page of a fresh server on 2 cores; later pages
+    keep the preview where it is, without a flicker), and only for a built-in image dataset (shipped or generated):
+    it cannot be missing, so Start needs nothing from it. A dataset read from files is checked first: Start stays
     disabled while it cannot be loaded."""
     if config is None or "torch" in sys.modules:
         return False
@@ -221,8 +221,8 @@ PREVIEW_TICK_S = 0.2  # how soon after the browser has drawn the page it asks fo
 
 
 def load_preview_once_drawn(config: RunConfig) -> None:
-    """The first page of a fresh server (see loads_after_start): the pool's warm-up, the data and torch wait until
-    the browser has drawn the page. This fragment's timer runs in the browser, so its first tick arrives only once
+    """The first page of a fresh server (see loads_after_start): the data and torch wait until the browser has drawn
+    the page. This fragment's timer runs in the browser, so its first tick arrives only once
     the page is on the screen; the page's own run draws nothing here. Done in that run, importing torch held the
     server's GIL while the browser fetched the form's scripts: Start showed 0.6 s later (3.6 s after `streamlit
     run` instead of 3.0 s, benchmarks/cold_paths.py). The tick loads, then reruns the whole page with its preview."""
@@ -233,9 +233,6 @@ def load_preview_once_drawn(config: RunConfig) -> None:
         calls.append(1)
         if len(calls) == 1:  # the page's own run: the browser has not drawn it yet
             return
-        # the worker pool first (app/main.py would start it after this page): its template's imports then overlap
-        # the preview's instead of following them, and a Start clicked soon after finds a worker sooner
-        start_pool_warmup()
         load_split(config)  # cached (run_split): the rerun draws the preview from it at once
         st.rerun()  # torch is imported now: the rerun draws the preview in place (loads_after_start is false)
 
