@@ -8,8 +8,9 @@ the default worker pool), opens it in headless Chromium like a user (the Train p
   - chart: click -> the first point drawn in the page's live loss chart (the browser's plotly data).
 Modes: warm (the dashboard's default: the worker template and the pool warmed at start), idle (the pool warmed,
 then its workers idled out, as after a pause in a class: the click forks a worker from the template) and cold
-(TRAINLENS_WARM_POOL=0: no template, the first Start starts fresh interpreters). The run is cancelled once its first point is in; the server, the browser and every
-worker started are stopped at the end of each trial. Prints every trial and the medians.
+(TRAINLENS_WARM_POOL=0: no template, the first Start starts fresh interpreters). The run is cancelled once its first
+point is in; the server, the browser and every worker started are stopped at the end of each trial. Prints every
+trial and the medians.
 
     python benchmarks/first_point.py [--repeats 3] [--think 0] [--modes warm,idle,cold]
 
@@ -35,6 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from engine.runs import template  # noqa: E402 - the project is on sys.path now
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -124,7 +127,7 @@ def idle_pool(db: Path, home: Path, timeout: float = WAIT_S) -> None:
     """Mode idle: wait until the worker template answers and every warmed worker has left (idled out)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if (home / "workers" / "template.sock").exists() and db.exists():
+        if (home / "workers" / template.SOCKET_NAME).exists() and db.exists():
             try:
                 with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)) as conn:
                     started = conn.execute("SELECT COUNT(*) FROM workers").fetchone()[0]
